@@ -1,0 +1,198 @@
+"""Load and validate the device / radio / cloud catalog (``profiles/catalog.toml``).
+
+Every field is checked (present, a number, finite, in range); an error names the
+file, the table and the field. The result is plain frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from profiles import DEFAULT_CATALOG
+
+
+class CatalogError(ValueError):
+    """The catalog is missing a field, or a field holds an invalid value."""
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    description: str
+    gflops: float
+    active_power_w: float
+    idle_power_w: float
+    battery_j: float
+
+
+@dataclass(frozen=True)
+class Radio:
+    name: str
+    description: str
+    per_mbps_w: float
+    base_w: float
+    tail_s: float
+    tail_w: float
+    uplink_ratio: float
+    rtt_s: float
+    max_uplink_bps: float = math.inf
+
+    def transmit_power_w(self, uplink_bps: float) -> float:
+        """Power while sending at ``uplink_bps`` (Huang et al. 2012: beta + alpha_u * u)."""
+        return self.base_w + self.per_mbps_w * uplink_bps / 1e6
+
+
+@dataclass(frozen=True)
+class Cloud:
+    name: str
+    description: str
+    kind: str  # "iaas" or "faas"
+    speedup: float
+    overhead_s: float
+    price_per_s: float = 0.0
+    utilisation: float = 1.0
+    price_per_gb_s: float = 0.0
+    price_per_request: float = 0.0
+    memory_gb: float = 0.0
+    billing_granularity_s: float = 0.0
+    cold_start_s: float = 0.0
+    keep_alive_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Catalog:
+    path: Path
+    devices: dict[str, Device]
+    radios: dict[str, Radio]
+    clouds: dict[str, Cloud]
+    data_usd_per_gb: float
+
+    def device(self, name: str) -> Device:
+        return _pick(self.devices, name, "devices", self.path)
+
+    def radio(self, name: str) -> Radio:
+        return _pick(self.radios, name, "radios", self.path)
+
+    def cloud(self, name: str) -> Cloud:
+        return _pick(self.clouds, name, "clouds", self.path)
+
+
+def _pick(table: dict, name: str, kind: str, path: Path):
+    if name not in table:
+        raise CatalogError(f"{path}: no [{kind}.{name}]; known: {', '.join(sorted(table))}")
+    return table[name]
+
+
+# Field rules: (required, lower bound, lower bound inclusive, upper bound).
+_POSITIVE = (True, 0.0, False, math.inf)
+_NON_NEGATIVE = (True, 0.0, True, math.inf)
+_OPTIONAL_NN = (False, 0.0, True, math.inf)
+_RULES: dict[type, dict[str, tuple]] = {
+    Device: {
+        "gflops": _POSITIVE,
+        "active_power_w": _POSITIVE,
+        "idle_power_w": _NON_NEGATIVE,
+        "battery_j": _POSITIVE,
+    },
+    Radio: {
+        "per_mbps_w": _NON_NEGATIVE,
+        "base_w": _NON_NEGATIVE,
+        "tail_s": _NON_NEGATIVE,
+        "tail_w": _NON_NEGATIVE,
+        "uplink_ratio": (True, 0.0, False, 1.0),
+        "rtt_s": _NON_NEGATIVE,
+        "max_uplink_bps": (False, 0.0, False, math.inf),
+    },
+    Cloud: {
+        "speedup": _POSITIVE,
+        "overhead_s": _NON_NEGATIVE,
+        "price_per_s": _OPTIONAL_NN,
+        "utilisation": (False, 0.0, False, 1.0),
+        "price_per_gb_s": _OPTIONAL_NN,
+        "price_per_request": _OPTIONAL_NN,
+        "memory_gb": _OPTIONAL_NN,
+        "billing_granularity_s": _OPTIONAL_NN,
+        "cold_start_s": _OPTIONAL_NN,
+        "keep_alive_s": _OPTIONAL_NN,
+    },
+}
+_REQUIRED_BY_KIND = {
+    "iaas": ("price_per_s",),
+    "faas": ("price_per_gb_s", "price_per_request", "memory_gb", "cold_start_s", "keep_alive_s"),
+}
+
+
+def check_number(
+    value: Any, where: str, *, low: float = -math.inf, low_inclusive: bool = True,
+    high: float = math.inf,
+) -> float:  # fmt: skip
+    """Validate one numeric field; ``where`` names it in the error."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CatalogError(f"{where}: expected a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) and not (value == math.inf and high == math.inf):
+        raise CatalogError(f"{where}: {value} is not finite")
+    below = value < low if low_inclusive else value <= low
+    if below or value > high:
+        sign = ">=" if low_inclusive else ">"
+        raise CatalogError(f"{where}: {value} out of range (need {sign} {low} and <= {high})")
+    return value
+
+
+def _build(cls: type, name: str, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: expected a table")
+    known = {f.name for f in fields(cls)} - {"name"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise CatalogError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    values: dict[str, Any] = {"name": name}
+    description = raw.get("description")
+    if not isinstance(description, str) or not description:
+        raise CatalogError(f"{where}.description: missing or not a string")
+    values["description"] = description
+    if cls is Cloud:
+        kind = raw.get("kind")
+        if kind not in _REQUIRED_BY_KIND:
+            raise CatalogError(f"{where}.kind: must be 'iaas' or 'faas', got {kind!r}")
+        values["kind"] = kind
+        for field_name in _REQUIRED_BY_KIND[kind]:
+            if field_name not in raw:
+                raise CatalogError(f"{where}.{field_name}: missing (required for {kind})")
+    for field_name, (required, low, inclusive, high) in _RULES[cls].items():
+        if field_name not in raw:
+            if required:
+                raise CatalogError(f"{where}.{field_name}: missing")
+            continue
+        values[field_name] = check_number(
+            raw[field_name], f"{where}.{field_name}", low=low, low_inclusive=inclusive, high=high
+        )
+    return cls(**values)
+
+
+def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CatalogError(f"{path}: catalog file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{path}: not valid TOML ({exc})") from exc
+    tables = {}
+    for key, cls in (("devices", Device), ("radios", Radio), ("clouds", Cloud)):
+        section = raw.get(key)
+        if not isinstance(section, dict) or not section:
+            raise CatalogError(f"{path}: [{key}] is missing or empty")
+        tables[key] = {
+            name: _build(cls, name, body, f"{path}: [{key}.{name}]")
+            for name, body in section.items()
+        }
+    plan = raw.get("data_plan")
+    if not isinstance(plan, dict) or "usd_per_gb" not in plan:
+        raise CatalogError(f"{path}: [data_plan].usd_per_gb: missing")
+    usd_per_gb = check_number(plan["usd_per_gb"], f"{path}: [data_plan].usd_per_gb", low=0.0)
+    return Catalog(path, tables["devices"], tables["radios"], tables["clouds"], usd_per_gb)

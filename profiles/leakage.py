@@ -1,0 +1,80 @@
+"""Privacy leakage of what crosses the uplink, measured by model inversion.
+
+For each cut an attacker who sees the transmitted tensor trains a small decoder that
+reconstructs the input image (He, Zhang, Lee, "Model inversion attacks against
+collaborative inference", ACSAC 2019, the learning-based attack). Leakage is the
+SSIM (Wang et al., IEEE TIP 2004) between the original test image and the
+reconstruction from the *decoded* tensor, in [0, 1]: 1 means the image is handed
+over intact. At cut 0 the attacker holds the decoded image itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Mean SSIM per image of two batches (N, 1, H, W) in [0, 1], uniform window."""
+    c1, c2 = 0.01**2, 0.03**2
+    pad = window // 2
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, window, stride=1, padding=pad, count_include_pad=False)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+class InversionDecoder(nn.Module):
+    """Activation (C, H, W) with H in {7, 14} -> image (1, 28, 28)."""
+
+    def __init__(self, channels: int, size: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(channels, 64, 3, padding=1), nn.ReLU()]
+        while size < 28:
+            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()]
+            size *= 2
+        layers += [nn.Conv2d(64, 1, 3, padding=1), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+def train_inversion(
+    activations: torch.Tensor, images: torch.Tensor, *, epochs: int, seed: int
+) -> InversionDecoder:
+    """Fit a decoder on (activation, image) pairs of the train split."""
+    torch.manual_seed(seed)
+    _, c, h, _ = activations.shape
+    decoder = InversionDecoder(c, h)
+    opt = torch.optim.Adam(decoder.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=gen)
+        for start in range(0, len(images), 128):
+            idx = order[start : start + 128]
+            loss = F.mse_loss(decoder(activations[idx]), images[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    decoder.eval()
+    return decoder
+
+
+def reconstruction_ssim(
+    decoder: InversionDecoder | None, received: np.ndarray, images: np.ndarray
+) -> float:
+    """Mean SSIM of the decoder's reconstructions (or of ``received`` itself at cut 0)."""
+    target = torch.from_numpy(images)
+    with torch.inference_mode():
+        x = torch.from_numpy(received)
+        recon = x if decoder is None else decoder(x)
+        return float(ssim(recon.clamp(0, 1), target).mean().clamp(0, 1))

@@ -1,0 +1,258 @@
+"""Measure a trained multi-exit model and write its profile.
+
+    python -m profiles.profile [--weights FILE] [--out FILE] [--quick]
+
+What is measured, and how, is described in ``profiles/profile_io.py``. Latencies are
+taken on this host at batch 1 with one thread (median of ``--repeats`` runs after a
+warm-up); everything else is computed on every sample of the ``val`` and ``test``
+splits. ``--quick`` measures a subset (for tests), never the shipped profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from profiles import DEFAULT_PROFILE, DEFAULT_WEIGHTS, codecs
+from profiles.dataset import load_splits, to_tensor_input
+from profiles.leakage import reconstruction_ssim, train_inversion
+from profiles.model import MultiExitCNN, load_model, model_hash
+from profiles.profile_io import LEAKAGE_METRIC, SPLITS, save_profile
+
+console = Console()
+
+
+def describe_host() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": 1,
+        "date": dt.date.today().isoformat(),
+    }
+
+
+def block_flops(model: MultiExitCNN) -> tuple[list[int], list[int]]:
+    """FLOPs of each block and of each exit head, counted from the layer shapes."""
+    arch, blocks, exits = model.arch, [], []
+    c_in, size = arch.in_channels, arch.image_size
+    for b, c_out in enumerate(arch.channels, start=1):
+        hw = size * size
+        flops = 2 * c_in * 9 * c_out * hw + 2 * c_out * hw + c_out * hw  # conv, BN, ReLU
+        if b in arch.pool_after:
+            flops += c_out * hw
+            size //= 2
+        blocks.append(flops)
+        pooled = c_out * (size // 2) ** 2
+        exits.append(c_out * size * size + 2 * pooled * arch.n_classes)
+        c_in = c_out
+    return blocks, exits
+
+
+def _median_time(fn, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) * 1e-9
+
+
+def measure_latency(model: MultiExitCNN, repeats: int) -> tuple[list[float], list[float]]:
+    """Per-block and per-exit latency at batch 1 on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    block_s, exit_s = [], []
+    try:
+        with torch.inference_mode():
+            h = torch.rand(1, *model.arch.activation_shape(0))
+            for b in range(1, model.n_blocks + 1):
+                block, exit_head, x = model.blocks[b - 1], model.exits[b - 1], h
+                block_s.append(_median_time(lambda: block(x), repeats, repeats // 5))  # noqa: B023
+                h = block(x)
+                y = h
+                exit_s.append(_median_time(lambda: exit_head(y), repeats, repeats // 5))  # noqa: B023
+    finally:
+        torch.set_num_threads(threads)
+    return block_s, exit_s
+
+
+def _activations(model: MultiExitCNN, x: torch.Tensor, cut: int) -> np.ndarray:
+    with torch.inference_mode():
+        return np.concatenate(
+            [model.head(cut, x[i : i + 1000]).numpy() for i in range(0, len(x), 1000)]
+        )
+
+
+def _tail_correct(model: MultiExitCNN, cut: int, h: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        preds = np.concatenate(
+            [
+                model.tail(cut, torch.from_numpy(h[i : i + 1000])).argmax(1).numpy()
+                for i in range(0, len(h), 1000)
+            ]
+        )
+    return preds == labels
+
+
+def measure_split(model: MultiExitCNN, images: np.ndarray, labels: np.ndarray, progress) -> dict:
+    """Exit confidences, encoded sizes and post-codec correctness for every sample."""
+    k, n_levels, n = model.n_blocks, codecs.N_LEVELS, len(labels)
+    x = torch.from_numpy(to_tensor_input(images))
+    with torch.inference_mode():
+        outs = [torch.cat(o) for o in zip(*(model.forward_all(x[i : i + 1000]) for i in range(0, n, 1000)), strict=True)]  # noqa: E501
+    probs = [torch.softmax(o, 1) for o in outs]
+    exit_conf = np.stack([p.max(1).values.numpy() for p in probs]).astype(np.float32)
+    exit_correct = np.stack([(p.argmax(1).numpy() == labels) for p in probs])
+    sent_bytes = np.zeros((k, n_levels, n), np.int32)
+    final_correct = np.zeros((k, n_levels, n), bool)
+    task = progress.add_task("  encode/decode/tail", total=k * n_levels)
+    decoded_for_leak: dict[tuple[int, int], np.ndarray] = {}
+    for cut in range(k):
+        sent = images if cut == 0 else _activations(model, x, cut)
+        for level in range(n_levels):
+            codec = codecs.get(codecs.codec_name(cut, level))
+            decoded = np.empty(sent.shape, np.float32 if cut else np.uint8)
+            for i in range(n):
+                blob = codec.encode(sent[i])
+                sent_bytes[cut, level, i] = len(blob)
+                decoded[i] = codec.decode(blob)
+            received = to_tensor_input(decoded) if cut == 0 else decoded
+            final_correct[cut, level] = _tail_correct(model, cut, received, labels)
+            decoded_for_leak[(cut, level)] = received[:LEAK_EVAL]
+            progress.advance(task)
+    progress.remove_task(task)
+    return {
+        "labels": labels.astype(np.int16),
+        "exit_conf": exit_conf,
+        "exit_correct": exit_correct,
+        "sent_bytes": sent_bytes,
+        "final_correct": final_correct,
+        "_decoded": decoded_for_leak,
+    }
+
+
+def measure_encode_time(model: MultiExitCNN, images: np.ndarray, repeats: int) -> np.ndarray:
+    """Host time to encode one sample, per cut and level (median over a few samples)."""
+    k = model.n_blocks
+    out = np.zeros((k, codecs.N_LEVELS))
+    x = torch.from_numpy(to_tensor_input(images[:8]))
+    for cut in range(k):
+        sent = images[:8] if cut == 0 else _activations(model, x, cut)
+        for level in range(codecs.N_LEVELS):
+            codec = codecs.get(codecs.codec_name(cut, level))
+            out[cut, level] = statistics.median(
+                _median_time(lambda s=s: codec.encode(s), repeats, 3) for s in sent
+            )
+    return out
+
+
+LEAK_EVAL = 1000  # test images scored per cut and level
+
+
+def measure_leakage(model, splits, decoded_test, n_train: int, epochs: int, progress) -> np.ndarray:
+    k = model.n_blocks
+    leakage = np.zeros((k, codecs.N_LEVELS))
+    target = to_tensor_input(splits["test"].images[:LEAK_EVAL])
+    train_x = torch.from_numpy(to_tensor_input(splits["train"].images[:n_train]))
+    task = progress.add_task("  inversion attacks", total=k)
+    for cut in range(k):
+        decoder = None
+        if cut > 0:
+            acts = torch.from_numpy(_activations(model, train_x, cut))
+            decoder = train_inversion(acts, train_x, epochs=epochs, seed=cut)
+        for level in range(codecs.N_LEVELS):
+            leakage[cut, level] = reconstruction_ssim(decoder, decoded_test[(cut, level)], target)
+        progress.advance(task)
+    return leakage
+
+
+def run(weights: Path, out: Path, *, quick: bool, repeats: int, leak_train: int, leak_epochs: int):
+    model = load_model(weights)
+    digest = model_hash(model)
+    splits = load_splits()
+    if quick:
+        splits = {
+            name: type(s)(s.images[:300], s.labels[:300]) for name, s in splits.items()
+        }
+    console.print(f"profiling {weights} (hash {digest})")
+    block_s, exit_s = measure_latency(model, repeats)
+    flops, exit_flops = block_flops(model)
+    arrays: dict[str, np.ndarray] = {
+        "block_flops": np.array(flops, np.int64),
+        "exit_flops": np.array(exit_flops, np.int64),
+        "block_params": np.array([sum(p.numel() for p in b.parameters()) for b in model.blocks]),
+        "block_shape": np.array([model.arch.activation_shape(b) for b in range(1, 6)]),
+        "block_host_s": np.array(block_s),
+        "exit_host_s": np.array(exit_s),
+        "encode_host_s": measure_encode_time(model, splits["test"].images, 20 if quick else 100),
+    }
+    decoded_test = None
+    with Progress(console=console) as progress:
+        for split in SPLITS:
+            progress.console.print(f"split {split}: {len(splits[split].labels)} samples")
+            measured = measure_split(model, splits[split].images, splits[split].labels, progress)
+            decoded = measured.pop("_decoded")
+            if split == "test":
+                decoded_test = decoded
+            arrays.update({f"{split}_{key}": value for key, value in measured.items()})
+        arrays["leakage"] = measure_leakage(
+            model, splits, decoded_test, leak_train, leak_epochs, progress
+        )
+    meta = {
+        "model_hash": digest,
+        "weights": weights.name,
+        "arch": model.arch.to_dict(),
+        "dataset": "Fashion-MNIST (Xiao, Rasul, Vollgraf, 2017)",
+        "host": describe_host(),
+        "latency_repeats": repeats,
+        "codecs": {"input": list(codecs.INPUT_CODECS), "activation": list(codecs.ACTIVATION_CODECS)},
+        "leakage_metric": LEAKAGE_METRIC,
+        "leakage_attack": {"train_images": leak_train, "epochs": leak_epochs, "eval": LEAK_EVAL},
+        "quick": quick,
+    }
+    save_profile(out, meta, arrays)
+    console.print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Measure a multi-exit model into a profile.")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--out", type=Path, default=DEFAULT_PROFILE)
+    parser.add_argument("--repeats", type=int, default=400)
+    parser.add_argument("--leak-train", type=int, default=20000)
+    parser.add_argument("--leak-epochs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="300 samples per split (tests)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.leak_train, args.leak_epochs = 30, 600, 1
+    run(
+        args.weights, args.out, quick=args.quick, repeats=args.repeats,
+        leak_train=args.leak_train, leak_epochs=args.leak_epochs,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
