@@ -161,7 +161,7 @@ class _Affine:
             q = (q[0::2] << 4) | q[1::2]
         payload = q.tobytes()
         if self.deflate:
-            payload = zlib.compress(payload, 9)
+            payload = zlib.compress(payload, 1)  # fast level: what a small device would run
         return _pack(_ID[self.name], a.shape, scale, lo, payload)
 
     def decode(self, data: bytes) -> np.ndarray:

@@ -37,11 +37,11 @@ class InversionDecoder(nn.Module):
 
     def __init__(self, channels: int, size: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(channels, 64, 3, padding=1), nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU()]
         while size < 28:
-            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()]
+            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU()]
             size *= 2
-        layers += [nn.Conv2d(64, 1, 3, padding=1), nn.Sigmoid()]
+        layers += [nn.Conv2d(32, 1, 3, padding=1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """A multi-exit CNN in plain torch, split at any block boundary.
 
 Blocks are 3x3 conv + batch norm + ReLU (2x2 max pool after blocks 1 and 3). Every
-block has an exit: a 2x2 average pool and one linear layer; the exit of the last
-block is the model's final classifier. ``tail(cut, head(cut, x)) == forward(x)`` for
+block has an exit: a global average pool and one linear layer for blocks 1..K-1, a 2x2
+average pool and one linear layer for the last block (the model's final classifier). ``tail(cut, head(cut, x)) == forward(x)`` for
 every ``cut`` in ``0..n_blocks``: the device runs ``head``, the cloud runs ``tail``.
 """
 
@@ -65,15 +65,22 @@ class MultiExitCNN(nn.Module):
             if i in self.arch.pool_after:
                 layers.append(nn.MaxPool2d(2))
             blocks.append(nn.Sequential(*layers))
-            _, h, w = self.arch.activation_shape(i)
-            exits.append(
-                nn.Sequential(
-                    nn.AvgPool2d(2), nn.Flatten(), nn.Linear(c_out * (h // 2) * (w // 2), 10)
-                )
-            )
+            exits.append(self._exit_head(i, c_out))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.exits = nn.ModuleList(exits)
+
+    def _exit_head(self, block: int, channels: int) -> nn.Module:
+        """Early exits are cheap: global average pool + one linear layer (a few hundred
+        parameters, as a micro-controller can afford after every block). The final
+        classifier keeps spatial detail: 2x2 average pool + one linear layer."""
+        n = self.arch.n_classes
+        if block < self.arch.n_blocks:
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, n))
+        _, h, w = self.arch.activation_shape(block)
+        return nn.Sequential(
+            nn.AvgPool2d(2), nn.Flatten(), nn.Linear(channels * (h // 2) * (w // 2), n)
+        )
 
     @property
     def n_blocks(self) -> int:

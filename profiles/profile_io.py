@@ -61,8 +61,20 @@ class Profile:
     block_shape: np.ndarray  # (K, 3)
     block_host_s: np.ndarray  # (K,)
     exit_host_s: np.ndarray  # (K,)
+    encode_host_s: np.ndarray  # (K, L): host time to encode one sample at cut, level
+    block_ops: np.ndarray  # (K,) operators dispatched by each block
+    exit_ops: np.ndarray  # (K,) operators dispatched by each exit head
+    dispatch_host_s: float  # host framework cost of dispatching one operator
     leakage: np.ndarray  # (K, L) for cuts 0..K-1
     splits: dict[str, SplitData]
+
+    def compute_host_s(self) -> tuple[np.ndarray, np.ndarray]:
+        """Block and exit latencies less the framework's dispatch cost: the part of
+        the host time that is arithmetic and memory traffic (at least 10% of it)."""
+        d = self.dispatch_host_s
+        blocks = np.maximum(self.block_host_s - self.block_ops * d, 0.1 * self.block_host_s)
+        exits = np.maximum(self.exit_host_s - self.exit_ops * d, 0.1 * self.exit_host_s)
+        return blocks, exits
 
     @property
     def model_hash(self) -> str:
@@ -125,16 +137,22 @@ class Profile:
                     "output_shape": [int(v) for v in self.block_shape[b]],
                     "host_us": round(float(self.block_host_s[b]) * 1e6, 1),
                     "exit_host_us": round(float(self.exit_host_s[b]) * 1e6, 1),
+                    "compute_host_us": round(float(self.compute_host_s()[0][b]) * 1e6, 1),
                 }
                 for b in range(self.n_blocks)
             ],
             "cuts": cuts,
+            "dispatch_host_us": round(self.dispatch_host_s * 1e6, 2),
+            "encode_host_us": (self.encode_host_s * 1e6).round(1).tolist(),
             "leakage_metric": self.meta["leakage_metric"],
             "host": self.meta["host"],
         }
 
 
-_BLOCK_FIELDS = ("block_flops", "block_params", "block_shape", "block_host_s", "exit_host_s")
+_BLOCK_FIELDS = (
+    "block_flops", "block_params", "block_shape", "block_host_s", "exit_host_s", "block_ops",
+    "exit_ops",
+)  # fmt: skip
 _SPLIT_FIELDS = ("labels", "exit_conf", "exit_correct", "sent_bytes", "final_correct")
 
 
@@ -179,6 +197,9 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
             raise ProfileError(f"{path}: field '{name}' must hold {k} finite values >= 0")
     leakage = need("leakage")
     n_levels = len(meta["codecs"]["activation"])
+    encode = need("encode_host_s")
+    if encode.shape != (k, n_levels) or not np.all(np.isfinite(encode)) or np.any(encode < 0):
+        raise ProfileError(f"{path}: field 'encode_host_s' must be ({k}, {n_levels}) finite >= 0")
     if leakage.shape != (k, n_levels) or not np.all((leakage >= 0) & (leakage <= 1)):
         raise ProfileError(f"{path}: field 'leakage' must be ({k}, {n_levels}) within [0, 1]")
     splits = {}
@@ -213,6 +234,8 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
         path=path,
         meta=meta,
         leakage=leakage.astype(np.float64),
+        encode_host_s=encode.astype(np.float64),
+        dispatch_host_s=float(need("dispatch_host_s")),
         splits=splits,
         **{name: arr.astype(np.float64) for name, arr in blocks.items()},
     )

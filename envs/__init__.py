@@ -1,0 +1,17 @@
+"""The Gymnasium environment of split inference. ``import envs`` registers
+``Offload-v0`` so that ``gymnasium.make("Offload-v0", ...)`` works."""
+
+from gymnasium.envs.registration import register, registry
+
+from envs.observation import OBS_DIM, OBS_NAMES, Telemetry, build_observation
+from envs.offload_env import OffloadEnv
+from envs.scenario import Scenario, ScenarioError, load_scenario
+from envs.system import Outcome, System
+
+if "Offload-v0" not in registry:
+    register(id="Offload-v0", entry_point="envs.offload_env:OffloadEnv")
+
+__all__ = [
+    "OBS_DIM", "OBS_NAMES", "OffloadEnv", "Outcome", "Scenario", "ScenarioError", "System",
+    "Telemetry", "build_observation", "load_scenario",
+]  # fmt: skip

@@ -1,0 +1,411 @@
+"""``OffloadEnv``: one step is one inference request on an edge device."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.observation import OBS_DIM, OBS_HIGH, OBS_LOW, Telemetry, build_observation
+from envs.scenario import Scenario, load_scenario
+from envs.system import Outcome, System
+from profiles.catalog import Radio
+from profiles.profile_io import load_profile
+from traces.sets import load_families
+from traces.trace import Trace, TraceError
+
+
+@lru_cache(maxsize=8)
+def _cached_profile(path: str):
+    return load_profile(path)
+
+
+@lru_cache(maxsize=8)
+def _cached_traces(source: str, split: str | None) -> tuple[Trace, ...]:
+    found, _ = load_families(source, split=split)
+    return tuple(t for family in sorted(found) for t in found[family])
+
+
+@dataclass
+class EpisodeState:
+    """What changes during an episode. Times are seconds since the episode began;
+    the trace is read at ``offset_s + t``."""
+
+    trace: Trace  # the uplink as the radio sees it (scaled, capped, with RTT)
+    radio: Radio
+    offset_s: float
+    arrivals: list[float]
+    samples: list[int]
+    battery_j: float
+    index: int = 0  # the request being decided
+    free_s: float = 0.0  # when the device finishes its previous request
+    radio_tail_end_s: float = -math.inf
+    cloud_last_use_s: float = -math.inf
+
+
+class OffloadEnv(gym.Env):
+    """Split inference of a multi-exit network between an edge device and the cloud.
+
+    ## Description
+    Requests arrive at the device (Poisson or periodic). For each, the controller
+    chooses where to cut the network, how confident a device-side early exit must be,
+    and how to compress what is sent. The device runs blocks ``1..cut``, checking each
+    exit on the way against the threshold with the real confidence that the drawn test
+    sample had in the measured profile. If none fires, the encoded tensor crosses the
+    uplink (bytes integrated over a real bandwidth trace from the current clock, plus
+    RTT), the cloud runs the tail (plus a cold start on a FaaS offer whose keep-alive
+    window ran out), and the answer comes back. Requests queue while the device is busy.
+
+    ## Action space
+    ``MultiDiscrete([K + 1, T, L])``:
+
+    * ``cut`` in ``0..K``: blocks run on the device (0: send the raw input; K: all local,
+      the final exit answers);
+    * ``threshold`` index into the scenario's grid (default
+      ``(0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)``; a value above 1 disables early exits,
+      which also saves the exits' compute);
+    * ``level`` of compression ``0..L-1`` (see ``profiles.codecs``): raw/PNG/JPEG at cut
+      0, fp32/fp16/int8/int8+zlib/int4+zlib elsewhere. Where the request ends on the
+      device (an exit fired, or cut K), the level has no effect.
+
+    ## Observation space
+    ``Box(-10, 10, (15,), float32)`` from ``envs.observation.build_observation``: the
+    device's own recent upload throughputs (log10 Mbit/s) and the age of the newest,
+    its RTT estimate, battery level, lateness and queue of the current request, its last
+    action, the radio's remaining high-power tail, time since it last used the cloud,
+    and the deadline. Nothing the device could not measure itself.
+
+    ## Rewards
+    Per request, with the scenario's weights (``envs.scenario.RewardWeights``)::
+
+        r = accuracy * correct - latency * min(L / D, 4) - deadline_miss * [L > D]
+            - energy * (1 + energy_battery_gain * (1 - battery)) * E / E_ref
+            - money * C / C_ref - leakage * leak
+
+    ``L`` latency from arrival to answer, ``D`` deadline, ``E`` device energy of the
+    request (compute, radio transmit and tail, idle while waiting), ``E_ref`` battery
+    capacity / ``requests_per_charge``, ``C`` money (cloud compute and cellular data),
+    ``C_ref`` = ``money_ref_usd``, ``leak`` the measured leakage of what was sent (0 when
+    nothing was sent). Each term is 1 at its reference, so the weights compare directly.
+
+    ## Starting state
+    A trace family, then a trace of it, are drawn uniformly; the trace starts at a random
+    offset; the battery at a uniform fraction in ``[initial_min, initial_max]``; the
+    device has one fresh throughput sample from a transfer just before the episode.
+
+    ## Episode end
+    ``terminated`` when the battery is empty; ``truncated`` after
+    ``workload.episode_requests`` requests.
+
+    ## Arguments
+    * ``scenario``: a ``Scenario``, a path to a scenario TOML file, or ``None`` (default).
+    * ``traces``: a list of ``Trace`` (downlink capacity), or ``None`` for the scenario's
+      default source (``trace_source``, ``trace_split``).
+    * ``trace_source``: ``auto`` | ``shared`` | ``builtin`` | ``synthetic``.
+    * ``trace_split``: ``train`` | ``val`` | ``test`` | ``None`` (all).
+    * ``sample_split``: profile split the images are drawn from (default: the scenario's).
+    * ``episode_requests``: overrides the scenario's episode length.
+
+    ``info`` of every step carries the request's metrics: ``latency_s``, ``energy_j``,
+    ``money_usd``, ``sent_bytes``, ``exit_block``, ``offloaded``, ``correct``,
+    ``leakage``, ``deadline_miss``, ``cold_start``, ``battery_level``, the true uplink
+    rate at the decision ``uplink_bps`` and at the request's arrival
+    ``arrival_uplink_bps`` (policy-independent), and the ``family`` of the trace.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        scenario: Scenario | str | Path | None = None,
+        traces: list[Trace] | None = None,
+        *,
+        trace_source: str = "auto",
+        trace_split: str | None = "train",
+        sample_split: str | None = None,
+        episode_requests: int | None = None,
+    ) -> None:
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario)
+        if sample_split is not None or episode_requests is not None:
+            workload = scenario.workload
+            if sample_split is not None:
+                workload = type(workload)(**{**workload.__dict__, "sample_split": sample_split})
+            if episode_requests is not None:
+                if episode_requests < 1:
+                    raise ValueError(f"episode_requests must be >= 1, got {episode_requests}")
+                workload = type(workload)(
+                    **{**workload.__dict__, "episode_requests": int(episode_requests)}
+                )
+            scenario = scenario.with_updates(workload=workload)
+        self.scenario = scenario
+        self.system = System(scenario, profile=_cached_profile(scenario.profile))
+        if traces is None:
+            traces = list(_cached_traces(trace_source, trace_split))
+        if not traces:
+            raise TraceError("OffloadEnv needs at least one trace")
+        self._by_family: dict[str, list[Trace]] = {}
+        for trace in traces:
+            self._by_family.setdefault(trace.family, []).append(trace)
+        self._families = sorted(self._by_family)
+        self._uplinks: dict[str, Trace] = {}
+        s = self.system
+        self.action_space = spaces.MultiDiscrete([s.n_cuts, s.n_thresholds, s.n_levels])
+        self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (OBS_DIM,), np.float32)
+        self._w = scenario.workload
+        self._tail_ref_s = max(s.catalog.radio(r).tail_s for r in s.catalog.radios)
+        self.state: EpisodeState | None = None
+        self.telemetry = Telemetry()
+
+    # -- helpers ---------------------------------------------------------------------
+    def uplink(self, trace: Trace) -> tuple[Trace, Radio]:
+        """The trace as the family's radio sees it: uplink ratio, cap, RTT."""
+        radio = self.system.radio(trace.family)
+        key = f"{trace.family}/{trace.name}"
+        up = self._uplinks.get(key)
+        if up is None:
+            up = trace.scaled(radio.uplink_ratio, radio.max_uplink_bps, radio.rtt_s)
+            self._uplinks[key] = up
+        return up, radio
+
+    def _decision_time(self, st: EpisodeState) -> float:
+        return max(st.arrivals[st.index], st.free_s)
+
+    def _observe(self) -> np.ndarray:
+        st, s = self.state, self.system
+        now = self._decision_time(st)
+        arrival = st.arrivals[st.index]
+        queue = 0
+        j = st.index + 1
+        while j < len(st.arrivals) and st.arrivals[j] <= now:
+            queue += 1
+            j += 1
+        self.telemetry.battery_level = max(st.battery_j, 0.0) / s.battery_capacity_j
+        return build_observation(
+            self.telemetry, now, lateness_s=now - arrival, queue_len=queue,
+            deadline_s=self._w.deadline_s, n_cuts=s.n_cuts, n_thresholds=s.n_thresholds,
+            n_levels=s.n_levels, tail_s=st.radio.tail_s or self._tail_ref_s,
+            keep_alive_s=s.cloud.keep_alive_s,
+        )  # fmt: skip
+
+    # -- the Gymnasium API -----------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        rng = self.np_random
+        family = self._families[int(rng.integers(len(self._families)))]
+        candidates = self._by_family[family]
+        trace = candidates[int(rng.integers(len(candidates)))]
+        if options and "trace" in options:  # evaluation pins the trace and offset
+            trace = options["trace"]
+        up, radio = self.uplink(trace)
+        offset = float(rng.uniform(0.0, up.duration_s))
+        if options and "offset_s" in options:
+            offset = float(options["offset_s"])
+        n = self._w.episode_requests
+        if self._w.arrival == "poisson":
+            gaps = rng.exponential(1.0 / self._w.rate_hz, n)
+        else:
+            gaps = np.full(n, 1.0 / self._w.rate_hz)
+        arrivals = np.cumsum(gaps).tolist()
+        samples = rng.integers(self.system.n_samples, size=n).tolist()
+        b = self.scenario.battery
+        level = float(rng.uniform(b.initial_min, b.initial_max))
+        if options and "battery_level" in options:
+            level = float(options["battery_level"])
+        self.state = EpisodeState(
+            up, radio, offset, arrivals, samples, level * self.system.battery_capacity_j
+        )
+        # The device starts with one fresh sample: a transfer just before the episode.
+        tel = Telemetry(rtt_est_s=radio.rtt_s, battery_level=level)
+        # Its bytes are what the link carried in the second before the start.
+        tel.record_transfer(0.0, max(up.bytes_between(offset - 1.0, offset), 1.0), 1.0)
+        self.telemetry = tel
+        return self._observe(), {"family": trace.family, "trace": trace.name}
+
+    def step(self, action):
+        st = self.state
+        if st is None:
+            raise RuntimeError("call reset() before step()")
+        cut, thr, level = self.check_action(action)
+        now = self._decision_time(st)
+        battery_level = max(st.battery_j, 0.0) / self.system.battery_capacity_j
+        out = self.simulate(cut, thr, level)
+        energy, money = out.energy_j, out.money_usd
+        st.battery_j -= out.energy_j
+        st.free_s = out.done_s
+        tel = self.telemetry
+        if out.offloaded:
+            st.radio_tail_end_s = out.radio_tail_end_s
+            st.cloud_last_use_s = out.done_s
+            tel.record_transfer(out.tx_end_s, out.sent_bytes, out.tx_end_s - out.tx_start_s)
+            tel.record_rtt(st.trace.rtt_s)
+            tel.last_cloud_use_s = out.done_s
+            tel.radio_tail_end_s = out.radio_tail_end_s
+        tel.last_action = (cut, thr, level)
+        info = self._info(out, now, battery_level)
+        st.index += 1
+        truncated = st.index >= len(st.arrivals)
+        if not truncated:
+            probe_j, probe_usd = self._advance(out.done_s)
+            energy += probe_j
+            money += probe_usd
+        terminated = st.battery_j <= 0.0
+        reward = out.reward
+        if energy != out.energy_j:  # a background probe happened: charge it here
+            reward = self.system.reward(
+                out.correct, out.latency_s, energy, money, out.leakage, battery_level
+            )
+            info["energy_j"], info["money_usd"] = energy, money
+        obs = self._observe() if not truncated else self._observe_last()
+        return obs, float(reward), bool(terminated), bool(truncated and not terminated), info
+
+    # -- simulation ------------------------------------------------------------------
+    def check_action(self, action) -> tuple[int, int, int]:
+        """Validate an action; raises ``ValueError`` naming the bad component."""
+        try:
+            cut, thr, level = (int(v) for v in np.asarray(action).reshape(-1))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"action must be 3 integers (cut, threshold, level), got {action!r}"
+            ) from None
+        s = self.system
+        for name, value, n in (("cut", cut, s.n_cuts), ("threshold", thr, s.n_thresholds),
+                               ("level", level, s.n_levels)):  # fmt: skip
+            if not 0 <= value < n:
+                raise ValueError(f"action {name}={value} out of range 0..{n - 1}")
+        return cut, thr, level
+
+    def simulate(self, cut: int, thr: int, level: int) -> Outcome:
+        """What the current request would do under an action. Pure: changes nothing,
+        so the oracle can ask it about every action."""
+        s, st = self.system, self.state
+        i = st.samples[st.index]
+        arrival = st.arrivals[st.index]
+        start = arrival if arrival > st.free_s else st.free_s
+        threshold = s.thresholds[thr]
+        early = threshold <= 1.0
+        k = s.k
+        exit_block = 0
+        if early:
+            conf = s.conf
+            for b in range(cut if cut < k else k - 1):
+                if conf[b][i] >= threshold:
+                    exit_block = b + 1
+                    break
+        device = s.device
+        level_battery = max(st.battery_j, 0.0) / s.battery_capacity_j
+        if exit_block or cut == k:
+            if exit_block:
+                device_s = s.block_cum[exit_block] + s.exit_cum[exit_block]
+                correct = s.exit_ok[exit_block - 1][i]
+            else:
+                device_s = s.block_cum[k] + (s.exit_cum[k - 1] if early else 0.0)
+                device_s += s.exit_dev_s[k - 1]
+                correct = s.exit_ok[k - 1][i]
+                exit_block = k
+            latency = start - arrival + device_s
+            energy = device.active_power_w * device_s
+            reward = s.reward(correct, latency, energy, 0.0, 0.0, level_battery)
+            done = start + device_s
+            return Outcome(
+                latency, start - arrival, device_s, 0.0, 0.0, energy, 0.0, 0, exit_block,
+                False, bool(correct), 0.0, False, latency > s.scenario.workload.deadline_s,
+                reward, done, done, done, st.radio_tail_end_s,
+            )  # fmt: skip
+        device_s = s.block_cum[cut] + (s.exit_cum[cut] if early else 0.0)
+        device_s += s.encode_dev_s[cut][level]
+        nbytes = s.sent[cut][level][i]
+        trace, radio, off = st.trace, st.radio, st.offset_s
+        tx_start = start + device_s
+        tx_end = trace.finish_time(off + tx_start, nbytes) - off
+        tx_s = tx_end - tx_start
+        cloud = s.cloud
+        cold = cloud.kind == "faas" and tx_end - st.cloud_last_use_s > cloud.keep_alive_s
+        busy_s = s.cloud_tail_s[cut]
+        cloud_s = busy_s + (cloud.cold_start_s if cold else 0.0)
+        network_s = tx_s + trace.rtt_s
+        done = tx_end + trace.rtt_s + cloud_s
+        latency = done - arrival
+        rate = nbytes * 8.0 / tx_s if tx_s > 0 else 0.0
+        # Radio tail (Huang et al. 2012): each upload is charged a full tail; an upload
+        # that starts inside the previous tail gets the unused part of that one back.
+        tail_j = radio.tail_w * radio.tail_s
+        overlap = st.radio_tail_end_s - tx_start
+        if overlap > 0:
+            tail_j -= radio.tail_w * min(overlap, radio.tail_s)
+        energy = (
+            device.active_power_w * device_s
+            + radio.transmit_power_w(rate) * tx_s
+            + tail_j
+            + device.idle_power_w * (trace.rtt_s + cloud_s)
+        )
+        money = nbytes * s.data_usd_per_byte + s.cloud_money(busy_s)
+        correct = s.final_ok[cut][level][i]
+        leak = s.leak[cut][level]
+        reward = s.reward(correct, latency, energy, money, leak, level_battery)
+        return Outcome(
+            latency, start - arrival, device_s, network_s, cloud_s, energy, money, nbytes, 0,
+            True, bool(correct), leak, cold, latency > s.scenario.workload.deadline_s, reward,
+            done, tx_start, tx_end, tx_end + radio.tail_s,
+        )  # fmt: skip
+
+    def _advance(self, done_s: float) -> tuple[float, float]:
+        """Move to the next request: idle drain, and a background probe if the newest
+        throughput sample is stale. Returns the probe's (energy, money)."""
+        st, s, tel = self.state, self.system, self.telemetry
+        nxt = self._decision_time(st)
+        st.battery_j -= s.device.idle_power_w * max(0.0, nxt - done_s)
+        probe = self.scenario.probe
+        if probe.interval_s <= 0 or nxt - tel.last_sample_s < probe.interval_s:
+            return 0.0, 0.0
+        tp = max(tel.last_sample_s + probe.interval_s, done_s)
+        trace, radio, off = st.trace, st.radio, st.offset_s
+        tx_end = trace.finish_time(off + tp, probe.bytes) - off
+        if tx_end > nxt:
+            return 0.0, 0.0  # would still be in flight at the decision: not sent yet
+        tx_s = tx_end - tp
+        tail_j = radio.tail_w * radio.tail_s
+        overlap = st.radio_tail_end_s - tp
+        if overlap > 0:
+            tail_j -= radio.tail_w * min(overlap, radio.tail_s)
+        energy = radio.transmit_power_w(probe.bytes * 8.0 / max(tx_s, 1e-9)) * tx_s + tail_j
+        st.radio_tail_end_s = tel.radio_tail_end_s = tx_end + radio.tail_s
+        st.battery_j -= energy
+        tel.record_transfer(tx_end, probe.bytes, tx_s)
+        return energy, probe.bytes * s.data_usd_per_byte
+
+    def _observe_last(self) -> np.ndarray:
+        st = self.state
+        st.index -= 1  # the episode is over: observe the state after the last request
+        obs = self._observe()
+        st.index += 1
+        return obs
+
+    def _info(self, out: Outcome, now: float, battery_level: float) -> dict[str, Any]:
+        st = self.state
+        return {
+            "latency_s": out.latency_s,
+            "wait_s": out.wait_s,
+            "device_s": out.device_s,
+            "network_s": out.network_s,
+            "cloud_s": out.cloud_s,
+            "energy_j": out.energy_j,
+            "money_usd": out.money_usd,
+            "sent_bytes": out.sent_bytes,
+            "exit_block": out.exit_block,
+            "offloaded": out.offloaded,
+            "correct": out.correct,
+            "leakage": out.leakage,
+            "deadline_miss": out.deadline_miss,
+            "cold_start": out.cold_start,
+            "battery_level": battery_level,
+            "uplink_bps": st.trace.rate_at(st.offset_s + now),
+            "arrival_uplink_bps": st.trace.rate_at(st.offset_s + st.arrivals[st.index]),
+            "family": st.trace.family,
+        }

@@ -1,0 +1,127 @@
+"""Is the trade-off real? Every fixed action on the same requests, by bandwidth and battery.
+
+    python -m envs.sweep [--scenario FILE] [--episodes-per-family 8] [--requests 200]
+                         [--source auto] [--json FILE]
+
+Runs every distinct fixed action (cut, threshold, level) over the same episodes of
+every trace family (common random numbers), then groups the requests by the uplink
+capacity at their arrival (quartiles over all requests) and by battery level, and
+prints, per group, the best fixed action and how edge-only and cloud-only fare.
+The controller is only worth learning where the best action moves between groups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from agents.base import FixedPolicy
+from agents.rollout import make_specs, run_many
+from envs.offload_env import OffloadEnv
+from envs.scenario import load_scenario
+from traces.sets import load_families
+
+console = Console()
+
+
+def distinct_actions(n_cuts: int, n_thresholds: int, n_levels: int) -> list[tuple[int, int, int]]:
+    """Actions that can behave differently: no exits exist before cut 0, and the level
+    does not matter when everything runs locally."""
+    k = n_cuts - 1
+    out = [(0, n_thresholds - 1, lvl) for lvl in range(n_levels)]
+    out += [(c, t, lvl) for c in range(1, k) for t in range(n_thresholds) for lvl in range(n_levels)]
+    out += [(k, t, 0) for t in range(n_thresholds)]
+    return out
+
+
+def label(env: OffloadEnv, act: tuple[int, int, int]) -> str:
+    s = env.system
+    cut, thr, lvl = act
+    t = s.thresholds[thr]
+    exits = "no exits" if t > 1 else f"exit>={t:g}"
+    if cut == s.k:
+        return f"local full, {exits}"
+    return f"cut {cut} {s.profile.codec_name(cut, lvl)}, {exits}"
+
+
+def sweep(scenario_path, source: str, episodes: int, requests: int, seed: int) -> dict:
+    scenario = load_scenario(scenario_path)
+    families, _ = load_families(source, split=None)
+    traces = [t for fam in sorted(families) for t in families[fam]]
+    env = OffloadEnv(scenario, traces, sample_split="test", episode_requests=requests)
+    b = scenario.battery
+    specs = [
+        spec for fam in sorted(families)
+        for spec in make_specs(families[fam], episodes, seed, (b.initial_min, b.initial_max))
+    ]  # fmt: skip
+    actions = distinct_actions(*env.action_space.nvec)
+    rewards = {}
+    ref = None
+    for act in track(actions, description="fixed actions", console=console):
+        res = run_many(env, FixedPolicy(*act), specs)
+        rewards[act] = res["reward"]
+        if ref is None:
+            ref = res  # arrival bandwidth, battery and family do not depend on the action
+    bw = ref["arrival_uplink_bps"]
+    quart = np.quantile(bw, [0.25, 0.5, 0.75])
+    groups = {
+        f"bw Q{q + 1}": (np.digitize(bw, quart) == q) for q in range(4)
+    }  # fmt: skip
+    groups["battery < 0.3"] = ref["battery_level"] < 0.3
+    groups["battery >= 0.3"] = ref["battery_level"] >= 0.3
+    for fam in sorted(families):
+        groups[f"family {fam}"] = ref["family"] == fam
+    k = env.system.k
+    edge = (k, env.system.n_thresholds - 1, 0)
+    cloud = (0, env.system.n_thresholds - 1, 0)
+    rows = []
+    for name, mask in groups.items():
+        means = {a: float(r[mask].mean()) for a, r in rewards.items()}
+        best = max(means, key=means.get)
+        lo, hi = (float(bw[mask].min()), float(bw[mask].max()))
+        rows.append({
+            "group": name, "requests": int(mask.sum()),
+            "uplink_mbps": [round(lo / 1e6, 3), round(hi / 1e6, 3)],
+            "best_action": list(best), "best_label": label(env, best),
+            "best_reward": round(means[best], 4),
+            "edge_only_reward": round(means[edge], 4), "cloud_only_reward": round(means[cloud], 4),
+        })  # fmt: skip
+    return {"scenario": scenario.source, "system": env.system.describe(), "rows": rows,
+            "n_actions": len(actions), "n_requests": int(len(bw))}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default=None)
+    parser.add_argument("--source", default="auto")
+    parser.add_argument("--episodes-per-family", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    result = sweep(args.scenario, args.source, args.episodes_per_family, args.requests, args.seed)
+    table = Table(title=f"best fixed action per group ({result['n_requests']} requests, "
+                  f"{result['n_actions']} actions)")  # fmt: skip
+    for col in ("group", "uplink Mbit/s", "best fixed action", "reward", "edge-only", "cloud-only"):
+        table.add_column(col)
+    for r in result["rows"]:
+        table.add_row(
+            r["group"], f"{r['uplink_mbps'][0]:.2f}-{r['uplink_mbps'][1]:.2f}", r["best_label"],
+            f"{r['best_reward']:.3f}", f"{r['edge_only_reward']:.3f}",
+            f"{r['cloud_only_reward']:.3f}",
+        )  # fmt: skip
+    console.print(table)
+    console.print(result["system"])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The system a scenario describes, turned into the numbers one request needs.
+
+Built once per environment from the scenario, the measured profile and the catalog:
+
+* device time of each block / exit / encoder = host time x ``slowdown``, where
+  ``slowdown`` = (host effective GFLOP/s over the whole model) / (device GFLOP/s):
+  the per-block shape stays measured, the overall speed is the device's;
+* cloud time of the tail from each cut = host time / cloud ``speedup`` + overhead;
+* radio power, tail and uplink scaling per trace family;
+* energy and money references that make the reward weights comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from profiles.catalog import Catalog, Cloud, Device, Radio, load_catalog
+from profiles.profile_io import Profile, load_profile
+from envs.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Everything one request did. Times in seconds, energy in joules, money in USD."""
+
+    latency_s: float
+    wait_s: float
+    device_s: float
+    network_s: float
+    cloud_s: float
+    energy_j: float
+    money_usd: float
+    sent_bytes: int
+    exit_block: int  # block whose exit answered on the device; 0 when the cloud answered
+    offloaded: bool
+    correct: bool
+    leakage: float
+    cold_start: bool
+    deadline_miss: bool
+    reward: float
+    # State after the request (applied by the caller).
+    done_s: float
+    tx_start_s: float
+    tx_end_s: float
+    radio_tail_end_s: float
+
+
+class System:
+    """Scenario + profile + catalog, precomputed for fast per-request simulation."""
+
+    def __init__(self, scenario: Scenario, profile: Profile | None = None,
+                 catalog: Catalog | None = None) -> None:  # fmt: skip
+        self.scenario = scenario
+        self.profile = profile or load_profile(scenario.profile)
+        self.catalog = catalog or load_catalog(scenario.catalog)
+        self.device: Device = self.catalog.device(scenario.device)
+        self.cloud: Cloud = self.catalog.cloud(scenario.cloud)
+        for family in scenario.radio_by_family:
+            self.catalog.radio(scenario.radio_for(family))  # fail early on a bad name
+        self.catalog.radio(scenario.default_radio)
+        p = self.profile
+        self.k = p.n_blocks
+        self.n_cuts = self.k + 1
+        self.n_levels = p.n_levels
+        self.thresholds = tuple(float(t) for t in scenario.thresholds)
+        self.n_thresholds = len(self.thresholds)
+
+        block_host, exit_host = p.compute_host_s()
+        host_gflops = float(p.block_flops.sum() / block_host.sum()) / 1e9
+        self.host_gflops = host_gflops
+        self.slowdown = host_gflops / self.device.gflops
+        s = self.slowdown
+        self.block_dev_s = [float(v) * s for v in block_host]
+        self.exit_dev_s = [float(v) * s for v in exit_host]
+        self.encode_dev_s = [[float(v) * s for v in row] for row in p.encode_host_s]
+        # Cumulative device times: blocks 1..b and exits 1..b.
+        self.block_cum = [0.0]
+        self.exit_cum = [0.0]
+        for b in range(self.k):
+            self.block_cum.append(self.block_cum[-1] + self.block_dev_s[b])
+            self.exit_cum.append(self.exit_cum[-1] + self.exit_dev_s[b])
+        c = self.cloud
+        self.cloud_tail_s = [
+            float(p.block_host_s[cut:].sum() + p.exit_host_s[-1]) / c.speedup + c.overhead_s
+            for cut in range(self.k)
+        ]
+        self.data_usd_per_byte = self.catalog.data_usd_per_gb / 1e9
+        battery = scenario.battery.capacity_j or self.device.battery_j
+        self.battery_capacity_j = battery
+        w = scenario.reward
+        self.energy_ref_j = battery / w.requests_per_charge
+        self.money_ref_usd = w.money_ref_usd
+        # Per-sample outcome tables as Python lists: indexing lists is what a step does.
+        split = p.splits[scenario.workload.sample_split]
+        self.n_samples = split.n
+        self.conf = split.exit_conf.tolist()
+        self.exit_ok = split.exit_correct.tolist()
+        self.sent = split.sent_bytes.tolist()
+        self.final_ok = split.final_correct.tolist()
+        self.leak = p.leakage.tolist()
+
+    def radio(self, family: str) -> Radio:
+        return self.catalog.radio(self.scenario.radio_for(family))
+
+    def cloud_money(self, busy_s: float) -> float:
+        c = self.cloud
+        if c.kind == "faas":
+            g = c.billing_granularity_s
+            billed = math.ceil(busy_s / g - 1e-9) * g if g > 0 else busy_s
+            return c.price_per_request + c.price_per_gb_s * c.memory_gb * billed
+        return c.price_per_s * busy_s / c.utilisation
+
+    def reward(self, correct: bool, latency_s: float, energy_j: float, money_usd: float,
+               leakage: float, battery_level: float) -> float:  # fmt: skip
+        w = self.scenario.reward
+        deadline = self.scenario.workload.deadline_s
+        ratio = latency_s / deadline
+        return (
+            w.accuracy * correct
+            - w.latency * min(ratio, 4.0)
+            - w.deadline_miss * (ratio > 1.0)
+            - w.energy * (1.0 + w.energy_battery_gain * (1.0 - battery_level))
+            * energy_j / self.energy_ref_j
+            - w.money * money_usd / self.money_ref_usd
+            - w.leakage * leakage
+        )  # fmt: skip
+
+    def describe(self) -> dict:
+        return {
+            "device": self.device.name,
+            "device_slowdown_vs_host": round(self.slowdown, 2),
+            "host_gflops": round(self.host_gflops, 2),
+            "device_full_model_ms": round(
+                (self.block_cum[-1] + self.exit_dev_s[-1]) * 1e3, 2
+            ),
+            "cloud": self.cloud.name,
+            "energy_ref_j": self.energy_ref_j,
+        }

@@ -1,0 +1,200 @@
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs  # noqa: F401  (registers Offload-v0)
+from envs import OffloadEnv, load_scenario
+from envs.scenario import Battery, Workload
+from traces import Trace
+
+RATE = 2e6  # bit/s
+
+
+def constant_env(rate=RATE, **workload):
+    sc = load_scenario()
+    w = Workload(**{"arrival": "periodic", "rate_hz": 0.5, "deadline_s": 0.2,
+                    "episode_requests": 5, "sample_split": "test", **workload})  # fmt: skip
+    sc = sc.with_updates(workload=w, battery=Battery(1.0, 1.0))
+    trace = Trace("const", "oboe", (0.0,), (rate,), 100.0)  # oboe -> LTE radio
+    return OffloadEnv(sc, [trace])
+
+
+def test_gymnasium_and_sb3_checkers_pass():
+    env = gym.make("Offload-v0", trace_source="builtin")
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(OffloadEnv(trace_source="builtin"), warn=True)
+
+
+def test_make_with_kwargs():
+    env = gym.make("Offload-v0", trace_source="builtin", trace_split="test", episode_requests=7)
+    env.reset(seed=0)
+    steps = 0
+    while True:
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        steps += 1
+        if term or trunc:
+            break
+    assert steps == 7 and trunc
+
+
+def test_hand_computed_offload_matches_to_the_microsecond():
+    env = constant_env()
+    env.reset(seed=3)
+    s, st = env.system, env.state
+    i = st.samples[0]
+    lte = s.catalog.radio("lte")
+    faas = s.catalog.cloud("faas")
+    dev = s.catalog.device("mcu")
+    p = s.profile
+    block_host, _ = p.compute_host_s()
+    slow = (p.block_flops.sum() / block_host.sum()) / 1e9 / dev.gflops
+    cut, level = 1, 3
+    never = len(s.thresholds) - 1
+    device_s = block_host[0] * slow + p.encode_host_s[cut, level] * slow
+    nbytes = int(p.splits["test"].sent_bytes[cut, level, i])
+    up_rate = RATE * lte.uplink_ratio
+    tx = nbytes * 8 / up_rate
+    cloud_busy = (p.block_host_s[cut:].sum() + p.exit_host_s[-1]) / faas.speedup + faas.overhead_s
+    cloud_s = cloud_busy + faas.cold_start_s  # first use: the function is cold
+    arrival = 2.0  # periodic at 0.5 Hz
+    latency = device_s + tx + lte.rtt_s + cloud_s
+    energy = (
+        dev.active_power_w * device_s
+        + (lte.base_w + lte.per_mbps_w * up_rate / 1e6) * tx
+        + lte.tail_w * lte.tail_s
+        + dev.idle_power_w * (lte.rtt_s + cloud_s)
+    )
+    billed = math.ceil(cloud_busy / 0.001 - 1e-9) * 0.001
+    money = nbytes * 2.59e-9 + 2e-7 + 1.66667e-05 * 1.0 * billed
+    _, reward, _, _, info = env.step([cut, never, level])
+    assert info["offloaded"] and info["cold_start"] and info["sent_bytes"] == nbytes
+    assert info["latency_s"] == pytest.approx(latency, abs=1e-6)
+    assert info["energy_j"] == pytest.approx(energy, abs=1e-6)
+    assert info["money_usd"] == pytest.approx(money, rel=1e-9)
+    assert st.free_s == pytest.approx(arrival + latency, abs=1e-6)
+    assert info["correct"] == bool(p.splits["test"].final_correct[cut, level, i])
+    assert info["leakage"] == pytest.approx(p.leakage[cut, level])
+
+
+def test_second_upload_inside_the_tail_pays_only_the_extension():
+    env = constant_env()
+    env.reset(seed=3)
+    _, _, _, _, first = env.step([0, 6, 0])
+    tail_end = env.state.radio_tail_end_s
+    _, _, _, _, second = env.step([0, 6, 0])
+    lte = env.system.catalog.radio("lte")
+    tx_start = 4.0 + second["device_s"]
+    refund = lte.tail_w * (tail_end - tx_start)
+    assert not second["cold_start"]  # warm: within the keep-alive window
+    radio_and_idle = second["energy_j"] - env.system.device.active_power_w * second["device_s"]
+    tx = second["sent_bytes"] * 8 / (RATE * lte.uplink_ratio)
+    expected = (lte.base_w + lte.per_mbps_w * RATE * lte.uplink_ratio / 1e6) * tx
+    expected += lte.tail_w * lte.tail_s - refund
+    expected += env.system.device.idle_power_w * (lte.rtt_s + second["cloud_s"])
+    assert radio_and_idle == pytest.approx(expected, abs=1e-6)
+
+
+def test_outage_makes_offloading_slow_exactly_as_integration_says():
+    probe_env = constant_env()
+    sc, s = probe_env.scenario, probe_env.system
+    device_s = s.encode_dev_s[0][0]  # cut 0, raw: only the encoder runs on the device
+    outage_start = 2.0 + device_s + 0.002  # 2 ms into the upload the link goes dark
+    trace = Trace("outage", "oboe", (0.0, outage_start, 8.0), (RATE, 0.0, RATE), 20.0)
+    env = OffloadEnv(sc, [trace])
+    env.reset(seed=0, options={"trace": trace, "offset_s": 0.0})
+    i = env.state.samples[0]
+    nbytes = s.sent[0][0][i]
+    up = RATE * s.catalog.radio("lte").uplink_ratio
+    sent_before = 0.002 * up / 8
+    assert 0 < sent_before < nbytes
+    tx_end = 8.0 + (nbytes - sent_before) * 8 / up
+    _, _, _, _, info = env.step([0, 6, 0])
+    expected = tx_end + s.catalog.radio("lte").rtt_s + info["cloud_s"] - 2.0
+    assert info["latency_s"] == pytest.approx(expected, abs=1e-6)
+    assert info["latency_s"] > 5.9
+
+
+def test_local_requests_cost_compute_only():
+    env = constant_env()
+    env.reset(seed=1)
+    s = env.system
+    _, _, _, _, info = env.step([s.k, len(s.thresholds) - 1, 0])
+    assert not info["offloaded"] and info["sent_bytes"] == 0 and info["money_usd"] == 0
+    assert info["exit_block"] == s.k and info["leakage"] == 0
+    assert info["latency_s"] == pytest.approx(s.block_cum[-1] + s.exit_dev_s[-1])
+    assert info["energy_j"] == pytest.approx(s.device.active_power_w * info["latency_s"])
+
+
+def test_early_exit_uses_the_real_confidence():
+    env = constant_env()
+    env.reset(seed=2)
+    s = env.system
+    i = env.state.samples[0]
+    thr = 0  # lowest threshold
+    first = next((b for b in range(s.k - 1) if s.conf[b][i] >= s.thresholds[thr]), None)
+    _, _, _, _, info = env.step([s.k, thr, 0])
+    expected_block = (first + 1) if first is not None else s.k
+    assert info["exit_block"] == expected_block
+    assert info["correct"] == bool(s.exit_ok[expected_block - 1][i])
+
+
+def test_same_seed_same_episode_bit_for_bit():
+    def run(seed):
+        env = OffloadEnv(trace_source="builtin", episode_requests=50)
+        obs, _ = env.reset(seed=seed)
+        rng = np.random.default_rng(0)
+        out = [obs]
+        for _ in range(50):
+            obs, r, term, trunc, info = env.step(rng.integers(env.action_space.nvec))
+            out += [obs, np.array([r, info["latency_s"], info["energy_j"]])]
+            if term or trunc:
+                break
+        return np.concatenate(out)
+
+    a, b, c = run(7), run(7), run(8)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_battery_empty_terminates():
+    sc = load_scenario()
+    sc = sc.with_updates(battery=Battery(0.0001, 0.0001, capacity_j=1.0))
+    env = OffloadEnv(sc, trace_source="builtin", episode_requests=200)
+    env.reset(seed=0)
+    for _ in range(200):
+        _, _, term, trunc, _ = env.step([0, 6, 0])  # cloud-only: the radio tail drains it
+        if term or trunc:
+            break
+    assert term and not trunc
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [([6, 0, 0], "cut=6 out of range 0..5"), ([0, 7, 0], "threshold=7"), ([0, 0, -1], "level=-1"),
+     ([1, 2], "3 integers"), ("abc", "3 integers")],
+)  # fmt: skip
+def test_out_of_range_actions_are_named(action, message):
+    env = OffloadEnv(trace_source="builtin")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        env.step(action)
+
+
+def test_observation_uses_only_device_knowledge():
+    env = constant_env()
+    obs, _ = env.reset(seed=0)
+    names = envs.OBS_NAMES
+    assert obs.shape == (len(names),)
+    view = dict(zip(names, obs, strict=True))
+    lte = env.system.catalog.radio("lte")
+    assert view["tput_last_log10_mbps"] == pytest.approx(np.log10(RATE * lte.uplink_ratio / 1e6))
+    assert view["battery_level"] == pytest.approx(1.0)
+    _, _, _, _, _ = env.step([0, 6, 0])
+    obs, _, _, _, _ = env.step([5, 6, 0])
+    view = dict(zip(names, obs, strict=True))
+    assert view["last_cut_frac"] == 1.0
+    assert 0 < view["radio_tail_left_frac"] <= 1.0
