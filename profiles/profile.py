@@ -257,6 +257,31 @@ def run(weights: Path, out: Path, *, quick: bool, repeats: int, leak_train: int,
     console.print(f"wrote {out}")
 
 
+def remeasure_latency(weights: Path, path: Path, repeats: int) -> None:
+    """Re-time an existing profile's latencies on this host (blocks, exits, dispatch,
+    encoders), keeping everything else. For a quiet machine, or another host."""
+    import json
+
+    model = load_model(weights)
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays.pop("meta_json")))
+    if meta["model_hash"] != model_hash(model):
+        raise SystemExit(f"error: {path}: profile of model {meta['model_hash']}, weights are "
+                         f"{model_hash(model)}")  # fmt: skip
+    latency = measure_latency(model, repeats)
+    arrays["block_host_s"] = np.array(latency["block_s"])
+    arrays["exit_host_s"] = np.array(latency["exit_s"])
+    arrays["dispatch_host_s"] = np.array(latency["dispatch_s"])
+    images = load_splits()["test"].images
+    arrays["encode_host_s"] = measure_encode_time(model, images, 50)
+    meta["host"] = describe_host()
+    meta["latency_repeats"] = repeats
+    save_profile(path, meta, arrays)
+    console.print(f"re-timed {path}: blocks " + ", ".join(
+        f"{v * 1e6:.1f}" for v in latency["block_s"]) + " µs")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Measure a multi-exit model into a profile.")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
@@ -265,7 +290,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--leak-train", type=int, default=10000)
     parser.add_argument("--leak-epochs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="300 samples per split (tests)")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="re-time the latencies of an existing profile (--out) on this host")
     args = parser.parse_args(argv)
+    if args.latency_only:
+        remeasure_latency(args.weights, args.out, args.repeats)
+        return
     if args.quick:
         args.repeats, args.leak_train, args.leak_epochs = 30, 600, 1
     run(

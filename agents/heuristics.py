@@ -1,0 +1,140 @@
+"""The rules the literature deploys, each deciding from what the device observes.
+
+Every heuristic sees only the observation (its bandwidth estimate, RTT estimate,
+battery, lateness) plus the static knowledge such systems are built with: the
+measured profile through ``Predictor`` (expected device time, bytes, accuracy per
+action on the validation samples) and the device/radio/cloud specs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agents.base import ObservationView, action
+from agents.predictor import Predictor
+from envs.system import System
+
+
+def _argbest(values: np.ndarray, mask: np.ndarray | None = None, maximise: bool = False):
+    v = np.where(mask, values, np.inf if not maximise else -np.inf) if mask is not None else values
+    idx = np.unravel_index(np.argmax(v) if maximise else np.argmin(v), v.shape)
+    return tuple(int(i) for i in idx)
+
+
+class EdgeOnly:
+    """Everything on the device. With ``threshold`` (an index into the grid), early exits
+    answer when confident enough (BranchyNet-style, Teerapittayanon et al. 2016)."""
+
+    def __init__(self, system: System, threshold: int | None = None) -> None:
+        never = system.n_thresholds - 1
+        self._action = action(system.k, never if threshold is None else threshold, 0)
+        self.name = "edge_only" if threshold is None else "edge_only_exits"
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        return self._action.copy()
+
+
+class CloudOnly:
+    """Send the input to the cloud. ``best_codec``: the smallest input codec whose
+    profiled accuracy stays within 0.5 points of the raw image's."""
+
+    def __init__(self, system: System, best_codec: bool = False) -> None:
+        level = 0
+        if best_codec:
+            val = system.profile.splits["val"]
+            acc = val.final_correct[0].mean(axis=1)
+            size = val.sent_bytes[0].mean(axis=1)
+            ok = acc >= acc[0] - 0.005
+            level = int(np.argmin(np.where(ok, size, np.inf)))
+        self._action = action(0, system.n_thresholds - 1, level)
+        self.name = "cloud_only_codec" if best_codec else "cloud_only"
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        return self._action.copy()
+
+
+class Neurosurgeon:
+    """Kang et al., ASPLOS 2017: pick the partition point that minimises predicted
+    end-to-end latency (or device energy) from per-layer profiles and the current
+    bandwidth. The original has no early exits and sends tensors uncompressed: cuts
+    only, no exits, level 0."""
+
+    def __init__(self, system: System, predictor: Predictor, objective: str = "latency",
+                 radio=None) -> None:  # fmt: skip
+        if objective not in ("latency", "energy"):
+            raise ValueError(f"objective must be latency or energy, got {objective!r}")
+        if objective == "energy" and radio is None:
+            raise ValueError("the energy objective needs the device's radio")
+        self.system, self.predictor, self.objective = system, predictor, objective
+        self.radio = radio
+        self.name = "neurosurgeon" if objective == "latency" else "neurosurgeon_energy"
+        self.never = system.n_thresholds - 1
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        view = ObservationView(observation)
+        if self.objective == "latency":
+            cost = self.predictor.latency_s(view.bandwidth_bps, view.rtt_s)
+        else:
+            cost = self.predictor.energy_j(view.bandwidth_bps, view.rtt_s, self.radio, 0.0)
+        cut = int(np.argmin(cost[:, self.never, 0]))
+        return action(cut, self.never, 0)
+
+
+class Edgent:
+    """Li, Zhou, Chen, "Edge Intelligence: On-Demand DNN Inference with Device-Edge
+    Synergy", 2018: the most accurate (exit, partition) whose predicted latency meets
+    the deadline under the estimated bandwidth; the fastest one when none does. As in
+    Edgent, tensors are sent uncompressed (level 0)."""
+
+    name = "edgent"
+
+    def __init__(self, system: System, predictor: Predictor) -> None:
+        self.system, self.predictor = system, predictor
+        self.deadline = system.scenario.workload.deadline_s
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        view = ObservationView(observation)
+        lat = self.predictor.latency_s(view.bandwidth_bps, view.rtt_s)[:, :, :1]
+        budget = self.deadline - view.lateness_s
+        acc = self.predictor.stats.accuracy[:, :, :1]
+        feasible = lat <= budget
+        if feasible.any():
+            # Most accurate; among equals, the fastest.
+            score = np.where(feasible, acc - 1e-6 * lat, -np.inf)
+            return action(*_argbest(score, maximise=True))
+        return action(*_argbest(lat))
+
+
+class Spinn:
+    """Laskaridis et al., "SPINN: Synergistic Progressive Inference of Neural Networks
+    over Device and Cloud", MobiCom 2020: confidence-threshold early exits on the
+    device, and a scheduler that picks the split point and threshold for the estimated
+    bandwidth, minimising latency subject to an accuracy floor (here: within
+    ``tolerance`` of the final exit's accuracy). Transfers are 8-bit quantised and
+    losslessly compressed, as SPINN compresses what it sends."""
+
+    name = "spinn"
+
+    def __init__(self, system: System, predictor: Predictor, tolerance: float = 0.01) -> None:
+        self.system, self.predictor = system, predictor
+        stats = predictor.stats
+        final = float(stats.accuracy[system.k, system.n_thresholds - 1, 0])
+        self.floor = final - tolerance
+        self.level = list(system.profile.codec_names["activation"]).index("int8+zlib")
+        self.cloud_level = list(system.profile.codec_names["input"]).index("png")
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        view = ObservationView(observation)
+        lat = self.predictor.latency_s(view.bandwidth_bps, view.rtt_s)
+        acc = self.predictor.stats.accuracy
+        # The candidate level of each cut: int8+zlib for activations, PNG for the input.
+        levels = np.full(self.system.n_cuts, self.level)
+        levels[0] = self.cloud_level
+        cuts = np.arange(self.system.n_cuts)
+        lat_c = lat[cuts, :, levels]  # (C, T)
+        acc_c = acc[cuts, :, levels]
+        ok = acc_c >= self.floor
+        if not ok.any():
+            ok = acc_c >= acc_c.max()
+        cut, thr = _argbest(lat_c, ok)
+        return action(cut, thr, int(levels[cut]))

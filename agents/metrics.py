@@ -1,0 +1,41 @@
+"""Summaries of evaluation results: one row per policy (and trace family)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SUMMARY_KEYS = (
+    "reward_mean", "reward_ci95", "accuracy", "latency_p50_ms", "latency_p95_ms",
+    "latency_p99_ms", "deadline_miss_rate", "energy_mj", "cost_usd_per_million", "leakage",
+    "offload_fraction", "requests_per_charge", "requests", "episodes",
+)  # fmt: skip
+
+
+def summarise(res: dict[str, np.ndarray], battery_capacity_j: float) -> dict[str, float]:
+    """Mean reward with a 95% confidence interval over episodes (episodes are the
+    independent units; requests within one are not), and per-request metrics."""
+    episodes = np.unique(res["episode"])
+    per_episode = np.array([res["reward"][res["episode"] == e].mean() for e in episodes])
+    ci = 1.96 * per_episode.std(ddof=1) / np.sqrt(len(per_episode)) if len(per_episode) > 1 else 0.0
+    lat_ms = res["latency_s"] * 1e3
+    energy = float(res["energy_j"].mean())
+    return {
+        "reward_mean": float(per_episode.mean()),
+        "reward_ci95": float(ci),
+        "accuracy": float(res["correct"].mean()),
+        "latency_p50_ms": float(np.percentile(lat_ms, 50)),
+        "latency_p95_ms": float(np.percentile(lat_ms, 95)),
+        "latency_p99_ms": float(np.percentile(lat_ms, 99)),
+        "deadline_miss_rate": float(res["deadline_miss"].mean()),
+        "energy_mj": energy * 1e3,
+        "cost_usd_per_million": float(res["money_usd"].mean() * 1e6),
+        "leakage": float(res["leakage"].mean()),
+        "offload_fraction": float(res["offloaded"].mean()),
+        "requests_per_charge": float(battery_capacity_j / energy) if energy > 0 else float("inf"),
+        "requests": int(len(res["reward"])),
+        "episodes": int(len(episodes)),
+    }
+
+
+def subset(res: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[mask] for k, v in res.items()}

@@ -1,0 +1,88 @@
+"""What a device can predict about an action from its own profile, before it acts.
+
+Heuristics from the literature decide with a model of the system: Neurosurgeon's
+per-layer latency/energy regressions, Edgent's and SPINN's profiled exit statistics.
+Here that model is the measured profile itself, on the ``val`` split (never the test
+samples): for every (cut, threshold, level) the expected device time, the probability
+that the request leaves the device, the expected bytes when it does, the expected
+accuracy and leakage. Combined with a bandwidth and RTT estimate it predicts latency
+and energy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.system import System
+
+
+@dataclass(frozen=True)
+class ActionStats:
+    device_s: np.ndarray  # (C, T, L) expected device time
+    p_offload: np.ndarray  # (C, T, L) probability the request is sent
+    bytes_sent: np.ndarray  # (C, T, L) expected bytes when sent
+    accuracy: np.ndarray  # (C, T, L) expected accuracy
+    leakage: np.ndarray  # (C, T, L) expected leakage
+    cloud_s: np.ndarray  # (C,) cloud time of the tail (warm)
+
+
+class Predictor:
+    """Expected outcomes of every action, from the profile's validation samples."""
+
+    def __init__(self, system: System) -> None:
+        self.system = s = system
+        split = s.profile.splits["val"]
+        k, n_thr, n_lvl = s.k, s.n_thresholds, s.n_levels
+        conf = split.exit_conf  # (K, N)
+        exit_ok = split.exit_correct
+        shape = (k + 1, n_thr, n_lvl)
+        device_s, p_off = np.zeros(shape), np.zeros(shape)
+        nbytes, acc, leak = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        block_cum, exit_cum = np.array(s.block_cum), np.array(s.exit_cum)
+        for t, threshold in enumerate(s.thresholds):
+            early = threshold <= 1.0
+            fires = conf[:-1] >= threshold if early else np.zeros_like(conf[:-1], bool)
+            # First exit (1-based block) that fires, K when none does before the last block.
+            first = np.where(fires.any(0), fires.argmax(0) + 1, k)
+            for cut in range(k + 1):
+                stop = np.where(first <= min(cut, k - 1), first, 0)  # 0: no early exit
+                exited = stop > 0
+                local_ok = exit_ok[np.maximum(stop - 1, 0), np.arange(len(stop))]
+                dev_exit = block_cum[stop] + exit_cum[stop]
+                if cut == k:
+                    full = block_cum[k] + (exit_cum[k - 1] if early else 0.0) + s.exit_dev_s[-1]
+                    device_s[cut, t, :] = np.where(exited, dev_exit, full).mean()
+                    acc[cut, t, :] = np.where(exited, local_ok, exit_ok[k - 1]).mean()
+                    continue
+                for lvl in range(n_lvl):
+                    dev_off = block_cum[cut] + (exit_cum[cut] if early else 0.0)
+                    dev_off += s.encode_dev_s[cut][lvl]
+                    device_s[cut, t, lvl] = np.where(exited, dev_exit, dev_off).mean()
+                    p = 1.0 - exited.mean()
+                    p_off[cut, t, lvl] = p
+                    sent = split.sent_bytes[cut, lvl][~exited]
+                    nbytes[cut, t, lvl] = sent.mean() if len(sent) else 0.0
+                    ok = np.where(exited, local_ok, split.final_correct[cut, lvl])
+                    acc[cut, t, lvl] = ok.mean()
+                    leak[cut, t, lvl] = p * s.profile.leakage[cut, lvl]
+        self.stats = ActionStats(device_s, p_off, nbytes, acc, leak, np.array(s.cloud_tail_s))
+
+    def latency_s(self, bandwidth_bps: float, rtt_s: float) -> np.ndarray:
+        """Expected latency of every action (C, T, L) under a bandwidth estimate."""
+        st = self.stats
+        bw = max(bandwidth_bps, 1.0)
+        cloud = np.concatenate([st.cloud_s, [0.0]])[:, None, None]
+        return st.device_s + st.p_offload * (st.bytes_sent * 8.0 / bw + rtt_s + cloud)
+
+    def energy_j(self, bandwidth_bps: float, rtt_s: float, radio, tail_share_s: float) -> np.ndarray:
+        """Expected device energy of every action: compute, transmit, and the part of
+        the radio tail the request is expected to keep alive (``tail_share_s``)."""
+        st, s = self.stats, self.system
+        bw = max(bandwidth_bps, 1.0)
+        tx = st.bytes_sent * 8.0 / bw
+        cloud = np.concatenate([st.cloud_s, [0.0]])[:, None, None]
+        radio_j = radio.transmit_power_w(bw) * tx + radio.tail_w * min(tail_share_s, radio.tail_s)
+        idle_j = s.device.idle_power_w * (rtt_s + cloud)
+        return s.device.active_power_w * st.device_s + st.p_offload * (radio_j + idle_j)

@@ -1,0 +1,260 @@
+"""Train a PPO controller on Offload-v0.
+
+    python train.py [--name NAME] [--timesteps N] [--seed S] [--config FILE]
+                    [--scenario FILE] [--trace-source auto|shared|builtin|synthetic]
+                    [--resume] [--overwrite]
+
+Hyperparameters live in ``agents/hyperparams.toml``; ``--config`` overrides any of
+them, flags override both. Everything of a run lands in ``runs/NAME/``: the final
+model and the best one on the validation traces (``model.zip``, ``best_model.zip``),
+their observation normalisation as JSON (and VecNormalize's full state for resuming),
+the resolved config, TensorBoard logs (``tb/``), checkpoints, and the validation curve
+(``eval_curve.csv`` and ``eval_curve.png``). ``--resume`` continues from the last
+checkpoint with the same step count, so TensorBoard curves continue where they stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import shutil
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+HYPERPARAMS = PROJECT_ROOT / "agents" / "hyperparams.toml"
+
+
+def load_config(path: Path | None) -> dict:
+    config = tomllib.loads(HYPERPARAMS.read_text())
+    if path is not None:
+        try:
+            override = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SystemExit(f"error: {path}: cannot read config ({exc})") from None
+        for section, values in override.items():
+            if section not in config or not isinstance(values, dict):
+                raise SystemExit(f"error: {path}: unknown section [{section}]")
+            unknown = set(values) - set(config[section])
+            if unknown:
+                raise SystemExit(f"error: {path}: unknown key(s) {sorted(unknown)} in [{section}]")
+            config[section].update(values)
+    return config
+
+
+def make_env_fn(scenario, trace_source: str, split: str, sample_split: str, episode_requests: int):
+    def make():
+        from stable_baselines3.common.monitor import Monitor
+
+        from envs import OffloadEnv
+
+        return Monitor(OffloadEnv(scenario, trace_source=trace_source, trace_split=split,
+                                  sample_split=sample_split, episode_requests=episode_requests))  # fmt: skip
+
+    return make
+
+
+def latest_checkpoint(run: Path) -> tuple[Path, Path, int] | None:
+    found = []
+    for path in (run / "checkpoints").glob("model_*_steps.zip"):
+        steps = int(re.search(r"model_(\d+)_steps", path.name).group(1))
+        norm = run / "checkpoints" / f"vecnormalize_{steps}_steps.pkl"
+        if norm.is_file():
+            found.append((path, norm, steps))
+    return max(found, key=lambda f: f[2]) if found else None
+
+
+def plot_curve(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(csv_path.open()))
+    if not rows:
+        return
+    steps = [int(r["timesteps"]) for r in rows]
+    mean = np.array([float(r["mean_reward"]) for r in rows])
+    ci = np.array([float(r["ci95"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, mean, marker="o", label="PPO (deterministic)")
+    ax.fill_between(steps, mean - ci, mean + ci, alpha=0.25)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("mean reward per request")
+    ax.set_title("validation traces")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train PPO on Offload-v0.")
+    parser.add_argument("--name", default="default")
+    parser.add_argument("--runs-dir", type=Path, default=PROJECT_ROOT / "runs")
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--scenario", default=None, help="scenario TOML (default: built-in)")
+    parser.add_argument("--trace-source", default="auto")
+    parser.add_argument("--timesteps", type=int, default=None)
+    parser.add_argument("--n-envs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-freq", type=int, default=None)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from agents.ppo import ObsNormalizer, PPOPolicy
+    from agents.rollout import make_specs, run_many
+    from envs import OffloadEnv, load_scenario
+    from traces.sets import load_families
+
+    torch.set_num_threads(1)
+    config = load_config(args.config)
+    ppo_cfg, norm_cfg, eval_cfg = config["ppo"], config["normalize"], config["eval"]
+    if args.timesteps is not None:
+        ppo_cfg["total_timesteps"] = args.timesteps
+    if args.n_envs is not None:
+        ppo_cfg["n_envs"] = args.n_envs
+    if args.eval_freq is not None:
+        eval_cfg["freq"] = args.eval_freq
+    scenario = load_scenario(args.scenario)
+    run = args.runs_dir / args.name
+    if run.exists() and not (args.resume or args.overwrite):
+        print(f"error: {run} exists; pass --resume to continue it or --overwrite", file=sys.stderr)
+        return 2
+    if args.overwrite and run.exists() and not args.resume:
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints").mkdir(exist_ok=True)
+
+    n_envs, episode_requests = int(ppo_cfg["n_envs"]), int(ppo_cfg["episode_requests"])
+    make = make_env_fn(scenario, args.trace_source, "train", "val", episode_requests)
+    venv = DummyVecEnv([make for _ in range(n_envs)])
+    venv.seed(args.seed)
+
+    # Validation: the val traces, the same episodes at every evaluation (CRN).
+    val_env = OffloadEnv(scenario, trace_source=args.trace_source, trace_split="val",
+                         sample_split="val", episode_requests=episode_requests)  # fmt: skip
+    val_traces, _ = load_families(args.trace_source, split="val")
+    b = scenario.battery
+    specs = [
+        s for fam in sorted(val_traces)
+        for s in make_specs(val_traces[fam], int(eval_cfg["episodes_per_family"]), 777,
+                            (b.initial_min, b.initial_max))
+    ]  # fmt: skip
+
+    resume = latest_checkpoint(run) if args.resume else None
+    if args.resume and resume is None:
+        print(f"error: {run}: no checkpoint to resume from", file=sys.stderr)
+        return 2
+    if resume is not None:
+        model_path, norm_path, done_steps = resume
+        venv = VecNormalize.load(str(norm_path), venv)
+        venv.training = True
+        model = PPO.load(model_path, env=venv, device="cpu",
+                         tensorboard_log=str(run / "tb"))  # fmt: skip
+        print(f"resuming {run} from {model_path.name} at {done_steps} steps")
+    else:
+        venv = VecNormalize(venv, norm_obs=norm_cfg["norm_obs"],
+                            norm_reward=norm_cfg["norm_reward"], clip_obs=norm_cfg["clip_obs"],
+                            gamma=ppo_cfg["gamma"])  # fmt: skip
+        model = PPO(
+            "MlpPolicy", venv, n_steps=int(ppo_cfg["n_steps"]),
+            batch_size=int(ppo_cfg["batch_size"]), n_epochs=int(ppo_cfg["n_epochs"]),
+            learning_rate=float(ppo_cfg["learning_rate"]), gamma=float(ppo_cfg["gamma"]),
+            gae_lambda=float(ppo_cfg["gae_lambda"]), clip_range=float(ppo_cfg["clip_range"]),
+            ent_coef=float(ppo_cfg["ent_coef"]), vf_coef=float(ppo_cfg["vf_coef"]),
+            max_grad_norm=float(ppo_cfg["max_grad_norm"]),
+            policy_kwargs={"net_arch": list(ppo_cfg["net_arch"])},
+            tensorboard_log=str(run / "tb"), seed=args.seed, device="cpu", verbose=0,
+        )  # fmt: skip
+        done_steps = 0
+    resolved = {"config": config, "scenario": scenario.source, "seed": args.seed,
+                "trace_source": args.trace_source, "nvec": venv.action_space.nvec.tolist(),
+                "obs_dim": int(venv.observation_space.shape[0]),
+                "profile_model_hash": val_env.system.profile.model_hash}  # fmt: skip
+    (run / "config.json").write_text(json.dumps(resolved, indent=2))
+    curve_csv = run / "eval_curve.csv"
+    if resume is None or not curve_csv.exists():
+        curve_csv.write_text("timesteps,mean_reward,ci95,accuracy,deadline_miss_rate\n")
+
+    class Validation(BaseCallback):
+        """Validation on fixed episodes; keeps the best model; writes checkpoints."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.next_eval = done_steps + int(eval_cfg["freq"])
+            self.next_ckpt = done_steps + int(eval_cfg["checkpoint_freq"])
+            rows = list(csv.DictReader(curve_csv.open()))
+            self.best = max((float(r["mean_reward"]) for r in rows), default=-np.inf)
+
+        def evaluate(self) -> None:
+            norm = ObsNormalizer.from_vecnormalize(venv)
+            res = run_many(val_env, PPOPolicy(self.model, norm), specs)
+            r = res["reward"]
+            per_episode = np.array([r[res["episode"] == e].mean() for e in range(len(specs))])
+            mean = float(per_episode.mean())
+            ci = float(1.96 * per_episode.std(ddof=1) / np.sqrt(len(per_episode)))
+            self.logger.record("eval/mean_reward", mean)
+            self.logger.record("eval/accuracy", float(res["correct"].mean()))
+            self.logger.record("eval/deadline_miss_rate", float(res["deadline_miss"].mean()))
+            with curve_csv.open("a") as fh:
+                fh.write(f"{self.num_timesteps},{mean:.6f},{ci:.6f},"
+                         f"{res['correct'].mean():.6f},{res['deadline_miss'].mean():.6f}\n")  # fmt: skip
+            if mean > self.best:
+                self.best = mean
+                self.model.save(run / "best_model.zip")
+                (run / "best_vecnormalize.json").write_text(json.dumps(norm.to_json()))
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= self.next_eval:
+                self.next_eval += int(eval_cfg["freq"])
+                self.evaluate()
+            if self.num_timesteps >= self.next_ckpt:
+                self.next_ckpt += int(eval_cfg["checkpoint_freq"])
+                steps = self.num_timesteps
+                self.model.save(run / "checkpoints" / f"model_{steps}_steps.zip")
+                venv.save(str(run / "checkpoints" / f"vecnormalize_{steps}_steps.pkl"))
+            return True
+
+    validation = Validation()
+    remaining = int(ppo_cfg["total_timesteps"]) - done_steps
+    t0 = time.perf_counter()
+    if remaining > 0:
+        model.learn(total_timesteps=remaining, callback=CallbackList([validation]),
+                    progress_bar=not args.no_progress, reset_num_timesteps=resume is None,
+                    tb_log_name="PPO")  # fmt: skip
+    seconds = time.perf_counter() - t0
+    validation.evaluate()  # the final model gets its point on the curve too
+    model.save(run / "model.zip")
+    venv.save(str(run / "vecnormalize.pkl"))
+    (run / "vecnormalize.json").write_text(
+        json.dumps(ObsNormalizer.from_vecnormalize(venv).to_json())
+    )
+    if not (run / "best_model.zip").exists():
+        shutil.copy(run / "model.zip", run / "best_model.zip")
+        shutil.copy(run / "vecnormalize.json", run / "best_vecnormalize.json")
+    resolved["train_seconds_this_call"] = round(seconds, 1)
+    resolved["total_timesteps"] = int(model.num_timesteps)
+    (run / "config.json").write_text(json.dumps(resolved, indent=2))
+    plot_curve(curve_csv, run / "eval_curve.png")
+    print(f"trained {model.num_timesteps} steps in {seconds:.0f} s; best validation reward "
+          f"{validation.best:.4f}; run in {run}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
