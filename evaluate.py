@@ -27,15 +27,25 @@ from rich.table import Table
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_RUN = PROJECT_ROOT / "runs" / "default"
 ALL_POLICIES = (
-    "ppo", "oracle", "edge_only", "edge_only_exits", "cloud_only", "cloud_only_codec",
-    "neurosurgeon", "neurosurgeon_energy", "edgent", "spinn", "best_fixed", "random",
-)  # fmt: skip
+    "ppo",
+    "oracle",
+    "edge_only",
+    "edge_only_exits",
+    "cloud_only",
+    "cloud_only_codec",
+    "neurosurgeon",
+    "neurosurgeon_energy",
+    "edgent",
+    "spinn",
+    "best_fixed",
+    "random",
+)
 console = Console(width=170)
 
 
 def build_policies(names, env, run_dir, train_traces, radio, seed, best_fixed_cache):
     from agents.base import RandomPolicy
-    from agents.heuristics import CloudOnly, EdgeOnly, Edgent, Neurosurgeon, Spinn
+    from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
     from agents.oracle import Oracle
     from agents.ppo import load_ppo
     from agents.predictor import Predictor
@@ -68,20 +78,31 @@ def build_policies(names, env, run_dir, train_traces, radio, seed, best_fixed_ca
 
 def print_table(title: str, rows: dict[str, dict]) -> None:
     table = Table(title=title, title_justify="left")
-    cols = [("policy", None), ("reward ±95%", None), ("acc", "accuracy"), ("p50 ms", "latency_p50_ms"),
-            ("p95 ms", "latency_p95_ms"), ("p99 ms", "latency_p99_ms"), ("miss", "deadline_miss_rate"),
-            ("mJ/req", "energy_mj"), ("$/M req", "cost_usd_per_million"), ("leak", "leakage"),
-            ("offload", "offload_fraction"), ("req/charge", "requests_per_charge")]  # fmt: skip
+    cols = [
+        ("policy", None),
+        ("reward ±95%", None),
+        ("acc", "accuracy"),
+        ("p50 ms", "latency_p50_ms"),
+        ("p95 ms", "latency_p95_ms"),
+        ("p99 ms", "latency_p99_ms"),
+        ("miss", "deadline_miss_rate"),
+        ("mJ/req", "energy_mj"),
+        ("$/M req", "cost_usd_per_million"),
+        ("leak", "leakage"),
+        ("offload", "offload_fraction"),
+        ("req/charge", "requests_per_charge"),
+    ]
     for c, _ in cols:
         table.add_column(c, justify="right" if c != "policy" else "left")
     best = max(rows, key=lambda p: rows[p]["reward_mean"] if p != "oracle" else -np.inf)
     for name, r in sorted(rows.items(), key=lambda kv: -kv[1]["reward_mean"]):
         style = "bold" if name in (best, "ppo") else None
         table.add_row(
-            name, f"{r['reward_mean']:.3f} ± {r['reward_ci95']:.3f}",
+            name,
+            f"{r['reward_mean']:.3f} ± {r['reward_ci95']:.3f}",
             *[(f"{r[key]:.3g}" if key != "accuracy" else f"{r[key]:.3f}") for _, key in cols[2:]],
             style=style,
-        )  # fmt: skip
+        )
     console.print(table)
 
 
@@ -104,14 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     unknown = [n for n in names if n not in ALL_POLICIES]
     if unknown:
-        print(f"error: unknown policy {', '.join(unknown)}; known: {', '.join(ALL_POLICIES)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: unknown policy {', '.join(unknown)}; known: {', '.join(ALL_POLICIES)}",
+            file=sys.stderr,
+        )
         return 2
     from rich.progress import track
 
     from agents import plots
     from agents.best_fixed import find_best_fixed
-    from agents.metrics import summarise, subset
+    from agents.metrics import subset, summarise
     from agents.ppo import RunError, check_run_dir
     from agents.rollout import make_specs, run_many
     from envs import OffloadEnv, load_scenario
@@ -120,12 +143,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if "ppo" in names:
         try:
-            run = check_run_dir(args.policy)
+            run, _, _ = check_run_dir(args.policy)
         except RunError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        scenario = load_scenario(args.scenario or json.loads((run / "config.json").read_text())
-                                 .get("scenario"))  # fmt: skip
+        scenario = load_scenario(
+            args.scenario or json.loads((run / "config.json").read_text()).get("scenario")
+        )
     else:
         scenario = load_scenario(args.scenario)
     try:
@@ -146,22 +170,31 @@ def main(argv: list[str] | None = None) -> int:
     requests = args.requests or scenario.workload.episode_requests
     all_traces = [t for fam in sorted(by_family) for t in by_family[fam]]
     env = OffloadEnv(scenario, all_traces, sample_split="test", episode_requests=requests)
-    train_env = OffloadEnv(scenario, [t for f in train_by_family.values() for t in f],
-                           sample_split="val", episode_requests=requests)  # fmt: skip
+    train_env = OffloadEnv(
+        scenario,
+        [t for f in train_by_family.values() for t in f],
+        sample_split="val",
+        episode_requests=requests,
+    )
     b = scenario.battery
     specs = {
-        fam: make_specs(by_family[fam], args.episodes, args.seed + i, (b.initial_min, b.initial_max))
+        fam: make_specs(
+            by_family[fam], args.episodes, args.seed + i, (b.initial_min, b.initial_max)
+        )
         for i, fam in enumerate(sorted(by_family))
-    }  # fmt: skip
+    }
     cached: dict = {}
 
     def best_fixed():
         if "policy" not in cached:
             train = [t for f in train_by_family.values() for t in f]
             cached["policy"], _ = find_best_fixed(
-                train_env, train, episodes=args.best_fixed_episodes, seed=args.seed + 99,
+                train_env,
+                train,
+                episodes=args.best_fixed_episodes,
+                seed=args.seed + 99,
                 progress=lambda xs: track(xs, description="best fixed action (train traces)"),
-            )  # fmt: skip
+            )
         return cached["policy"]
 
     results: dict[str, dict] = {}
@@ -182,19 +215,25 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = {k: np.concatenate([results[name][k], res[k]]) for k in res}
             else:
                 results[name] = res
-        console.print(f"evaluated {family}: {len(specs[family])} episodes x {len(policies)} policies")
+        console.print(
+            f"evaluated {family}: {len(specs[family])} episodes x {len(policies)} policies"
+        )
     cap = env.system.battery_capacity_j
     families = sorted(by_family)
     summary: dict[str, dict] = {"overall": {n: summarise(r, cap) for n, r in results.items()}}
     for fam in families:
-        summary[fam] = {n: summarise(subset(r, r["family"] == fam), cap) for n, r in results.items()}
+        summary[fam] = {
+            n: summarise(subset(r, r["family"] == fam), cap) for n, r in results.items()
+        }
     for fam in families:
         print_table(f"family {fam} (test traces: {len(by_family[fam])})", summary[fam])
     print_table("overall", summary["overall"])
     if "best_fixed" in cached:
         act = cached["policy"].act(np.zeros(1))
-        console.print(f"best fixed action on the training traces: cut {act[0]}, threshold index "
-                      f"{act[1]}, level {act[2]}")  # fmt: skip
+        console.print(
+            f"best fixed action on the training traces: cut {act[0]}, threshold index "
+            f"{act[1]}, level {act[2]}"
+        )
     heuristics = [n for n in summary["overall"] if n not in ("ppo", "oracle", "random")]
     if "ppo" in summary["overall"] and heuristics:
         best_h = max(heuristics, key=lambda n: summary["overall"][n]["reward_mean"])
@@ -202,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         best_r = summary["overall"][best_h]["reward_mean"]
         line = f"PPO {ppo_r:.4f} vs best heuristic {best_h} {best_r:.4f}"
         if "oracle" in summary["overall"]:
-            gap = summary["overall"]["oracle"]["reward_mean"] - best_r
+            oracle_r = summary["overall"]["oracle"]["reward_mean"]
+            gap = oracle_r - best_r
             closed = (ppo_r - best_r) / gap if gap > 0 else float("nan")
-            line += f"; oracle {summary['overall']['oracle']['reward_mean']:.4f}; gap closed {closed:.1%}"
+            line += f"; oracle {oracle_r:.4f}; gap closed {closed:.1%}"
             summary["gap_closed"] = closed
         console.print(line)
 
@@ -220,11 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         "policies": summary["overall"],
         "families": {f: summary[f] for f in families},
         "gap_closed": summary.get("gap_closed"),
-        "episodes_per_family": args.episodes, "requests_per_episode": requests, "seed": args.seed,
+        "episodes_per_family": args.episodes,
+        "requests_per_episode": requests,
+        "seed": args.seed,
         "traces": str(args.traces) if args.traces else f"{args.trace_source}:test",
         "policy_run": str(args.policy) if "ppo" in names else None,
         "seconds_per_policy": {k: round(v, 2) for k, v in timings.items()},
-    }  # fmt: skip
+    }
     (args.out / "results.json").write_text(json.dumps(payload, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -233,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         plots.latency_cdf(results, scenario.workload.deadline_s, args.out / "latency_cdf.png")
         plots.reward_bars(summary, families, args.out / "reward.png")
         shown = [n for n in ("ppo", "oracle", "spinn", "best_fixed") if n in results]
-        plots.actions_vs_bandwidth(results, shown, env.action_space.nvec,
-                                   args.out / "actions_vs_bandwidth.png")  # fmt: skip
+        plots.actions_vs_bandwidth(
+            results, shown, env.action_space.nvec, args.out / "actions_vs_bandwidth.png"
+        )
         plots.pareto(summary["overall"], args.out / "pareto.png")
     console.print(f"wrote {args.out}/summary.csv, results.json and plots")
     return 0

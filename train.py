@@ -54,8 +54,15 @@ def make_env_fn(scenario, trace_source: str, split: str, sample_split: str, epis
 
         from envs import OffloadEnv
 
-        return Monitor(OffloadEnv(scenario, trace_source=trace_source, trace_split=split,
-                                  sample_split=sample_split, episode_requests=episode_requests))  # fmt: skip
+        return Monitor(
+            OffloadEnv(
+                scenario,
+                trace_source=trace_source,
+                trace_split=split,
+                sample_split=sample_split,
+                episode_requests=episode_requests,
+            )
+        )
 
     return make
 
@@ -146,15 +153,25 @@ def main(argv: list[str] | None = None) -> int:
     venv.seed(args.seed)
 
     # Validation: the val traces, the same episodes at every evaluation (CRN).
-    val_env = OffloadEnv(scenario, trace_source=args.trace_source, trace_split="val",
-                         sample_split="val", episode_requests=episode_requests)  # fmt: skip
+    val_env = OffloadEnv(
+        scenario,
+        trace_source=args.trace_source,
+        trace_split="val",
+        sample_split="val",
+        episode_requests=episode_requests,
+    )
     val_traces, _ = load_families(args.trace_source, split="val")
     b = scenario.battery
     specs = [
-        s for fam in sorted(val_traces)
-        for s in make_specs(val_traces[fam], int(eval_cfg["episodes_per_family"]), 777,
-                            (b.initial_min, b.initial_max))
-    ]  # fmt: skip
+        s
+        for fam in sorted(val_traces)
+        for s in make_specs(
+            val_traces[fam],
+            int(eval_cfg["episodes_per_family"]),
+            777,
+            (b.initial_min, b.initial_max),
+        )
+    ]
 
     resume = latest_checkpoint(run) if args.resume else None
     if args.resume and resume is None:
@@ -164,28 +181,45 @@ def main(argv: list[str] | None = None) -> int:
         model_path, norm_path, done_steps = resume
         venv = VecNormalize.load(str(norm_path), venv)
         venv.training = True
-        model = PPO.load(model_path, env=venv, device="cpu",
-                         tensorboard_log=str(run / "tb"))  # fmt: skip
+        model = PPO.load(model_path, env=venv, device="cpu", tensorboard_log=str(run / "tb"))
         print(f"resuming {run} from {model_path.name} at {done_steps} steps")
     else:
-        venv = VecNormalize(venv, norm_obs=norm_cfg["norm_obs"],
-                            norm_reward=norm_cfg["norm_reward"], clip_obs=norm_cfg["clip_obs"],
-                            gamma=ppo_cfg["gamma"])  # fmt: skip
+        venv = VecNormalize(
+            venv,
+            norm_obs=norm_cfg["norm_obs"],
+            norm_reward=norm_cfg["norm_reward"],
+            clip_obs=norm_cfg["clip_obs"],
+            gamma=ppo_cfg["gamma"],
+        )
         model = PPO(
-            "MlpPolicy", venv, n_steps=int(ppo_cfg["n_steps"]),
-            batch_size=int(ppo_cfg["batch_size"]), n_epochs=int(ppo_cfg["n_epochs"]),
-            learning_rate=float(ppo_cfg["learning_rate"]), gamma=float(ppo_cfg["gamma"]),
-            gae_lambda=float(ppo_cfg["gae_lambda"]), clip_range=float(ppo_cfg["clip_range"]),
-            ent_coef=float(ppo_cfg["ent_coef"]), vf_coef=float(ppo_cfg["vf_coef"]),
+            "MlpPolicy",
+            venv,
+            n_steps=int(ppo_cfg["n_steps"]),
+            batch_size=int(ppo_cfg["batch_size"]),
+            n_epochs=int(ppo_cfg["n_epochs"]),
+            learning_rate=float(ppo_cfg["learning_rate"]),
+            gamma=float(ppo_cfg["gamma"]),
+            gae_lambda=float(ppo_cfg["gae_lambda"]),
+            clip_range=float(ppo_cfg["clip_range"]),
+            ent_coef=float(ppo_cfg["ent_coef"]),
+            vf_coef=float(ppo_cfg["vf_coef"]),
             max_grad_norm=float(ppo_cfg["max_grad_norm"]),
             policy_kwargs={"net_arch": list(ppo_cfg["net_arch"])},
-            tensorboard_log=str(run / "tb"), seed=args.seed, device="cpu", verbose=0,
-        )  # fmt: skip
+            tensorboard_log=str(run / "tb"),
+            seed=args.seed,
+            device="cpu",
+            verbose=0,
+        )
         done_steps = 0
-    resolved = {"config": config, "scenario": scenario.source, "seed": args.seed,
-                "trace_source": args.trace_source, "nvec": venv.action_space.nvec.tolist(),
-                "obs_dim": int(venv.observation_space.shape[0]),
-                "profile_model_hash": val_env.system.profile.model_hash}  # fmt: skip
+    resolved = {
+        "config": config,
+        "scenario": scenario.source,
+        "seed": args.seed,
+        "trace_source": args.trace_source,
+        "nvec": venv.action_space.nvec.tolist(),
+        "obs_dim": int(venv.observation_space.shape[0]),
+        "profile_model_hash": val_env.system.profile.model_hash,
+    }
     (run / "config.json").write_text(json.dumps(resolved, indent=2))
     curve_csv = run / "eval_curve.csv"
     if resume is None or not curve_csv.exists():
@@ -212,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             self.logger.record("eval/accuracy", float(res["correct"].mean()))
             self.logger.record("eval/deadline_miss_rate", float(res["deadline_miss"].mean()))
             with curve_csv.open("a") as fh:
-                fh.write(f"{self.num_timesteps},{mean:.6f},{ci:.6f},"
-                         f"{res['correct'].mean():.6f},{res['deadline_miss'].mean():.6f}\n")  # fmt: skip
+                fh.write(
+                    f"{self.num_timesteps},{mean:.6f},{ci:.6f},"
+                    f"{res['correct'].mean():.6f},{res['deadline_miss'].mean():.6f}\n"
+                )
             if mean > self.best:
                 self.best = mean
                 self.model.save(run / "best_model.zip")
@@ -234,9 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     remaining = int(ppo_cfg["total_timesteps"]) - done_steps
     t0 = time.perf_counter()
     if remaining > 0:
-        model.learn(total_timesteps=remaining, callback=CallbackList([validation]),
-                    progress_bar=not args.no_progress, reset_num_timesteps=resume is None,
-                    tb_log_name="PPO")  # fmt: skip
+        model.learn(
+            total_timesteps=remaining,
+            callback=CallbackList([validation]),
+            progress_bar=not args.no_progress,
+            reset_num_timesteps=resume is None,
+            tb_log_name="PPO",
+        )
     seconds = time.perf_counter() - t0
     validation.evaluate()  # the final model gets its point on the curve too
     model.save(run / "model.zip")
@@ -251,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     resolved["total_timesteps"] = int(model.num_timesteps)
     (run / "config.json").write_text(json.dumps(resolved, indent=2))
     plot_curve(curve_csv, run / "eval_curve.png")
-    print(f"trained {model.num_timesteps} steps in {seconds:.0f} s; best validation reward "
-          f"{validation.best:.4f}; run in {run}")  # fmt: skip
+    print(
+        f"trained {model.num_timesteps} steps in {seconds:.0f} s; best validation reward "
+        f"{validation.best:.4f}; run in {run}"
+    )
     return 0
 
 

@@ -12,9 +12,12 @@ from traces.trace import Trace
 
 
 def find_best_fixed(
-    env: OffloadEnv, train_traces: list[Trace], episodes: int = 16, seed: int = 12345,
+    env: OffloadEnv,
+    train_traces: list[Trace],
+    episodes: int = 16,
+    seed: int = 12345,
     progress=None,
-) -> tuple[FixedPolicy, dict[tuple[int, int, int], float]]:  # fmt: skip
+) -> tuple[FixedPolicy, dict[tuple[int, int, int], float]]:
     """Search every distinct action on episodes of the training traces (never the
     evaluation ones); returns the winner and every action's mean reward."""
     b = env.scenario.battery
@@ -22,9 +25,10 @@ def find_best_fixed(
     for t in train_traces:
         by_family.setdefault(t.family, []).append(t)
     specs = [
-        spec for fam in sorted(by_family)
+        spec
+        for fam in sorted(by_family)
         for spec in make_specs(by_family[fam], episodes, seed, (b.initial_min, b.initial_max))
-    ]  # fmt: skip
+    ]
     scores = {}
     actions = distinct_actions(*env.action_space.nvec)
     for act in progress(actions) if progress else actions:

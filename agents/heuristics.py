@@ -59,8 +59,9 @@ class Neurosurgeon:
     bandwidth. The original has no early exits and sends tensors uncompressed: cuts
     only, no exits, level 0."""
 
-    def __init__(self, system: System, predictor: Predictor, objective: str = "latency",
-                 radio=None) -> None:  # fmt: skip
+    def __init__(
+        self, system: System, predictor: Predictor, objective: str = "latency", radio=None
+    ) -> None:
         if objective not in ("latency", "energy"):
             raise ValueError(f"objective must be latency or energy, got {objective!r}")
         if objective == "energy" and radio is None:

@@ -5,10 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 SUMMARY_KEYS = (
-    "reward_mean", "reward_ci95", "accuracy", "latency_p50_ms", "latency_p95_ms",
-    "latency_p99_ms", "deadline_miss_rate", "energy_mj", "cost_usd_per_million", "leakage",
-    "offload_fraction", "requests_per_charge", "requests", "episodes",
-)  # fmt: skip
+    "reward_mean",
+    "reward_ci95",
+    "accuracy",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "deadline_miss_rate",
+    "energy_mj",
+    "cost_usd_per_million",
+    "leakage",
+    "offload_fraction",
+    "requests_per_charge",
+    "requests",
+    "episodes",
+)
 
 
 def summarise(res: dict[str, np.ndarray], battery_capacity_j: float) -> dict[str, float]:

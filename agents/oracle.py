@@ -2,15 +2,19 @@
 
 For every request it simulates every distinct action with the simulator's own state:
 the future bandwidth of the trace, the drawn sample's true exit confidences and
-correctness, the queue, the radio tail, the cloud's warmth. It takes the action with
-the best immediate reward.
+correctness, the queue, the radio tail, the cloud's warmth, and it knows when the
+next request will arrive. It takes the action with the best score, where the score is
+the request's reward with one change: an upload is charged the radio tail it burns
+until the next request arrives (at most the whole tail) instead of the whole tail.
+A purely greedy oracle that charged the whole tail would never start offloading when
+the radio is idle, because the next uploads that share that tail lie in its future.
 
-What it bounds: no policy can get a better reward *for a request, given the state it
-arrives in*. What it does not bound: it is greedy. It ignores what an action does to
-later requests (a long transfer delays the queue, an upload keeps the radio tail alive
-or a FaaS instance warm for the next ones, energy spent now weights later energy
-more), so a policy that plans ahead can beat it on some episodes; it is an upper
-reference, not a proof of optimality.
+What it bounds: per request, given the state it arrives in, no policy's action has a
+better immediate outcome (accuracy, latency, money, leakage) than the oracle's options.
+What it does not bound: it is greedy and plans nothing: a transfer that delays the
+queue, a tail or a warm FaaS instance it leaves to the next requests, the energy it
+spends now that weighs more later: a policy that plans ahead can beat it on some
+episodes. It is an upper reference, not a proof of optimality.
 """
 
 from __future__ import annotations
@@ -31,11 +35,22 @@ class Oracle:
     def act_privileged(self, env: OffloadEnv) -> np.ndarray:
         if self._actions is None:
             self._actions = distinct_actions(*env.action_space.nvec)
-        best, best_r = None, -np.inf
+        st, s = env.state, env.system
+        nxt = st.arrivals[st.index + 1] if st.index + 1 < len(st.arrivals) else np.inf
+        battery = max(st.battery_j, 0.0) / s.battery_capacity_j
+        best, best_score = None, -np.inf
         for a in self._actions:
-            r = env.simulate(*a).reward
-            if r > best_r:
-                best, best_r = a, r
+            out = env.simulate(*a)
+            score = out.reward
+            if out.offloaded:
+                radio = st.radio
+                burned = radio.tail_w * min(max(nxt - out.tx_end_s, 0.0), radio.tail_s)
+                energy = out.energy_j - out.tail_j + burned
+                score = s.reward(
+                    out.correct, out.latency_s, energy, out.money_usd, out.leakage, battery
+                )
+            if score > best_score:
+                best, best_score = a, score
         return np.array(best, dtype=np.int64)
 
     def act(self, observation: np.ndarray) -> np.ndarray:

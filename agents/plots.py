@@ -15,7 +15,9 @@ def latency_cdf(results: dict, deadline_s: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, res in results.items():
         lat = np.sort(res["latency_s"]) * 1e3
-        ax.plot(lat, np.linspace(0, 1, len(lat)), label=name, lw=2 if name in ("ppo", "oracle") else 1)
+        ax.plot(
+            lat, np.linspace(0, 1, len(lat)), label=name, lw=2 if name in ("ppo", "oracle") else 1
+        )
     ax.axvline(deadline_s * 1e3, color="k", ls="--", lw=1, label="deadline")
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
@@ -64,8 +66,17 @@ def actions_vs_bandwidth(results: dict, names: list[str], nvec, path: Path) -> N
         ):
             ax = axes[row, col]
             jitter = rng.uniform(-0.25, 0.25, len(bw))
-            sc = ax.scatter(bw, res[key] + jitter, c=res["battery_level"], s=3, cmap="viridis",
-                            vmin=0, vmax=1, alpha=0.5, rasterized=True)  # fmt: skip
+            sc = ax.scatter(
+                bw,
+                res[key] + jitter,
+                c=res["battery_level"],
+                s=3,
+                cmap="viridis",
+                vmin=0,
+                vmax=1,
+                alpha=0.5,
+                rasterized=True,
+            )
             ax.set_xscale("log")
             ax.set_ylim(-0.5, nvec[col] - 0.5)
             ax.set_yticks(range(int(nvec[col])))
@@ -83,8 +94,13 @@ def pareto(summary_overall: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, row in summary_overall.items():
         ax.scatter(row["latency_p50_ms"], row["energy_mj"], s=40)
-        ax.annotate(name, (row["latency_p50_ms"], row["energy_mj"]), fontsize=8,
-                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            name,
+            (row["latency_p50_ms"], row["energy_mj"]),
+            fontsize=8,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("median latency (ms)")

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-RUN_FILES = ("model.zip", "vecnormalize.json", "config.json")
-
 
 class RunError(ValueError):
     """A run directory is missing, incomplete, or made for another scenario."""
@@ -29,13 +27,21 @@ class ObsNormalizer:
         return np.clip(z, -self.clip, self.clip).astype(np.float32)
 
     def to_json(self) -> dict:
-        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "clip": self.clip,
-                "epsilon": self.epsilon}  # fmt: skip
+        return {
+            "mean": self.mean.tolist(),
+            "var": self.var.tolist(),
+            "clip": self.clip,
+            "epsilon": self.epsilon,
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> ObsNormalizer:
-        return cls(np.asarray(d["mean"], np.float64), np.asarray(d["var"], np.float64),
-                   float(d["clip"]), float(d.get("epsilon", 1e-8)))  # fmt: skip
+        return cls(
+            np.asarray(d["mean"], np.float64),
+            np.asarray(d["var"], np.float64),
+            float(d["clip"]),
+            float(d.get("epsilon", 1e-8)),
+        )
 
     @classmethod
     def from_vecnormalize(cls, vec) -> ObsNormalizer:
@@ -54,43 +60,55 @@ class PPOPolicy:
         return np.asarray(action, dtype=np.int64)
 
 
-def check_run_dir(run_dir: str | Path, model_file: str = "model.zip") -> Path:
+MODEL_PAIRS = (("best_model.zip", "best_vecnormalize.json"), ("model.zip", "vecnormalize.json"))
+
+
+def check_run_dir(run_dir: str | Path, best: bool = True) -> tuple[Path, Path, Path]:
+    """The run's (directory, model file, normaliser file): the best model on the
+    validation traces when there is one (``best``), else the final one."""
     run = Path(run_dir)
     if not run.is_dir():
         raise RunError(f"{run}: run directory not found")
-    for name in (model_file, "vecnormalize.json", "config.json"):
-        if not (run / name).is_file():
-            raise RunError(f"{run}: {name} is missing (not a complete training run)")
-    return run
+    if not (run / "config.json").is_file():
+        raise RunError(f"{run}: config.json is missing (not a training run)")
+    pairs = MODEL_PAIRS if best else MODEL_PAIRS[::-1]
+    for model_file, norm_file in pairs:
+        if (run / model_file).is_file() and (run / norm_file).is_file():
+            return run, run / model_file, run / norm_file
+    raise RunError(f"{run}: no model with its normalisation (model.zip + vecnormalize.json)")
 
 
-def load_ppo(run_dir: str | Path, nvec=None, obs_dim: int | None = None,
-             best: bool = True) -> PPOPolicy:  # fmt: skip
+def load_ppo(
+    run_dir: str | Path, nvec=None, obs_dim: int | None = None, best: bool = True
+) -> PPOPolicy:
     """Load a run's best model (or final, ``best=False``) and its normalisation;
     refuses a model whose action or observation space differs from the scenario's."""
     from stable_baselines3 import PPO
 
-    run = Path(run_dir)
-    model_file = "best_model.zip" if best and (run / "best_model.zip").is_file() else "model.zip"
-    run = check_run_dir(run, model_file)
-    norm_file = "best_vecnormalize.json" if model_file == "best_model.zip" else "vecnormalize.json"
-    if not (run / norm_file).is_file():
-        norm_file = "vecnormalize.json"
+    run, model_file, norm_file = check_run_dir(run_dir, best)
     try:
-        model = PPO.load(run / model_file, device="cpu")
+        model = PPO.load(model_file, device="cpu")
     except Exception as exc:  # zip/ValueError/KeyError on a corrupt or foreign file
-        raise RunError(f"{run / model_file}: cannot load PPO model ({exc})") from exc
+        raise RunError(f"{model_file}: cannot load PPO model ({exc})") from exc
     if nvec is not None:
-        got = list(getattr(model.action_space, "nvec", []))
+        got = [int(v) for v in getattr(model.action_space, "nvec", [])]
         if got != list(nvec):
             raise RunError(
-                f"{run / model_file}: trained for action space {got}, "
-                f"this scenario has {list(nvec)}"
+                f"{model_file}: trained for action space {got}, "
+                f"this scenario has {[int(v) for v in nvec]}"
             )
     if obs_dim is not None and model.observation_space.shape != (obs_dim,):
         raise RunError(
-            f"{run / model_file}: trained for observations of shape "
+            f"{model_file}: trained for observations of shape "
             f"{model.observation_space.shape}, this build makes ({obs_dim},)"
         )
-    normalizer = ObsNormalizer.from_json(json.loads((run / norm_file).read_text()))
+    try:
+        normalizer = ObsNormalizer.from_json(json.loads(norm_file.read_text()))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RunError(f"{norm_file}: not a valid normalisation file ({exc})") from exc
+    if normalizer.mean.shape != (model.observation_space.shape[0],):
+        raise RunError(
+            f"{norm_file}: 'mean' has shape {normalizer.mean.shape}, "
+            f"the model takes {model.observation_space.shape}"
+        )
     return PPOPolicy(model, normalizer)

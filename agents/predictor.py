@@ -76,7 +76,9 @@ class Predictor:
         cloud = np.concatenate([st.cloud_s, [0.0]])[:, None, None]
         return st.device_s + st.p_offload * (st.bytes_sent * 8.0 / bw + rtt_s + cloud)
 
-    def energy_j(self, bandwidth_bps: float, rtt_s: float, radio, tail_share_s: float) -> np.ndarray:
+    def energy_j(
+        self, bandwidth_bps: float, rtt_s: float, radio, tail_share_s: float
+    ) -> np.ndarray:
         """Expected device energy of every action: compute, transmit, and the part of
         the radio tail the request is expected to keep alive (``tail_share_s``)."""
         st, s = self.stats, self.system

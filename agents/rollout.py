@@ -47,19 +47,36 @@ def make_specs(
 
 
 STEP_FIELDS = (
-    "reward", "latency_s", "energy_j", "money_usd", "sent_bytes", "exit_block", "offloaded",
-    "correct", "leakage", "deadline_miss", "cold_start", "battery_level", "uplink_bps",
-    "arrival_uplink_bps", "cut", "threshold", "level",
-)  # fmt: skip
+    "reward",
+    "latency_s",
+    "energy_j",
+    "money_usd",
+    "sent_bytes",
+    "exit_block",
+    "offloaded",
+    "correct",
+    "leakage",
+    "deadline_miss",
+    "cold_start",
+    "battery_level",
+    "uplink_bps",
+    "arrival_uplink_bps",
+    "cut",
+    "threshold",
+    "level",
+)
 
 
 def run_episode(env: OffloadEnv, policy, spec: EpisodeSpec) -> dict[str, np.ndarray]:
     """One episode; returns one array per field of ``STEP_FIELDS`` (one entry a request)."""
     obs, _ = env.reset(
         seed=spec.seed,
-        options={"trace": spec.trace, "offset_s": spec.offset_s,
-                 "battery_level": spec.battery_level},
-    )  # fmt: skip
+        options={
+            "trace": spec.trace,
+            "offset_s": spec.offset_s,
+            "battery_level": spec.battery_level,
+        },
+    )
     if hasattr(policy, "reset"):
         policy.reset()
     privileged = getattr(policy, "privileged", False)

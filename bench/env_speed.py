@@ -65,13 +65,21 @@ def main(argv: list[str] | None = None) -> dict:
     for col in ("run", "Offload-v0 steps/s", "CartPole-v1 steps/s", "ratio"):
         table.add_column(col, justify="right")
     for i, x in enumerate(rows):
-        table.add_row(str(i), f"{x['offload_sps']:,.0f}", f"{x['cartpole_sps']:,.0f}",
-                      f"{x['ratio']:.2f}")  # fmt: skip
+        table.add_row(
+            str(i), f"{x['offload_sps']:,.0f}", f"{x['cartpole_sps']:,.0f}", f"{x['ratio']:.2f}"
+        )
     Console().print(table)
-    print(f"median ratio {median_ratio:.2f} (target >= 0.70); PPO training with 4 envs: "
-          f"{ppo:,.0f} steps/s")  # fmt: skip
-    payload = {"runs": rows, "median_ratio": median_ratio, "best_ratio": best["ratio"],
-               "ppo_train_steps_per_s_4_envs": ppo, "steps_per_run": args.steps}  # fmt: skip
+    print(
+        f"median ratio {median_ratio:.2f} (target >= 0.70); PPO training with 4 envs: "
+        f"{ppo:,.0f} steps/s"
+    )
+    payload = {
+        "runs": rows,
+        "median_ratio": median_ratio,
+        "best_ratio": best["ratio"],
+        "ppo_train_steps_per_s_4_envs": ppo,
+        "steps_per_run": args.steps,
+    }
     print("wrote", write("env_speed", payload))
     return payload
 

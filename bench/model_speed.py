@@ -12,7 +12,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -47,9 +46,12 @@ def main(argv: list[str] | None = None) -> dict:
         h = x
         for b, (block, exit_head) in enumerate(zip(model.blocks, model.exits, strict=True), 1):
             inp = h
-            blocks.append({"block": b,
-                           "block_us": _median_us(lambda: block(inp), args.repeats),  # noqa: B023
-                           })  # fmt: skip
+            blocks.append(
+                {
+                    "block": b,
+                    "block_us": _median_us(lambda: block(inp), args.repeats),  # noqa: B023
+                }
+            )
             h = block(inp)
             out = h
             blocks[-1]["exit_us"] = _median_us(lambda: exit_head(out), args.repeats)  # noqa: B023
@@ -61,11 +63,17 @@ def main(argv: list[str] | None = None) -> dict:
             for level in range(codecs.N_LEVELS):
                 name = codecs.codec_name(cut, level)
                 blob = codecs.encode(name, sent)
-                codec_rows.append({
-                    "cut": cut, "codec": name, "bytes": len(blob),
-                    "encode_us": _median_us(lambda n=name, s=sent: codecs.encode(n, s), args.repeats // 3),
-                    "decode_us": _median_us(lambda b=blob: codecs.decode(b), args.repeats // 3),
-                })  # fmt: skip
+                codec_rows.append(
+                    {
+                        "cut": cut,
+                        "codec": name,
+                        "bytes": len(blob),
+                        "encode_us": _median_us(
+                            lambda n=name, s=sent: codecs.encode(n, s), args.repeats // 3
+                        ),
+                        "decode_us": _median_us(lambda b=blob: codecs.decode(b), args.repeats // 3),
+                    }
+                )
     console = Console()
     t = Table(title=f"blocks (batch 1, 1 thread); full model {full:.1f} µs")
     for c in ("block", "block µs", "exit µs"):
@@ -77,8 +85,13 @@ def main(argv: list[str] | None = None) -> dict:
     for c in ("cut", "codec", "bytes", "encode µs", "decode µs"):
         t.add_column(c, justify="right")
     for r in codec_rows:
-        t.add_row(str(r["cut"]), r["codec"], str(r["bytes"]), f"{r['encode_us']:.1f}",
-                  f"{r['decode_us']:.1f}")  # fmt: skip
+        t.add_row(
+            str(r["cut"]),
+            r["codec"],
+            str(r["bytes"]),
+            f"{r['encode_us']:.1f}",
+            f"{r['decode_us']:.1f}",
+        )
     console.print(t)
     payload = {"blocks": blocks, "full_model_us": full, "codecs": codec_rows}
     print("wrote", write("model_speed", payload))

@@ -12,6 +12,14 @@ if "Offload-v0" not in registry:
     register(id="Offload-v0", entry_point="envs.offload_env:OffloadEnv")
 
 __all__ = [
-    "OBS_DIM", "OBS_NAMES", "OffloadEnv", "Outcome", "Scenario", "ScenarioError", "System",
-    "Telemetry", "build_observation", "load_scenario",
-]  # fmt: skip
+    "OBS_DIM",
+    "OBS_NAMES",
+    "OffloadEnv",
+    "Outcome",
+    "Scenario",
+    "ScenarioError",
+    "System",
+    "Telemetry",
+    "build_observation",
+    "load_scenario",
+]

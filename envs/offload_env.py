@@ -188,11 +188,17 @@ class OffloadEnv(gym.Env):
             j += 1
         self.telemetry.battery_level = max(st.battery_j, 0.0) / s.battery_capacity_j
         return build_observation(
-            self.telemetry, now, lateness_s=now - arrival, queue_len=queue,
-            deadline_s=self._w.deadline_s, n_cuts=s.n_cuts, n_thresholds=s.n_thresholds,
-            n_levels=s.n_levels, tail_s=st.radio.tail_s or self._tail_ref_s,
+            self.telemetry,
+            now,
+            lateness_s=now - arrival,
+            queue_len=queue,
+            deadline_s=self._w.deadline_s,
+            n_cuts=s.n_cuts,
+            n_thresholds=s.n_thresholds,
+            n_levels=s.n_levels,
+            tail_s=st.radio.tail_s or self._tail_ref_s,
             keep_alive_s=s.cloud.keep_alive_s,
-        )  # fmt: skip
+        )
 
     # -- the Gymnasium API -----------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -275,8 +281,11 @@ class OffloadEnv(gym.Env):
                 f"action must be 3 integers (cut, threshold, level), got {action!r}"
             ) from None
         s = self.system
-        for name, value, n in (("cut", cut, s.n_cuts), ("threshold", thr, s.n_thresholds),
-                               ("level", level, s.n_levels)):  # fmt: skip
+        for name, value, n in (
+            ("cut", cut, s.n_cuts),
+            ("threshold", thr, s.n_thresholds),
+            ("level", level, s.n_levels),
+        ):
             if not 0 <= value < n:
                 raise ValueError(f"action {name}={value} out of range 0..{n - 1}")
         return cut, thr, level
@@ -314,10 +323,27 @@ class OffloadEnv(gym.Env):
             reward = s.reward(correct, latency, energy, 0.0, 0.0, level_battery)
             done = start + device_s
             return Outcome(
-                latency, start - arrival, device_s, 0.0, 0.0, energy, 0.0, 0, exit_block,
-                False, bool(correct), 0.0, False, latency > s.scenario.workload.deadline_s,
-                reward, done, done, done, st.radio_tail_end_s,
-            )  # fmt: skip
+                latency,
+                start - arrival,
+                device_s,
+                0.0,
+                0.0,
+                energy,
+                0.0,
+                0,
+                exit_block,
+                False,
+                bool(correct),
+                0.0,
+                False,
+                latency > s.scenario.workload.deadline_s,
+                reward,
+                0.0,
+                done,
+                done,
+                done,
+                st.radio_tail_end_s,
+            )
         device_s = s.block_cum[cut] + (s.exit_cum[cut] if early else 0.0)
         device_s += s.encode_dev_s[cut][level]
         nbytes = s.sent[cut][level][i]
@@ -350,10 +376,27 @@ class OffloadEnv(gym.Env):
         leak = s.leak[cut][level]
         reward = s.reward(correct, latency, energy, money, leak, level_battery)
         return Outcome(
-            latency, start - arrival, device_s, network_s, cloud_s, energy, money, nbytes, 0,
-            True, bool(correct), leak, cold, latency > s.scenario.workload.deadline_s, reward,
-            done, tx_start, tx_end, tx_end + radio.tail_s,
-        )  # fmt: skip
+            latency,
+            start - arrival,
+            device_s,
+            network_s,
+            cloud_s,
+            energy,
+            money,
+            nbytes,
+            0,
+            True,
+            bool(correct),
+            leak,
+            cold,
+            latency > s.scenario.workload.deadline_s,
+            reward,
+            tail_j,
+            done,
+            tx_start,
+            tx_end,
+            tx_end + radio.tail_s,
+        )
 
     def _advance(self, done_s: float) -> tuple[float, float]:
         """Move to the next request: idle drain, and a background probe if the newest

@@ -43,7 +43,7 @@ class Battery:
 
 @dataclass(frozen=True)
 class Probe:
-    interval_s: float = 10.0  # 0 disables probing
+    interval_s: float = 0.0  # 0 disables probing
     bytes: float = 1500.0
 
 
@@ -56,10 +56,10 @@ class RewardWeights:
     accuracy: float = 1.0
     latency: float = 0.2
     deadline_miss: float = 1.0
-    energy: float = 0.1
-    energy_battery_gain: float = 4.0
+    energy: float = 0.05
+    energy_battery_gain: float = 15.0
     money: float = 0.05
-    leakage: float = 0.2
+    leakage: float = 0.1
     requests_per_charge: float = 20000.0  # energy_ref_j = battery capacity / this
     money_ref_usd: float = 1e-6  # $1 per million requests
 
@@ -104,9 +104,16 @@ _NUMERIC_RULES: dict[type, dict[str, tuple[float, bool, float]]] = {
     Probe: {"interval_s": (0.0, True, 1e6), "bytes": (1.0, True, 1e9)},
     RewardWeights: {
         name: (0.0, True, 1e6)
-        for name in ("accuracy", "latency", "deadline_miss", "energy", "energy_battery_gain",
-                     "money", "leakage")
-    }  # fmt: skip
+        for name in (
+            "accuracy",
+            "latency",
+            "deadline_miss",
+            "energy",
+            "energy_battery_gain",
+            "money",
+            "leakage",
+        )
+    }
     | {"requests_per_charge": (0.0, False, 1e12), "money_ref_usd": (0.0, False, 1e6)},
 }
 
@@ -128,8 +135,9 @@ def _section(cls: type, raw: Any, where: str):
             continue
         low, inclusive, high = rule
         try:
-            number = check_number(value, f"{where}.{name}", low=low, low_inclusive=inclusive,
-                                  high=high)  # fmt: skip
+            number = check_number(
+                value, f"{where}.{name}", low=low, low_inclusive=inclusive, high=high
+            )
         except CatalogError as exc:
             raise ScenarioError(str(exc)) from None
         values[name] = int(number) if name == "episode_requests" else number
@@ -175,7 +183,7 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
             raise ScenarioError(f"{where} [scenario].{key}: missing or not a string")
     radio = raw.get("radio", {})
     if not isinstance(radio, dict) or not all(isinstance(v, str) for v in radio.values()):
-        raise ScenarioError(f"{where} [radio]: expected family = \"radio name\" entries")
+        raise ScenarioError(f'{where} [radio]: expected family = "radio name" entries')
     radio = dict(radio)
     default_radio = radio.pop("default", "lte")
     grid = raw.get("thresholds", {}).get("grid", list(Scenario().thresholds))
@@ -184,8 +192,9 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     checked = []
     for i, value in enumerate(grid):
         try:
-            checked.append(check_number(value, f"{where} [thresholds].grid[{i}]", low=0.0,
-                                        high=2.0))  # fmt: skip
+            checked.append(
+                check_number(value, f"{where} [thresholds].grid[{i}]", low=0.0, high=2.0)
+            )
         except CatalogError as exc:
             raise ScenarioError(str(exc)) from None
     if any(b <= a for a, b in zip(checked, checked[1:], strict=False)):
@@ -199,10 +208,12 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     base = path.parent
     return Scenario(
         name=str(head.get("name", path.stem)),
-        profile=_resolve_path(head.get("profile"), base, f"{where} [scenario].profile",
-                              str(DEFAULT_PROFILE)),  # fmt: skip
-        catalog=_resolve_path(head.get("catalog"), base, f"{where} [scenario].catalog",
-                              str(DEFAULT_CATALOG)),  # fmt: skip
+        profile=_resolve_path(
+            head.get("profile"), base, f"{where} [scenario].profile", str(DEFAULT_PROFILE)
+        ),
+        catalog=_resolve_path(
+            head.get("catalog"), base, f"{where} [scenario].catalog", str(DEFAULT_CATALOG)
+        ),
         device=head["device"],
         cloud=head["cloud"],
         radio_by_family=radio,

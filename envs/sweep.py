@@ -35,7 +35,9 @@ def distinct_actions(n_cuts: int, n_thresholds: int, n_levels: int) -> list[tupl
     does not matter when everything runs locally."""
     k = n_cuts - 1
     out = [(0, n_thresholds - 1, lvl) for lvl in range(n_levels)]
-    out += [(c, t, lvl) for c in range(1, k) for t in range(n_thresholds) for lvl in range(n_levels)]
+    out += [
+        (c, t, lvl) for c in range(1, k) for t in range(n_thresholds) for lvl in range(n_levels)
+    ]
     out += [(k, t, 0) for t in range(n_thresholds)]
     return out
 
@@ -57,9 +59,10 @@ def sweep(scenario_path, source: str, episodes: int, requests: int, seed: int) -
     env = OffloadEnv(scenario, traces, sample_split="test", episode_requests=requests)
     b = scenario.battery
     specs = [
-        spec for fam in sorted(families)
+        spec
+        for fam in sorted(families)
         for spec in make_specs(families[fam], episodes, seed, (b.initial_min, b.initial_max))
-    ]  # fmt: skip
+    ]
     actions = distinct_actions(*env.action_space.nvec)
     rewards = {}
     ref = None
@@ -70,9 +73,7 @@ def sweep(scenario_path, source: str, episodes: int, requests: int, seed: int) -
             ref = res  # arrival bandwidth, battery and family do not depend on the action
     bw = ref["arrival_uplink_bps"]
     quart = np.quantile(bw, [0.25, 0.5, 0.75])
-    groups = {
-        f"bw Q{q + 1}": (np.digitize(bw, quart) == q) for q in range(4)
-    }  # fmt: skip
+    groups = {f"bw Q{q + 1}": (np.digitize(bw, quart) == q) for q in range(4)}
     groups["battery < 0.3"] = ref["battery_level"] < 0.3
     groups["battery >= 0.3"] = ref["battery_level"] >= 0.3
     for fam in sorted(families):
@@ -85,15 +86,25 @@ def sweep(scenario_path, source: str, episodes: int, requests: int, seed: int) -
         means = {a: float(r[mask].mean()) for a, r in rewards.items()}
         best = max(means, key=means.get)
         lo, hi = (float(bw[mask].min()), float(bw[mask].max()))
-        rows.append({
-            "group": name, "requests": int(mask.sum()),
-            "uplink_mbps": [round(lo / 1e6, 3), round(hi / 1e6, 3)],
-            "best_action": list(best), "best_label": label(env, best),
-            "best_reward": round(means[best], 4),
-            "edge_only_reward": round(means[edge], 4), "cloud_only_reward": round(means[cloud], 4),
-        })  # fmt: skip
-    return {"scenario": scenario.source, "system": env.system.describe(), "rows": rows,
-            "n_actions": len(actions), "n_requests": int(len(bw))}  # fmt: skip
+        rows.append(
+            {
+                "group": name,
+                "requests": int(mask.sum()),
+                "uplink_mbps": [round(lo / 1e6, 3), round(hi / 1e6, 3)],
+                "best_action": list(best),
+                "best_label": label(env, best),
+                "best_reward": round(means[best], 4),
+                "edge_only_reward": round(means[edge], 4),
+                "cloud_only_reward": round(means[cloud], 4),
+            }
+        )
+    return {
+        "scenario": scenario.source,
+        "system": env.system.describe(),
+        "rows": rows,
+        "n_actions": len(actions),
+        "n_requests": int(len(bw)),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,16 +117,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     result = sweep(args.scenario, args.source, args.episodes_per_family, args.requests, args.seed)
-    table = Table(title=f"best fixed action per group ({result['n_requests']} requests, "
-                  f"{result['n_actions']} actions)")  # fmt: skip
+    table = Table(
+        title=f"best fixed action per group ({result['n_requests']} requests, "
+        f"{result['n_actions']} actions)"
+    )
     for col in ("group", "uplink Mbit/s", "best fixed action", "reward", "edge-only", "cloud-only"):
         table.add_column(col)
     for r in result["rows"]:
         table.add_row(
-            r["group"], f"{r['uplink_mbps'][0]:.2f}-{r['uplink_mbps'][1]:.2f}", r["best_label"],
-            f"{r['best_reward']:.3f}", f"{r['edge_only_reward']:.3f}",
+            r["group"],
+            f"{r['uplink_mbps'][0]:.2f}-{r['uplink_mbps'][1]:.2f}",
+            r["best_label"],
+            f"{r['best_reward']:.3f}",
+            f"{r['edge_only_reward']:.3f}",
             f"{r['cloud_only_reward']:.3f}",
-        )  # fmt: skip
+        )
     console.print(table)
     console.print(result["system"])
     if args.json:

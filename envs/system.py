@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from envs.scenario import Scenario
 from profiles.catalog import Catalog, Cloud, Device, Radio, load_catalog
 from profiles.profile_io import Profile, load_profile
-from envs.scenario import Scenario
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Outcome:
     cold_start: bool
     deadline_miss: bool
     reward: float
+    tail_j: float  # radio tail energy charged to this request (net of the refund)
     # State after the request (applied by the caller).
     done_s: float
     tx_start_s: float
@@ -49,8 +50,9 @@ class Outcome:
 class System:
     """Scenario + profile + catalog, precomputed for fast per-request simulation."""
 
-    def __init__(self, scenario: Scenario, profile: Profile | None = None,
-                 catalog: Catalog | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, scenario: Scenario, profile: Profile | None = None, catalog: Catalog | None = None
+    ) -> None:
         self.scenario = scenario
         self.profile = profile or load_profile(scenario.profile)
         self.catalog = catalog or load_catalog(scenario.catalog)
@@ -111,8 +113,15 @@ class System:
             return c.price_per_request + c.price_per_gb_s * c.memory_gb * billed
         return c.price_per_s * busy_s / c.utilisation
 
-    def reward(self, correct: bool, latency_s: float, energy_j: float, money_usd: float,
-               leakage: float, battery_level: float) -> float:  # fmt: skip
+    def reward(
+        self,
+        correct: bool,
+        latency_s: float,
+        energy_j: float,
+        money_usd: float,
+        leakage: float,
+        battery_level: float,
+    ) -> float:
         w = self.scenario.reward
         deadline = self.scenario.workload.deadline_s
         ratio = latency_s / deadline
@@ -120,20 +129,20 @@ class System:
             w.accuracy * correct
             - w.latency * min(ratio, 4.0)
             - w.deadline_miss * (ratio > 1.0)
-            - w.energy * (1.0 + w.energy_battery_gain * (1.0 - battery_level))
-            * energy_j / self.energy_ref_j
+            - w.energy
+            * (1.0 + w.energy_battery_gain * (1.0 - battery_level))
+            * energy_j
+            / self.energy_ref_j
             - w.money * money_usd / self.money_ref_usd
             - w.leakage * leakage
-        )  # fmt: skip
+        )
 
     def describe(self) -> dict:
         return {
             "device": self.device.name,
             "device_slowdown_vs_host": round(self.slowdown, 2),
             "host_gflops": round(self.host_gflops, 2),
-            "device_full_model_ms": round(
-                (self.block_cum[-1] + self.exit_dev_s[-1]) * 1e3, 2
-            ),
+            "device_full_model_ms": round((self.block_cum[-1] + self.exit_dev_s[-1]) * 1e3, 2),
             "cloud": self.cloud.name,
             "energy_ref_j": self.energy_ref_j,
         }

@@ -29,19 +29,31 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     console = Console()
-    console.print(f"[bold]{summary['path']}[/] model {summary['model_hash']}, "
-                  f"final accuracy {summary['final_accuracy']:.4f}")  # fmt: skip
+    console.print(
+        f"[bold]{summary['path']}[/] model {summary['model_hash']}, "
+        f"final accuracy {summary['final_accuracy']:.4f}"
+    )
     blocks = Table("block", "FLOPs", "params", "output", "host µs", "exit µs", "exit acc")
     for b, e in zip(summary["blocks"], summary["exits"], strict=True):
         blocks.add_row(
-            str(b["block"]), f"{b['flops']:,}", f"{b['params']:,}", "x".join(map(str, b["output_shape"])),
-            f"{b['host_us']:.1f}", f"{b['exit_host_us']:.1f}", f"{e['accuracy']:.4f}",
-        )  # fmt: skip
+            str(b["block"]),
+            f"{b['flops']:,}",
+            f"{b['params']:,}",
+            "x".join(map(str, b["output_shape"])),
+            f"{b['host_us']:.1f}",
+            f"{b['exit_host_us']:.1f}",
+            f"{e['accuracy']:.4f}",
+        )
     console.print(blocks)
     cuts = Table("cut", "codec", "mean bytes", "accuracy", "leakage (SSIM)")
     for c in summary["cuts"]:
-        cuts.add_row(str(c["cut"]), c["codec"], f"{c['mean_bytes']:.0f}", f"{c['accuracy']:.4f}",
-                     f"{c['leakage']:.3f}")  # fmt: skip
+        cuts.add_row(
+            str(c["cut"]),
+            c["codec"],
+            f"{c['mean_bytes']:.0f}",
+            f"{c['accuracy']:.4f}",
+            f"{c['leakage']:.3f}",
+        )
     console.print(cuts)
     console.print(f"host: {summary['host']}")
     return 0

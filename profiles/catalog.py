@@ -127,9 +127,13 @@ _REQUIRED_BY_KIND = {
 
 
 def check_number(
-    value: Any, where: str, *, low: float = -math.inf, low_inclusive: bool = True,
+    value: Any,
+    where: str,
+    *,
+    low: float = -math.inf,
+    low_inclusive: bool = True,
     high: float = math.inf,
-) -> float:  # fmt: skip
+) -> float:
     """Validate one numeric field; ``where`` names it in the error."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CatalogError(f"{where}: expected a number, got {value!r}")

@@ -61,9 +61,9 @@ def codec_name(cut: int, level: int) -> str:
 
 def _pack(codec_id: int, shape: tuple[int, ...], scale: float, offset: float, payload: bytes):
     dims = list(shape) + [0] * (MAX_NDIM - len(shape))
-    return _HEADER.pack(MAGIC, VERSION, codec_id, len(shape), *dims, scale, offset, len(payload)) + (
-        payload
-    )
+    return _HEADER.pack(
+        MAGIC, VERSION, codec_id, len(shape), *dims, scale, offset, len(payload)
+    ) + (payload)
 
 
 @dataclass(frozen=True)

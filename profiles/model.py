@@ -2,8 +2,9 @@
 
 Blocks are 3x3 conv + batch norm + ReLU (2x2 max pool after blocks 1 and 3). Every
 block has an exit: a global average pool and one linear layer for blocks 1..K-1, a 2x2
-average pool and one linear layer for the last block (the model's final classifier). ``tail(cut, head(cut, x)) == forward(x)`` for
-every ``cut`` in ``0..n_blocks``: the device runs ``head``, the cloud runs ``tail``.
+average pool and one linear layer for the last block (the model's final classifier).
+``tail(cut, head(cut, x)) == forward(x)`` for every ``cut`` in ``0..n_blocks``: the
+device runs ``head``, the cloud runs ``tail``.
 """
 
 from __future__ import annotations

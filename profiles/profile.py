@@ -132,7 +132,12 @@ def measure_split(model: MultiExitCNN, images: np.ndarray, labels: np.ndarray, p
     k, n_levels, n = model.n_blocks, codecs.N_LEVELS, len(labels)
     x = torch.from_numpy(to_tensor_input(images))
     with torch.inference_mode():
-        outs = [torch.cat(o) for o in zip(*(model.forward_all(x[i : i + 1000]) for i in range(0, n, 1000)), strict=True)]  # noqa: E501
+        outs = [
+            torch.cat(o)
+            for o in zip(
+                *(model.forward_all(x[i : i + 1000]) for i in range(0, n, 1000)), strict=True
+            )
+        ]  # noqa: E501
     probs = [torch.softmax(o, 1) for o in outs]
     exit_conf = np.stack([p.max(1).values.numpy() for p in probs]).astype(np.float32)
     exit_correct = np.stack([(p.argmax(1).numpy() == labels) for p in probs])
@@ -178,11 +183,12 @@ def measure_encode_time(model: MultiExitCNN, images: np.ndarray, repeats: int) -
             codec = codecs.get(codecs.codec_name(cut, level))
             if cut == 0:
                 out[cut, level] = statistics.median(
-                    _median_time(lambda s=s: codec.encode(s), repeats, 3) for s in images[:8]
+                    _median_time(lambda s=s, c=codec: c.encode(s), repeats, 3) for s in images[:8]
                 )
             else:
                 batch = _activations(model, x, cut)
-                out[cut, level] = _median_time(lambda b=batch: codec.encode(b), repeats, 3) / 64
+                out[cut, level] = _median_time(lambda b=batch, c=codec: c.encode(b), repeats, 3)
+                out[cut, level] /= 64
     return out
 
 
@@ -211,9 +217,7 @@ def run(weights: Path, out: Path, *, quick: bool, repeats: int, leak_train: int,
     digest = model_hash(model)
     splits = load_splits()
     if quick:
-        splits = {
-            name: type(s)(s.images[:300], s.labels[:300]) for name, s in splits.items()
-        }
+        splits = {name: type(s)(s.images[:300], s.labels[:300]) for name, s in splits.items()}
     console.print(f"profiling {weights} (hash {digest})")
     latency = measure_latency(model, repeats)
     flops, exit_flops = block_flops(model)
@@ -248,7 +252,10 @@ def run(weights: Path, out: Path, *, quick: bool, repeats: int, leak_train: int,
         "dataset": "Fashion-MNIST (Xiao, Rasul, Vollgraf, 2017)",
         "host": describe_host(),
         "latency_repeats": repeats,
-        "codecs": {"input": list(codecs.INPUT_CODECS), "activation": list(codecs.ACTIVATION_CODECS)},
+        "codecs": {
+            "input": list(codecs.INPUT_CODECS),
+            "activation": list(codecs.ACTIVATION_CODECS),
+        },
         "leakage_metric": LEAKAGE_METRIC,
         "leakage_attack": {"train_images": leak_train, "epochs": leak_epochs, "eval": LEAK_EVAL},
         "quick": quick,
@@ -267,8 +274,9 @@ def remeasure_latency(weights: Path, path: Path, repeats: int) -> None:
         arrays = {k: npz[k] for k in npz.files}
     meta = json.loads(str(arrays.pop("meta_json")))
     if meta["model_hash"] != model_hash(model):
-        raise SystemExit(f"error: {path}: profile of model {meta['model_hash']}, weights are "
-                         f"{model_hash(model)}")  # fmt: skip
+        raise SystemExit(
+            f"error: {path}: profile of model {meta['model_hash']}, weights are {model_hash(model)}"
+        )
     latency = measure_latency(model, repeats)
     arrays["block_host_s"] = np.array(latency["block_s"])
     arrays["exit_host_s"] = np.array(latency["exit_s"])
@@ -278,8 +286,11 @@ def remeasure_latency(weights: Path, path: Path, repeats: int) -> None:
     meta["host"] = describe_host()
     meta["latency_repeats"] = repeats
     save_profile(path, meta, arrays)
-    console.print(f"re-timed {path}: blocks " + ", ".join(
-        f"{v * 1e6:.1f}" for v in latency["block_s"]) + " µs")  # fmt: skip
+    console.print(
+        f"re-timed {path}: blocks "
+        + ", ".join(f"{v * 1e6:.1f}" for v in latency["block_s"])
+        + " µs"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -290,8 +301,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--leak-train", type=int, default=10000)
     parser.add_argument("--leak-epochs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="300 samples per split (tests)")
-    parser.add_argument("--latency-only", action="store_true",
-                        help="re-time the latencies of an existing profile (--out) on this host")
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="re-time the latencies of an existing profile (--out) on this host",
+    )
     args = parser.parse_args(argv)
     if args.latency_only:
         remeasure_latency(args.weights, args.out, args.repeats)
@@ -299,9 +313,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.repeats, args.leak_train, args.leak_epochs = 30, 600, 1
     run(
-        args.weights, args.out, quick=args.quick, repeats=args.repeats,
-        leak_train=args.leak_train, leak_epochs=args.leak_epochs,
-    )  # fmt: skip
+        args.weights,
+        args.out,
+        quick=args.quick,
+        repeats=args.repeats,
+        leak_train=args.leak_train,
+        leak_epochs=args.leak_epochs,
+    )
 
 
 if __name__ == "__main__":

@@ -150,9 +150,14 @@ class Profile:
 
 
 _BLOCK_FIELDS = (
-    "block_flops", "block_params", "block_shape", "block_host_s", "exit_host_s", "block_ops",
+    "block_flops",
+    "block_params",
+    "block_shape",
+    "block_host_s",
+    "exit_host_s",
+    "block_ops",
     "exit_ops",
-)  # fmt: skip
+)
 _SPLIT_FIELDS = ("labels", "exit_conf", "exit_correct", "sent_bytes", "final_correct")
 
 

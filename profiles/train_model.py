@@ -40,7 +40,6 @@ def exit_accuracies(model: MultiExitCNN, images: np.ndarray, labels: np.ndarray)
 
 def train(epochs: int, seed: int, batch_size: int = 128, lr: float = 4e-3) -> tuple:
     torch.manual_seed(seed)
-    np.random.seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     splits = load_splits()
     x = torch.from_numpy(to_tensor_input(splits["train"].images))
@@ -48,7 +47,9 @@ def train(epochs: int, seed: int, batch_size: int = 128, lr: float = 4e-3) -> tu
     model = MultiExitCNN()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     steps_per_epoch = (len(y) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * steps_per_epoch
+    )
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()

@@ -36,10 +36,14 @@ def _mutated(tmp_path, old, new):
     [
         ("gflops = 0.04", "", r"\[devices.mcu\].gflops: missing"),
         ("gflops = 0.04", "gflops = -1.0", r"\[devices.mcu\].gflops: -1.0 out of range"),
-        ("tail_s = 11.576 ", "tail_s = \"long\" ", r"\[radios.lte\].tail_s: expected a number"),
+        ("tail_s = 11.576 ", 'tail_s = "long" ', r"\[radios.lte\].tail_s: expected a number"),
         ('kind = "faas"', 'kind = "paas"', r"\[clouds.faas\].kind: must be"),
         ("cold_start_s = 0.8", "", r"\[clouds.faas\].cold_start_s: missing"),
-        ("uplink_ratio = 0.46", "uplink_ratio = 1.5", r"\[radios.lte\].uplink_ratio: 1.5 out of range"),
+        (
+            "uplink_ratio = 0.46",
+            "uplink_ratio = 1.5",
+            r"\[radios.lte\].uplink_ratio: 1.5 out of range",
+        ),
         ("usd_per_gb = 2.59", "usd_per_gb = -2", r"\[data_plan\].usd_per_gb"),
     ],
 )

@@ -21,7 +21,9 @@ def test_lossless_float_codecs_round_trip(a):
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.float32, shapes, elements=floats), st.sampled_from(["int8", "int8+zlib", "int4+zlib"]))
+@given(
+    arrays(np.float32, shapes, elements=floats), st.sampled_from(["int8", "int8+zlib", "int4+zlib"])
+)
 def test_quantised_codecs_within_half_a_step(a, name):
     blob = codecs.encode(name, a)
     out = codecs.decode(blob)
@@ -76,8 +78,23 @@ def test_deflate_bomb_is_bounded():
 
     # Header claims 4 values, payload inflates to 10 MB.
     payload = zlib.compress(b"\0" * 10_000_000)
-    blob = struct.pack("<2sBBB4IffI", b"SX", 1, list(codecs.CODECS).index("int8+zlib"), 1,
-                       4, 0, 0, 0, 1.0, 0.0, len(payload)) + payload  # fmt: skip
+    blob = (
+        struct.pack(
+            "<2sBBB4IffI",
+            b"SX",
+            1,
+            list(codecs.CODECS).index("int8+zlib"),
+            1,
+            4,
+            0,
+            0,
+            0,
+            1.0,
+            0.0,
+            len(payload),
+        )
+        + payload
+    )
     with pytest.raises(CodecError, match="inflates"):
         codecs.decode(blob)
 

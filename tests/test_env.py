@@ -16,8 +16,16 @@ RATE = 2e6  # bit/s
 
 def constant_env(rate=RATE, **workload):
     sc = load_scenario()
-    w = Workload(**{"arrival": "periodic", "rate_hz": 0.5, "deadline_s": 0.2,
-                    "episode_requests": 5, "sample_split": "test", **workload})  # fmt: skip
+    w = Workload(
+        **{
+            "arrival": "periodic",
+            "rate_hz": 0.5,
+            "deadline_s": 0.2,
+            "episode_requests": 5,
+            "sample_split": "test",
+            **workload,
+        }
+    )
     sc = sc.with_updates(workload=w, battery=Battery(1.0, 1.0))
     trace = Trace("const", "oboe", (0.0,), (rate,), 100.0)  # oboe -> LTE radio
     return OffloadEnv(sc, [trace])
@@ -174,9 +182,14 @@ def test_battery_empty_terminates():
 
 @pytest.mark.parametrize(
     "action, message",
-    [([6, 0, 0], "cut=6 out of range 0..5"), ([0, 7, 0], "threshold=7"), ([0, 0, -1], "level=-1"),
-     ([1, 2], "3 integers"), ("abc", "3 integers")],
-)  # fmt: skip
+    [
+        ([6, 0, 0], "cut=6 out of range 0..5"),
+        ([0, 7, 0], "threshold=7"),
+        ([0, 0, -1], "level=-1"),
+        ([1, 2], "3 integers"),
+        ("abc", "3 integers"),
+    ],
+)
 def test_out_of_range_actions_are_named(action, message):
     env = OffloadEnv(trace_source="builtin")
     env.reset(seed=0)

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from profiles.dataset import DatasetError, load_official, load_splits
-from profiles.model import Architecture, MultiExitCNN, WeightsError, load_model, model_hash, save_weights
+from profiles.model import (
+    Architecture,
+    MultiExitCNN,
+    WeightsError,
+    load_model,
+    model_hash,
+    save_weights,
+)
 
 
 def test_head_tail_compose_for_every_cut(model):
@@ -50,7 +57,9 @@ def test_weights_for_another_architecture_are_refused(tmp_path):
     payload = torch.load(path, weights_only=True)
     payload["arch"] = Architecture().to_dict()  # claims the default architecture
     torch.save(payload, path)
-    with pytest.raises(WeightsError, match=r"other\.pt: state_dict\['blocks.0.0.weight'\] has shape"):
+    with pytest.raises(
+        WeightsError, match=r"other\.pt: state_dict\['blocks.0.0.weight'\] has shape"
+    ):
         load_model(path)
 
 

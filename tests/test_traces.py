@@ -94,7 +94,10 @@ def test_5g_loader_merges_repeated_seconds_and_skips_dashes(tmp_path):
         ("2020.01.01_10.00.00,0,0,0,-1,5\n", r"g.csv:2: negative DL_bitrate"),
         ("2020.01.01_10.00.00,0,0,0,nan,5\n", r"g.csv:2: DL_bitrate is nan"),
         ("yesterday,0,0,0,1,5\n", r"g.csv:2: Timestamp 'yesterday'"),
-        ("2020.01.01_10.00.05,0,0,0,1,5\n2020.01.01_10.00.01,0,0,0,1,5\n", r"g.csv:3: Timestamp goes back"),
+        (
+            "2020.01.01_10.00.05,0,0,0,1,5\n2020.01.01_10.00.01,0,0,0,1,5\n",
+            r"g.csv:3: Timestamp goes back",
+        ),
         ("2020.01.01_10.00.00,0,0,0,-,5\n", r"g.csv: no measured DL_bitrate"),
     ],
 )

@@ -1,6 +1,6 @@
 """Fit the synthetic-trace parameters to the real traces and store them.
 
-    python -m traces.fit [--source shared]
+python -m traces.fit [--source shared]
 """
 
 from __future__ import annotations
@@ -27,9 +27,14 @@ def main(argv: list[str] | None = None) -> None:
         import math
 
         table.add_row(
-            p.family, str(p.n_files), f"{p.dt_s:.2f}", f"{math.exp(p.mu) / 1e6:.2f}",
-            f"{p.sigma:.2f}", f"{p.phi:.3f}", f"{p.p_enter:.4f}",
-        )  # fmt: skip
+            p.family,
+            str(p.n_files),
+            f"{p.dt_s:.2f}",
+            f"{math.exp(p.mu) / 1e6:.2f}",
+            f"{p.sigma:.2f}",
+            f"{p.phi:.3f}",
+            f"{p.p_enter:.4f}",
+        )
     Console().print(table)
     print(f"wrote {PARAMS_FILE}; {len(errors)} files skipped")
     for err in errors[:10]:

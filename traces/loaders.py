@@ -96,7 +96,9 @@ def load_5g_csv(path: str | Path, family: str = "5g") -> Trace:
             if not row:
                 continue
             if len(row) <= max(i_t, i_dl):
-                raise TraceError(f"{path}:{lineno}: row has {len(row)} fields, header {len(header)}")
+                raise TraceError(
+                    f"{path}:{lineno}: row has {len(row)} fields, header {len(header)}"
+                )
             raw = row[i_dl].strip()
             if raw == "-":
                 continue  # not measured this second: the previous rate holds

@@ -85,9 +85,12 @@ def generate(params: SyntheticParams, duration_s: float, seed: int, name: str = 
     rates[0] = np.exp(x[0])  # never start in an outage: keeps every trace usable
     starts = tuple((np.arange(n) * params.dt_s).tolist())
     return Trace(
-        name or f"synthetic_{params.family}_{seed}", params.family, starts,
-        tuple(rates.tolist()), n * params.dt_s,
-    )  # fmt: skip
+        name or f"synthetic_{params.family}_{seed}",
+        params.family,
+        starts,
+        tuple(rates.tolist()),
+        n * params.dt_s,
+    )
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, SyntheticParams]:

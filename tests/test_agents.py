@@ -1,0 +1,172 @@
+import math
+
+import numpy as np
+import pytest
+
+from agents.base import FixedPolicy, ObservationView, RandomPolicy
+from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
+from agents.oracle import Oracle
+from agents.predictor import Predictor
+from agents.rollout import make_specs, run_many
+from envs import OffloadEnv, Telemetry, build_observation
+from traces.sets import load_families
+
+
+@pytest.fixture(scope="module")
+def env():
+    return OffloadEnv(
+        trace_source="builtin", trace_split="test", sample_split="test", episode_requests=60
+    )
+
+
+@pytest.fixture(scope="module")
+def predictor(env):
+    return Predictor(env.system)
+
+
+def observation(env, bandwidth_bps, rtt_s=0.07, battery=1.0, lateness_s=0.0):
+    """What the device would observe after a transfer at ``bandwidth_bps``."""
+    tel = Telemetry(rtt_est_s=rtt_s, battery_level=battery)
+    tel.record_transfer(0.0, bandwidth_bps / 8.0, 1.0)
+    s = env.system
+    return build_observation(
+        tel,
+        0.1,
+        lateness_s=lateness_s,
+        queue_len=0,
+        deadline_s=s.scenario.workload.deadline_s,
+        n_cuts=s.n_cuts,
+        n_thresholds=s.n_thresholds,
+        n_levels=s.n_levels,
+        tail_s=10.0,
+        keep_alive_s=s.cloud.keep_alive_s,
+    )
+
+
+def test_observation_view_reads_back_what_was_built(env):
+    obs = observation(env, 3e6, rtt_s=0.05, battery=0.4)
+    view = ObservationView(obs)
+    assert view.bandwidth_bps == pytest.approx(3e6, rel=1e-5)
+    assert view.rtt_s == pytest.approx(0.05, rel=1e-5)
+    assert view.battery == pytest.approx(0.4)
+
+
+def test_fixed_rules(env):
+    s = env.system
+    obs = observation(env, 1e6)
+    assert EdgeOnly(s).act(obs).tolist() == [s.k, s.n_thresholds - 1, 0]
+    assert EdgeOnly(s, threshold=3).act(obs).tolist() == [s.k, 3, 0]
+    assert CloudOnly(s).act(obs).tolist() == [0, s.n_thresholds - 1, 0]
+    # The cheapest lossless-enough input codec: never larger than raw on average.
+    level = CloudOnly(s, best_codec=True).act(obs)[2]
+    val = s.profile.splits["val"]
+    assert val.sent_bytes[0, level].mean() <= val.sent_bytes[0, 0].mean()
+
+
+def test_neurosurgeon_goes_local_on_a_dead_link_and_remote_on_a_fast_one(env, predictor):
+    s = env.system
+    ns = Neurosurgeon(s, predictor)
+    assert ns.act(observation(env, 2e3))[0] == s.k  # 2 kbit/s: nothing beats local
+    assert ns.act(observation(env, 100e6, rtt_s=0.01))[0] < s.k  # fast link: offload
+    # Its choice is the argmin of the predicted latency over cuts, no exits, level 0.
+    obs = observation(env, 1e6)
+    lat = predictor.latency_s(1e6, 0.07)[:, s.n_thresholds - 1, 0]
+    assert ns.act(obs)[0] == int(np.argmin(lat))
+
+
+def test_neurosurgeon_energy_needs_a_radio(env, predictor):
+    with pytest.raises(ValueError, match="radio"):
+        Neurosurgeon(env.system, predictor, objective="energy")
+
+
+def test_edgent_meets_the_deadline_when_it_can(env, predictor):
+    s = env.system
+    ed = Edgent(s, predictor)
+    for bw in (5e4, 1e6, 50e6):
+        act = ed.act(observation(env, bw))
+        lat = predictor.latency_s(bw, 0.07)
+        feasible = lat[:, :, :1] <= s.scenario.workload.deadline_s
+        if feasible.any():
+            assert lat[tuple(act)] <= s.scenario.workload.deadline_s
+            best_acc = predictor.stats.accuracy[:, :, :1][feasible].max()
+            assert predictor.stats.accuracy[tuple(act)] == pytest.approx(best_acc)
+
+
+def test_spinn_respects_its_accuracy_floor(env, predictor):
+    sp = Spinn(env.system, predictor)
+    for bw in (1e4, 1e6, 1e8):
+        act = sp.act(observation(env, bw))
+        assert predictor.stats.accuracy[tuple(act)] >= sp.floor - 1e-9
+
+
+def test_random_policy_does_not_touch_the_env_stream(env):
+    spec = make_specs(load_families("builtin", split="test")[0]["fcc"], 1, 0, (1.0, 1.0))
+    a = run_many(env, RandomPolicy(tuple(env.action_space.nvec), seed=1), spec)
+    b = run_many(env, FixedPolicy(0, 6, 0), spec)
+    assert np.array_equal(a["arrival_uplink_bps"], b["arrival_uplink_bps"])
+
+
+def test_common_random_numbers_same_seed_same_results(env):
+    traces = load_families("builtin", split="test")[0]["hsdpa"]
+    specs = make_specs(traces, 3, 42, (0.2, 1.0))
+    again = make_specs(traces, 3, 42, (0.2, 1.0))
+    assert specs == again
+    pol = Spinn(env.system, Predictor(env.system))
+    a, b = run_many(env, pol, specs), run_many(env, pol, again)
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+
+
+def test_oracle_picks_the_best_scored_action_in_every_state(env):
+    traces = load_families("builtin", split="test")[0]["oboe"]
+    spec = make_specs(traces, 1, 3, (0.5, 1.0))[0]
+    env.reset(
+        seed=spec.seed,
+        options={
+            "trace": spec.trace,
+            "offset_s": spec.offset_s,
+            "battery_level": spec.battery_level,
+        },
+    )
+    oracle = Oracle()
+    for _ in range(10):
+        act = oracle.act_privileged(env)
+        chosen = env.simulate(*act)
+        # Among local actions (no tail amortisation involved), none scores higher.
+        s = env.system
+        for thr in range(s.n_thresholds):
+            local = env.simulate(s.k, thr, 0)
+            if not chosen.offloaded:
+                assert chosen.reward >= local.reward - 1e-12
+        env.step(act)
+
+
+def test_oracle_is_not_worse_than_any_policy_on_the_same_requests(env):
+    families = load_families("builtin", split="test")[0]
+    specs = [s for fam in sorted(families) for s in make_specs(families[fam], 2, 5, (0.05, 1.0))]
+    s, pred = env.system, Predictor(env.system)
+    oracle = run_many(env, Oracle(), specs)["reward"].mean()
+    for policy in (
+        EdgeOnly(s),
+        EdgeOnly(s, 3),
+        CloudOnly(s),
+        CloudOnly(s, True),
+        Neurosurgeon(s, pred),
+        Edgent(s, pred),
+        Spinn(s, pred),
+        RandomPolicy(tuple(env.action_space.nvec), 0),
+    ):
+        assert oracle >= run_many(env, policy, specs)["reward"].mean(), policy.name
+
+
+def test_oracle_refuses_plain_act():
+    with pytest.raises(RuntimeError, match="simulator"):
+        Oracle().act(np.zeros(3))
+
+
+def test_make_specs_needs_traces():
+    with pytest.raises(ValueError):
+        make_specs([], 1, 0, (0, 1))
+    assert math.isfinite(
+        make_specs(load_families("builtin")[0]["fcc"], 2, 0, (0.5, 0.5))[0].offset_s
+    )

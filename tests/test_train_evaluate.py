@@ -1,0 +1,258 @@
+"""train.py and evaluate.py end to end, on small budgets."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = """
+[ppo]
+n_envs = 2
+n_steps = 256
+batch_size = 128
+n_epochs = 4
+episode_requests = 64
+[eval]
+freq = 1024
+episodes_per_family = 1
+checkpoint_freq = 1024
+"""
+
+
+def run(*args, check=True):
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, check=check
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = runs / "tiny.toml"
+    cfg.write_text(TINY)
+    out = run(
+        "train.py",
+        "--name",
+        "tiny",
+        "--runs-dir",
+        str(runs),
+        "--config",
+        str(cfg),
+        "--timesteps",
+        "2048",
+        "--trace-source",
+        "builtin",
+        "--no-progress",
+    )
+    assert "trained 2048 steps" in out.stdout
+    return runs, cfg
+
+
+def test_a_run_holds_everything(tiny_run):
+    runs, _ = tiny_run
+    run_dir = runs / "tiny"
+    for name in (
+        "model.zip",
+        "best_model.zip",
+        "vecnormalize.json",
+        "best_vecnormalize.json",
+        "vecnormalize.pkl",
+        "config.json",
+        "eval_curve.csv",
+        "eval_curve.png",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tb").rglob("events.out.tfevents.*"))
+    assert json.loads((run_dir / "config.json").read_text())["total_timesteps"] == 2048
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_run):
+    runs, cfg = tiny_run
+    run_dir = runs / "tiny"
+    before = list(csv.DictReader((run_dir / "eval_curve.csv").open()))
+    out = run(
+        "train.py",
+        "--name",
+        "tiny",
+        "--runs-dir",
+        str(runs),
+        "--config",
+        str(cfg),
+        "--timesteps",
+        "4096",
+        "--trace-source",
+        "builtin",
+        "--no-progress",
+        "--resume",
+    )
+    assert "resuming" in out.stdout and "at 2048 steps" in out.stdout
+    after = list(csv.DictReader((run_dir / "eval_curve.csv").open()))
+    assert after[: len(before)] == before  # nothing logged is lost
+    steps = [int(r["timesteps"]) for r in after]
+    assert steps[-1] == 4096 and steps == sorted(steps)
+    assert json.loads((run_dir / "config.json").read_text())["total_timesteps"] == 4096
+
+
+def test_existing_run_needs_resume_or_overwrite(tiny_run):
+    runs, cfg = tiny_run
+    out = run(
+        "train.py", "--name", "tiny", "--runs-dir", str(runs), "--timesteps", "10", check=False
+    )
+    assert out.returncode == 2 and "exists" in out.stderr
+
+
+def test_short_training_beats_random(tmp_path):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.base import RandomPolicy
+    from agents.ppo import ObsNormalizer, PPOPolicy
+    from agents.rollout import make_specs, run_many
+    from envs import OffloadEnv
+    from traces.sets import load_families
+
+    kwargs = {"trace_source": "builtin", "episode_requests": 50}
+    venv = VecNormalize(make_vec_env(OffloadEnv, n_envs=4, seed=0, env_kwargs=kwargs))
+    model = PPO("MlpPolicy", venv, n_steps=256, batch_size=256, seed=0, device="cpu")
+    model.learn(12_000)
+    env = OffloadEnv(**kwargs, trace_split="val")
+    fam = load_families("builtin", split="val")[0]
+    specs = [s for f in sorted(fam) for s in make_specs(fam[f], 2, 9, (0.05, 1.0))]
+    ppo = run_many(env, PPOPolicy(model, ObsNormalizer.from_vecnormalize(venv)), specs)
+    rnd = run_many(env, RandomPolicy(tuple(env.action_space.nvec), 0), specs)
+    assert ppo["reward"].mean() > rnd["reward"].mean() + 0.2
+
+
+def test_evaluate_writes_the_documented_json(tiny_run, tmp_path):
+    runs, _ = tiny_run
+    out_json = tmp_path / "r.json"
+    run(
+        "evaluate.py",
+        "--policy",
+        str(runs / "tiny"),
+        "--trace-source",
+        "builtin",
+        "--episodes",
+        "1",
+        "--requests",
+        "30",
+        "--best-fixed-episodes",
+        "1",
+        "--out",
+        str(tmp_path / "eval"),
+        "--json",
+        str(out_json),
+    )
+    payload = json.loads(out_json.read_text())
+    names = {
+        "ppo",
+        "oracle",
+        "edge_only",
+        "cloud_only",
+        "neurosurgeon",
+        "edgent",
+        "spinn",
+        "best_fixed",
+        "random",
+    }
+    assert names <= set(payload["policies"])
+    keys = {
+        "reward_mean",
+        "reward_ci95",
+        "accuracy",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "latency_p99_ms",
+        "deadline_miss_rate",
+        "energy_mj",
+        "cost_usd_per_million",
+        "leakage",
+    }
+    for row in payload["policies"].values():
+        assert keys <= set(row) and all(np.isfinite(row[k]) for k in keys)
+    for png in ("latency_cdf.png", "reward.png", "actions_vs_bandwidth.png", "pareto.png"):
+        assert (tmp_path / "eval" / png).stat().st_size > 10_000
+    assert (tmp_path / "eval" / "summary.csv").is_file()
+
+
+def test_evaluate_same_seed_same_numbers(tmp_path):
+    outs = []
+    for i in range(2):
+        path = tmp_path / f"{i}.json"
+        run(
+            "evaluate.py",
+            "--policies",
+            "spinn,random,oracle",
+            "--trace-source",
+            "builtin",
+            "--episodes",
+            "1",
+            "--requests",
+            "30",
+            "--seed",
+            "4",
+            "--no-plots",
+            "--out",
+            str(tmp_path / f"e{i}"),
+            "--json",
+            str(path),
+        )
+        outs.append(json.loads(path.read_text())["policies"])
+    assert outs[0] == outs[1]
+
+
+def test_evaluate_reads_a_directory_of_trace_files(tmp_path):
+    traces = tmp_path / "mytraces"
+    traces.mkdir()
+    (traces / "flat").write_text("".join(f"{t} 2.0\n" for t in range(100)))
+    (traces / "broken").write_text("0 1\n1 -1\n")
+    out = run(
+        "evaluate.py",
+        "--policies",
+        "cloud_only,edge_only",
+        "--traces",
+        str(traces),
+        "--episodes",
+        "1",
+        "--requests",
+        "20",
+        "--no-plots",
+        "--out",
+        str(tmp_path / "e"),
+    )
+    assert "skipped bad trace" in out.stdout and "broken:2" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--policies", "ppo,alphago"], "unknown policy alphago"),
+        (["--policy", "/nonexistent/run"], "run directory not found"),
+    ],
+)
+def test_evaluate_bad_input(args, message):
+    out = run("evaluate.py", *args, "--episodes", "1", check=False)
+    assert out.returncode == 2 and message in out.stderr
+
+
+def test_evaluate_empty_trace_dir(tmp_path):
+    out = run("evaluate.py", "--policies", "cloud_only", "--traces", str(tmp_path), check=False)
+    assert out.returncode == 2 and "no usable trace files" in out.stderr
+
+
+def test_model_for_another_action_space_is_refused(tiny_run, tmp_path):
+    from agents.ppo import RunError, load_ppo
+
+    runs, _ = tiny_run
+    with pytest.raises(
+        RunError, match=r"trained for action space \[6, 7, 5\], this scenario has \[6, 4, 5\]"
+    ):
+        load_ppo(runs / "tiny", nvec=[6, 4, 5])
+    with pytest.raises(RunError, match="config.json is missing"):
+        load_ppo(tmp_path)
