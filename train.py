@@ -53,14 +53,17 @@ def make_env_fn(scenario, trace_source: str, split: str, sample_split: str, epis
         from stable_baselines3.common.monitor import Monitor
 
         from envs import OffloadEnv
+        from envs.wrappers import DistinctActions
 
         return Monitor(
-            OffloadEnv(
-                scenario,
-                trace_source=trace_source,
-                trace_split=split,
-                sample_split=sample_split,
-                episode_requests=episode_requests,
+            DistinctActions(
+                OffloadEnv(
+                    scenario,
+                    trace_source=trace_source,
+                    trace_split=split,
+                    sample_split=sample_split,
+                    episode_requests=episode_requests,
+                )
             )
         )
 
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.ppo import ObsNormalizer, PPOPolicy
     from agents.rollout import make_specs, run_many
     from envs import OffloadEnv, load_scenario
+    from envs.wrappers import distinct_actions
     from traces.sets import load_families
 
     torch.set_num_threads(1)
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     ]
 
+    table = distinct_actions(*val_env.action_space.nvec)
     resume = latest_checkpoint(run) if args.resume else None
     if args.resume and resume is None:
         print(f"error: {run}: no checkpoint to resume from", file=sys.stderr)
@@ -216,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         "scenario": scenario.source,
         "seed": args.seed,
         "trace_source": args.trace_source,
-        "nvec": venv.action_space.nvec.tolist(),
+        "nvec": val_env.action_space.nvec.tolist(),
+        "actions": "envs.wrappers.distinct_actions(*nvec): the agent's Discrete index -> action",
         "obs_dim": int(venv.observation_space.shape[0]),
         "profile_model_hash": val_env.system.profile.model_hash,
     }
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def evaluate(self) -> None:
             norm = ObsNormalizer.from_vecnormalize(venv)
-            res = run_many(val_env, PPOPolicy(self.model, norm), specs)
+            res = run_many(val_env, PPOPolicy(self.model, norm, table), specs)
             r = res["reward"]
             per_episode = np.array([r[res["episode"] == e].mean() for e in range(len(specs))])
             mean = float(per_episode.mean())

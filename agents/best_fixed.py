@@ -7,7 +7,7 @@ import numpy as np
 from agents.base import FixedPolicy
 from agents.rollout import make_specs, run_many
 from envs.offload_env import OffloadEnv
-from envs.sweep import distinct_actions
+from envs.wrappers import distinct_actions
 from traces.trace import Trace
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs.offload_env import OffloadEnv
-from envs.sweep import distinct_actions
+from envs.wrappers import distinct_actions
 
 
 class Oracle:

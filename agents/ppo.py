@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.wrappers import distinct_actions
+
 
 class RunError(ValueError):
     """A run directory is missing, incomplete, or made for another scenario."""
@@ -50,13 +52,18 @@ class ObsNormalizer:
 
 
 class PPOPolicy:
-    """A Stable-Baselines3 PPO model behind the common ``act`` interface."""
+    """A Stable-Baselines3 PPO model behind the common ``act`` interface. A model
+    trained on ``DistinctActions`` outputs an index into ``table``; a model trained on
+    the raw ``MultiDiscrete`` space outputs the action itself (``table=None``)."""
 
-    def __init__(self, model, normalizer: ObsNormalizer, name: str = "ppo") -> None:
+    def __init__(self, model, normalizer: ObsNormalizer, table=None, name: str = "ppo") -> None:
         self.model, self.normalizer, self.name = model, normalizer, name
+        self.table = None if table is None else np.asarray(table, dtype=np.int64)
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         action, _ = self.model.predict(self.normalizer(observation), deterministic=True)
+        if self.table is not None:
+            return self.table[int(action)].copy()
         return np.asarray(action, dtype=np.int64)
 
 
@@ -90,12 +97,24 @@ def load_ppo(
         model = PPO.load(model_file, device="cpu")
     except Exception as exc:  # zip/ValueError/KeyError on a corrupt or foreign file
         raise RunError(f"{model_file}: cannot load PPO model ({exc})") from exc
-    if nvec is not None:
-        got = [int(v) for v in getattr(model.action_space, "nvec", [])]
-        if got != list(nvec):
+    table = None
+    space = model.action_space
+    if hasattr(space, "nvec"):
+        got = [int(v) for v in space.nvec]
+        if nvec is not None and got != [int(v) for v in nvec]:
             raise RunError(
                 f"{model_file}: trained for action space {got}, "
                 f"this scenario has {[int(v) for v in nvec]}"
+            )
+    else:
+        trained_nvec = json.loads((run / "config.json").read_text()).get("nvec")
+        want = [int(v) for v in (nvec if nvec is not None else trained_nvec)]
+        table = distinct_actions(*want)
+        if trained_nvec != want or int(space.n) != len(table):
+            raise RunError(
+                f"{model_file}: trained for action space {trained_nvec} "
+                f"({int(space.n)} distinct actions), this scenario has {want} "
+                f"({len(table)} distinct actions)"
             )
     if obs_dim is not None and model.observation_space.shape != (obs_dim,):
         raise RunError(
@@ -111,4 +130,4 @@ def load_ppo(
             f"{norm_file}: 'mean' has shape {normalizer.mean.shape}, "
             f"the model takes {model.observation_space.shape}"
         )
-    return PPOPolicy(model, normalizer)
+    return PPOPolicy(model, normalizer, table)

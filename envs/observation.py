@@ -44,7 +44,7 @@ OBS_LOW, OBS_HIGH = -10.0, 10.0
 
 
 def _log_mbps(bps: float) -> float:
-    return math.log10(max(bps, 1e3) / 1e6)
+    return math.log10((bps if bps > 1e3 else 1e3) / 1e6)
 
 
 @dataclass
@@ -57,11 +57,20 @@ class Telemetry:
     last_action: tuple[int, int, int] = (0, 0, 0)
     last_cloud_use_s: float = -math.inf
     radio_tail_end_s: float = -math.inf
+    # Derived from ``tput`` when a sample arrives, so that building an observation is
+    # cheap: log10 Mbit/s of the samples, and the harmonic-mean estimate.
+    _logs: deque = field(default_factory=lambda: deque(maxlen=N_TPUT_SAMPLES), repr=False)
+    _inverse: deque = field(default_factory=lambda: deque(maxlen=N_TPUT_SAMPLES), repr=False)
+    _estimate_bps: float = field(default=0.0, repr=False)
 
     def record_transfer(self, done_s: float, nbytes: float, seconds: float) -> None:
         """A finished upload of ``nbytes`` that took ``seconds`` on the wire."""
         if seconds > 0 and nbytes > 0:
-            self.tput.append((done_s, nbytes * 8.0 / seconds))
+            bps = nbytes * 8.0 / seconds
+            self.tput.append((done_s, bps))
+            self._logs.append(_log_mbps(bps))
+            self._inverse.append(1.0 / (bps if bps > 1.0 else 1.0))
+            self._estimate_bps = len(self._inverse) / sum(self._inverse)
 
     def record_rtt(self, rtt_s: float, alpha: float = 0.125) -> None:
         """RFC 6298-style smoothed RTT."""
@@ -74,9 +83,7 @@ class Telemetry:
     def bandwidth_estimate_bps(self) -> float:
         """Harmonic mean of the recent samples (robust to one lucky transfer, as in
         Pensieve's and MPC's throughput predictors); 0 with no sample yet."""
-        if not self.tput:
-            return 0.0
-        return len(self.tput) / sum(1.0 / max(bps, 1.0) for _, bps in self.tput)
+        return self._estimate_bps
 
 
 def build_observation(
@@ -93,31 +100,34 @@ def build_observation(
     keep_alive_s: float,
 ) -> np.ndarray:
     """The policy's input, float32 of shape ``(OBS_DIM,)``, every entry in [-10, 10]."""
-    samples = [bps for _, bps in tel.tput]
-    last = samples[-1] if samples else 0.0
-    prev = samples[-2] if len(samples) > 1 else last
-    prev2 = samples[-3] if len(samples) > 2 else prev
-    age = now_s - tel.last_sample_s if samples else 1e4
+    logs = tel._logs
+    n = len(logs)
+    last = logs[-1] if n else -3.0
+    prev = logs[-2] if n > 1 else last
+    prev2 = logs[-3] if n > 2 else prev
+    age = now_s - tel.tput[-1][0] if n else 1e4
     cut, thr, lvl = tel.last_action
-    tail_left = max(0.0, tel.radio_tail_end_s - now_s)
-    since_cloud = now_s - tel.last_cloud_use_s
-    values = (
-        _log_mbps(last),
-        _log_mbps(prev),
-        _log_mbps(prev2),
-        _log_mbps(tel.bandwidth_estimate_bps()),
-        math.log1p(max(age, 0.0)),
-        tel.rtt_est_s / deadline_s,
-        tel.battery_level,
-        lateness_s / deadline_s,
-        queue_len / 10.0,
-        cut / max(n_cuts - 1, 1),
-        thr / max(n_thresholds - 1, 1),
-        lvl / max(n_levels - 1, 1),
-        tail_left / tail_s if tail_s > 0 else 0.0,
-        min(since_cloud / keep_alive_s, 2.0) if keep_alive_s > 0 else 2.0,
-        math.log10(deadline_s),
+    tail_left = tel.radio_tail_end_s - now_s
+    since_cloud = (now_s - tel.last_cloud_use_s) / keep_alive_s if keep_alive_s > 0 else 2.0
+    lateness = lateness_s / deadline_s
+    rtt = tel.rtt_est_s / deadline_s
+    return np.array(
+        (
+            last,
+            prev,
+            prev2,
+            _log_mbps(tel._estimate_bps),
+            math.log1p(age if age > 0.0 else 0.0),
+            rtt if rtt < OBS_HIGH else OBS_HIGH,
+            tel.battery_level,
+            lateness if lateness < OBS_HIGH else OBS_HIGH,
+            queue_len / 10.0 if queue_len < 100 else OBS_HIGH,
+            cut / ((n_cuts - 1) or 1),
+            thr / ((n_thresholds - 1) or 1),
+            lvl / ((n_levels - 1) or 1),
+            (tail_left / tail_s if tail_left > 0.0 else 0.0) if tail_s > 0 else 0.0,
+            since_cloud if since_cloud < 2.0 else 2.0,
+            math.log10(deadline_s),
+        ),
+        dtype=np.float32,
     )
-    obs = np.array(values, dtype=np.float32)
-    np.clip(obs, OBS_LOW, OBS_HIGH, out=obs)
-    return obs

@@ -175,7 +175,8 @@ class OffloadEnv(gym.Env):
         return up, radio
 
     def _decision_time(self, st: EpisodeState) -> float:
-        return max(st.arrivals[st.index], st.free_s)
+        arrival = st.arrivals[st.index]
+        return arrival if arrival > st.free_s else st.free_s
 
     def _observe(self) -> np.ndarray:
         st, s = self.state, self.system
@@ -186,7 +187,9 @@ class OffloadEnv(gym.Env):
         while j < len(st.arrivals) and st.arrivals[j] <= now:
             queue += 1
             j += 1
-        self.telemetry.battery_level = max(st.battery_j, 0.0) / s.battery_capacity_j
+        self.telemetry.battery_level = (st.battery_j if st.battery_j > 0.0 else 0.0) / (
+            s.battery_capacity_j
+        )
         return build_observation(
             self.telemetry,
             now,
@@ -240,7 +243,7 @@ class OffloadEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         cut, thr, level = self.check_action(action)
         now = self._decision_time(st)
-        battery_level = max(st.battery_j, 0.0) / self.system.battery_capacity_j
+        battery_level = self.telemetry.battery_level  # set by the last observation
         out = self.simulate(cut, thr, level)
         energy, money = out.energy_j, out.money_usd
         st.battery_j -= out.energy_j
@@ -275,19 +278,24 @@ class OffloadEnv(gym.Env):
     def check_action(self, action) -> tuple[int, int, int]:
         """Validate an action; raises ``ValueError`` naming the bad component."""
         try:
-            cut, thr, level = (int(v) for v in np.asarray(action).reshape(-1))
+            values = action.tolist() if isinstance(action, np.ndarray) else list(action)
+            if isinstance(values, list) and len(values) == 1 and isinstance(values[0], list):
+                values = values[0]
+            cut, thr, level = values
+            cut, thr, level = int(cut), int(thr), int(level)
         except (TypeError, ValueError):
             raise ValueError(
                 f"action must be 3 integers (cut, threshold, level), got {action!r}"
             ) from None
         s = self.system
-        for name, value, n in (
-            ("cut", cut, s.n_cuts),
-            ("threshold", thr, s.n_thresholds),
-            ("level", level, s.n_levels),
-        ):
-            if not 0 <= value < n:
-                raise ValueError(f"action {name}={value} out of range 0..{n - 1}")
+        if not (0 <= cut < s.n_cuts and 0 <= thr < s.n_thresholds and 0 <= level < s.n_levels):
+            for name, value, n in (
+                ("cut", cut, s.n_cuts),
+                ("threshold", thr, s.n_thresholds),
+                ("level", level, s.n_levels),
+            ):
+                if not 0 <= value < n:
+                    raise ValueError(f"action {name}={value} out of range 0..{n - 1}")
         return cut, thr, level
 
     def simulate(self, cut: int, thr: int, level: int) -> Outcome:
@@ -308,7 +316,7 @@ class OffloadEnv(gym.Env):
                     exit_block = b + 1
                     break
         device = s.device
-        level_battery = max(st.battery_j, 0.0) / s.battery_capacity_j
+        level_battery = (st.battery_j if st.battery_j > 0.0 else 0.0) / s.battery_capacity_j
         if exit_block or cut == k:
             if exit_block:
                 device_s = s.block_cum[exit_block] + s.exit_cum[exit_block]
@@ -430,25 +438,20 @@ class OffloadEnv(gym.Env):
         st.index += 1
         return obs
 
+    _INFO_KEYS = (
+        "latency_s", "wait_s", "device_s", "network_s", "cloud_s", "energy_j", "money_usd",
+        "sent_bytes", "exit_block", "offloaded", "correct", "leakage", "cold_start",
+        "deadline_miss",
+    )  # fmt: skip
+
     def _info(self, out: Outcome, now: float, battery_level: float) -> dict[str, Any]:
         st = self.state
-        return {
-            "latency_s": out.latency_s,
-            "wait_s": out.wait_s,
-            "device_s": out.device_s,
-            "network_s": out.network_s,
-            "cloud_s": out.cloud_s,
-            "energy_j": out.energy_j,
-            "money_usd": out.money_usd,
-            "sent_bytes": out.sent_bytes,
-            "exit_block": out.exit_block,
-            "offloaded": out.offloaded,
-            "correct": out.correct,
-            "leakage": out.leakage,
-            "deadline_miss": out.deadline_miss,
-            "cold_start": out.cold_start,
-            "battery_level": battery_level,
-            "uplink_bps": st.trace.rate_at(st.offset_s + now),
-            "arrival_uplink_bps": st.trace.rate_at(st.offset_s + st.arrivals[st.index]),
-            "family": st.trace.family,
-        }
+        info = dict(zip(self._INFO_KEYS, out[:14], strict=True))
+        arrival = st.arrivals[st.index]
+        info["battery_level"] = battery_level
+        info["arrival_uplink_bps"] = st.trace.rate_at(st.offset_s + arrival)
+        info["uplink_bps"] = (
+            info["arrival_uplink_bps"] if now == arrival else st.trace.rate_at(st.offset_s + now)
+        )
+        info["family"] = st.trace.family
+        return info

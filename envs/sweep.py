@@ -25,21 +25,10 @@ from agents.base import FixedPolicy
 from agents.rollout import make_specs, run_many
 from envs.offload_env import OffloadEnv
 from envs.scenario import load_scenario
+from envs.wrappers import distinct_actions
 from traces.sets import load_families
 
 console = Console()
-
-
-def distinct_actions(n_cuts: int, n_thresholds: int, n_levels: int) -> list[tuple[int, int, int]]:
-    """Actions that can behave differently: no exits exist before cut 0, and the level
-    does not matter when everything runs locally."""
-    k = n_cuts - 1
-    out = [(0, n_thresholds - 1, lvl) for lvl in range(n_levels)]
-    out += [
-        (c, t, lvl) for c in range(1, k) for t in range(n_thresholds) for lvl in range(n_levels)
-    ]
-    out += [(k, t, 0) for t in range(n_thresholds)]
-    return out
 
 
 def label(env: OffloadEnv, act: tuple[int, int, int]) -> str:

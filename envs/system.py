@@ -13,16 +13,16 @@ Built once per environment from the scenario, the measured profile and the catal
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from envs.scenario import Scenario
 from profiles.catalog import Catalog, Cloud, Device, Radio, load_catalog
 from profiles.profile_io import Profile, load_profile
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """Everything one request did. Times in seconds, energy in joules, money in USD."""
+class Outcome(NamedTuple):
+    """Everything one request did. Times in seconds, energy in joules, money in USD.
+    (A NamedTuple: the simulator builds one per request, and this is the fastest.)"""
 
     latency_s: float
     wait_s: float
@@ -93,6 +93,19 @@ class System:
         w = scenario.reward
         self.energy_ref_j = battery / w.requests_per_charge
         self.money_ref_usd = w.money_ref_usd
+        # Reward constants, unpacked once: the reward is computed for every request.
+        self._weights = (
+            w.accuracy,
+            w.latency,
+            w.deadline_miss,
+            w.energy,
+            w.energy_battery_gain,
+            w.money,
+            w.leakage,
+        )
+        self._inv_deadline = 1.0 / scenario.workload.deadline_s
+        self._inv_energy_ref = 1.0 / self.energy_ref_j
+        self._inv_money_ref = 1.0 / self.money_ref_usd
         # Per-sample outcome tables as Python lists: indexing lists is what a step does.
         split = p.splits[scenario.workload.sample_split]
         self.n_samples = split.n
@@ -122,19 +135,16 @@ class System:
         leakage: float,
         battery_level: float,
     ) -> float:
-        w = self.scenario.reward
-        deadline = self.scenario.workload.deadline_s
-        ratio = latency_s / deadline
+        """The scenario's reward for one request (see ``envs.scenario.RewardWeights``)."""
+        acc, lat, miss, energy, gain, money, leak = self._weights
+        ratio = latency_s * self._inv_deadline
         return (
-            w.accuracy * correct
-            - w.latency * min(ratio, 4.0)
-            - w.deadline_miss * (ratio > 1.0)
-            - w.energy
-            * (1.0 + w.energy_battery_gain * (1.0 - battery_level))
-            * energy_j
-            / self.energy_ref_j
-            - w.money * money_usd / self.money_ref_usd
-            - w.leakage * leakage
+            acc * correct
+            - lat * (ratio if ratio < 4.0 else 4.0)
+            - (miss if ratio > 1.0 else 0.0)
+            - energy * (1.0 + gain * (1.0 - battery_level)) * energy_j * self._inv_energy_ref
+            - money * money_usd * self._inv_money_ref
+            - leak * leakage
         )
 
     def describe(self) -> dict:

@@ -115,16 +115,20 @@ def test_short_training_beats_random(tmp_path):
     from agents.ppo import ObsNormalizer, PPOPolicy
     from agents.rollout import make_specs, run_many
     from envs import OffloadEnv
+    from envs.wrappers import DistinctActions, distinct_actions
     from traces.sets import load_families
 
     kwargs = {"trace_source": "builtin", "episode_requests": 50}
-    venv = VecNormalize(make_vec_env(OffloadEnv, n_envs=4, seed=0, env_kwargs=kwargs))
+    venv = VecNormalize(
+        make_vec_env(OffloadEnv, n_envs=4, seed=0, env_kwargs=kwargs, wrapper_class=DistinctActions)
+    )
     model = PPO("MlpPolicy", venv, n_steps=256, batch_size=256, seed=0, device="cpu")
     model.learn(12_000)
     env = OffloadEnv(**kwargs, trace_split="val")
     fam = load_families("builtin", split="val")[0]
     specs = [s for f in sorted(fam) for s in make_specs(fam[f], 2, 9, (0.05, 1.0))]
-    ppo = run_many(env, PPOPolicy(model, ObsNormalizer.from_vecnormalize(venv)), specs)
+    table = distinct_actions(*env.action_space.nvec)
+    ppo = run_many(env, PPOPolicy(model, ObsNormalizer.from_vecnormalize(venv), table), specs)
     rnd = run_many(env, RandomPolicy(tuple(env.action_space.nvec), 0), specs)
     assert ppo["reward"].mean() > rnd["reward"].mean() + 0.2
 
