@@ -4,7 +4,9 @@ It uses only what a device can know about itself: the throughput of its own rece
 transfers and how old the newest one is, its RTT estimate, its battery level, how
 late the current request already is and how many wait behind it, its last action,
 how long the radio stays in its high-power tail, how long since it last used the
-cloud (a serverless function goes cold), and the deadline.
+cloud (a serverless function goes cold), the deadline, and which radio it is using
+(its tail time and tail power: a device knows whether it is on WiFi or cellular, and
+the two make offloading cost very different energy).
 
 Where the device keeps work local it learns nothing new about the link: the age
 feature tells the policy how stale its estimate is, and the scenario's background
@@ -38,6 +40,8 @@ OBS_NAMES = (
     "radio_tail_left_frac",
     "since_cloud_over_keepalive",
     "deadline_log10_s",
+    "radio_tail_log10_s",
+    "radio_tail_power_w",
 )
 OBS_DIM = len(OBS_NAMES)
 OBS_LOW, OBS_HIGH = -10.0, 10.0
@@ -97,6 +101,7 @@ def build_observation(
     n_thresholds: int,
     n_levels: int,
     tail_s: float,
+    tail_w: float,
     keep_alive_s: float,
 ) -> np.ndarray:
     """The policy's input, float32 of shape ``(OBS_DIM,)``, every entry in [-10, 10]."""
@@ -128,6 +133,8 @@ def build_observation(
             (tail_left / tail_s if tail_left > 0.0 else 0.0) if tail_s > 0 else 0.0,
             since_cloud if since_cloud < 2.0 else 2.0,
             math.log10(deadline_s),
+            math.log10(tail_s if tail_s > 0.01 else 0.01),
+            tail_w,
         ),
         dtype=np.float32,
     )

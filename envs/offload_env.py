@@ -75,11 +75,12 @@ class OffloadEnv(gym.Env):
       device (an exit fired, or cut K), the level has no effect.
 
     ## Observation space
-    ``Box(-10, 10, (15,), float32)`` from ``envs.observation.build_observation``: the
+    ``Box(-10, 10, (17,), float32)`` from ``envs.observation.build_observation``: the
     device's own recent upload throughputs (log10 Mbit/s) and the age of the newest,
     its RTT estimate, battery level, lateness and queue of the current request, its last
     action, the radio's remaining high-power tail, time since it last used the cloud,
-    and the deadline. Nothing the device could not measure itself.
+    the deadline, and its radio's tail time and power. Nothing the device could not
+    know itself.
 
     ## Rewards
     Per request, with the scenario's weights (``envs.scenario.RewardWeights``)::
@@ -159,7 +160,6 @@ class OffloadEnv(gym.Env):
         self.action_space = spaces.MultiDiscrete([s.n_cuts, s.n_thresholds, s.n_levels])
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (OBS_DIM,), np.float32)
         self._w = scenario.workload
-        self._tail_ref_s = max(s.catalog.radio(r).tail_s for r in s.catalog.radios)
         self.state: EpisodeState | None = None
         self.telemetry = Telemetry()
 
@@ -199,7 +199,8 @@ class OffloadEnv(gym.Env):
             n_cuts=s.n_cuts,
             n_thresholds=s.n_thresholds,
             n_levels=s.n_levels,
-            tail_s=st.radio.tail_s or self._tail_ref_s,
+            tail_s=st.radio.tail_s,
+            tail_w=st.radio.tail_w,
             keep_alive_s=s.cloud.keep_alive_s,
         )
 

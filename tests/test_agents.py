@@ -39,6 +39,7 @@ def observation(env, bandwidth_bps, rtt_s=0.07, battery=1.0, lateness_s=0.0):
         n_thresholds=s.n_thresholds,
         n_levels=s.n_levels,
         tail_s=10.0,
+        tail_w=1.0,
         keep_alive_s=s.cloud.keep_alive_s,
     )
 
