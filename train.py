@@ -48,7 +48,14 @@ def load_config(path: Path | None) -> dict:
     return config
 
 
-def make_env_fn(scenario, trace_source: str, split: str, sample_split: str, episode_requests: int):
+def make_env_fn(
+    scenario,
+    trace_source: str,
+    split: str,
+    sample_split: str,
+    episode_requests: int,
+    accuracy_credit: str,
+):
     def make():
         from stable_baselines3.common.monitor import Monitor
 
@@ -63,6 +70,7 @@ def make_env_fn(scenario, trace_source: str, split: str, sample_split: str, epis
                     trace_split=split,
                     sample_split=sample_split,
                     episode_requests=episode_requests,
+                    accuracy_credit=accuracy_credit,
                 )
             )
         )
@@ -152,7 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     (run / "checkpoints").mkdir(exist_ok=True)
 
     n_envs, episode_requests = int(ppo_cfg["n_envs"]), int(ppo_cfg["episode_requests"])
-    make = make_env_fn(scenario, args.trace_source, "train", "val", episode_requests)
+    make = make_env_fn(
+        scenario,
+        args.trace_source,
+        "train",
+        "val",
+        episode_requests,
+        str(ppo_cfg["accuracy_credit"]),
+    )
     venv = DummyVecEnv([make for _ in range(n_envs)])
     venv.seed(args.seed)
 

@@ -47,7 +47,7 @@ class Oracle:
                 burned = radio.tail_w * min(max(nxt - out.tx_end_s, 0.0), radio.tail_s)
                 energy = out.energy_j - out.tail_j + burned
                 score = s.reward(
-                    out.correct, out.latency_s, energy, out.money_usd, out.leakage, battery
+                    out.credit, out.latency_s, energy, out.money_usd, out.leakage, battery
                 )
             if score > best_score:
                 best, best_score = a, score

@@ -3,7 +3,13 @@
 
 from gymnasium.envs.registration import register, registry
 
-from envs.observation import OBS_DIM, OBS_NAMES, Telemetry, build_observation
+from envs.observation import (
+    OBS_DIM,
+    OBS_NAMES,
+    ObservationContext,
+    Telemetry,
+    build_observation,
+)
 from envs.offload_env import OffloadEnv
 from envs.scenario import Scenario, ScenarioError, load_scenario
 from envs.system import Outcome, System
@@ -21,5 +27,6 @@ __all__ = [
     "System",
     "Telemetry",
     "build_observation",
+    "ObservationContext",
     "load_scenario",
 ]

@@ -90,21 +90,25 @@ class Telemetry:
         return self._estimate_bps
 
 
+@dataclass(frozen=True)
+class ObservationContext:
+    """What stays fixed for a device in a scenario: its deadline, the action grid,
+    its radio (tail time and power) and the cloud's keep-alive window."""
+
+    deadline_s: float
+    n_cuts: int
+    n_thresholds: int
+    n_levels: int
+    tail_s: float
+    tail_w: float
+    keep_alive_s: float
+
+
 def build_observation(
-    tel: Telemetry,
-    now_s: float,
-    *,
-    lateness_s: float,
-    queue_len: int,
-    deadline_s: float,
-    n_cuts: int,
-    n_thresholds: int,
-    n_levels: int,
-    tail_s: float,
-    tail_w: float,
-    keep_alive_s: float,
+    tel: Telemetry, now_s: float, lateness_s: float, queue_len: int, ctx: ObservationContext
 ) -> np.ndarray:
     """The policy's input, float32 of shape ``(OBS_DIM,)``, every entry in [-10, 10]."""
+    deadline_s, tail_s, keep_alive_s = ctx.deadline_s, ctx.tail_s, ctx.keep_alive_s
     logs = tel._logs
     n = len(logs)
     last = logs[-1] if n else -3.0
@@ -127,14 +131,14 @@ def build_observation(
             tel.battery_level,
             lateness if lateness < OBS_HIGH else OBS_HIGH,
             queue_len / 10.0 if queue_len < 100 else OBS_HIGH,
-            cut / ((n_cuts - 1) or 1),
-            thr / ((n_thresholds - 1) or 1),
-            lvl / ((n_levels - 1) or 1),
+            cut / ((ctx.n_cuts - 1) or 1),
+            thr / ((ctx.n_thresholds - 1) or 1),
+            lvl / ((ctx.n_levels - 1) or 1),
             (tail_left / tail_s if tail_left > 0.0 else 0.0) if tail_s > 0 else 0.0,
             since_cloud if since_cloud < 2.0 else 2.0,
             math.log10(deadline_s),
             math.log10(tail_s if tail_s > 0.01 else 0.01),
-            tail_w,
+            ctx.tail_w,
         ),
         dtype=np.float32,
     )

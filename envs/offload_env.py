@@ -12,7 +12,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.observation import OBS_DIM, OBS_HIGH, OBS_LOW, Telemetry, build_observation
+from envs.observation import (
+    OBS_DIM,
+    OBS_HIGH,
+    OBS_LOW,
+    ObservationContext,
+    Telemetry,
+    build_observation,
+)
 from envs.scenario import Scenario, load_scenario
 from envs.system import Outcome, System
 from profiles.catalog import Radio
@@ -112,6 +119,10 @@ class OffloadEnv(gym.Env):
     * ``trace_split``: ``train`` | ``val`` | ``test`` | ``None`` (all).
     * ``sample_split``: profile split the images are drawn from (default: the scenario's).
     * ``episode_requests``: overrides the scenario's episode length.
+    * ``accuracy_credit``: ``realized`` (default: the reward credits whether this
+      image's answer was right) or ``expected`` (for training: the accuracy of answers
+      at that exit and confidence, calibrated on the same split; same objective in
+      expectation, far less noise). ``info["correct"]`` is always the realized outcome.
 
     ``info`` of every step carries the request's metrics: ``latency_s``, ``energy_j``,
     ``money_usd``, ``sent_bytes``, ``exit_block``, ``offloaded``, ``correct``,
@@ -131,6 +142,7 @@ class OffloadEnv(gym.Env):
         trace_split: str | None = "train",
         sample_split: str | None = None,
         episode_requests: int | None = None,
+        accuracy_credit: str = "realized",
     ) -> None:
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
@@ -146,7 +158,9 @@ class OffloadEnv(gym.Env):
                 )
             scenario = scenario.with_updates(workload=workload)
         self.scenario = scenario
-        self.system = System(scenario, profile=_cached_profile(scenario.profile))
+        self.system = System(
+            scenario, profile=_cached_profile(scenario.profile), accuracy_credit=accuracy_credit
+        )
         if traces is None:
             traces = list(_cached_traces(trace_source, trace_split))
         if not traces:
@@ -160,6 +174,13 @@ class OffloadEnv(gym.Env):
         self.action_space = spaces.MultiDiscrete([s.n_cuts, s.n_thresholds, s.n_levels])
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (OBS_DIM,), np.float32)
         self._w = scenario.workload
+        self._contexts = {
+            name: ObservationContext(
+                self._w.deadline_s, s.n_cuts, s.n_thresholds, s.n_levels, radio.tail_s,
+                radio.tail_w, s.cloud.keep_alive_s,
+            )
+            for name, radio in s.catalog.radios.items()
+        }  # fmt: skip
         self.state: EpisodeState | None = None
         self.telemetry = Telemetry()
 
@@ -178,9 +199,10 @@ class OffloadEnv(gym.Env):
         arrival = st.arrivals[st.index]
         return arrival if arrival > st.free_s else st.free_s
 
-    def _observe(self) -> np.ndarray:
+    def _observe(self, now: float | None = None) -> np.ndarray:
         st, s = self.state, self.system
-        now = self._decision_time(st)
+        if now is None:
+            now = self._decision_time(st)
         arrival = st.arrivals[st.index]
         queue = 0
         j = st.index + 1
@@ -191,17 +213,7 @@ class OffloadEnv(gym.Env):
             s.battery_capacity_j
         )
         return build_observation(
-            self.telemetry,
-            now,
-            lateness_s=now - arrival,
-            queue_len=queue,
-            deadline_s=self._w.deadline_s,
-            n_cuts=s.n_cuts,
-            n_thresholds=s.n_thresholds,
-            n_levels=s.n_levels,
-            tail_s=st.radio.tail_s,
-            tail_w=st.radio.tail_w,
-            keep_alive_s=s.cloud.keep_alive_s,
+            self.telemetry, now, now - arrival, queue, self._contexts[st.radio.name]
         )
 
     # -- the Gymnasium API -----------------------------------------------------------
@@ -261,18 +273,22 @@ class OffloadEnv(gym.Env):
         info = self._info(out, now, battery_level)
         st.index += 1
         truncated = st.index >= len(st.arrivals)
+        nxt = None
         if not truncated:
-            probe_j, probe_usd = self._advance(out.done_s)
-            energy += probe_j
-            money += probe_usd
+            nxt = self._decision_time(st)
+            st.battery_j -= self.system.device.idle_power_w * (nxt - out.done_s)
+            if self.scenario.probe.interval_s > 0:
+                probe_j, probe_usd = self._probe(out.done_s, nxt)
+                energy += probe_j
+                money += probe_usd
         terminated = st.battery_j <= 0.0
         reward = out.reward
         if energy != out.energy_j:  # a background probe happened: charge it here
             reward = self.system.reward(
-                out.correct, out.latency_s, energy, money, out.leakage, battery_level
+                out.credit, out.latency_s, energy, money, out.leakage, battery_level
             )
             info["energy_j"], info["money_usd"] = energy, money
-        obs = self._observe() if not truncated else self._observe_last()
+        obs = self._observe(nxt) if not truncated else self._observe_last()
         return obs, float(reward), bool(terminated), bool(truncated and not terminated), info
 
     # -- simulation ------------------------------------------------------------------
@@ -322,14 +338,16 @@ class OffloadEnv(gym.Env):
             if exit_block:
                 device_s = s.block_cum[exit_block] + s.exit_cum[exit_block]
                 correct = s.exit_ok[exit_block - 1][i]
+                credit = s.exit_credit[exit_block - 1][i]
             else:
                 device_s = s.block_cum[k] + (s.exit_cum[k - 1] if early else 0.0)
                 device_s += s.exit_dev_s[k - 1]
                 correct = s.exit_ok[k - 1][i]
+                credit = s.exit_credit[k - 1][i]
                 exit_block = k
             latency = start - arrival + device_s
             energy = device.active_power_w * device_s
-            reward = s.reward(correct, latency, energy, 0.0, 0.0, level_battery)
+            reward = s.reward(credit, latency, energy, 0.0, 0.0, level_battery)
             done = start + device_s
             return Outcome(
                 latency,
@@ -352,6 +370,7 @@ class OffloadEnv(gym.Env):
                 done,
                 done,
                 st.radio_tail_end_s,
+                credit,
             )
         device_s = s.block_cum[cut] + (s.exit_cum[cut] if early else 0.0)
         device_s += s.encode_dev_s[cut][level]
@@ -382,8 +401,9 @@ class OffloadEnv(gym.Env):
         )
         money = nbytes * s.data_usd_per_byte + s.cloud_money(busy_s)
         correct = s.final_ok[cut][level][i]
+        credit = s.final_credit[cut][level][i]
         leak = s.leak[cut][level]
-        reward = s.reward(correct, latency, energy, money, leak, level_battery)
+        reward = s.reward(credit, latency, energy, money, leak, level_battery)
         return Outcome(
             latency,
             start - arrival,
@@ -405,16 +425,15 @@ class OffloadEnv(gym.Env):
             tx_start,
             tx_end,
             tx_end + radio.tail_s,
+            credit,
         )
 
-    def _advance(self, done_s: float) -> tuple[float, float]:
-        """Move to the next request: idle drain, and a background probe if the newest
-        throughput sample is stale. Returns the probe's (energy, money)."""
+    def _probe(self, done_s: float, nxt: float) -> tuple[float, float]:
+        """A background probe between two requests, if the newest throughput sample is
+        older than the probe interval. Returns the probe's (energy, money)."""
         st, s, tel = self.state, self.system, self.telemetry
-        nxt = self._decision_time(st)
-        st.battery_j -= s.device.idle_power_w * max(0.0, nxt - done_s)
         probe = self.scenario.probe
-        if probe.interval_s <= 0 or nxt - tel.last_sample_s < probe.interval_s:
+        if nxt - tel.last_sample_s < probe.interval_s:
             return 0.0, 0.0
         tp = max(tel.last_sample_s + probe.interval_s, done_s)
         trace, radio, off = st.trace, st.radio, st.offset_s
@@ -439,20 +458,27 @@ class OffloadEnv(gym.Env):
         st.index += 1
         return obs
 
-    _INFO_KEYS = (
-        "latency_s", "wait_s", "device_s", "network_s", "cloud_s", "energy_j", "money_usd",
-        "sent_bytes", "exit_block", "offloaded", "correct", "leakage", "cold_start",
-        "deadline_miss",
-    )  # fmt: skip
-
     def _info(self, out: Outcome, now: float, battery_level: float) -> dict[str, Any]:
         st = self.state
-        info = dict(zip(self._INFO_KEYS, out[:14], strict=True))
         arrival = st.arrivals[st.index]
-        info["battery_level"] = battery_level
-        info["arrival_uplink_bps"] = st.trace.rate_at(st.offset_s + arrival)
-        info["uplink_bps"] = (
-            info["arrival_uplink_bps"] if now == arrival else st.trace.rate_at(st.offset_s + now)
-        )
-        info["family"] = st.trace.family
-        return info
+        at_arrival = st.trace.rate_at(st.offset_s + arrival)
+        return {
+            "latency_s": out.latency_s,
+            "wait_s": out.wait_s,
+            "device_s": out.device_s,
+            "network_s": out.network_s,
+            "cloud_s": out.cloud_s,
+            "energy_j": out.energy_j,
+            "money_usd": out.money_usd,
+            "sent_bytes": out.sent_bytes,
+            "exit_block": out.exit_block,
+            "offloaded": out.offloaded,
+            "correct": out.correct,
+            "leakage": out.leakage,
+            "deadline_miss": out.deadline_miss,
+            "cold_start": out.cold_start,
+            "battery_level": battery_level,
+            "uplink_bps": at_arrival if now == arrival else st.trace.rate_at(st.offset_s + now),
+            "arrival_uplink_bps": at_arrival,
+            "family": st.trace.family,
+        }

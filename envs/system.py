@@ -45,13 +45,18 @@ class Outcome(NamedTuple):
     tx_start_s: float
     tx_end_s: float
     radio_tail_end_s: float
+    credit: float  # what the reward credited for accuracy (see ``accuracy_credit``)
 
 
 class System:
     """Scenario + profile + catalog, precomputed for fast per-request simulation."""
 
     def __init__(
-        self, scenario: Scenario, profile: Profile | None = None, catalog: Catalog | None = None
+        self,
+        scenario: Scenario,
+        profile: Profile | None = None,
+        catalog: Catalog | None = None,
+        accuracy_credit: str = "realized",
     ) -> None:
         self.scenario = scenario
         self.profile = profile or load_profile(scenario.profile)
@@ -113,6 +118,18 @@ class System:
         self.exit_ok = split.exit_correct.tolist()
         self.sent = split.sent_bytes.tolist()
         self.final_ok = split.final_correct.tolist()
+        # What the reward credits for accuracy: the realized correctness, or (for
+        # training) its expectation given the confidence of the exit that answered,
+        # calibrated on the same split. Correctness never changes what happens next,
+        # so the expectation keeps the objective and removes most of its noise.
+        if accuracy_credit == "realized":
+            self.exit_credit, self.final_credit = self.exit_ok, self.final_ok
+        elif accuracy_credit == "expected":
+            self.exit_credit, self.final_credit = _calibrated_credit(split)
+        else:
+            raise ValueError(
+                f"accuracy_credit must be realized or expected, not {accuracy_credit!r}"
+            )
         self.leak = p.leakage.tolist()
 
     def radio(self, family: str) -> Radio:
@@ -156,3 +173,25 @@ class System:
             "cloud": self.cloud.name,
             "energy_ref_j": self.energy_ref_j,
         }
+
+
+def _calibrated_credit(split, n_bins: int = 20) -> tuple[list, list]:
+    """Per sample, the accuracy of its confidence bin: per exit (bins of that exit's
+    confidence), and per cut and level after the codec (bins of the final exit's)."""
+    import numpy as np
+
+    def by_bin(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
+        edges = np.unique(np.quantile(conf, np.linspace(0, 1, n_bins + 1)[1:-1]))
+        bins = np.searchsorted(edges, conf, side="right")
+        sums = np.bincount(bins, weights=correct.astype(float), minlength=len(edges) + 1)
+        counts = np.bincount(bins, minlength=len(edges) + 1)
+        return (sums / np.maximum(counts, 1))[bins]
+
+    conf = split.exit_conf
+    exit_credit = [by_bin(conf[b], split.exit_correct[b]).tolist() for b in range(len(conf))]
+    final_credit = [
+        [by_bin(conf[-1], split.final_correct[c, lvl]).tolist()
+         for lvl in range(split.final_correct.shape[1])]
+        for c in range(split.final_correct.shape[0])
+    ]  # fmt: skip
+    return exit_credit, final_credit

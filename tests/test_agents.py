@@ -8,7 +8,7 @@ from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
 from agents.oracle import Oracle
 from agents.predictor import Predictor
 from agents.rollout import make_specs, run_many
-from envs import OffloadEnv, Telemetry, build_observation
+from envs import ObservationContext, OffloadEnv, Telemetry, build_observation
 from traces.sets import load_families
 
 
@@ -29,19 +29,9 @@ def observation(env, bandwidth_bps, rtt_s=0.07, battery=1.0, lateness_s=0.0):
     tel = Telemetry(rtt_est_s=rtt_s, battery_level=battery)
     tel.record_transfer(0.0, bandwidth_bps / 8.0, 1.0)
     s = env.system
-    return build_observation(
-        tel,
-        0.1,
-        lateness_s=lateness_s,
-        queue_len=0,
-        deadline_s=s.scenario.workload.deadline_s,
-        n_cuts=s.n_cuts,
-        n_thresholds=s.n_thresholds,
-        n_levels=s.n_levels,
-        tail_s=10.0,
-        tail_w=1.0,
-        keep_alive_s=s.cloud.keep_alive_s,
-    )
+    ctx = ObservationContext(s.scenario.workload.deadline_s, s.n_cuts, s.n_thresholds,
+                             s.n_levels, 10.0, 1.0, s.cloud.keep_alive_s)  # fmt: skip
+    return build_observation(tel, 0.1, lateness_s, 0, ctx)
 
 
 def test_observation_view_reads_back_what_was_built(env):

@@ -254,9 +254,7 @@ def test_model_for_another_action_space_is_refused(tiny_run, tmp_path):
     from agents.ppo import RunError, load_ppo
 
     runs, _ = tiny_run
-    with pytest.raises(
-        RunError, match=r"trained for action space \[6, 7, 5\] .* has \[6, 4, 5\]"
-    ):
+    with pytest.raises(RunError, match=r"trained for action space \[6, 7, 5\] .* has \[6, 4, 5\]"):
         load_ppo(runs / "tiny", nvec=[6, 4, 5])
     with pytest.raises(RunError, match="config.json is missing"):
         load_ppo(tmp_path)
