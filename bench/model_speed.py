@@ -9,8 +9,6 @@ codecs on real activations of real test images, per sample.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from rich.console import Console
@@ -19,18 +17,12 @@ from rich.table import Table
 from bench.common import write
 from profiles import DEFAULT_WEIGHTS, codecs
 from profiles.dataset import load_official, to_tensor_input
+from profiles.host import median_time
 from profiles.model import load_model
 
 
 def _median_us(fn, repeats: int) -> float:
-    for _ in range(max(3, repeats // 5)):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) / 1e3
+    return median_time(fn, repeats, max(3, repeats // 5)) * 1e6
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +22,7 @@ from rich.progress import Progress
 
 from profiles import DEFAULT_PROFILE, DEFAULT_WEIGHTS, codecs
 from profiles.dataset import load_splits, to_tensor_input
+from profiles.host import describe_machine, median_time
 from profiles.leakage import reconstruction_ssim, train_inversion
 from profiles.model import MultiExitCNN, load_model, model_hash
 from profiles.profile_io import LEAKAGE_METRIC, SPLITS, save_profile
@@ -33,23 +31,8 @@ console = Console()
 
 
 def describe_host() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": 1,
-        "date": dt.date.today().isoformat(),
-    }
+    return {**describe_machine(), "torch": torch.__version__, "threads": 1,
+            "date": dt.date.today().isoformat()}  # fmt: skip
 
 
 def block_flops(model: MultiExitCNN) -> tuple[list[int], list[int]]:
@@ -69,17 +52,6 @@ def block_flops(model: MultiExitCNN) -> tuple[list[int], list[int]]:
     return blocks, exits
 
 
-def _median_time(fn, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) * 1e-9
-
-
 def leaf_ops(module: torch.nn.Module) -> int:
     """Operators a forward pass dispatches (leaf modules)."""
     return sum(1 for m in module.modules() if not list(m.children()))
@@ -97,13 +69,13 @@ def measure_latency(model: MultiExitCNN, repeats: int) -> dict[str, list[float] 
             h = torch.rand(1, *model.arch.activation_shape(0))
             for b in range(1, model.n_blocks + 1):
                 block, exit_head, x = model.blocks[b - 1], model.exits[b - 1], h
-                block_s.append(_median_time(lambda: block(x), repeats, repeats // 5))  # noqa: B023
+                block_s.append(median_time(lambda: block(x), repeats, repeats // 5))  # noqa: B023
                 h = block(x)
                 y = h
-                exit_s.append(_median_time(lambda: exit_head(y), repeats, repeats // 5))  # noqa: B023
+                exit_s.append(median_time(lambda: exit_head(y), repeats, repeats // 5))  # noqa: B023
             chain = torch.nn.Sequential(*[torch.nn.ReLU() for _ in range(16)])
             tiny = torch.rand(1)
-            dispatch = _median_time(lambda: chain(tiny), repeats, repeats // 5) / 16
+            dispatch = median_time(lambda: chain(tiny), repeats, repeats // 5) / 16
     finally:
         torch.set_num_threads(threads)
     return {"block_s": block_s, "exit_s": exit_s, "dispatch_s": dispatch}
@@ -183,11 +155,11 @@ def measure_encode_time(model: MultiExitCNN, images: np.ndarray, repeats: int) -
             codec = codecs.get(codecs.codec_name(cut, level))
             if cut == 0:
                 out[cut, level] = statistics.median(
-                    _median_time(lambda s=s, c=codec: c.encode(s), repeats, 3) for s in images[:8]
+                    median_time(lambda s=s, c=codec: c.encode(s), repeats, 3) for s in images[:8]
                 )
             else:
                 batch = _activations(model, x, cut)
-                out[cut, level] = _median_time(lambda b=batch, c=codec: c.encode(b), repeats, 3)
+                out[cut, level] = median_time(lambda b=batch, c=codec: c.encode(b), repeats, 3)
                 out[cut, level] /= 64
     return out
 

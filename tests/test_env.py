@@ -211,3 +211,40 @@ def test_observation_uses_only_device_knowledge():
     view = dict(zip(names, obs, strict=True))
     assert view["last_cut_frac"] == 1.0
     assert 0 < view["radio_tail_left_frac"] <= 1.0
+
+
+def test_background_probes_refresh_the_estimate_and_are_charged():
+    from envs.scenario import Probe
+
+    env = constant_env(rate_hz=0.5)
+    env = OffloadEnv(env.scenario.with_updates(probe=Probe(interval_s=3.0, bytes=1500)),
+                     [Trace("const", "oboe", (0.0,), (RATE,), 100.0)])  # fmt: skip
+    env.reset(seed=0)
+    s = env.system
+    first = env.telemetry.last_sample_s
+    _, _, _, _, a = env.step([s.k, 0, 0])  # local: the link is not used ...
+    _, _, _, _, b = env.step([s.k, 0, 0])
+    # ... but 3 s after the last sample a probe runs and its cost lands on the request.
+    assert env.telemetry.last_sample_s > first
+    lte = s.catalog.radio("lte")
+    probe_tx = 1500 * 8 / (RATE * lte.uplink_ratio)
+    probe_j = (lte.base_w + lte.per_mbps_w * RATE * lte.uplink_ratio / 1e6) * probe_tx
+    probe_j += lte.tail_w * lte.tail_s
+    charged = [x["energy_j"] - s.device.active_power_w * x["device_s"] for x in (a, b)]
+    assert max(charged) == pytest.approx(probe_j, rel=1e-9)
+    assert max(x["money_usd"] for x in (a, b)) == pytest.approx(1500 * 2.59e-9)
+
+
+def test_expected_accuracy_credit_keeps_outcomes_and_the_mean():
+    realized = OffloadEnv(trace_source="builtin", episode_requests=300)
+    expected = OffloadEnv(trace_source="builtin", episode_requests=300, accuracy_credit="expected")
+    out = {}
+    for name, env in (("r", realized), ("e", expected)):
+        env.reset(seed=11)
+        rows = [env.step([env.system.k, 0, 0]) for _ in range(300)]
+        out[name] = (np.array([r[1] for r in rows]), [r[4]["correct"] for r in rows])
+    assert out["r"][1] == out["e"][1]  # the same images, the same realized answers
+    assert abs(out["r"][0].mean() - out["e"][0].mean()) < 0.05
+    assert out["e"][0].std() < out["r"][0].std()
+    with pytest.raises(ValueError, match="accuracy_credit"):
+        OffloadEnv(trace_source="builtin", accuracy_credit="vibes")
