@@ -279,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             results, shown, env.action_space.nvec, args.out / "actions_vs_bandwidth.png"
         )
         plots.pareto(summary["overall"], args.out / "pareto.png")
+        plots.offload_heatmap(results, [n for n in ("ppo", "oracle", "edgent") if n in results],
+                              args.out / "offload_by_bandwidth_battery.png")  # fmt: skip
     console.print(f"wrote {args.out}/summary.csv, results.json and plots")
     return 0
 

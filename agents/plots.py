@@ -110,3 +110,31 @@ def pareto(summary_overall: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def offload_heatmap(results: dict, names: list[str], path: Path) -> None:
+    """Share of requests sent to the cloud, by uplink bandwidth and battery level:
+    a policy that reacts to both shows structure in both directions."""
+    names = [n for n in names if n in results]
+    bw_edges = np.logspace(-2, 2, 9)  # Mbit/s
+    bat_edges = np.linspace(0, 1, 6)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        res = results[name]
+        bw = np.clip(res["uplink_bps"] / 1e6, bw_edges[0], bw_edges[-1] * 0.999)
+        i = np.digitize(bw, bw_edges) - 1
+        j = np.clip(np.digitize(res["battery_level"], bat_edges) - 1, 0, len(bat_edges) - 2)
+        share = np.full((len(bat_edges) - 1, len(bw_edges) - 1), np.nan)
+        for a in range(share.shape[0]):
+            for b in range(share.shape[1]):
+                mask = (j == a) & (i == b)
+                if mask.sum() >= 20:
+                    share[a, b] = res["offloaded"][mask].mean()
+        im = ax.imshow(share, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="magma",
+                       extent=(-2, 2, 0, 1))  # fmt: skip
+        ax.set_title(name)
+        ax.set_xlabel("log10 uplink bandwidth (Mbit/s)")
+        ax.set_ylabel("battery level")
+    fig.colorbar(im, ax=axes, label="share offloaded (blank: < 20 requests)", shrink=0.85)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
