@@ -43,7 +43,7 @@ ALL_POLICIES = (
 console = Console(width=170)
 
 
-def build_policies(names, env, run_dir, train_traces, radio, seed, best_fixed_cache):
+def build_policies(names, env, run_dir, radio, seed, best_fixed_cache):
     from agents.base import RandomPolicy
     from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
     from agents.oracle import Oracle
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     for family in sorted(by_family):
         radio = env.system.radio(family)
         try:
-            policies = build_policies(names, env, args.policy, None, radio, args.seed, best_fixed)
+            policies = build_policies(names, env, args.policy, radio, args.seed, best_fixed)
         except RunError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

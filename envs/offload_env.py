@@ -389,10 +389,7 @@ class OffloadEnv(gym.Env):
         rate = nbytes * 8.0 / tx_s if tx_s > 0 else 0.0
         # Radio tail (Huang et al. 2012): each upload is charged a full tail; an upload
         # that starts inside the previous tail gets the unused part of that one back.
-        tail_j = radio.tail_w * radio.tail_s
-        overlap = st.radio_tail_end_s - tx_start
-        if overlap > 0:
-            tail_j -= radio.tail_w * min(overlap, radio.tail_s)
+        tail_j = self._tail_charge_j(radio, tx_start)
         energy = (
             device.active_power_w * device_s
             + radio.transmit_power_w(rate) * tx_s
@@ -428,6 +425,15 @@ class OffloadEnv(gym.Env):
             credit,
         )
 
+    def _tail_charge_j(self, radio: Radio, start_s: float) -> float:
+        """Radio tail energy an upload starting at ``start_s`` is charged (Huang et al.
+        2012): a full tail, less the unused part of the previous upload's tail."""
+        tail_j = radio.tail_w * radio.tail_s
+        overlap = self.state.radio_tail_end_s - start_s
+        if overlap > 0:
+            tail_j -= radio.tail_w * min(overlap, radio.tail_s)
+        return tail_j
+
     def _probe(self, done_s: float, nxt: float) -> tuple[float, float]:
         """A background probe between two requests, if the newest throughput sample is
         older than the probe interval. Returns the probe's (energy, money)."""
@@ -441,10 +447,7 @@ class OffloadEnv(gym.Env):
         if tx_end > nxt:
             return 0.0, 0.0  # would still be in flight at the decision: not sent yet
         tx_s = tx_end - tp
-        tail_j = radio.tail_w * radio.tail_s
-        overlap = st.radio_tail_end_s - tp
-        if overlap > 0:
-            tail_j -= radio.tail_w * min(overlap, radio.tail_s)
+        tail_j = self._tail_charge_j(radio, tp)
         energy = radio.transmit_power_w(probe.bytes * 8.0 / max(tx_s, 1e-9)) * tx_s + tail_j
         st.radio_tail_end_s = tel.radio_tail_end_s = tx_end + radio.tail_s
         st.battery_j -= energy

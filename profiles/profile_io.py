@@ -105,6 +105,7 @@ class Profile:
     def summary(self) -> dict:
         """The JSON summary printed by ``python -m profiles show``."""
         test = self.splits["test"]
+        compute, _ = self.compute_host_s()
         exits = [
             {"block": b + 1, "accuracy": round(float(test.exit_correct[b].mean()), 4)}
             for b in range(self.n_blocks)
@@ -137,7 +138,7 @@ class Profile:
                     "output_shape": [int(v) for v in self.block_shape[b]],
                     "host_us": round(float(self.block_host_s[b]) * 1e6, 1),
                     "exit_host_us": round(float(self.exit_host_s[b]) * 1e6, 1),
-                    "compute_host_us": round(float(self.compute_host_s()[0][b]) * 1e6, 1),
+                    "compute_host_us": round(float(compute[b]) * 1e6, 1),
                 }
                 for b in range(self.n_blocks)
             ],

@@ -30,12 +30,9 @@ def run(*args, check=True):
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    cfg = runs / "tiny.toml"
-    cfg.write_text(TINY)
-    out = run(
+def train(runs, cfg, timesteps: str, *extra: str):
+    """train.py on the tiny config and builtin traces."""
+    return run(
         "train.py",
         "--name",
         "tiny",
@@ -44,11 +41,20 @@ def tiny_run(tmp_path_factory):
         "--config",
         str(cfg),
         "--timesteps",
-        "2048",
+        timesteps,
         "--trace-source",
         "builtin",
         "--no-progress",
+        *extra,
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = runs / "tiny.toml"
+    cfg.write_text(TINY)
+    out = train(runs, cfg, "2048")
     assert "trained 2048 steps" in out.stdout
     return runs, cfg
 
@@ -75,21 +81,7 @@ def test_resume_continues_from_the_last_checkpoint(tiny_run):
     runs, cfg = tiny_run
     run_dir = runs / "tiny"
     before = list(csv.DictReader((run_dir / "eval_curve.csv").open()))
-    out = run(
-        "train.py",
-        "--name",
-        "tiny",
-        "--runs-dir",
-        str(runs),
-        "--config",
-        str(cfg),
-        "--timesteps",
-        "4096",
-        "--trace-source",
-        "builtin",
-        "--no-progress",
-        "--resume",
-    )
+    out = train(runs, cfg, "4096", "--resume")
     assert "resuming" in out.stdout and "at 2048 steps" in out.stdout
     after = list(csv.DictReader((run_dir / "eval_curve.csv").open()))
     assert after[: len(before)] == before  # nothing logged is lost
