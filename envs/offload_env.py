@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +51,7 @@ class EpisodeState:
     arrivals: list[float]
     samples: list[int]
     battery_j: float
+    context: ObservationContext
     index: int = 0  # the request being decided
     free_s: float = 0.0  # when the device finishes its previous request
     radio_tail_end_s: float = -math.inf
@@ -181,6 +183,11 @@ class OffloadEnv(gym.Env):
             )
             for name, radio in s.catalog.radios.items()
         }  # fmt: skip
+        # Looked up once: ``step`` runs hundreds of thousands of times per training run.
+        self._inv_capacity = 1.0 / s.battery_capacity_j
+        self._idle_w = s.device.idle_power_w
+        self._probe_interval_s = scenario.probe.interval_s
+        self._deadline_s = self._w.deadline_s
         self.state: EpisodeState | None = None
         self.telemetry = Telemetry()
 
@@ -195,26 +202,16 @@ class OffloadEnv(gym.Env):
             self._uplinks[key] = up
         return up, radio
 
-    def _decision_time(self, st: EpisodeState) -> float:
-        arrival = st.arrivals[st.index]
-        return arrival if arrival > st.free_s else st.free_s
-
     def _observe(self, now: float | None = None) -> np.ndarray:
-        st, s = self.state, self.system
-        if now is None:
-            now = self._decision_time(st)
+        st = self.state
         arrival = st.arrivals[st.index]
-        queue = 0
-        j = st.index + 1
-        while j < len(st.arrivals) and st.arrivals[j] <= now:
-            queue += 1
-            j += 1
-        self.telemetry.battery_level = (st.battery_j if st.battery_j > 0.0 else 0.0) / (
-            s.battery_capacity_j
-        )
-        return build_observation(
-            self.telemetry, now, now - arrival, queue, self._contexts[st.radio.name]
-        )
+        if now is None:
+            now = arrival if arrival > st.free_s else st.free_s
+        # Requests that arrived by ``now`` and wait behind the current one.
+        queue = bisect_right(st.arrivals, now, st.index + 1) - st.index - 1
+        battery = st.battery_j if st.battery_j > 0.0 else 0.0
+        self.telemetry.battery_level = battery * self._inv_capacity
+        return build_observation(self.telemetry, now, now - arrival, queue, st.context)
 
     # -- the Gymnasium API -----------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -241,8 +238,9 @@ class OffloadEnv(gym.Env):
         if options and "battery_level" in options:
             level = float(options["battery_level"])
         self.state = EpisodeState(
-            up, radio, offset, arrivals, samples, level * self.system.battery_capacity_j
-        )
+            up, radio, offset, arrivals, samples, level * self.system.battery_capacity_j,
+            self._contexts[radio.name],
+        )  # fmt: skip
         # The device starts with one fresh sample: a transfer just before the episode.
         tel = Telemetry(rtt_est_s=radio.rtt_s, battery_level=level)
         # Its bytes are what the link carried in the second before the start.
@@ -255,35 +253,38 @@ class OffloadEnv(gym.Env):
         if st is None:
             raise RuntimeError("call reset() before step()")
         cut, thr, level = self.check_action(action)
-        now = self._decision_time(st)
-        battery_level = self.telemetry.battery_level  # set by the last observation
+        arrival = st.arrivals[st.index]
+        now = arrival if arrival > st.free_s else st.free_s
+        tel = self.telemetry
+        battery_level = tel.battery_level  # set by the last observation
         out = self.simulate(cut, thr, level)
         energy, money = out.energy_j, out.money_usd
-        st.battery_j -= out.energy_j
-        st.free_s = out.done_s
-        tel = self.telemetry
+        st.battery_j -= energy
+        st.free_s = done = out.done_s
         if out.offloaded:
-            st.radio_tail_end_s = out.radio_tail_end_s
-            st.cloud_last_use_s = out.done_s
+            st.radio_tail_end_s = tel.radio_tail_end_s = out.radio_tail_end_s
+            st.cloud_last_use_s = tel.last_cloud_use_s = done
             tel.record_transfer(out.tx_end_s, out.sent_bytes, out.tx_end_s - out.tx_start_s)
             tel.record_rtt(st.trace.rtt_s)
-            tel.last_cloud_use_s = out.done_s
-            tel.radio_tail_end_s = out.radio_tail_end_s
         tel.last_action = (cut, thr, level)
-        info = self._info(out, now, battery_level)
+        info = self._info(out, arrival, now, battery_level)
         st.index += 1
         truncated = st.index >= len(st.arrivals)
         nxt = None
+        probed = False
         if not truncated:
-            nxt = self._decision_time(st)
-            st.battery_j -= self.system.device.idle_power_w * (nxt - out.done_s)
-            if self.scenario.probe.interval_s > 0:
-                probe_j, probe_usd = self._probe(out.done_s, nxt)
-                energy += probe_j
-                money += probe_usd
+            arrival = st.arrivals[st.index]
+            nxt = arrival if arrival > done else done
+            st.battery_j -= self._idle_w * (nxt - done)
+            if self._probe_interval_s > 0:
+                probe_j, probe_usd = self._probe(done, nxt)
+                if probe_j or probe_usd:
+                    probed = True
+                    energy += probe_j
+                    money += probe_usd
         terminated = st.battery_j <= 0.0
         reward = out.reward
-        if energy != out.energy_j:  # a background probe happened: charge it here
+        if probed:  # a background probe happened: charge it here
             reward = self.system.reward(
                 out.credit, out.latency_s, energy, money, out.leakage, battery_level
             )
@@ -294,6 +295,11 @@ class OffloadEnv(gym.Env):
     # -- simulation ------------------------------------------------------------------
     def check_action(self, action) -> tuple[int, int, int]:
         """Validate an action; raises ``ValueError`` naming the bad component."""
+        s = self.system
+        if type(action) is np.ndarray and action.shape == (3,) and action.dtype.kind in "iu":
+            cut, thr, level = action.tolist()  # the common case, from a sampler or a policy
+            if 0 <= cut < s.n_cuts and 0 <= thr < s.n_thresholds and 0 <= level < s.n_levels:
+                return cut, thr, level
         try:
             values = action.tolist() if isinstance(action, np.ndarray) else list(action)
             if isinstance(values, list) and len(values) == 1 and isinstance(values[0], list):
@@ -304,7 +310,6 @@ class OffloadEnv(gym.Env):
             raise ValueError(
                 f"action must be 3 integers (cut, threshold, level), got {action!r}"
             ) from None
-        s = self.system
         if not (0 <= cut < s.n_cuts and 0 <= thr < s.n_thresholds and 0 <= level < s.n_levels):
             for name, value, n in (
                 ("cut", cut, s.n_cuts),
@@ -322,16 +327,11 @@ class OffloadEnv(gym.Env):
         i = st.samples[st.index]
         arrival = st.arrivals[st.index]
         start = arrival if arrival > st.free_s else st.free_s
-        threshold = s.thresholds[thr]
-        early = threshold <= 1.0
+        early = s.thresholds[thr] <= 1.0
         k = s.k
-        exit_block = 0
-        if early:
-            conf = s.conf
-            for b in range(cut if cut < k else k - 1):
-                if conf[b][i] >= threshold:
-                    exit_block = b + 1
-                    break
+        exit_block = s.first_exit[thr][i]  # the first exit this sample's confidence fires
+        if exit_block > cut:  # ...but the device stops before reaching it
+            exit_block = 0
         device = s.device
         level_battery = (st.battery_j if st.battery_j > 0.0 else 0.0) / s.battery_capacity_j
         if exit_block or cut == k:
@@ -363,7 +363,7 @@ class OffloadEnv(gym.Env):
                 bool(correct),
                 0.0,
                 False,
-                latency > s.scenario.workload.deadline_s,
+                latency > self._deadline_s,
                 reward,
                 0.0,
                 done,
@@ -380,23 +380,21 @@ class OffloadEnv(gym.Env):
         tx_end = trace.finish_time(off + tx_start, nbytes) - off
         tx_s = tx_end - tx_start
         cloud = s.cloud
-        cold = cloud.kind == "faas" and tx_end - st.cloud_last_use_s > cloud.keep_alive_s
-        busy_s = s.cloud_tail_s[cut]
-        cloud_s = busy_s + (cloud.cold_start_s if cold else 0.0)
-        network_s = tx_s + trace.rtt_s
-        done = tx_end + trace.rtt_s + cloud_s
+        cold = s.is_faas and tx_end - st.cloud_last_use_s > cloud.keep_alive_s
+        cloud_s = s.cloud_tail_s[cut] + (cloud.cold_start_s if cold else 0.0)
+        rtt = trace.rtt_s
+        network_s = tx_s + rtt
+        done = tx_end + rtt + cloud_s
         latency = done - arrival
-        rate = nbytes * 8.0 / tx_s if tx_s > 0 else 0.0
         # Radio tail (Huang et al. 2012): each upload is charged a full tail; an upload
         # that starts inside the previous tail gets the unused part of that one back.
         tail_j = self._tail_charge_j(radio, tx_start)
+        # Transmit power beta + alpha_u * rate (Huang et al. 2012), times tx_s.
+        tx_j = radio.base_w * tx_s + radio.per_mbps_w * nbytes * 8e-6 if tx_s > 0 else 0.0
         energy = (
-            device.active_power_w * device_s
-            + radio.transmit_power_w(rate) * tx_s
-            + tail_j
-            + device.idle_power_w * (trace.rtt_s + cloud_s)
+            device.active_power_w * device_s + tx_j + tail_j + device.idle_power_w * (rtt + cloud_s)
         )
-        money = nbytes * s.data_usd_per_byte + s.cloud_money(busy_s)
+        money = nbytes * s.data_usd_per_byte + s.cloud_usd[cut]
         correct = s.final_ok[cut][level][i]
         credit = s.final_credit[cut][level][i]
         leak = s.leak[cut][level]
@@ -415,7 +413,7 @@ class OffloadEnv(gym.Env):
             bool(correct),
             leak,
             cold,
-            latency > s.scenario.workload.deadline_s,
+            latency > self._deadline_s,
             reward,
             tail_j,
             done,
@@ -461,10 +459,12 @@ class OffloadEnv(gym.Env):
         st.index += 1
         return obs
 
-    def _info(self, out: Outcome, now: float, battery_level: float) -> dict[str, Any]:
+    def _info(
+        self, out: Outcome, arrival: float, now: float, battery_level: float
+    ) -> dict[str, Any]:
         st = self.state
-        arrival = st.arrivals[st.index]
-        at_arrival = st.trace.rate_at(st.offset_s + arrival)
+        trace = st.trace
+        at_arrival = trace.rate_at(st.offset_s + arrival)
         return {
             "latency_s": out.latency_s,
             "wait_s": out.wait_s,
@@ -481,7 +481,7 @@ class OffloadEnv(gym.Env):
             "deadline_miss": out.deadline_miss,
             "cold_start": out.cold_start,
             "battery_level": battery_level,
-            "uplink_bps": at_arrival if now == arrival else st.trace.rate_at(st.offset_s + now),
+            "uplink_bps": at_arrival if now == arrival else trace.rate_at(st.offset_s + now),
             "arrival_uplink_bps": at_arrival,
-            "family": st.trace.family,
+            "family": trace.family,
         }

@@ -92,6 +92,8 @@ class System:
             float(p.block_host_s[cut:].sum() + p.exit_host_s[-1]) / c.speedup + c.overhead_s
             for cut in range(self.k)
         ]
+        self.cloud_usd = [self.cloud_money(busy) for busy in self.cloud_tail_s]  # per cut
+        self.is_faas = c.kind == "faas"
         self.data_usd_per_byte = self.catalog.data_usd_per_gb / 1e9
         battery = scenario.battery.capacity_j or self.device.battery_j
         self.battery_capacity_j = battery
@@ -115,6 +117,9 @@ class System:
         split = p.splits[scenario.workload.sample_split]
         self.n_samples = split.n
         self.conf = split.exit_conf.tolist()
+        # Per threshold and sample, the first early exit (1..K-1) whose confidence
+        # reaches the threshold, 0 if none: the exit loop, done once instead of per step.
+        self.first_exit = [_first_exits(split.exit_conf[:-1], t) for t in self.thresholds]
         self.exit_ok = split.exit_correct.tolist()
         self.sent = split.sent_bytes.tolist()
         self.final_ok = split.final_correct.tolist()
@@ -173,6 +178,16 @@ class System:
             "cloud": self.cloud.name,
             "energy_ref_j": self.energy_ref_j,
         }
+
+
+def _first_exits(conf, threshold: float) -> list[int]:
+    """For each sample, 1 + the index of the first row of ``conf`` (blocks x samples)
+    at or above ``threshold``; 0 where none is."""
+    import numpy as np
+
+    fires = np.asarray(conf) >= threshold
+    first = np.argmax(fires, axis=0) + 1
+    return np.where(fires.any(axis=0), first, 0).tolist()
 
 
 def _calibrated_credit(split, n_bins: int = 20) -> tuple[list, list]:
