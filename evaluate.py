@@ -49,7 +49,7 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache):
     from agents.oracle import Oracle
     from agents.ppo import load_ppo
     from agents.predictor import Predictor
-    from envs.observation import OBS_DIM
+    from telemetry.observation import OBS_DIM
 
     s = env.system
     pred = Predictor(s)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents import plots
     from agents.best_fixed import find_best_fixed
     from agents.metrics import subset, summarise
-    from agents.ppo import RunError, check_run_dir
+    from agents.ppo import RunError, check_run_dir, run_scenario_path
     from agents.rollout import make_specs, run_many
     from envs import OffloadEnv, load_scenario
     from traces.sets import load_directory, load_families
@@ -147,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         except RunError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        scenario = load_scenario(
-            args.scenario or json.loads((run / "config.json").read_text()).get("scenario")
-        )
+        scenario = load_scenario(args.scenario or run_scenario_path(run))
     else:
         scenario = load_scenario(args.scenario)
     try:

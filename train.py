@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    from agents.ppo import ObsNormalizer, PPOPolicy
+    from agents.ppo import ObsNormalizer, PPOPolicy, portable_path
     from agents.rollout import make_specs, run_many
     from envs import OffloadEnv, load_scenario
     from envs.wrappers import distinct_actions
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         done_steps = 0
     resolved = {
         "config": config,
-        "scenario": scenario.source,
+        "scenario": portable_path(scenario.source) if Path(scenario.source).is_file() else None,
         "seed": args.seed,
         "trace_source": args.trace_source,
         "nvec": val_env.action_space.nvec.tolist(),

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from envs.observation import OBS_NAMES
+from telemetry.observation import OBS_NAMES
 
 _INDEX = {name: i for i, name in enumerate(OBS_NAMES)}
 

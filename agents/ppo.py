@@ -67,6 +67,25 @@ class PPOPolicy:
         return np.asarray(action, dtype=np.int64)
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable_path(path: str | Path) -> str:
+    """``path`` relative to the project root when it lies inside it, so that a run
+    directory stays valid in another clone of the repository."""
+    p = Path(path).resolve()
+    return str(p.relative_to(PROJECT_ROOT)) if p.is_relative_to(PROJECT_ROOT) else str(p)
+
+
+def run_scenario_path(run_dir: str | Path) -> str | None:
+    """The scenario file a run was trained on (``None``: the built-in default)."""
+    source = json.loads((Path(run_dir) / "config.json").read_text()).get("scenario")
+    if source is None or source == "built-in defaults":
+        return None
+    p = Path(source)
+    return str(p if p.is_absolute() else PROJECT_ROOT / p)
+
+
 MODEL_PAIRS = (("best_model.zip", "best_vecnormalize.json"), ("model.zip", "vecnormalize.json"))
 
 

@@ -3,7 +3,7 @@
 
 from gymnasium.envs.registration import register, registry
 
-from envs.observation import (
+from telemetry.observation import (
     OBS_DIM,
     OBS_NAMES,
     ObservationContext,

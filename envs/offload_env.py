@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.observation import (
+from telemetry.observation import (
     OBS_DIM,
     OBS_HIGH,
     OBS_LOW,
@@ -84,7 +84,7 @@ class OffloadEnv(gym.Env):
       device (an exit fired, or cut K), the level has no effect.
 
     ## Observation space
-    ``Box(-10, 10, (17,), float32)`` from ``envs.observation.build_observation``: the
+    ``Box(-10, 10, (17,), float32)`` from ``telemetry.observation.build_observation``: the
     device's own recent upload throughputs (log10 Mbit/s) and the age of the newest,
     its RTT estimate, battery level, lateness and queue of the current request, its last
     action, the radio's remaining high-power tail, time since it last used the cloud,

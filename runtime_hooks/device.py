@@ -1,0 +1,610 @@
+"""The on-device inference loop: real images, the real model's head, a real socket.
+
+    python -m runtime_hooks.device --server 127.0.0.1:9300 --requests 200 \\
+        [--policy runs/default/policy.npz] [--trace FILE] [--rate 2] [--json summary.json]
+
+For each request the controller picks ``(cut, threshold, level)``; the device runs
+blocks ``1..cut`` of the real ``MultiExitCNN``, checking each early exit against the
+threshold; if one fires (or the whole model ran) the device answers. Otherwise the
+codec encodes the tensor, a frame goes to the cloud server (through a relay shaped by
+``--trace`` when given) and the server's answer comes back.
+
+Faults: when the server is down, slow, or the connection drops mid-frame, the device
+falls back to a local answer in time for the deadline: the rest of the model when it
+fits, else the exit at the cut (block 1's exit at cut 0). It reconnects later with
+backoff. Every request gets exactly one answer; an answer that arrives after its
+request fell back is discarded (counted as ``stale_answers``).
+
+Device speed: by default the loop runs at the speed of the scenario's device (a
+micro-controller in the default scenario is ~600x slower than this host): each piece
+of device compute is measured, then padded with sleep to the time the simulator
+charges for it. ``--host-speed`` runs at the host's own speed instead. Energy per
+request is an estimate from the scenario's power models (compute, radio transmit and
+tail, idle), as in the simulator.
+
+Python API::
+
+    loop = DeviceLoop.create(server=("127.0.0.1", 9300))
+    result = loop.infer(image_uint8_28x28)      # a RequestResult
+    loop.close()
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from runtime_hooks import protocol as P
+from runtime_hooks.controller import BatteryMonitor, Controller
+
+DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "runs" / "default" / "policy.npz"
+
+
+@dataclass
+class RequestResult:
+    """One request's outcome, as logged (one JSON line each)."""
+
+    request_id: int
+    sample: int | None
+    arrival_s: float  # since the loop started
+    cut: int
+    threshold: int
+    level: int
+    path: str  # "exit" (an early exit fired), "local" (cut K), "cloud", "fallback"
+    exit_block: int  # the block whose classifier answered on the device; 0 for the cloud
+    prediction: int
+    confidence: float
+    label: int | None
+    correct: bool | None
+    latency_s: float  # arrival to answer
+    wait_s: float  # arrival to decision (queueing behind earlier requests)
+    decide_s: float  # the controller's decision
+    device_s: float  # device compute (emulated speed unless --host-speed)
+    network_s: float  # frame sent to answer received (0 when not sent)
+    server_s: float  # the server's queueing + compute, as it reports
+    sent_bytes: int
+    energy_j: float
+    fallback: str | None  # why a cloud request was answered locally
+    deadline_miss: bool
+
+
+@dataclass
+class _Link:
+    sock: socket.socket
+    reader: P.FrameReader
+
+
+class DeviceLoop:
+    """Serves requests with a ``Controller``, the model head, and a cloud server."""
+
+    def __init__(
+        self,
+        model,
+        controller: Controller,
+        system,
+        radio,
+        server: tuple[str, int] | None,
+        *,
+        emulate_device: bool = True,
+        fallback_after_s: float | None = None,
+        connect_timeout_s: float = 1.0,
+        retry_s: tuple[float, float] = (0.5, 5.0),
+        probe_bytes: int = 4096,
+        log: IO[str] | None = None,
+    ) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model.eval()
+        self.controller = controller
+        self.system = system
+        self.radio = radio
+        self.server = server
+        self.emulate = emulate_device
+        self.deadline_s = system.scenario.workload.deadline_s
+        self.fallback_after_s = self.deadline_s if fallback_after_s is None else fallback_after_s
+        self.connect_timeout_s = connect_timeout_s
+        self.probe_bytes = probe_bytes
+        self.retry_min_s, self.retry_max_s = retry_s
+        self.log = log
+        self.k = model.n_blocks
+        self.n_classes = model.arch.n_classes
+        self._link: _Link | None = None
+        self._next_connect = 0.0
+        self._backoff = self.retry_min_s
+        self._next_id = 1
+        self._radio_tail_end = -math.inf
+        self.stale_answers = 0
+        self.reconnects = 0
+        self.t0 = time.monotonic()
+
+    # -- construction ----------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        server: tuple[str, int] | None,
+        policy: str | Path | object | None = None,
+        scenario=None,
+        radio: str | None = None,
+        battery_level: float = 1.0,
+        battery_sensor=None,
+        catalog=None,
+        **kwargs,
+    ) -> DeviceLoop:
+        """A loop with the shipped model, a policy (a policy file path, any object with
+        ``act``, or ``None`` for the shipped policy) and the scenario's device, radio
+        (``radio``: catalog name, default the scenario's default radio) and battery.
+        ``battery_sensor``: ``None`` (energy model), or a callable like
+        ``psutil.sensors_battery``."""
+        import torch
+
+        from envs import System, load_scenario
+        from profiles import DEFAULT_WEIGHTS
+        from profiles.model import load_model
+        from runtime_hooks.policy_file import NumpyPolicy
+        from telemetry.observation import OBS_DIM, ObservationContext
+
+        torch.set_num_threads(1)
+        scenario = scenario or load_scenario()
+        system = System(scenario, catalog=catalog)
+        model = load_model(DEFAULT_WEIGHTS, expected_hash=system.profile.model_hash)
+        radio_obj = system.catalog.radio(radio or scenario.default_radio)
+        if policy is None or isinstance(policy, str | Path):
+            policy = NumpyPolicy.load(policy or DEFAULT_POLICY)
+            policy.check_compatible(
+                (system.n_cuts, system.n_thresholds, system.n_levels), system.thresholds, OBS_DIM
+            )
+        context = ObservationContext(
+            scenario.workload.deadline_s, system.n_cuts, system.n_thresholds, system.n_levels,
+            radio_obj.tail_s, radio_obj.tail_w, system.cloud.keep_alive_s,
+        )  # fmt: skip
+        battery = BatteryMonitor(system.battery_capacity_j, battery_level, sensor=battery_sensor)
+        controller = Controller(policy, context, battery, rtt_s=radio_obj.rtt_s)
+        return cls(model, controller, system, radio_obj, server, **kwargs)
+
+    # -- device compute --------------------------------------------------------------
+    def _compute(self, fn, device_time_s: float):
+        """Run ``fn`` and, when emulating, pad to the device's time. Returns
+        ``(result, seconds it took)``."""
+        t = time.perf_counter()
+        out = fn()
+        host_s = time.perf_counter() - t
+        if self.emulate and device_time_s > host_s:
+            time.sleep(device_time_s - host_s)
+            return out, device_time_s
+        return out, host_s
+
+    def _exit(self, block: int, h):
+        probs = self.torch.softmax(self.model.exits[block - 1](h), dim=1)[0]
+        conf, pred = probs.max(0)
+        return float(conf), int(pred)
+
+    # -- the cloud link --------------------------------------------------------------
+    def _connect(self, now: float) -> _Link | None:
+        if self._link is not None:
+            return self._link
+        if self.server is None or now < self._next_connect:
+            return None
+        try:
+            sock = socket.create_connection(self.server, timeout=self.connect_timeout_s)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            link = _Link(sock, P.FrameReader(sock))
+            # An empty ping measures the RTT; then a probe of ``probe_bytes`` gives the
+            # controller a throughput sample, as the simulated device has at the start
+            # of an episode (without one, a policy would see a dead link and never send).
+            rtt = self._ping(link, 0)
+            self.controller.on_rtt(rtt)
+            if self.probe_bytes:
+                took = self._ping(link, self.probe_bytes)
+                tx_s = max(took - rtt, 1e-4)
+                done = time.monotonic()
+                self.controller.on_upload(done, self.probe_bytes + P.HEADER_SIZE, tx_s)
+                self.controller.on_energy(self._upload_energy(done - took, self.probe_bytes, tx_s))
+        except (OSError, P.FrameError, _ServerError):
+            self._drop(now)
+            return None
+        self._link, self._backoff = link, self.retry_min_s
+        self.reconnects += 1
+        return link
+
+    def connect(self) -> bool:
+        """Connect now (RTT and throughput probe) if not connected; ``False`` if the
+        server cannot be reached (requests then run locally until it can)."""
+        self._next_connect = min(self._next_connect, time.monotonic())
+        return self._connect(time.monotonic()) is not None
+
+    def _ping(self, link: _Link, probe_bytes: int) -> float:
+        rid = self._take_id()
+        t = time.monotonic()
+        link.sock.settimeout(self.connect_timeout_s)
+        link.sock.sendall(P.ping_frame(rid, probe_bytes=probe_bytes))
+        self._await(link, rid, self.connect_timeout_s)
+        return time.monotonic() - t
+
+    def _drop(self, now: float) -> None:
+        if self._link is not None:
+            self._link.sock.close()
+        self._link = None
+        self._next_connect = now + self._backoff
+        self._backoff = min(self._backoff * 2, self.retry_max_s)
+
+    def _take_id(self) -> int:
+        rid, self._next_id = self._next_id, self._next_id + 1
+        return rid
+
+    def _await(self, link: _Link, rid: int, timeout_s: float):
+        """Frames until the one for ``rid``; older answers are stale and dropped."""
+        end = time.monotonic() + timeout_s
+        while True:
+            header, payload = link.reader.read(max(end - time.monotonic(), 0.0))
+            if header.request_id != rid:
+                self.stale_answers += 1
+                continue
+            if header.kind == P.ERROR:
+                raise _ServerError(payload.decode("utf-8", "replace"))
+            if header.kind == P.PONG:
+                return None
+            if header.kind != P.ANSWER:
+                raise P.FrameError(f"unexpected {P.KINDS[header.kind]} frame from the server")
+            return P.parse_answer(header, payload, self.n_classes)
+
+    # -- one request -----------------------------------------------------------------
+    def infer(
+        self,
+        image: np.ndarray,
+        label: int | None = None,
+        *,
+        arrival: float | None = None,
+        queue_len: int = 0,
+        sample: int | None = None,
+    ) -> RequestResult:
+        """Serve one uint8 28x28 image that arrived at ``arrival`` (monotonic clock;
+        default now). Always returns an answer."""
+        s, torch = self.system, self.torch
+        start = time.monotonic()
+        arrival = start if arrival is None else float(arrival)
+        t = time.perf_counter()
+        cut, thr, level = self.controller.decide(start - arrival, queue_len, now_s=start)
+        decide_s = time.perf_counter() - t
+        threshold = s.thresholds[thr]
+        early = threshold <= 1.0
+        image = np.ascontiguousarray(image, np.uint8)
+        if image.shape != (28, 28):
+            raise ValueError(f"image must be uint8 (28, 28), got {image.shape}")
+        x = torch.from_numpy(image[None, None] / 255.0).float()
+        rid = self._take_id()
+        device_s = 0.0
+        h = x
+        answer = None  # (path, exit_block, prediction, confidence)
+        exit_seen: tuple[int, float, int] | None = None  # deepest exit computed: (b, conf, pred)
+        with torch.inference_mode():
+            for b in range(1, cut + 1):
+                check = early and b < self.k
+                cost = s.block_dev_s[b - 1] + (s.exit_dev_s[b - 1] if check else 0.0)
+
+                def step(h=h, b=b, check=check):
+                    out = self.model.blocks[b - 1](h)
+                    return out, (self._exit(b, out) if check else None)
+
+                (h, seen), took = self._compute(step, cost)
+                device_s += took
+                if seen is not None:
+                    exit_seen = (b, *seen)
+                    if seen[0] >= threshold:
+                        answer = ("exit", b, seen[1], seen[0])
+                        break
+            if answer is None and cut == self.k:
+                (conf, pred), took = self._compute(
+                    lambda: self._exit(self.k, h), s.exit_dev_s[self.k - 1]
+                )
+                device_s += took
+                answer = ("local", self.k, pred, conf)
+        sent, network_s, server_s, fallback, energy = 0, 0.0, 0.0, None, 0.0
+        if answer is None:
+            answer, sent, network_s, server_s, fallback, more_device_s, energy = self._offload(
+                rid, cut, level, image, h, arrival, exit_seen
+            )
+            device_s += more_device_s
+        path, exit_block, pred, conf = answer
+        done = time.monotonic()
+        energy += self.system.device.active_power_w * device_s
+        self.controller.on_energy(energy)
+        latency = done - arrival
+        result = RequestResult(
+            rid, sample, arrival - self.t0, cut, thr, level, path, exit_block, pred, conf,
+            label, None if label is None else pred == int(label), latency, start - arrival,
+            decide_s, device_s, network_s, server_s, sent, energy, fallback,
+            latency > self.deadline_s,
+        )  # fmt: skip
+        if self.log is not None:
+            self.log.write(json.dumps(asdict(result)) + "\n")
+        return result
+
+    def _offload(self, rid, cut, level, image, h, arrival, exit_seen):
+        """Encode, send, await the answer, or fall back. Returns ``(answer, sent bytes,
+        network_s, server_s, fallback reason, extra device seconds, radio+idle J)``."""
+        from profiles import codecs
+
+        s = self.system
+        codec = codecs.codec_name(cut, level)
+        # The input codecs take the uint8 image itself; the others the activation.
+        array = image if cut == 0 else h[0].numpy()
+        payload, took = self._compute(
+            lambda: codecs.encode(codec, array), s.encode_dev_s[cut][level]
+        )
+        extra_device_s = took
+        frame = P.request_frame(rid, cut, level, codec, array.shape, payload)
+        now = time.monotonic()
+        link = self._connect(now)
+        sent = 0
+        if link is None:
+            reason = "server_down"
+        else:
+            cheap_s = self._cheap_fallback_s(cut, exit_seen)
+            # Wait until the fallback would still answer by the deadline, but never
+            # less than twice what the link estimate predicts (a late request is
+            # better answered by the cloud than by a shallow exit).
+            est = self.controller.telemetry.bandwidth_estimate_bps()
+            expect_s = len(frame) * 8.0 / est + self.controller.telemetry.rtt_est_s if est else 0.0
+            wait_s = max(arrival + self.fallback_after_s - now - cheap_s, 2.0 * expect_s)
+            sent_at = time.monotonic()
+            try:
+                link.sock.settimeout(max(wait_s, 1e-3))
+                link.sock.sendall(frame)
+                sent = len(frame)
+            except OSError:  # includes a send timeout: a partial frame spoils the stream
+                link = None
+                self._drop(time.monotonic())
+                reason = "connection_lost"
+        if link is not None:
+            try:
+                reply = self._await(link, rid, max(wait_s - (time.monotonic() - sent_at), 0.0))
+                got = time.monotonic()
+                network_s = got - sent_at
+                energy = self._radio_energy(sent_at, len(frame), network_s, reply.server_s)
+                probs = np.exp(reply.logits - reply.logits.max())
+                probs /= probs.sum()
+                answer = ("cloud", 0, int(probs.argmax()), float(probs.max()))
+                return answer, len(frame), network_s, reply.server_s, None, extra_device_s, energy
+            except TimeoutError:
+                reason = "timeout"
+            except _ServerError:
+                reason = "server_error"
+            except (OSError, P.FrameError):
+                reason = "connection_lost"
+                self._drop(time.monotonic())
+        answer, more = self._fallback(cut, h, arrival, exit_seen)
+        idle = s.device.idle_power_w * max(time.monotonic() - now - more, 0.0)
+        return answer, sent, 0.0, 0.0, reason, extra_device_s + more, idle
+
+    def _cheap_fallback_s(self, cut: int, exit_seen) -> float:
+        s = self.system
+        if exit_seen is not None and exit_seen[0] == cut:
+            return 0.0
+        if cut == 0:
+            return s.block_dev_s[0] + s.exit_dev_s[0]
+        return s.exit_dev_s[cut - 1]
+
+    def _fallback(self, cut: int, h, arrival: float, exit_seen):
+        """A local answer: the rest of the model if it fits before the deadline, else
+        the exit at the cut. Returns ``(answer, device seconds)``."""
+        s, k = self.system, self.k
+        left = arrival + self.fallback_after_s - time.monotonic()
+        full_s = s.block_cum[k] - s.block_cum[cut] + s.exit_dev_s[k - 1]
+        with self.torch.inference_mode():
+            if full_s <= left:
+
+                def rest(h=h):
+                    for b in range(cut + 1, k + 1):
+                        h = self.model.blocks[b - 1](h)
+                    return self._exit(k, h)
+
+                (conf, pred), took = self._compute(rest, full_s)
+                return ("fallback", k, pred, conf), took
+            if exit_seen is not None and exit_seen[0] == cut:
+                b, conf, pred = exit_seen
+                return ("fallback", b, pred, conf), 0.0
+            if cut == 0:
+
+                def first():
+                    return self._exit(1, self.model.blocks[0](h))
+
+                (conf, pred), took = self._compute(first, s.block_dev_s[0] + s.exit_dev_s[0])
+                return ("fallback", 1, pred, conf), took
+            (conf, pred), took = self._compute(lambda: self._exit(cut, h), s.exit_dev_s[cut - 1])
+            return ("fallback", cut, pred, conf), took
+
+    def _radio_energy(self, sent_at: float, nbytes: int, network_s: float, server_s: float):
+        """Radio and idle energy of an answered upload (Huang et al. 2012's model, as in
+        the simulator); also tells the controller what the upload measured."""
+        ctl = self.controller
+        tx_s = max(network_s - server_s - ctl.telemetry.rtt_est_s, 1e-4)
+        energy = self._upload_energy(sent_at, nbytes, tx_s)
+        ctl.on_upload(sent_at + tx_s, nbytes, tx_s)
+        ctl.on_cloud_answer(sent_at + network_s, self._radio_tail_end)
+        return energy + self.system.device.idle_power_w * (network_s - tx_s)
+
+    def _upload_energy(self, sent_at: float, nbytes: int, tx_s: float) -> float:
+        """Transmit energy plus the radio tail, less the part of the previous tail this
+        upload reuses (Huang et al. 2012, as ``OffloadEnv._tail_charge_j``)."""
+        radio = self.radio
+        tail_j = radio.tail_w * radio.tail_s
+        overlap = self._radio_tail_end - sent_at
+        if overlap > 0:
+            tail_j -= radio.tail_w * min(overlap, radio.tail_s)
+        self._radio_tail_end = sent_at + tx_s + radio.tail_s
+        return radio.transmit_power_w(nbytes * 8.0 / tx_s) * tx_s + tail_j
+
+    # -- many requests ---------------------------------------------------------------
+    def run(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+        arrivals_s: np.ndarray | None = None,
+        samples: np.ndarray | None = None,
+        progress: bool = True,
+    ) -> list[RequestResult]:
+        """Serve ``images`` arriving at ``arrivals_s`` seconds after the start (default:
+        back to back). Requests that arrive while the device is busy queue."""
+        from tqdm import tqdm
+
+        n = len(images)
+        arrivals = np.zeros(n) if arrivals_s is None else np.asarray(arrivals_s, float)
+        self.connect()
+        self.t0 = time.monotonic()
+        out = []
+        for i in tqdm(range(n), desc="requests", disable=not progress, unit="req"):
+            due = self.t0 + arrivals[i]
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            now = time.monotonic()
+            queue = int(np.searchsorted(arrivals, now - self.t0, side="right")) - i - 1
+            label = None if labels is None else int(labels[i])
+            sample = None if samples is None else int(samples[i])
+            out.append(self.infer(images[i], label, arrival=due, queue_len=queue, sample=sample))
+        return out
+
+    def close(self) -> None:
+        if self._link is not None:
+            self._link.sock.close()
+            self._link = None
+
+
+class _ServerError(Exception):
+    """The server answered a request with an error frame."""
+
+
+def summarise(results: list[RequestResult], requests: int) -> dict:
+    """The run's summary (what ``--json`` writes)."""
+    lat = np.array([r.latency_s for r in results]) * 1e3
+    answered = len(results)
+    judged = [r.correct for r in results if r.correct is not None]
+    decide = np.array([r.decide_s for r in results]) * 1e6
+    fallbacks: dict[str, int] = {}
+    for r in results:
+        if r.fallback:
+            fallbacks[r.fallback] = fallbacks.get(r.fallback, 0) + 1
+    attempted = sum(r.path in ("cloud", "fallback") for r in results)
+    pct = (lambda q: float(np.percentile(lat, q))) if answered else (lambda q: float("nan"))
+    return {
+        "requests": requests,
+        "answered": answered,
+        "lost": requests - answered,
+        "accuracy": float(np.mean(judged)) if judged else None,
+        "latency_p50_ms": pct(50),
+        "latency_p95_ms": pct(95),
+        "latency_p99_ms": pct(99),
+        "deadline_miss_rate": float(np.mean([r.deadline_miss for r in results])),
+        "offload_fraction": attempted / max(answered, 1),
+        "cloud_answered_fraction": sum(r.path == "cloud" for r in results) / max(answered, 1),
+        "early_exit_fraction": sum(r.path == "exit" for r in results) / max(answered, 1),
+        "fallbacks": fallbacks,
+        "energy_mj_per_request": float(np.mean([r.energy_j for r in results]) * 1e3),
+        "sent_bytes_per_request": float(np.mean([r.sent_bytes for r in results])),
+        "controller_decide_p50_us": float(np.percentile(decide, 50)),
+        "controller_decide_p99_us": float(np.percentile(decide, 99)),
+        "controller_share_of_latency": float(
+            np.sum([r.decide_s for r in results]) / max(np.sum(lat) / 1e3, 1e-12)
+        ),
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux and macOS report it; else current)."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (2**20 if sys.platform == "darwin" else 2**10)
+    except ImportError:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", required=True, help="cloud server HOST:PORT")
+    parser.add_argument("--policy", default=None, help="policy file (default: shipped)")
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument(
+        "--rate", type=float, default=2.0, help="Poisson arrivals per second; 0: back to back"
+    )
+    parser.add_argument("--trace", default=None, help="shape the link to this trace file")
+    parser.add_argument("--radio", default=None, help="catalog radio (default: by trace family)")
+    parser.add_argument("--host-speed", action="store_true", help="do not emulate the device speed")
+    parser.add_argument("--fallback-after-ms", type=float, default=None, help="default: deadline")
+    parser.add_argument("--battery", type=float, default=1.0, help="initial level (energy model)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log", type=Path, default=Path("runs/device/requests.jsonl"))
+    parser.add_argument("--json", type=Path, default=None, help="write the summary here")
+    args = parser.parse_args(argv)
+    from envs import load_scenario
+    from profiles.dataset import DatasetError, load_official
+    from runtime_hooks.policy_file import PolicyFileError
+    from runtime_hooks.relay import RelayThread, ShapingRelay, parse_address, uplink_for
+
+    scenario = load_scenario()
+    try:
+        server = parse_address(args.server)
+        uplink = uplink_for(args.trace, scenario) if args.trace else None
+        test = load_official("test")
+    except (ValueError, OSError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    radio = args.radio or (scenario.radio_for(uplink.family) if uplink else None)
+    relay = None
+    if uplink is not None:
+        relay = RelayThread(ShapingRelay(server, uplink)).start()
+        server = ("127.0.0.1", relay.port)
+    rng = np.random.default_rng(args.seed)
+    samples = rng.integers(len(test.labels), size=args.requests)
+    arrivals = np.cumsum(rng.exponential(1.0 / args.rate, args.requests)) if args.rate > 0 else None
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.log, "w") as log:
+        try:
+            loop = DeviceLoop.create(
+                server,
+                args.policy,
+                scenario,
+                radio=radio,
+                battery_level=args.battery,
+                emulate_device=not args.host_speed,
+                fallback_after_s=None
+                if args.fallback_after_ms is None
+                else args.fallback_after_ms / 1e3,
+                log=log,
+            )
+        except (PolicyFileError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if relay is not None:
+            relay.relay.start_clock()
+        results = loop.run(test.images[samples], test.labels[samples], arrivals, samples)
+        loop.close()
+    if relay is not None:
+        relay.stop()
+    summary = summarise(results, args.requests)
+    summary["stale_answers"] = loop.stale_answers
+    summary["battery_source"] = loop.controller.battery.source
+    summary["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(summary, indent=2))
+    print(f"per-request log: {args.log}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

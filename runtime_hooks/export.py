@@ -1,0 +1,91 @@
+"""Export a trained PPO run into a numpy-only policy file.
+
+    python -m runtime_hooks.export runs/default --out runs/default/policy.npz [--final]
+
+The file (see ``runtime_hooks.policy_file``) runs without torch or Stable-Baselines3.
+After writing it, the exporter replays observations from the environment through
+both the SB3 model and the exported file and reports how many actions agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from runtime_hooks.policy_file import NumpyPolicy, PolicyFileError, PolicyMeta, from_sb3
+
+
+def export_run(run_dir: str | Path, best: bool = True):
+    """``(NumpyPolicy, PPOPolicy, OffloadEnv)`` for a run: the exported policy, the SB3
+    one it came from, and an environment of the run's scenario to check them on."""
+    from agents.ppo import load_ppo, run_scenario_path
+    from envs import OBS_DIM, OffloadEnv, load_scenario
+
+    scenario = load_scenario(run_scenario_path(run_dir))
+    env = OffloadEnv(scenario, trace_source="auto", trace_split="val")
+    s = env.system
+    ppo = load_ppo(run_dir, env.action_space.nvec, OBS_DIM, best=best)
+    activation = ppo.model.policy.activation_fn.__name__.lower()
+    meta = PolicyMeta(
+        nvec=tuple(int(v) for v in env.action_space.nvec),
+        thresholds=s.thresholds,
+        deadline_s=scenario.workload.deadline_s,
+        keep_alive_s=s.cloud.keep_alive_s,
+        radios={name: (r.tail_s, r.tail_w) for name, r in s.catalog.radios.items()},
+        obs_dim=OBS_DIM,
+        activation=activation,
+        profile_model_hash=s.profile.model_hash,
+        source=str(Path(run_dir)),
+    )
+    return from_sb3(ppo, meta), ppo, env
+
+
+def env_observations(env, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` observations the env produces under a random policy (episodes reseeded)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, env.observation_space.shape[0]), np.float32)
+    obs, _ = env.reset(seed=seed)
+    for i in range(n):
+        out[i] = obs
+        action = rng.integers(env.action_space.nvec)
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            obs, _ = env.reset(seed=int(rng.integers(2**31)))
+    return out
+
+
+def agreement(a, b, observations: np.ndarray) -> float:
+    """Fraction of observations on which two policies pick the same action."""
+    same = sum(np.array_equal(a.act(o), b.act(o)) for o in observations)
+    return same / len(observations)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="training run directory (runs/NAME)")
+    parser.add_argument("--out", required=True, type=Path, help="policy file to write (.npz)")
+    parser.add_argument("--final", action="store_true", help="the final model, not the best")
+    parser.add_argument("--check", type=int, default=10_000, help="observations to compare")
+    args = parser.parse_args(argv)
+    from agents.ppo import RunError
+
+    try:
+        policy, ppo, env = export_run(args.run, best=not args.final)
+    except (RunError, PolicyFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path = policy.save(args.out)
+    loaded = NumpyPolicy.load(path)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
+    if not args.check:
+        return 0
+    agree = agreement(loaded, ppo, env_observations(env, args.check))
+    print(f"actions agree with SB3 on {agree:.2%} of {args.check} environment observations")
+    return 0 if agree == 1.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The cloud side: runs the model's tail from any cut for many devices at once.
+
+    python -m runtime_hooks.server --port 9300 [--host 127.0.0.1] [--device cpu|cuda]
+
+asyncio TCP; one coroutine per connection reads frames (``runtime_hooks.protocol``),
+checks each request against the model (cut, codec, dtype, shape, size), decodes the
+tensor with ``profiles.codecs`` and queues it. One batcher takes whatever requests are
+waiting (up to ``--max-batch``), groups them by cut and runs each group's tail in a
+worker thread, so the event loop keeps serving sockets while the model computes. A
+bad request gets an error frame and the connection lives on; a broken header (the
+stream can no longer be framed) gets an error frame and the connection is closed.
+Timeouts: ``--idle-timeout`` between frames, ``--read-timeout`` within one.
+
+``--delay-ms`` holds every answer back (a fault drill: a slow or overloaded server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from profiles import codecs
+from runtime_hooks import protocol as P
+
+
+@dataclass
+class ServerStats:
+    connections: int = 0
+    requests: int = 0
+    answers: int = 0
+    errors: int = 0
+    batches: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    cut: int
+    tensor: np.ndarray  # (C, H, W) float32, or (1, H, W) image in [0, 1]
+    future: asyncio.Future
+    queued_at: float
+
+
+class TailServer:
+    """The tail of a ``MultiExitCNN`` behind the frame protocol."""
+
+    def __init__(
+        self,
+        model,
+        *,
+        device: str = "cpu",
+        max_batch: int = 32,
+        idle_timeout_s: float = 60.0,
+        read_timeout_s: float = 5.0,
+        delay_s: float = 0.0,
+    ) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model.to(device).eval()
+        self.device = device
+        self.max_batch = max_batch
+        self.idle_timeout_s = idle_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.delay_s = delay_s
+        self.stats = ServerStats()
+        arch = model.arch
+        self.n_blocks = arch.n_blocks
+        self.n_classes = arch.n_classes
+        # The allowlist: what a request at each cut may carry.
+        self.shapes = {0: (arch.image_size, arch.image_size)}
+        for cut in range(1, self.n_blocks):
+            self.shapes[cut] = tuple(arch.activation_shape(cut))
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tail")
+
+    # -- validation ------------------------------------------------------------------
+    def check_request(self, h: P.FrameHeader) -> str:
+        """The codec a request header implies; ``FrameError`` naming what is wrong."""
+        if not 0 <= h.cut < self.n_blocks:
+            raise P.FrameError(
+                f"field 'cut' is {h.cut}, the server runs cuts 0..{self.n_blocks - 1}"
+            )
+        if not 0 <= h.level < codecs.N_LEVELS:
+            raise P.FrameError(f"field 'level' is {h.level}, expected 0..{codecs.N_LEVELS - 1}")
+        codec = codecs.codec_name(h.cut, h.level)
+        if h.dtype != P.CODEC_DTYPES[codec]:
+            raise P.FrameError(
+                f"field 'dtype' is {h.dtype}, codec {codec} at cut {h.cut} carries "
+                f"{P.CODEC_DTYPES[codec]}"
+            )
+        if h.shape != self.shapes[h.cut]:
+            raise P.FrameError(f"field 'shape' is {h.shape}, cut {h.cut} has {self.shapes[h.cut]}")
+        cap = codecs.HEADER_SIZE + 4 * int(np.prod(h.shape)) + 4096
+        if h.payload_length > cap:
+            raise P.FrameError(
+                f"field 'payload_length' is {h.payload_length}, above {cap} for cut {h.cut}"
+            )
+        return codec
+
+    def decode(self, h: P.FrameHeader, codec: str, payload: bytes) -> np.ndarray:
+        try:
+            inner = codecs.read_header(payload)
+            if inner.codec != codec or inner.shape != h.shape:
+                raise P.FrameError(
+                    f"payload is {inner.codec} {inner.shape}, the header says {codec} {h.shape}"
+                )
+            array = codecs.get(codec).decode(payload)
+        except codecs.CodecError as exc:
+            raise P.FrameError(f"payload: {exc}") from exc
+        if h.cut == 0:
+            return (array.astype(np.float32) / 255.0)[None]
+        return np.asarray(array, np.float32)
+
+    # -- inference -------------------------------------------------------------------
+    def _run_tail(self, cut: int, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        torch = self.torch
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device)
+            logits = self.model.tail(cut, x).float().cpu().numpy()
+        return logits, time.perf_counter() - t0
+
+    async def _batcher(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while True:
+            jobs = [await queue.get()]
+            while len(jobs) < self.max_batch and not queue.empty():
+                jobs.append(queue.get_nowait())
+            self.stats.batches += 1
+            self.stats.batch_sizes.append(len(jobs))
+            by_cut: dict[int, list[_Job]] = {}
+            for job in jobs:
+                by_cut.setdefault(job.cut, []).append(job)
+            for cut, group in by_cut.items():
+                batch = np.stack([j.tensor for j in group])
+                started = time.perf_counter()
+                try:
+                    logits, compute_s = await loop.run_in_executor(
+                        self._pool, self._run_tail, cut, batch
+                    )
+                except Exception as exc:  # keep serving: fail this group only
+                    for j in group:
+                        if not j.future.done():
+                            j.future.set_exception(exc)
+                    continue
+                for j, row in zip(group, logits, strict=True):
+                    if not j.future.done():
+                        j.future.set_result((started - j.queued_at, compute_s, row))
+
+    async def infer(self, cut: int, tensor: np.ndarray) -> tuple[float, float, np.ndarray]:
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(cut, tensor, future, time.perf_counter()))
+        return await future
+
+    # -- connections -----------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.stats.connections += 1
+        try:
+            while True:
+                try:
+                    raw = await asyncio.wait_for(
+                        reader.readexactly(P.HEADER_SIZE), self.idle_timeout_s
+                    )
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                    return  # peer gone, or idle too long
+                try:
+                    h = P.parse_header(raw)
+                except P.FrameError as exc:
+                    self.stats.errors += 1
+                    writer.write(P.error_frame(0, f"bad header: {exc}"))
+                    await writer.drain()
+                    return  # the stream can no longer be framed
+                try:
+                    payload = await asyncio.wait_for(
+                        reader.readexactly(h.payload_length), self.read_timeout_s
+                    )
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                except TimeoutError:
+                    self.stats.errors += 1
+                    writer.write(P.error_frame(h.request_id, "payload not received in time"))
+                    await writer.drain()
+                    return
+                writer.write(await self._respond(h, payload))
+                await writer.drain()
+        except ConnectionError:
+            return
+        finally:
+            writer.close()
+
+    async def _respond(self, h: P.FrameHeader, payload: bytes) -> bytes:
+        if h.kind == P.PING:
+            return P.ping_frame(h.request_id, P.PONG)
+        if h.kind != P.REQUEST:
+            self.stats.errors += 1
+            return P.error_frame(
+                h.request_id, f"a server accepts requests and pings, not {P.KINDS[h.kind]}"
+            )
+        self.stats.requests += 1
+        try:
+            codec = self.check_request(h)
+            tensor = self.decode(h, codec, payload)
+        except P.FrameError as exc:
+            self.stats.errors += 1
+            return P.error_frame(h.request_id, str(exc))
+        try:
+            queue_s, compute_s, logits = await self.infer(h.cut, tensor)
+        except Exception as exc:
+            self.stats.errors += 1
+            return P.error_frame(h.request_id, f"inference failed: {exc}")
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        self.stats.answers += 1
+        return P.answer_frame(h.request_id, queue_s, compute_s, logits)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.base_events.Server:
+        self._queue = asyncio.Queue()
+        self._batcher_task = asyncio.create_task(self._batcher())
+        return await asyncio.start_server(
+            self.handle, host, port, limit=P.MAX_PAYLOAD + P.HEADER_SIZE
+        )
+
+
+def load_server(device: str = "cpu", weights=None, threads: int = 1, **kwargs) -> TailServer:
+    import torch
+
+    from profiles import DEFAULT_WEIGHTS
+    from profiles.model import load_model
+
+    torch.set_num_threads(threads)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {device}: CUDA is not available on this machine")
+    return TailServer(load_model(weights or DEFAULT_WEIGHTS), device=device, **kwargs)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    server = load_server(
+        args.device,
+        args.weights,
+        args.threads,
+        max_batch=args.max_batch,
+        idle_timeout_s=args.idle_timeout,
+        read_timeout_s=args.read_timeout,
+        delay_s=args.delay_ms / 1000.0,
+    )
+    tcp = await server.start(args.host, args.port)
+    host, port = tcp.sockets[0].getsockname()[:2]
+    print(f"listening on {host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with tcp:
+        await stop.wait()
+    s = server.stats
+    print(
+        f"served {s.answers} answers to {s.requests} requests over {s.connections} connections "
+        f"({s.errors} errors, {s.batches} batches)",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9300, help="0: any free port")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where there is a GPU")
+    parser.add_argument("--weights", default=None, help="model weights (default: shipped)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--idle-timeout", type=float, default=60.0, help="seconds between frames")
+    parser.add_argument("--read-timeout", type=float, default=5.0, help="seconds within a frame")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="fault drill: slow answers")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
