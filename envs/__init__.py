@@ -3,6 +3,9 @@
 
 from gymnasium.envs.registration import register, registry
 
+from envs.offload_env import OffloadEnv
+from envs.scenario import Scenario, ScenarioError, load_scenario
+from envs.system import Outcome, System
 from telemetry.observation import (
     OBS_DIM,
     OBS_NAMES,
@@ -10,9 +13,6 @@ from telemetry.observation import (
     Telemetry,
     build_observation,
 )
-from envs.offload_env import OffloadEnv
-from envs.scenario import Scenario, ScenarioError, load_scenario
-from envs.system import Outcome, System
 
 if "Offload-v0" not in registry:
     register(id="Offload-v0", entry_point="envs.offload_env:OffloadEnv")

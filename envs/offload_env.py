@@ -13,6 +13,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.scenario import Scenario, load_scenario
+from envs.system import Outcome, System
+from profiles.catalog import Catalog, Radio
+from profiles.profile_io import load_profile
 from telemetry.observation import (
     OBS_DIM,
     OBS_HIGH,
@@ -21,10 +25,6 @@ from telemetry.observation import (
     Telemetry,
     build_observation,
 )
-from envs.scenario import Scenario, load_scenario
-from envs.system import Outcome, System
-from profiles.catalog import Radio
-from profiles.profile_io import load_profile
 from traces.sets import load_families
 from traces.trace import Trace, TraceError
 
@@ -125,6 +125,8 @@ class OffloadEnv(gym.Env):
       image's answer was right) or ``expected`` (for training: the accuracy of answers
       at that exit and confidence, calibrated on the same split; same objective in
       expectation, far less noise). ``info["correct"]`` is always the realized outcome.
+    * ``catalog``: a ``profiles.catalog.Catalog`` to use instead of the scenario's file
+      (for example one with an extra cloud that describes a local test server).
 
     ``info`` of every step carries the request's metrics: ``latency_s``, ``energy_j``,
     ``money_usd``, ``sent_bytes``, ``exit_block``, ``offloaded``, ``correct``,
@@ -145,6 +147,7 @@ class OffloadEnv(gym.Env):
         sample_split: str | None = None,
         episode_requests: int | None = None,
         accuracy_credit: str = "realized",
+        catalog: Catalog | None = None,
     ) -> None:
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
@@ -161,7 +164,10 @@ class OffloadEnv(gym.Env):
             scenario = scenario.with_updates(workload=workload)
         self.scenario = scenario
         self.system = System(
-            scenario, profile=_cached_profile(scenario.profile), accuracy_credit=accuracy_credit
+            scenario,
+            profile=_cached_profile(scenario.profile),
+            catalog=catalog,
+            accuracy_credit=accuracy_credit,
         )
         if traces is None:
             traces = list(_cached_traces(trace_source, trace_split))

@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 from traces.trace import Trace
 
+SPIN_S = 0.002  # deliver by yielding, not by timer, within this much of the due time
+
 
 class ShapedLink:
     """One direction of a link: FIFO, capacity from ``trace``, fixed one-way delay."""
@@ -75,8 +77,12 @@ class ShapingRelay:
             while (item := await queue.get()) is not None:
                 at, chunk = item
                 delay = at - (self.clock() - self.t0)
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                if delay > SPIN_S:
+                    await asyncio.sleep(delay - SPIN_S)
+                # The event loop's timers wake up to a millisecond late (epoll's
+                # resolution); yield in a loop for the last stretch instead.
+                while self.clock() - self.t0 < at:
+                    await asyncio.sleep(0)
                 writer.write(chunk)
                 await writer.drain()
         except ConnectionError:
@@ -108,12 +114,16 @@ class ShapingRelay:
             return
         up_q: asyncio.Queue = asyncio.Queue()
         down_q: asyncio.Queue = asyncio.Queue()
-        await asyncio.gather(
-            self._pump(dev_reader, up_q, shaped=True),
-            self._deliver(up_q, up_writer),
-            self._pump(up_reader, down_q, shaped=False),
-            self._deliver(down_q, dev_writer),
-        )
+        try:
+            await asyncio.gather(
+                self._pump(dev_reader, up_q, shaped=True),
+                self._deliver(up_q, up_writer),
+                self._pump(up_reader, down_q, shaped=False),
+                self._deliver(down_q, dev_writer),
+            )
+        except asyncio.CancelledError:  # the relay is shutting down
+            up_writer.close()
+            dev_writer.close()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0):
         return await asyncio.start_server(self.handle, host, port)
@@ -131,6 +141,7 @@ class RelayThread:
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(self.relay.start(self.host, self.port))
         self.port = server.sockets[0].getsockname()[1]
         self._server = server

@@ -222,7 +222,15 @@ class TailServer:
         self.stats.answers += 1
         return P.answer_frame(h.request_id, queue_s, compute_s, logits)
 
+    def warm_up(self) -> None:
+        """Run every cut's tail once: the first inference of a process pays for lazy
+        initialisation (tens of ms), which no device request should see."""
+        for cut, shape in self.shapes.items():
+            zeros = np.zeros((1, 1, *shape) if cut == 0 else (1, *shape), np.float32)
+            self._run_tail(cut, zeros)
+
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.base_events.Server:
+        self.warm_up()
         self._queue = asyncio.Queue()
         self._batcher_task = asyncio.create_task(self._batcher())
         return await asyncio.start_server(

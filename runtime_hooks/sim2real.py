@@ -1,0 +1,278 @@
+"""The same requests through the simulator and the real loop, compared.
+
+    python -m runtime_hooks.sim2real --trace FILE [--requests 60] [--seed 0]
+        [--policy runs/default/policy.npz] [--out runs/sim2real]
+
+One episode of the default scenario on ``FILE`` (trace offset 0): the simulator draws
+the arrivals, the test images and the battery level from ``--seed``. The real run
+serves the very same images at the very same arrival times with the same policy: a
+cloud server process on loopback, the device loop at the scenario device's speed,
+and a relay that shapes the link to the same uplink trace and RTT. Both sides model
+the server as what it is here (this host: the profile's host times, no cold start),
+so the comparison isolates what the simulator abstracts away: the network stack, the
+relay's scheduling, the server's real batching and Python overheads, codec times, and
+the controller's own telemetry (its throughput estimates come from measured uploads,
+the simulator's from exact ones, so actions can diverge).
+
+Reports per request and overall: latency error (MAPE, p50/p95 of the absolute
+percentage error), accuracy on both sides, action agreement; writes ``requests.csv``,
+``summary.json`` and ``sim2real.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+LOOPBACK_CLOUD = "loopback"
+
+
+def loopback_setup(scenario, overhead_s: float = 0.0):
+    """The scenario and catalog for a server on this host: the scenario's cloud, with
+    speed-up 1 (the profile's host times), ``overhead_s`` per request, no cold start."""
+    from profiles.catalog import load_catalog
+
+    catalog = load_catalog(scenario.catalog)
+    cloud = replace(
+        catalog.cloud(scenario.cloud),
+        name=LOOPBACK_CLOUD,
+        description="the runtime's own server process on this host",
+        speedup=1.0,
+        overhead_s=overhead_s,
+        cold_start_s=0.0,
+    )
+    catalog = replace(catalog, clouds={**catalog.clouds, LOOPBACK_CLOUD: cloud})
+    return scenario.with_updates(cloud=LOOPBACK_CLOUD), catalog
+
+
+def measure_server_overhead(address: tuple[str, int], tail_s: float, n: int = 30) -> float:
+    """Seconds a loopback request to the server takes beyond the model's tail time
+    (framing, decoding, batching, thread hand-off, TCP): the median of ``n`` raw-image
+    requests at cut 0 over a direct connection, less ``tail_s``."""
+    import socket
+
+    from profiles import codecs
+    from runtime_hooks import protocol as P
+
+    image = np.zeros((28, 28), np.uint8)
+    payload = codecs.encode("raw", image)
+    times = []
+    with socket.create_connection(address, timeout=5.0) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = P.FrameReader(sock)
+        for i in range(n):
+            t = time.perf_counter()
+            sock.sendall(P.request_frame(i + 1, 0, 0, "raw", image.shape, payload))
+            header, _ = reader.read(5.0)
+            if header.kind != P.ANSWER:
+                raise RuntimeError(f"server answered a calibration request with {header}")
+            times.append(time.perf_counter() - t)
+    return max(float(np.median(times)) - tail_s, 0.0)
+
+
+def simulate(env, policy, trace, seed: int, battery_level: float):
+    """Run the episode in the simulator; per-request arrays plus arrivals and samples."""
+    obs, _ = env.reset(
+        seed=seed, options={"trace": trace, "offset_s": 0.0, "battery_level": battery_level}
+    )
+    st = env.state
+    arrivals, samples = list(st.arrivals), list(st.samples)
+    rows = []
+    done = False
+    while not done:
+        action = np.asarray(policy.act(obs), dtype=np.int64)
+        obs, _, terminated, truncated, info = env.step(action)
+        rows.append({**info, "action": tuple(int(v) for v in action)})
+        done = terminated or truncated
+    return rows, np.array(arrivals), np.array(samples)
+
+
+def start_server(timeout_s: float = 60.0) -> tuple[subprocess.Popen, tuple[str, int]]:
+    """A cloud server process on a free loopback port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime_hooks.server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if line.startswith("listening on"):
+            host, port = line.split()[-1].rsplit(":", 1)
+            return proc, (host, int(port))
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError("the cloud server did not start")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+    if proc.poll() is None:
+        proc.kill()
+
+
+def compare(sim_rows: list[dict], real: list) -> dict:
+    """Latency error, accuracy and action agreement of two runs of the same requests."""
+    sim_lat = np.array([r["latency_s"] for r in sim_rows])
+    real_lat = np.array([r.latency_s for r in real])
+    ape = np.abs(real_lat - sim_lat) / sim_lat
+    offloaded = np.array([r["offloaded"] for r in sim_rows])
+    same_action = np.array(
+        [r["action"] == (x.cut, x.threshold, x.level) for r, x in zip(sim_rows, real, strict=True)]
+    )
+
+    def mape(mask) -> float | None:
+        return float(ape[mask].mean()) if mask.any() else None
+
+    return {
+        "requests": len(real),
+        "latency_mape": float(ape.mean()),
+        "latency_ape_p50": float(np.percentile(ape, 50)),
+        "latency_ape_p95": float(np.percentile(ape, 95)),
+        "latency_mape_offloaded": mape(offloaded),
+        "latency_mape_local": mape(~offloaded),
+        "latency_mape_same_action": mape(same_action),
+        "sim_latency_p50_ms": float(np.percentile(sim_lat, 50) * 1e3),
+        "real_latency_p50_ms": float(np.percentile(real_lat, 50) * 1e3),
+        "sim_latency_p95_ms": float(np.percentile(sim_lat, 95) * 1e3),
+        "real_latency_p95_ms": float(np.percentile(real_lat, 95) * 1e3),
+        "sim_accuracy": float(np.mean([r["correct"] for r in sim_rows])),
+        "real_accuracy": float(np.mean([r.correct for r in real])),
+        "action_agreement": float(same_action.mean()),
+        "sim_offload_fraction": float(offloaded.mean()),
+        "real_offload_fraction": float(np.mean([r.path in ("cloud", "fallback") for r in real])),
+        "real_fallbacks": int(sum(r.fallback is not None for r in real)),
+    }
+
+
+def plot(sim_rows: list[dict], real: list, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sim_ms = np.array([r["latency_s"] for r in sim_rows]) * 1e3
+    real_ms = np.array([r.latency_s for r in real]) * 1e3
+    off = np.array([r["offloaded"] for r in sim_rows])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    hi = max(sim_ms.max(), real_ms.max()) * 1.05
+    ax1.plot([0, hi], [0, hi], color="grey", lw=1, label="real = simulated")
+    ax1.scatter(sim_ms[off], real_ms[off], s=14, label="offloaded (simulator)")
+    ax1.scatter(sim_ms[~off], real_ms[~off], s=14, marker="x", label="on the device")
+    ax1.set(xlabel="simulated latency (ms)", ylabel="measured latency (ms)", title="per request")
+    ax1.legend()
+    t = np.arange(len(sim_ms))
+    ax2.plot(t, sim_ms, label="simulator", lw=1.2)
+    ax2.plot(t, real_ms, label="real loop", lw=1.2, ls="--")
+    ax2.set(xlabel="request", ylabel="latency (ms)", title="over the episode")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from envs import OffloadEnv, load_scenario
+    from profiles.dataset import load_official
+    from runtime_hooks.device import DEFAULT_POLICY, DeviceLoop
+    from runtime_hooks.policy_file import NumpyPolicy
+    from runtime_hooks.relay import RelayThread, ShapingRelay
+    from traces.loaders import load_trace
+
+    trace = load_trace(args.trace)
+    policy = NumpyPolicy.load(args.policy or DEFAULT_POLICY)
+    test = load_official("test")
+    proc, address = start_server()
+    try:
+        scenario, catalog = loopback_setup(load_scenario())
+        env = OffloadEnv(
+            scenario, [trace], sample_split="test", episode_requests=args.requests,
+            catalog=catalog,
+        )  # fmt: skip
+        # The loopback cloud's overhead is measured, as one would calibrate a cloud
+        # offer's ``overhead_s`` in the catalog; the relay's own overhead is not.
+        overhead_s = measure_server_overhead(address, env.system.cloud_tail_s[0])
+        scenario, catalog = loopback_setup(load_scenario(), overhead_s)
+        env = OffloadEnv(
+            scenario, [trace], sample_split="test", episode_requests=args.requests,
+            catalog=catalog,
+        )  # fmt: skip
+        battery = float(np.random.default_rng(args.seed).uniform(0.3, 1.0))
+        sim_rows, arrivals, samples = simulate(env, policy, trace, args.seed, battery)
+        uplink, radio = env.uplink(trace)
+        relay = RelayThread(ShapingRelay(address, uplink)).start()
+        try:
+            loop = DeviceLoop.create(
+                ("127.0.0.1", relay.port), policy, scenario, radio=radio.name,
+                battery_level=battery, catalog=catalog, fallback_after_s=args.fallback_after,
+            )  # fmt: skip
+            loop.connect()
+            t0 = time.monotonic() + 0.05
+            relay.relay.start_clock(t0)
+            real = loop.run(
+                test.images[samples], test.labels[samples], arrivals, samples, start_at=t0
+            )
+            loop.close()
+        finally:
+            relay.stop()
+    finally:
+        stop_server(proc)
+    summary = {
+        "trace": str(args.trace),
+        "seed": args.seed,
+        "server_overhead_ms": overhead_s * 1e3,
+        **compare(sim_rows, real),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "requests.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["request", "sim_action", "real_action", "sim_latency_ms", "real_latency_ms",
+                    "sim_offloaded", "real_path", "sim_correct", "real_correct"])  # fmt: skip
+        for i, (s, r) in enumerate(zip(sim_rows, real, strict=True)):
+            w.writerow([
+                i, "/".join(map(str, s["action"])), f"{r.cut}/{r.threshold}/{r.level}",
+                f"{s['latency_s'] * 1e3:.3f}", f"{r.latency_s * 1e3:.3f}", s["offloaded"],
+                r.path, s["correct"], r.correct,
+            ])  # fmt: skip
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot(sim_rows, real, args.out / "sim2real.png",
+         f"{trace.family}/{trace.name}: latency MAPE {summary['latency_mape']:.1%}, "
+         f"actions agree {summary['action_agreement']:.0%}")  # fmt: skip
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trace", required=True, help="two-column or 5G CSV trace file")
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policy", default=None, help="policy file (default: shipped)")
+    parser.add_argument("--out", type=Path, default=Path("runs/sim2real"))
+    parser.add_argument(
+        "--fallback-after", type=float, default=30.0,
+        help="seconds before a cloud request falls back (large: compare the link, not faults)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    summary = run(args)
+    for key, value in summary.items():
+        print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
+    print(f"wrote {args.out}/requests.csv, summary.json, sim2real.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
