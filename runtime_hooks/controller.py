@@ -27,7 +27,7 @@ from runtime_hooks.policy_file import NumpyPolicy
 from telemetry.observation import ObservationContext, Telemetry, build_observation
 
 
-def _psutil_battery() -> Any:
+def psutil_battery() -> Any:
     import psutil
 
     return psutil.sensors_battery()
@@ -46,7 +46,7 @@ class BatteryMonitor:
         self,
         capacity_j: float,
         initial_level: float = 1.0,
-        sensor: Callable[[], Any] | None = _psutil_battery,
+        sensor: Callable[[], Any] | None = psutil_battery,
         sensor_period_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -44,7 +44,7 @@ from typing import IO
 import numpy as np
 
 from runtime_hooks import protocol as P
-from runtime_hooks.controller import BatteryMonitor, Controller
+from runtime_hooks.controller import BatteryMonitor, Controller, psutil_battery
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "runs" / "default" / "policy.npz"
 
@@ -136,15 +136,16 @@ class DeviceLoop:
         scenario=None,
         radio: str | None = None,
         battery_level: float = 1.0,
-        battery_sensor=None,
+        battery_sensor="psutil",
         catalog=None,
         **kwargs,
     ) -> DeviceLoop:
         """A loop with the shipped model, a policy (a policy file path, any object with
         ``act``, or ``None`` for the shipped policy) and the scenario's device, radio
         (``radio``: catalog name, default the scenario's default radio) and battery.
-        ``battery_sensor``: ``None`` (energy model), or a callable like
-        ``psutil.sensors_battery``."""
+        ``battery_sensor``: ``"psutil"`` (``psutil.sensors_battery`` where the device
+        has a battery, else the energy model), ``None`` (always the energy model), or
+        any callable returning an object with ``percent``."""
         import torch
 
         from envs import System, load_scenario
@@ -168,6 +169,8 @@ class DeviceLoop:
             scenario.workload.deadline_s, system.n_cuts, system.n_thresholds, system.n_levels,
             radio_obj.tail_s, radio_obj.tail_w, system.cloud.keep_alive_s,
         )  # fmt: skip
+        if battery_sensor == "psutil":
+            battery_sensor = psutil_battery
         battery = BatteryMonitor(system.battery_capacity_j, battery_level, sensor=battery_sensor)
         controller = Controller(policy, context, battery, rtt_s=radio_obj.rtt_s)
         loop = cls(model, controller, system, radio_obj, server, **kwargs)

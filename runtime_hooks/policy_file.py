@@ -86,11 +86,9 @@ class NumpyPolicy:
         self.layers = [(w.astype(np.float32), b.astype(np.float32)) for w, b in layers]
         self.head = (head[0].astype(np.float32), head[1].astype(np.float32))
         self.obs_mean = np.asarray(obs_mean, np.float64)
-        self.obs_scale = 1.0 / np.sqrt(np.asarray(obs_var, np.float64) + epsilon)
-        # (obs - mean) * scale as one fused float32 multiply-add: a decision is a few
-        # dozen microseconds, and the small arrays' per-call overhead is most of it.
-        self._scale32 = self.obs_scale.astype(np.float32)
-        self._shift32 = (-self.obs_mean * self.obs_scale).astype(np.float32)
+        # VecNormalize's arithmetic exactly: float64, (obs - mean) / sqrt(var + eps).
+        self.obs_var_eps = np.asarray(obs_var, np.float64) + epsilon
+        self.obs_std = np.sqrt(self.obs_var_eps)
         self.clip = float(clip)
         self.table = np.asarray(table, np.int64)
         self.meta = meta
@@ -99,8 +97,8 @@ class NumpyPolicy:
         self._actions = [row.copy() for row in self.table]
 
     def logits(self, observation: np.ndarray) -> np.ndarray:
-        x = np.asarray(observation, np.float32) * self._scale32 + self._shift32
-        x.clip(-self.clip, self.clip, out=x)
+        z = (np.asarray(observation, np.float64) - self.obs_mean) / self.obs_std
+        x = z.clip(-self.clip, self.clip).astype(np.float32)
         act = self._activation
         for w, b in self.layers:
             x = act(w @ x + b)
@@ -118,7 +116,7 @@ class NumpyPolicy:
             "format": np.array(FORMAT),
             "meta": np.array(self.meta.to_json()),
             "obs_mean": self.obs_mean,
-            "obs_var": 1.0 / self.obs_scale**2,  # epsilon folded in: saved with epsilon 0
+            "obs_var": self.obs_var_eps,  # epsilon folded in: loaded with epsilon 0
             "clip": np.array(self.clip),
             "table": self.table,
             "head_w": self.head[0],

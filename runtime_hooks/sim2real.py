@@ -96,10 +96,12 @@ def simulate(env, policy, trace, seed: int, battery_level: float):
     return rows, np.array(arrivals), np.array(samples)
 
 
-def start_server(timeout_s: float = 60.0) -> tuple[subprocess.Popen, tuple[str, int]]:
-    """A cloud server process on a free loopback port."""
+def start_server(
+    *extra_args: str, timeout_s: float = 60.0
+) -> tuple[subprocess.Popen, tuple[str, int]]:
+    """A cloud server process on a free loopback port (``extra_args``: server flags)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime_hooks.server", "--port", "0"],
+        [sys.executable, "-m", "runtime_hooks.server", "--port", "0", *extra_args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -218,7 +220,8 @@ def run(args: argparse.Namespace) -> dict:
         try:
             loop = DeviceLoop.create(
                 ("127.0.0.1", relay.port), policy, scenario, radio=radio.name,
-                battery_level=battery, catalog=catalog, fallback_after_s=args.fallback_after,
+                battery_level=battery, battery_sensor=None, catalog=catalog,
+                fallback_after_s=args.fallback_after,
             )  # fmt: skip
             loop.connect()
             t0 = time.monotonic() + 0.05

@@ -29,3 +29,13 @@ def model():
     from profiles.model import load_model
 
     return load_model(DEFAULT_WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def cloud_server():
+    """A real cloud server process on a free loopback port: ``(host, port)``."""
+    from runtime_hooks.sim2real import start_server, stop_server
+
+    proc, address = start_server("--read-timeout", "0.5")
+    yield address
+    stop_server(proc)
