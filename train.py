@@ -113,6 +113,27 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
+def warm_start(model, venv, scenario, args, config: dict, episode_requests: int) -> None:
+    """Imitation of the oracle on the training traces (see ``agents.imitation``): the
+    observation statistics start from the demonstrations, the actor from their actions."""
+    from agents.imitation import collect_oracle, pretrain_actor
+    from envs import OffloadEnv
+
+    cfg = config["imitation"]
+    env = OffloadEnv(
+        scenario, trace_source=args.trace_source, trace_split="train", sample_split="val",
+        episode_requests=episode_requests,
+    )  # fmt: skip
+    obs, actions = collect_oracle(env, int(cfg["steps"]), seed=args.seed)
+    rms = venv.obs_rms
+    rms.mean, rms.var, rms.count = obs.mean(0).astype(np.float64), obs.var(0) + 1e-8, len(obs)
+    accuracy = pretrain_actor(
+        model, venv.normalize_obs(obs), actions, int(cfg["epochs"]),
+        learning_rate=float(cfg["learning_rate"]), seed=args.seed,
+    )  # fmt: skip
+    print(f"imitation: {len(obs)} oracle decisions, actor matches {accuracy:.1%} of them")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train PPO on Offload-v0.")
     parser.add_argument("--name", default="default")
@@ -256,16 +277,17 @@ def main(argv: list[str] | None = None) -> int:
             rows = list(csv.DictReader(curve_csv.open()))
             self.best = max((float(r["mean_reward"]) for r in rows), default=-np.inf)
 
-        def evaluate(self) -> None:
+        def evaluate(self, log: bool = True) -> None:
             norm = ObsNormalizer.from_vecnormalize(venv)
             res = run_many(val_env, PPOPolicy(self.model, norm, table), specs)
             r = res["reward"]
             per_episode = np.array([r[res["episode"] == e].mean() for e in range(len(specs))])
             mean = float(per_episode.mean())
             ci = float(1.96 * per_episode.std(ddof=1) / np.sqrt(len(per_episode)))
-            self.logger.record("eval/mean_reward", mean)
-            self.logger.record("eval/accuracy", float(res["correct"].mean()))
-            self.logger.record("eval/deadline_miss_rate", float(res["deadline_miss"].mean()))
+            if log:  # TensorBoard exists once learning has started
+                self.logger.record("eval/mean_reward", mean)
+                self.logger.record("eval/accuracy", float(res["correct"].mean()))
+                self.logger.record("eval/deadline_miss_rate", float(res["deadline_miss"].mean()))
             with curve_csv.open("a") as fh:
                 fh.write(
                     f"{self.num_timesteps},{mean:.6f},{ci:.6f},"
@@ -288,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
             return True
 
     validation = Validation()
+    imitation_steps = int(config["imitation"]["steps"])
+    if resume is None and imitation_steps > 0:
+        warm_start(model, venv, scenario, args, config, episode_requests)
+        validation.init_callback(model)
+        validation.evaluate(log=False)  # the imitation policy may be the best model
     remaining = int(ppo_cfg["total_timesteps"]) - done_steps
     t0 = time.perf_counter()
     if remaining > 0:
