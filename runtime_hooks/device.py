@@ -558,6 +558,32 @@ def peak_rss_mb() -> float:
         return psutil.Process().memory_info().rss / 2**20
 
 
+def run_in_netem(args: argparse.Namespace, uplink, port: int, radio: str | None) -> int:
+    """Run this command again inside a ``NetemLink`` namespace, unshaped by a relay:
+    the kernel shapes the link instead."""
+    import subprocess
+
+    from runtime_hooks.netem import NetemLink, NetemUnavailable
+
+    cmd = [sys.executable, "-m", "runtime_hooks.device", "--requests", str(args.requests),
+           "--rate", str(args.rate), "--battery", str(args.battery), "--seed", str(args.seed),
+           "--log", str(args.log)]  # fmt: skip
+    for flag, value in (("--policy", args.policy), ("--radio", radio), ("--json", args.json),
+                        ("--fallback-after-ms", args.fallback_after_ms)):  # fmt: skip
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.host_speed:
+        cmd.append("--host-speed")
+    try:
+        with NetemLink(uplink) as link:
+            return subprocess.run(
+                link.exec_prefix() + cmd + ["--server", f"{link.host_ip}:{port}"]
+            ).returncode
+    except NetemUnavailable as exc:
+        print(f"error: --shaper tc: {exc}; use --shaper relay", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True, help="cloud server HOST:PORT")
@@ -567,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rate", type=float, default=2.0, help="Poisson arrivals per second; 0: back to back"
     )
     parser.add_argument("--trace", default=None, help="shape the link to this trace file")
+    parser.add_argument(
+        "--shaper", choices=("relay", "tc"), default="relay",
+        help="relay: a shaping TCP relay (portable); tc: netem in a network namespace "
+        "(Linux, root, sch_netem; the server must listen on 0.0.0.0)",
+    )  # fmt: skip
     parser.add_argument("--radio", default=None, help="catalog radio (default: by trace family)")
     parser.add_argument("--host-speed", action="store_true", help="do not emulate the device speed")
     parser.add_argument("--fallback-after-ms", type=float, default=None, help="default: deadline")
@@ -589,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     radio = args.radio or (scenario.radio_for(uplink.family) if uplink else None)
+    if uplink is not None and args.shaper == "tc":
+        return run_in_netem(args, uplink, server[1], radio)
     relay = None
     if uplink is not None:
         relay = RelayThread(ShapingRelay(server, uplink)).start()

@@ -365,3 +365,28 @@ def test_sim2real_reports_latency_error_and_agreement(tmp_path):
     assert 0.0 < summary["action_agreement"] <= 1.0
     assert (tmp_path / "sim2real.png").stat().st_size > 10_000
     assert len((tmp_path / "requests.csv").read_text().splitlines()) == 13
+
+
+# -- the kernel shaper (netem in a namespace), where the machine has it ---------------
+def test_tc_shaper_runs_the_loop_or_says_why_not(tmp_path):
+    from runtime_hooks.netem import unavailable_reason
+    from runtime_hooks.sim2real import start_server, stop_server
+
+    reason = unavailable_reason()
+    trace = sorted((ROOT / "traces" / "builtin" / "fcc").iterdir())[0]
+    proc, (_, port) = start_server("--host", "0.0.0.0")  # reachable from the namespace
+    try:
+        cmd = [sys.executable, "-m", "runtime_hooks.device", "--server", f"127.0.0.1:{port}",
+               "--requests", "4", "--rate", "0", "--host-speed", "--trace", str(trace),
+               "--shaper", "tc", "--json", str(tmp_path / "s.json"),
+               "--log", str(tmp_path / "l.jsonl")]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    finally:
+        stop_server(proc)
+    if reason is not None:
+        assert out.returncode == 2
+        assert "--shaper tc" in out.stderr and "use --shaper relay" in out.stderr
+        pytest.skip(f"netem shaping unavailable here: {reason}")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["answered"] == 4 and summary["lost"] == 0
