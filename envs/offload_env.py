@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -108,6 +109,10 @@ class OffloadEnv(gym.Env):
     A trace family, then a trace of it, are drawn uniformly; the trace starts at a random
     offset; the battery at a uniform fraction in ``[initial_min, initial_max]``; the
     device has one fresh throughput sample from a transfer just before the episode.
+
+    ``reset(options=...)`` may pin ``trace``, ``offset_s`` and ``battery_level``, and
+    give the device's starting ``telemetry`` (a ``telemetry.observation.Telemetry``
+    with times relative to the episode's start) instead of the default fresh sample.
 
     ## Episode end
     ``terminated`` when the battery is empty; ``truncated`` after
@@ -247,11 +252,19 @@ class OffloadEnv(gym.Env):
             up, radio, offset, arrivals, samples, level * self.system.battery_capacity_j,
             self._contexts[radio.name],
         )  # fmt: skip
-        # The device starts with one fresh sample: a transfer just before the episode.
-        tel = Telemetry(rtt_est_s=radio.rtt_s, battery_level=level)
-        # Its bytes are what the link carried in the second before the start.
-        tel.record_transfer(0.0, max(up.bytes_between(offset - 1.0, offset), 1.0), 1.0)
+        if options and "telemetry" in options:
+            # What a real device measured before the episode (sim-to-real comparisons),
+            # its times already relative to the episode's start.
+            tel = copy.deepcopy(options["telemetry"])
+            tel.battery_level = level
+        else:
+            # The device starts with one fresh sample: a transfer just before the
+            # episode; its bytes are what the link carried in the second before.
+            tel = Telemetry(rtt_est_s=radio.rtt_s, battery_level=level)
+            tel.record_transfer(0.0, max(up.bytes_between(offset - 1.0, offset), 1.0), 1.0)
         self.telemetry = tel
+        st = self.state
+        st.radio_tail_end_s, st.cloud_last_use_s = tel.radio_tail_end_s, tel.last_cloud_use_s
         return self._observe(), {"family": trace.family, "trace": trace.name}
 
     def step(self, action):

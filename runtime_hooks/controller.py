@@ -116,6 +116,7 @@ class Controller:
         self.clock = clock
         self.telemetry = Telemetry(rtt_est_s=rtt_s, battery_level=battery.level())
         self._nvec = (context.n_cuts, context.n_thresholds, context.n_levels)
+        self._rtt_measured = False
 
     @classmethod
     def from_policy_file(
@@ -142,7 +143,13 @@ class Controller:
         self.telemetry.record_transfer(done_s, nbytes, seconds)
 
     def on_rtt(self, rtt_s: float) -> None:
-        self.telemetry.record_rtt(rtt_s)
+        """A measured round trip. The first one replaces the nominal starting value
+        (RFC 6298: SRTT = R on the first measurement); later ones are smoothed."""
+        if self._rtt_measured:
+            self.telemetry.record_rtt(rtt_s)
+        else:
+            self.telemetry.rtt_est_s = rtt_s
+            self._rtt_measured = True
 
     def on_cloud_answer(self, done_s: float, radio_tail_end_s: float) -> None:
         self.telemetry.last_cloud_use_s = done_s

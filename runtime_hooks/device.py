@@ -221,20 +221,34 @@ class DeviceLoop:
         try:
             sock = socket.create_connection(self.server, timeout=self.connect_timeout_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            link = _Link(sock, P.FrameReader(sock))
-            # An empty ping measures the RTT; then a probe of ``probe_bytes`` gives the
-            # controller a throughput sample, as the simulated device has at the start
-            # of an episode (without one, a policy would see a dead link and never send).
+        except OSError:
+            self._drop(now)
+            return None
+        link = _Link(sock, P.FrameReader(sock))
+        # An empty ping measures the RTT; then a probe of ``probe_bytes`` gives the
+        # controller a throughput sample, as the simulated device has at the start of
+        # an episode (without one, a policy sees a dead link and may never send).
+        ctl = self.controller
+        started = time.monotonic()
+        try:
             rtt = self._ping(link, 0)
-            self.controller.on_rtt(rtt)
+            ctl.on_rtt(rtt)
             if self.probe_bytes:
                 took = self._ping(link, self.probe_bytes)
                 tx_s = max(took - rtt, 1e-4)
                 done = time.monotonic()
-                self.controller.on_upload(done, self.probe_bytes + P.HEADER_SIZE, tx_s)
-                self.controller.on_energy(self._upload_energy(done - took, self.probe_bytes, tx_s))
+                ctl.on_upload(done, self.probe_bytes + P.HEADER_SIZE, tx_s)
+                ctl.on_energy(self._upload_energy(done - took, self.probe_bytes, tx_s))
+                ctl.telemetry.radio_tail_end_s = self._radio_tail_end
+        except TimeoutError:
+            # Connected, but the link carries nothing now (an outage): that is the
+            # measurement, at the simulator's floor of 1 byte; the pong is dropped
+            # as stale when it comes.
+            waited = time.monotonic() - started
+            ctl.on_upload(time.monotonic(), 1.0, max(waited, 1e-3))
         except (OSError, P.FrameError, _ServerError):
             self._drop(now)
+            link.sock.close()
             return None
         self._link, self._backoff = link, self.retry_min_s
         self.reconnects += 1

@@ -3,9 +3,11 @@
     python -m runtime_hooks.sim2real --trace FILE [--requests 60] [--seed 0]
         [--policy runs/default/policy.npz] [--out runs/sim2real]
 
-One episode of the default scenario on ``FILE`` (trace offset 0): the simulator draws
-the arrivals, the test images and the battery level from ``--seed``. The real run
-serves the very same images at the very same arrival times with the same policy: a
+One episode of the default scenario on ``FILE`` (from ``--offset`` seconds in): the
+simulator draws the arrivals, the test images and the battery level from ``--seed``.
+The real run serves the very same images at the very same arrival times with the
+same policy, and the simulated device starts from the telemetry the real one measured
+when it connected (its RTT ping and throughput probe): a
 cloud server process on loopback, the device loop at the scenario device's speed,
 and a relay that shapes the link to the same uplink trace and RTT. Both sides model
 the server as what it is here (this host: the profile's host times, no cold start),
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 LOOPBACK_CLOUD = "loopback"
+SIM_LEAD_S = 3.0  # the simulated episode runs between connecting and the real start
 
 
 def loopback_setup(scenario, overhead_s: float = 0.0):
@@ -79,11 +82,15 @@ def measure_server_overhead(address: tuple[str, int], tail_s: float, n: int = 30
     return max(float(np.median(times)) - tail_s, 0.0)
 
 
-def simulate(env, policy, trace, seed: int, battery_level: float):
-    """Run the episode in the simulator; per-request arrays plus arrivals and samples."""
-    obs, _ = env.reset(
-        seed=seed, options={"trace": trace, "offset_s": 0.0, "battery_level": battery_level}
-    )
+def simulate(
+    env, policy, trace, seed: int, battery_level: float, telemetry=None, offset_s: float = 0.0
+):
+    """Run the episode in the simulator (from the device's measured ``telemetry`` when
+    given); per-request rows plus the arrivals and samples it drew."""
+    options = {"trace": trace, "offset_s": offset_s, "battery_level": battery_level}
+    if telemetry is not None:
+        options["telemetry"] = telemetry
+    obs, _ = env.reset(seed=seed, options=options)
     st = env.state
     arrivals, samples = list(st.arrivals), list(st.samples)
     rows = []
@@ -214,17 +221,25 @@ def run(args: argparse.Namespace) -> dict:
             catalog=catalog,
         )  # fmt: skip
         battery = float(np.random.default_rng(args.seed).uniform(0.3, 1.0))
-        sim_rows, arrivals, samples = simulate(env, policy, trace, args.seed, battery)
         uplink, radio = env.uplink(trace)
-        relay = RelayThread(ShapingRelay(address, uplink)).start()
+        relay = RelayThread(ShapingRelay(address, uplink, offset_s=args.offset)).start()
         try:
             loop = DeviceLoop.create(
                 ("127.0.0.1", relay.port), policy, scenario, radio=radio.name,
                 battery_level=battery, battery_sensor=None, catalog=catalog,
                 fallback_after_s=args.fallback_after,
             )  # fmt: skip
+            # The device connects first (RTT ping, throughput probe); the simulated
+            # device starts from exactly what it measured, so both begin alike.
+            relay.relay.start_clock()
             loop.connect()
-            t0 = time.monotonic() + 0.05
+            t0 = time.monotonic() + SIM_LEAD_S  # the real episode starts then
+            measured = loop.controller.telemetry.relative_to(t0)
+            sim_rows, arrivals, samples = simulate(
+                env, policy, trace, args.seed, battery, measured, args.offset
+            )
+            if time.monotonic() > t0:
+                raise RuntimeError(f"the simulation took longer than {SIM_LEAD_S} s")
             relay.relay.start_clock(t0)
             real = loop.run(
                 test.images[samples], test.labels[samples], arrivals, samples, start_at=t0
@@ -236,6 +251,7 @@ def run(args: argparse.Namespace) -> dict:
         stop_server(proc)
     summary = {
         "trace": str(args.trace),
+        "offset_s": args.offset,
         "seed": args.seed,
         "server_overhead_ms": overhead_s * 1e3,
         **compare(sim_rows, real),
@@ -263,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", required=True, help="two-column or 5G CSV trace file")
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--offset", type=float, default=0.0, help="seconds into the trace")
     parser.add_argument("--policy", default=None, help="policy file (default: shipped)")
     parser.add_argument("--out", type=Path, default=Path("runs/sim2real"))
     parser.add_argument(

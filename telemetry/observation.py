@@ -17,6 +17,7 @@ blind.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -79,6 +80,14 @@ class Telemetry:
     def record_rtt(self, rtt_s: float, alpha: float = 0.125) -> None:
         """RFC 6298-style smoothed RTT."""
         self.rtt_est_s = (1 - alpha) * self.rtt_est_s + alpha * rtt_s
+
+    def relative_to(self, t0: float) -> Telemetry:
+        """A copy with every time moved to a clock whose zero is ``t0``."""
+        out = copy.deepcopy(self)
+        out.tput = deque(((t - t0, bps) for t, bps in self.tput), maxlen=N_TPUT_SAMPLES)
+        out.last_cloud_use_s = self.last_cloud_use_s - t0
+        out.radio_tail_end_s = self.radio_tail_end_s - t0
+        return out
 
     @property
     def last_sample_s(self) -> float:

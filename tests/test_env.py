@@ -248,3 +248,16 @@ def test_expected_accuracy_credit_keeps_outcomes_and_the_mean():
     assert out["e"][0].std() < out["r"][0].std()
     with pytest.raises(ValueError, match="accuracy_credit"):
         OffloadEnv(trace_source="builtin", accuracy_credit="vibes")
+
+
+def test_reset_can_start_from_a_devices_measured_telemetry():
+    from telemetry.observation import Telemetry
+
+    env = OffloadEnv(trace_source="builtin", episode_requests=5)
+    measured = Telemetry(rtt_est_s=0.123, radio_tail_end_s=0.4)
+    measured.record_transfer(-0.5, 50_000, 0.05)  # 8 Mbit/s, half a second before
+    obs, _ = env.reset(seed=0, options={"telemetry": measured, "battery_level": 0.5})
+    assert env.telemetry is not measured  # copied, not shared
+    assert env.telemetry.rtt_est_s == 0.123 and env.state.radio_tail_end_s == 0.4
+    assert obs[0] == pytest.approx(np.log10(8.0), abs=1e-6)
+    assert obs[6] == pytest.approx(0.5)

@@ -120,8 +120,7 @@ def test_controller_builds_the_simulators_observation():
     )
     ctl.on_rtt(0.08)
     ctl.on_upload(99.5, 20_000, 0.1)
-    tel = Telemetry(rtt_est_s=0.1, battery_level=0.6)
-    tel.record_rtt(0.08)
+    tel = Telemetry(rtt_est_s=0.08, battery_level=0.6)  # a first RTT sample replaces
     tel.record_transfer(99.5, 20_000, 0.1)
     m = policy.meta
     ctx = ObservationContext(m.deadline_s, *m.nvec, *m.radios["lte"], m.keep_alive_s)
@@ -130,6 +129,8 @@ def test_controller_builds_the_simulators_observation():
     action = ctl.decide(lateness_s=0.03, queue_len=2)
     assert action == tuple(int(v) for v in policy.act(obs))
     assert ctl.telemetry.last_action == action
+    ctl.on_rtt(0.16)  # later samples are smoothed (RFC 6298, alpha 1/8)
+    assert ctl.telemetry.rtt_est_s == pytest.approx(0.08 + (0.16 - 0.08) / 8)
 
 
 def test_controller_refuses_an_out_of_range_action():
