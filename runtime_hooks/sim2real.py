@@ -18,7 +18,7 @@ the simulator's from exact ones, so actions can diverge).
 
 Reports per request and overall: latency error (MAPE, p50/p95 of the absolute
 percentage error), accuracy on both sides, action agreement; writes ``requests.csv``,
-``summary.json`` and ``sim2real.png``.
+``summary.json``, ``sim2real.png`` and the device's own log ``device.jsonl``.
 """
 
 from __future__ import annotations
@@ -224,10 +224,12 @@ def run(args: argparse.Namespace) -> dict:
         uplink, radio = env.uplink(trace)
         relay = RelayThread(ShapingRelay(address, uplink, offset_s=args.offset)).start()
         try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            log = open(args.out / "device.jsonl", "w")  # noqa: SIM115 (closed below)
             loop = DeviceLoop.create(
                 ("127.0.0.1", relay.port), policy, scenario, radio=radio.name,
                 battery_level=battery, battery_sensor=None, catalog=catalog,
-                fallback_after_s=args.fallback_after,
+                fallback_after_s=args.fallback_after, log=log,
             )  # fmt: skip
             # The device connects first (RTT ping, throughput probe); the simulated
             # device starts from exactly what it measured, so both begin alike.
@@ -245,6 +247,7 @@ def run(args: argparse.Namespace) -> dict:
                 test.images[samples], test.labels[samples], arrivals, samples, start_at=t0
             )
             loop.close()
+            log.close()
         finally:
             relay.stop()
     finally:
