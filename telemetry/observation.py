@@ -112,6 +112,15 @@ class ObservationContext:
     tail_w: float
     keep_alive_s: float
 
+    def __post_init__(self) -> None:
+        # Constants of every observation, computed once (frozen: set through object).
+        put = object.__setattr__
+        put(self, "_cut_scale", 1.0 / ((self.n_cuts - 1) or 1))
+        put(self, "_thr_scale", 1.0 / ((self.n_thresholds - 1) or 1))
+        put(self, "_lvl_scale", 1.0 / ((self.n_levels - 1) or 1))
+        put(self, "_log_deadline", math.log10(self.deadline_s))
+        put(self, "_log_tail", math.log10(self.tail_s if self.tail_s > 0.01 else 0.01))
+
 
 def build_observation(
     tel: Telemetry, now_s: float, lateness_s: float, queue_len: int, ctx: ObservationContext
@@ -140,13 +149,13 @@ def build_observation(
             tel.battery_level,
             lateness if lateness < OBS_HIGH else OBS_HIGH,
             queue_len / 10.0 if queue_len < 100 else OBS_HIGH,
-            cut / ((ctx.n_cuts - 1) or 1),
-            thr / ((ctx.n_thresholds - 1) or 1),
-            lvl / ((ctx.n_levels - 1) or 1),
+            cut * ctx._cut_scale,
+            thr * ctx._thr_scale,
+            lvl * ctx._lvl_scale,
             (tail_left / tail_s if tail_left > 0.0 else 0.0) if tail_s > 0 else 0.0,
             since_cloud if since_cloud < 2.0 else 2.0,
-            math.log10(deadline_s),
-            math.log10(tail_s if tail_s > 0.01 else 0.01),
+            ctx._log_deadline,
+            ctx._log_tail,
             ctx.tail_w,
         ),
         dtype=np.float32,
