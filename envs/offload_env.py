@@ -199,6 +199,7 @@ class OffloadEnv(gym.Env):
         self._idle_w = s.device.idle_power_w
         self._probe_interval_s = scenario.probe.interval_s
         self._deadline_s = self._w.deadline_s
+        self._nvec = (s.n_cuts, s.n_thresholds, s.n_levels)
         self.state: EpisodeState | None = None
         self.telemetry = Telemetry()
 
@@ -271,8 +272,18 @@ class OffloadEnv(gym.Env):
         st = self.state
         if st is None:
             raise RuntimeError("call reset() before step()")
-        cut, thr, level = self.check_action(action)
-        arrival = st.arrivals[st.index]
+        # The common case inline (an int array of 3 in range); check_action otherwise.
+        if type(action) is np.ndarray and action.shape == (3,) and action.dtype.kind in "iu":
+            cut, thr, level = action.tolist()
+            if not (
+                0 <= cut < self._nvec[0] and 0 <= thr < self._nvec[1] and 0 <= level < self._nvec[2]
+            ):
+                cut, thr, level = self.check_action(action)  # raises, naming the component
+        else:
+            cut, thr, level = self.check_action(action)
+        index = st.index
+        arrivals = st.arrivals
+        arrival = arrivals[index]
         now = arrival if arrival > st.free_s else st.free_s
         tel = self.telemetry
         battery_level = tel.battery_level  # set by the last observation
@@ -280,36 +291,57 @@ class OffloadEnv(gym.Env):
         energy, money = out.energy_j, out.money_usd
         st.battery_j -= energy
         st.free_s = done = out.done_s
+        trace = st.trace
         if out.offloaded:
             st.radio_tail_end_s = tel.radio_tail_end_s = out.radio_tail_end_s
             st.cloud_last_use_s = tel.last_cloud_use_s = done
             tel.record_transfer(out.tx_end_s, out.sent_bytes, out.tx_end_s - out.tx_start_s)
-            tel.record_rtt(st.trace.rtt_s)
+            tel.rtt_est_s += 0.125 * (trace.rtt_s - tel.rtt_est_s)  # Telemetry.record_rtt
         tel.last_action = (cut, thr, level)
-        info = self._info(out, arrival, now, battery_level)
-        st.index += 1
-        truncated = st.index >= len(st.arrivals)
-        nxt = None
-        probed = False
-        if not truncated:
-            arrival = st.arrivals[st.index]
-            nxt = arrival if arrival > done else done
-            st.battery_j -= self._idle_w * (nxt - done)
-            if self._probe_interval_s > 0:
-                probe_j, probe_usd = self._probe(done, nxt)
-                if probe_j or probe_usd:
-                    probed = True
-                    energy += probe_j
-                    money += probe_usd
-        terminated = st.battery_j <= 0.0
+        at_arrival = trace.rate_at(st.offset_s + arrival)
+        info = {
+            "latency_s": out.latency_s,
+            "wait_s": out.wait_s,
+            "device_s": out.device_s,
+            "network_s": out.network_s,
+            "cloud_s": out.cloud_s,
+            "energy_j": energy,
+            "money_usd": money,
+            "sent_bytes": out.sent_bytes,
+            "exit_block": out.exit_block,
+            "offloaded": out.offloaded,
+            "correct": out.correct,
+            "leakage": out.leakage,
+            "deadline_miss": out.deadline_miss,
+            "cold_start": out.cold_start,
+            "battery_level": battery_level,
+            "uplink_bps": at_arrival if now == arrival else trace.rate_at(st.offset_s + now),
+            "arrival_uplink_bps": at_arrival,
+            "family": trace.family,
+        }
+        st.index = index = index + 1
         reward = out.reward
-        if probed:  # a background probe happened: charge it here
-            reward = self.system.reward(
-                out.credit, out.latency_s, energy, money, out.leakage, battery_level
-            )
-            info["energy_j"], info["money_usd"] = energy, money
-        obs = self._observe(nxt) if not truncated else self._observe_last()
-        return obs, float(reward), bool(terminated), bool(truncated and not terminated), info
+        if index >= len(arrivals):  # truncated: observe the state after the last request
+            terminated = st.battery_j <= 0.0
+            return self._observe_last(), reward, terminated, not terminated, info
+        arrival = arrivals[index]
+        nxt = arrival if arrival > done else done
+        st.battery_j -= self._idle_w * (nxt - done)
+        if self._probe_interval_s > 0:
+            probe_j, probe_usd = self._probe(done, nxt)
+            if probe_j or probe_usd:  # a background probe happened: charge it here
+                energy += probe_j
+                money += probe_usd
+                reward = self.system.reward(
+                    out.credit, out.latency_s, energy, money, out.leakage, battery_level
+                )
+                info["energy_j"], info["money_usd"] = energy, money
+        # The next observation (as _observe, inline).
+        queue = bisect_right(arrivals, nxt, index + 1) - index - 1
+        battery = st.battery_j if st.battery_j > 0.0 else 0.0
+        tel.battery_level = battery * self._inv_capacity
+        obs = build_observation(tel, nxt, nxt - arrival, queue, st.context)
+        return obs, reward, battery <= 0.0, False, info
 
     # -- simulation ------------------------------------------------------------------
     def check_action(self, action) -> tuple[int, int, int]:
@@ -477,30 +509,3 @@ class OffloadEnv(gym.Env):
         obs = self._observe()
         st.index += 1
         return obs
-
-    def _info(
-        self, out: Outcome, arrival: float, now: float, battery_level: float
-    ) -> dict[str, Any]:
-        st = self.state
-        trace = st.trace
-        at_arrival = trace.rate_at(st.offset_s + arrival)
-        return {
-            "latency_s": out.latency_s,
-            "wait_s": out.wait_s,
-            "device_s": out.device_s,
-            "network_s": out.network_s,
-            "cloud_s": out.cloud_s,
-            "energy_j": out.energy_j,
-            "money_usd": out.money_usd,
-            "sent_bytes": out.sent_bytes,
-            "exit_block": out.exit_block,
-            "offloaded": out.offloaded,
-            "correct": out.correct,
-            "leakage": out.leakage,
-            "deadline_miss": out.deadline_miss,
-            "cold_start": out.cold_start,
-            "battery_level": battery_level,
-            "uplink_bps": at_arrival if now == arrival else trace.rate_at(st.offset_s + now),
-            "arrival_uplink_bps": at_arrival,
-            "family": trace.family,
-        }
