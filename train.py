@@ -55,25 +55,30 @@ def make_env_fn(
     sample_split: str,
     episode_requests: int,
     accuracy_credit: str,
+    shaping: str = "none",
+    gamma: float = 0.9,
 ):
+    if shaping not in ("none", "tail_potential"):
+        raise SystemExit(f"error: reward_shaping must be none or tail_potential, not {shaping!r}")
+
     def make():
         from stable_baselines3.common.monitor import Monitor
 
         from envs import OffloadEnv
+        from envs.shaping import TailPotential
         from envs.wrappers import DistinctActions
 
-        return Monitor(
-            DistinctActions(
-                OffloadEnv(
-                    scenario,
-                    trace_source=trace_source,
-                    trace_split=split,
-                    sample_split=sample_split,
-                    episode_requests=episode_requests,
-                    accuracy_credit=accuracy_credit,
-                )
-            )
+        env = OffloadEnv(
+            scenario,
+            trace_source=trace_source,
+            trace_split=split,
+            sample_split=sample_split,
+            episode_requests=episode_requests,
+            accuracy_credit=accuracy_credit,
         )
+        if shaping == "tail_potential":
+            env = TailPotential(env, gamma)
+        return Monitor(DistinctActions(env))
 
     return make
 
@@ -188,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "val",
         episode_requests,
         str(ppo_cfg["accuracy_credit"]),
+        str(ppo_cfg["reward_shaping"]),
+        float(ppo_cfg["gamma"]),
     )
     venv = DummyVecEnv([make for _ in range(n_envs)])
     venv.seed(args.seed)

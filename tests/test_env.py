@@ -261,3 +261,27 @@ def test_reset_can_start_from_a_devices_measured_telemetry():
     assert env.telemetry.rtt_est_s == 0.123 and env.state.radio_tail_end_s == 0.4
     assert obs[0] == pytest.approx(np.log10(8.0), abs=1e-6)
     assert obs[6] == pytest.approx(0.5)
+
+
+def test_tail_potential_shaping_telescopes_and_rewards_a_started_tail():
+    from envs.shaping import TailPotential
+    from traces import Trace
+
+    lte = Trace("c", "oboe", (0.0,), (4e6,), 600.0, 0.05)  # oboe -> the LTE radio
+    gamma = 0.9
+    env = TailPotential(OffloadEnv(traces=[lte], episode_requests=30), gamma)
+    env.reset(seed=1)
+    assert env.potential() == 0.0  # the radio starts idle
+    total, discount = 0.0, 1.0
+    offload = np.array([0, 6, 0])  # cut 0, raw: uploads every time
+    for t in range(30):
+        _, shaped, terminated, truncated, info = env.step(offload)
+        if t == 0:
+            assert env.potential() > 0.0  # the tail it started is stored value
+            assert shaped > info["unshaped_reward"]
+        total += discount * (shaped - info["unshaped_reward"])
+        discount *= gamma
+        if terminated or truncated:
+            break
+    # phi(s0) = 0 and phi(terminal) = 0: the discounted shaping terms sum to zero.
+    assert total == pytest.approx(0.0, abs=1e-9)
