@@ -16,6 +16,9 @@ relay's scheduling, the server's real batching and Python overheads, codec times
 the controller's own telemetry (its throughput estimates come from measured uploads,
 the simulator's from exact ones, so actions can diverge).
 
+``--replay`` makes the real loop take the simulator's actions instead of asking the
+policy, which measures the latency model alone.
+
 Reports per request and overall: latency error (MAPE, p50/p95 of the absolute
 percentage error), accuracy on both sides, action agreement; writes ``requests.csv``,
 ``summary.json``, ``sim2real.png`` and the device's own log ``device.jsonl``.
@@ -55,6 +58,22 @@ def loopback_setup(scenario, overhead_s: float = 0.0):
     )
     catalog = replace(catalog, clouds={**catalog.clouds, LOOPBACK_CLOUD: cloud})
     return scenario.with_updates(cloud=LOOPBACK_CLOUD), catalog
+
+
+class ReplayActions:
+    """A policy that plays back a fixed sequence of actions (``--replay``): the real
+    loop then takes the simulator's actions, which isolates the latency model's error
+    from the policy's reaction to measured (not exact) telemetry."""
+
+    name = "replay"
+
+    def __init__(self, actions: list[tuple[int, int, int]]) -> None:
+        self.actions, self.i = list(actions), 0
+
+    def act(self, observation) -> np.ndarray:
+        action = self.actions[min(self.i, len(self.actions) - 1)]
+        self.i += 1
+        return np.array(action, dtype=np.int64)
 
 
 def measure_server_overhead(address: tuple[str, int], tail_s: float, n: int = 30) -> float:
@@ -242,6 +261,8 @@ def run(args: argparse.Namespace) -> dict:
             )
             if time.monotonic() > t0:
                 raise RuntimeError(f"the simulation took longer than {SIM_LEAD_S} s")
+            if args.replay:
+                loop.controller.policy = ReplayActions([r["action"] for r in sim_rows])
             relay.relay.start_clock(t0)
             real = loop.run(
                 test.images[samples], test.labels[samples], arrivals, samples, start_at=t0
@@ -257,6 +278,7 @@ def run(args: argparse.Namespace) -> dict:
         "offset_s": args.offset,
         "seed": args.seed,
         "server_overhead_ms": overhead_s * 1e3,
+        "mode": "replayed simulator actions" if args.replay else "closed loop (policy)",
         **compare(sim_rows, real),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -284,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--offset", type=float, default=0.0, help="seconds into the trace")
     parser.add_argument("--policy", default=None, help="policy file (default: shipped)")
+    parser.add_argument(
+        "--replay", action="store_true",
+        help="the real loop replays the simulator's actions (latency model alone)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("runs/sim2real"))
     parser.add_argument(
         "--fallback-after", type=float, default=30.0,
