@@ -391,3 +391,27 @@ def test_tc_shaper_runs_the_loop_or_says_why_not(tmp_path):
     assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["answered"] == 4 and summary["lost"] == 0
+
+
+def test_sim2real_compare_and_replay():
+    from runtime_hooks.device import RequestResult
+    from runtime_hooks.sim2real import ReplayActions, compare
+
+    replay = ReplayActions([(0, 6, 0), (3, 1, 2)])
+    assert replay.act(None).tolist() == [0, 6, 0] and replay.act(None).tolist() == [3, 1, 2]
+    assert replay.act(None).tolist() == [3, 1, 2]  # holds the last one past the end
+
+    def real(cut, latency):
+        return RequestResult(0, 0, 0.0, cut, 6, 0, "cloud", 0, 1, 0.9, 1, True, latency,
+                             0.0, 0.0, 0.0, 0.0, 0.0, 100, 0.0, None, False)  # fmt: skip
+
+    sim = [
+        {"latency_s": 0.10, "offloaded": True, "correct": True, "action": (0, 6, 0)},
+        {"latency_s": 0.20, "offloaded": False, "correct": False, "action": (5, 0, 0)},
+    ]
+    out = compare(sim, [real(0, 0.11), real(4, 0.30)])
+    assert out["latency_mape"] == pytest.approx((0.1 + 0.5) / 2)
+    assert out["latency_mape_offloaded"] == pytest.approx(0.1)
+    assert out["latency_mape_same_action"] == pytest.approx(0.1)
+    assert out["action_agreement"] == 0.5
+    assert out["sim_accuracy"] == 0.5 and out["real_accuracy"] == 1.0
