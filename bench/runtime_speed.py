@@ -42,7 +42,6 @@ def _percentiles_us(times: list[float]) -> tuple[float, float]:
 
 
 def controller_vs_sb3(n: int) -> dict:
-    from agents.ppo import load_ppo
     from runtime_hooks.controller import BatteryMonitor, Controller
     from runtime_hooks.export import env_observations, export_run
 
@@ -50,7 +49,6 @@ def controller_vs_sb3(n: int) -> dict:
     observations = env_observations(env, n, seed=1)
     ctl = Controller.from_policy_file(POLICY, "lte", BatteryMonitor(1000.0, sensor=None))
     policy = ctl.policy
-    ppo = load_ppo(ROOT / "runs" / "default")
     model, normalizer = ppo.model, ppo.normalizer
     for o in observations[:200]:  # warm both
         policy.act(o)

@@ -199,7 +199,6 @@ class OffloadEnv(gym.Env):
         self._idle_w = s.device.idle_power_w
         self._probe_interval_s = scenario.probe.interval_s
         self._deadline_s = self._w.deadline_s
-        self._nvec = (s.n_cuts, s.n_thresholds, s.n_levels)
         self.state: EpisodeState | None = None
         self.telemetry = Telemetry()
 
@@ -210,15 +209,22 @@ class OffloadEnv(gym.Env):
         key = f"{trace.family}/{trace.name}"
         up = self._uplinks.get(key)
         if up is None:
-            up = trace.scaled(radio.uplink_ratio, radio.max_uplink_bps, radio.rtt_s)
+            up = radio.uplink(trace)
             self._uplinks[key] = up
         return up, radio
+
+    def decision_time(self) -> float:
+        """When the current request is decided: its arrival, or when the device
+        finishes the previous one if that is later."""
+        st = self.state
+        arrival = st.arrivals[st.index]
+        return arrival if arrival > st.free_s else st.free_s
 
     def _observe(self, now: float | None = None) -> np.ndarray:
         st = self.state
         arrival = st.arrivals[st.index]
         if now is None:
-            now = arrival if arrival > st.free_s else st.free_s
+            now = self.decision_time()
         # Requests that arrived by ``now`` and wait behind the current one.
         queue = bisect_right(st.arrivals, now, st.index + 1) - st.index - 1
         battery = st.battery_j if st.battery_j > 0.0 else 0.0
@@ -272,15 +278,7 @@ class OffloadEnv(gym.Env):
         st = self.state
         if st is None:
             raise RuntimeError("call reset() before step()")
-        # The common case inline (an int array of 3 in range); check_action otherwise.
-        if type(action) is np.ndarray and action.shape == (3,) and action.dtype.kind in "iu":
-            cut, thr, level = action.tolist()
-            if not (
-                0 <= cut < self._nvec[0] and 0 <= thr < self._nvec[1] and 0 <= level < self._nvec[2]
-            ):
-                cut, thr, level = self.check_action(action)  # raises, naming the component
-        else:
-            cut, thr, level = self.check_action(action)
+        cut, thr, level = self.check_action(action)
         index = st.index
         arrivals = st.arrivals
         arrival = arrivals[index]
@@ -296,7 +294,7 @@ class OffloadEnv(gym.Env):
             st.radio_tail_end_s = tel.radio_tail_end_s = out.radio_tail_end_s
             st.cloud_last_use_s = tel.last_cloud_use_s = done
             tel.record_transfer(out.tx_end_s, out.sent_bytes, out.tx_end_s - out.tx_start_s)
-            tel.rtt_est_s += 0.125 * (trace.rtt_s - tel.rtt_est_s)  # Telemetry.record_rtt
+            tel.record_rtt(trace.rtt_s)
         tel.last_action = (cut, thr, level)
         at_arrival = trace.rate_at(st.offset_s + arrival)
         info = {
@@ -336,12 +334,7 @@ class OffloadEnv(gym.Env):
                     out.credit, out.latency_s, energy, money, out.leakage, battery_level
                 )
                 info["energy_j"], info["money_usd"] = energy, money
-        # The next observation (as _observe, inline).
-        queue = bisect_right(arrivals, nxt, index + 1) - index - 1
-        battery = st.battery_j if st.battery_j > 0.0 else 0.0
-        tel.battery_level = battery * self._inv_capacity
-        obs = build_observation(tel, nxt, nxt - arrival, queue, st.context)
-        return obs, reward, battery <= 0.0, False, info
+        return self._observe(nxt), reward, st.battery_j <= 0.0, False, info
 
     # -- simulation ------------------------------------------------------------------
     def check_action(self, action) -> tuple[int, int, int]:
@@ -439,7 +432,7 @@ class OffloadEnv(gym.Env):
         latency = done - arrival
         # Radio tail (Huang et al. 2012): each upload is charged a full tail; an upload
         # that starts inside the previous tail gets the unused part of that one back.
-        tail_j = self._tail_charge_j(radio, tx_start)
+        tail_j = radio.tail_charge_j(tx_start, st.radio_tail_end_s)
         # Transmit power beta + alpha_u * rate (Huang et al. 2012), times tx_s.
         tx_j = radio.base_w * tx_s + radio.per_mbps_w * nbytes * 8e-6 if tx_s > 0 else 0.0
         energy = (
@@ -474,15 +467,6 @@ class OffloadEnv(gym.Env):
             credit,
         )
 
-    def _tail_charge_j(self, radio: Radio, start_s: float) -> float:
-        """Radio tail energy an upload starting at ``start_s`` is charged (Huang et al.
-        2012): a full tail, less the unused part of the previous upload's tail."""
-        tail_j = radio.tail_w * radio.tail_s
-        overlap = self.state.radio_tail_end_s - start_s
-        if overlap > 0:
-            tail_j -= radio.tail_w * min(overlap, radio.tail_s)
-        return tail_j
-
     def _probe(self, done_s: float, nxt: float) -> tuple[float, float]:
         """A background probe between two requests, if the newest throughput sample is
         older than the probe interval. Returns the probe's (energy, money)."""
@@ -496,7 +480,7 @@ class OffloadEnv(gym.Env):
         if tx_end > nxt:
             return 0.0, 0.0  # would still be in flight at the decision: not sent yet
         tx_s = tx_end - tp
-        tail_j = self._tail_charge_j(radio, tp)
+        tail_j = radio.tail_charge_j(tp, st.radio_tail_end_s)
         energy = radio.transmit_power_w(probe.bytes * 8.0 / max(tx_s, 1e-9)) * tx_s + tail_j
         st.radio_tail_end_s = tel.radio_tail_end_s = tx_end + radio.tail_s
         st.battery_j -= energy

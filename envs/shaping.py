@@ -31,16 +31,12 @@ class TailPotential(gym.Wrapper):
         st, s = env.state, env.system
         if st is None or st.index >= len(st.arrivals):
             return 0.0
-        arrival = st.arrivals[st.index]
-        now = arrival if arrival > st.free_s else st.free_s
-        left = st.radio_tail_end_s - now
-        if left <= 0.0:
+        tail_j = st.radio.tail_left_j(env.decision_time(), st.radio_tail_end_s)
+        if tail_j <= 0.0:
             return 0.0
-        radio = st.radio
-        tail_j = radio.tail_w * (left if left < radio.tail_s else radio.tail_s)
         battery = max(st.battery_j, 0.0) / s.battery_capacity_j
-        w = s.scenario.reward
-        return w.energy * (1.0 + w.energy_battery_gain * (1.0 - battery)) * tail_j / s.energy_ref_j
+        # The reward's energy term alone (no accuracy, latency, money or leakage).
+        return -s.reward(0.0, 0.0, tail_j, 0.0, 0.0, battery)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)

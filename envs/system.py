@@ -116,7 +116,6 @@ class System:
         # Per-sample outcome tables as Python lists: indexing lists is what a step does.
         split = p.splits[scenario.workload.sample_split]
         self.n_samples = split.n
-        self.conf = split.exit_conf.tolist()
         # Per threshold and sample, the first early exit (1..K-1) whose confidence
         # reaches the threshold, 0 if none: the exit loop, done once instead of per step.
         self.first_exit = [_first_exits(split.exit_conf[:-1], t) for t in self.thresholds]

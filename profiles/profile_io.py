@@ -19,6 +19,7 @@ Loading needs only numpy, so the simulator and the device runtime can read it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,21 +169,32 @@ def save_profile(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
     np.savez_compressed(path, meta_json=np.array(json.dumps(meta, sort_keys=True)), **arrays)
 
 
-def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
-    """Load and validate a profile; every error names the file and the field."""
-    path = Path(path)
+def read_npz(
+    path: Path, what: str, error: type[Exception]
+) -> tuple[dict[str, np.ndarray], Callable[[str], np.ndarray]]:
+    """Every array of an ``.npz`` file (no pickles), and ``need(field)``, which returns
+    one or raises ``error`` naming the file and the missing field. A missing or
+    unreadable file raises ``error`` naming it as ``what``."""
     if not path.is_file():
-        raise ProfileError(f"{path}: profile file not found")
+        raise error(f"{path}: {what} file not found")
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
-    except Exception as exc:  # zipfile / ValueError on a corrupt archive
-        raise ProfileError(f"{path}: not a readable profile ({exc})") from exc
+    except Exception as exc:  # zipfile / ValueError / OSError on a corrupt archive
+        raise error(f"{path}: not a readable {what} file ({exc})") from exc
 
     def need(name: str) -> np.ndarray:
         if name not in data:
-            raise ProfileError(f"{path}: field '{name}' is missing")
+            raise error(f"{path}: field '{name}' is missing")
         return data[name]
+
+    return data, need
+
+
+def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
+    """Load and validate a profile; every error names the file and the field."""
+    path = Path(path)
+    _, need = read_npz(path, "profile", ProfileError)
 
     try:
         meta = json.loads(str(need("meta_json")))

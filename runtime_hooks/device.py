@@ -183,9 +183,10 @@ class DeviceLoop:
         from profiles import codecs
 
         torch = self.torch
-        image = np.zeros((28, 28), np.uint8)
+        size = self.model.arch.image_size
+        image = np.zeros((size, size), np.uint8)
         with torch.inference_mode():
-            h = torch.zeros(1, 1, 28, 28)
+            h = torch.zeros(1, 1, size, size)
             for b in range(1, self.k + 1):
                 h = self.model.blocks[b - 1](h)
                 self._exit(b, h)
@@ -316,8 +317,9 @@ class DeviceLoop:
         threshold = s.thresholds[thr]
         early = threshold <= 1.0
         image = np.ascontiguousarray(image, np.uint8)
-        if image.shape != (28, 28):
-            raise ValueError(f"image must be uint8 (28, 28), got {image.shape}")
+        size = self.model.arch.image_size
+        if image.shape != (size, size):
+            raise ValueError(f"image must be uint8 ({size}, {size}), got {image.shape}")
         x = torch.from_numpy(image[None, None] / 255.0).float()
         rid = self._take_id()
         device_s = 0.0
@@ -473,12 +475,9 @@ class DeviceLoop:
 
     def _upload_energy(self, sent_at: float, nbytes: int, tx_s: float) -> float:
         """Transmit energy plus the radio tail, less the part of the previous tail this
-        upload reuses (Huang et al. 2012, as ``OffloadEnv._tail_charge_j``)."""
+        upload reuses (``Radio.tail_charge_j``, as in the simulator)."""
         radio = self.radio
-        tail_j = radio.tail_w * radio.tail_s
-        overlap = self._radio_tail_end - sent_at
-        if overlap > 0:
-            tail_j -= radio.tail_w * min(overlap, radio.tail_s)
+        tail_j = radio.tail_charge_j(sent_at, self._radio_tail_end)
         self._radio_tail_end = sent_at + tx_s + radio.tail_s
         return radio.transmit_power_w(nbytes * 8.0 / tx_s) * tx_s + tail_j
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from profiles.profile_io import read_npz
+
 FORMAT = "splitctl-policy-v1"
 ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
 
@@ -132,19 +134,7 @@ class NumpyPolicy:
     def load(cls, path: str | Path) -> NumpyPolicy:
         """Load and validate a policy file; errors name the file and the field."""
         path = Path(path)
-        if not path.is_file():
-            raise PolicyFileError(f"{path}: policy file not found")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except Exception as exc:  # zipfile/ValueError/OSError on a corrupt file
-            raise PolicyFileError(f"{path}: not a readable policy file ({exc})") from exc
-
-        def need(key: str) -> np.ndarray:
-            if key not in data:
-                raise PolicyFileError(f"{path}: field '{key}' is missing")
-            return data[key]
-
+        data, need = read_npz(path, "policy", PolicyFileError)
         if str(need("format")) != FORMAT:
             raise PolicyFileError(f"{path}: field 'format' is {need('format')!s}, not {FORMAT}")
         meta = PolicyMeta.from_json(str(need("meta")), str(path))

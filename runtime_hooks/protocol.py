@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -194,8 +195,6 @@ class FrameReader:
         self.buffer = bytearray()
 
     def _fill(self, n: int, timeout_s: float) -> None:
-        import time
-
         deadline = time.monotonic() + timeout_s
         while len(self.buffer) < n:
             left = deadline - time.monotonic()

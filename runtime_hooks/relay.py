@@ -5,7 +5,7 @@
 The device connects to the relay instead of the server. Bytes going up leave the relay
 no earlier than the trace allows: the uplink is one FIFO whose capacity over time is
 the trace's (as the device's radio sees it: the family's uplink ratio and cap, see
-``OffloadEnv.uplink``), integrated with ``Trace.finish_time`` exactly as the simulator
+``Radio.uplink``), integrated with ``Trace.finish_time`` exactly as the simulator
 does, then delayed by half the RTT. Answers come back after the other half of the RTT
 (they are a few dozen bytes; the downlink's capacity is not modelled, as in the
 simulator). An outage in the trace (zero capacity) holds bytes until it ends.
@@ -181,8 +181,7 @@ def uplink_for(trace_path: str, scenario=None) -> Trace:
 
     scenario = scenario or load_scenario()
     trace = load_trace(trace_path)
-    radio = load_catalog(scenario.catalog).radio(scenario.radio_for(trace.family))
-    return trace.scaled(radio.uplink_ratio, radio.max_uplink_bps, radio.rtt_s)
+    return load_catalog(scenario.catalog).radio(scenario.radio_for(trace.family)).uplink(trace)
 
 
 def parse_address(text: str) -> tuple[str, int]:

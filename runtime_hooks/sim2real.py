@@ -214,7 +214,7 @@ def plot(sim_rows: list[dict], real: list, path: Path, title: str) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from envs import OffloadEnv, load_scenario
+    from envs import OffloadEnv, System, load_scenario
     from profiles.dataset import load_official
     from runtime_hooks.device import DEFAULT_POLICY, DeviceLoop
     from runtime_hooks.policy_file import NumpyPolicy
@@ -227,13 +227,10 @@ def run(args: argparse.Namespace) -> dict:
     proc, address = start_server()
     try:
         scenario, catalog = loopback_setup(load_scenario())
-        env = OffloadEnv(
-            scenario, [trace], sample_split="test", episode_requests=args.requests,
-            catalog=catalog,
-        )  # fmt: skip
         # The loopback cloud's overhead is measured, as one would calibrate a cloud
         # offer's ``overhead_s`` in the catalog; the relay's own overhead is not.
-        overhead_s = measure_server_overhead(address, env.system.cloud_tail_s[0])
+        tail_s = System(scenario, catalog=catalog).cloud_tail_s[0]
+        overhead_s = measure_server_overhead(address, tail_s)
         scenario, catalog = loopback_setup(load_scenario(), overhead_s)
         env = OffloadEnv(
             scenario, [trace], sample_split="test", episode_requests=args.requests,

@@ -143,7 +143,8 @@ def test_early_exit_uses_the_real_confidence():
     s = env.system
     i = env.state.samples[0]
     thr = 0  # lowest threshold
-    first = next((b for b in range(s.k - 1) if s.conf[b][i] >= s.thresholds[thr]), None)
+    conf = s.profile.splits[env.scenario.workload.sample_split].exit_conf
+    first = next((b for b in range(s.k - 1) if conf[b, i] >= s.thresholds[thr]), None)
     _, _, _, _, info = env.step([s.k, thr, 0])
     expected_block = (first + 1) if first is not None else s.k
     assert info["exit_block"] == expected_block
