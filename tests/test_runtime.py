@@ -415,3 +415,18 @@ def test_sim2real_compare_and_replay():
     assert out["latency_mape_same_action"] == pytest.approx(0.1)
     assert out["action_agreement"] == 0.5
     assert out["sim_accuracy"] == 0.5 and out["real_accuracy"] == 1.0
+
+
+def test_bad_inputs_name_the_value_at_fault():
+    from runtime_hooks.relay import parse_address
+
+    with pytest.raises(ValueError, match="HOST:PORT, got 'localhost'"):
+        parse_address("localhost")
+    assert parse_address(":9300") == ("127.0.0.1", 9300)
+    with pytest.raises(ValueError, match="capacity must be > 0 J, got 0"):
+        BatteryMonitor(0.0, sensor=None)
+    with pytest.raises(ValueError, match=r"initial battery level must be in \[0, 1\], got 1.5"):
+        BatteryMonitor(10.0, 1.5, sensor=None)
+    loop = make_loop(None)
+    with pytest.raises(ValueError, match=r"image must be uint8 \(28, 28\), got \(27, 28\)"):
+        loop.infer(np.zeros((27, 28), np.uint8))
