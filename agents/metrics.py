@@ -7,6 +7,7 @@ import numpy as np
 SUMMARY_KEYS = (
     "reward_mean",
     "reward_ci95",
+    "reward_calibrated",
     "accuracy",
     "latency_p50_ms",
     "latency_p95_ms",
@@ -22,17 +23,28 @@ SUMMARY_KEYS = (
 )
 
 
-def summarise(res: dict[str, np.ndarray], battery_capacity_j: float) -> dict[str, float]:
+def summarise(
+    res: dict[str, np.ndarray], battery_capacity_j: float, accuracy_weight: float = 1.0
+) -> dict[str, float]:
     """Mean reward with a 95% confidence interval over episodes (episodes are the
-    independent units; requests within one are not), and per-request metrics."""
+    independent units; requests within one are not), and per-request metrics.
+
+    ``reward_calibrated`` is the mean reward with each answer credited at the
+    calibrated accuracy of its exit and confidence instead of its realized correctness.
+    For a policy that cannot see labels the two agree in expectation; for the
+    clairvoyant oracle the difference is what knowing each image's answer is worth."""
     episodes = np.unique(res["episode"])
-    per_episode = np.array([res["reward"][res["episode"] == e].mean() for e in episodes])
+    in_episode = [res["episode"] == e for e in episodes]
+    per_episode = np.array([res["reward"][m].mean() for m in in_episode])
+    luck = accuracy_weight * (res["correct"].astype(float) - res["accuracy_expected"])
+    calibrated = np.array([(res["reward"][m] - luck[m]).mean() for m in in_episode])
     ci = 1.96 * per_episode.std(ddof=1) / np.sqrt(len(per_episode)) if len(per_episode) > 1 else 0.0
     lat_ms = res["latency_s"] * 1e3
     energy = float(res["energy_j"].mean())
     return {
         "reward_mean": float(per_episode.mean()),
         "reward_ci95": float(ci),
+        "reward_calibrated": float(calibrated.mean()),
         "accuracy": float(res["correct"].mean()),
         "latency_p50_ms": float(np.percentile(lat_ms, 50)),
         "latency_p95_ms": float(np.percentile(lat_ms, 95)),

@@ -46,6 +46,7 @@ def make_specs(
     return specs
 
 
+ACTION_FIELDS = ("cut", "threshold", "level")
 STEP_FIELDS = (
     "reward",
     "latency_s",
@@ -55,6 +56,7 @@ STEP_FIELDS = (
     "exit_block",
     "offloaded",
     "correct",
+    "accuracy_expected",
     "leakage",
     "deadline_miss",
     "cold_start",
@@ -65,6 +67,7 @@ STEP_FIELDS = (
     "threshold",
     "level",
 )
+INFO_FIELDS = tuple(k for k in STEP_FIELDS if k != "reward" and k not in ACTION_FIELDS)
 
 
 def run_episode(env: OffloadEnv, policy, spec: EpisodeSpec) -> dict[str, np.ndarray]:
@@ -88,7 +91,7 @@ def run_episode(env: OffloadEnv, policy, spec: EpisodeSpec) -> dict[str, np.ndar
         rows["cut"].append(int(act[0]))
         rows["threshold"].append(int(act[1]))
         rows["level"].append(int(act[2]))
-        for key in STEP_FIELDS[1:14]:
+        for key in INFO_FIELDS:
             rows[key].append(info[key])
         if terminated or truncated:
             break

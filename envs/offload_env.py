@@ -135,7 +135,8 @@ class OffloadEnv(gym.Env):
 
     ``info`` of every step carries the request's metrics: ``latency_s``, ``energy_j``,
     ``money_usd``, ``sent_bytes``, ``exit_block``, ``offloaded``, ``correct``,
-    ``leakage``, ``deadline_miss``, ``cold_start``, ``battery_level``, the true uplink
+    ``accuracy_expected`` (the calibrated accuracy of answers at that exit and
+    confidence, what a policy blind to labels can count on), ``leakage``, ``deadline_miss``, ``cold_start``, ``battery_level``, the true uplink
     rate at the decision ``uplink_bps`` and at the request's arrival
     ``arrival_uplink_bps`` (policy-independent), and the ``family`` of the trace.
     """
@@ -309,6 +310,7 @@ class OffloadEnv(gym.Env):
             "exit_block": out.exit_block,
             "offloaded": out.offloaded,
             "correct": out.correct,
+            "accuracy_expected": out.expected,
             "leakage": out.leakage,
             "deadline_miss": out.deadline_miss,
             "cold_start": out.cold_start,
@@ -383,11 +385,13 @@ class OffloadEnv(gym.Env):
                 device_s = s.block_cum[exit_block] + s.exit_cum[exit_block]
                 correct = s.exit_ok[exit_block - 1][i]
                 credit = s.exit_credit[exit_block - 1][i]
+                expected = s.exit_expected[exit_block - 1][i]
             else:
                 device_s = s.block_cum[k] + (s.exit_cum[k - 1] if early else 0.0)
                 device_s += s.exit_dev_s[k - 1]
                 correct = s.exit_ok[k - 1][i]
                 credit = s.exit_credit[k - 1][i]
+                expected = s.exit_expected[k - 1][i]
                 exit_block = k
             latency = start - arrival + device_s
             energy = device.active_power_w * device_s
@@ -415,6 +419,7 @@ class OffloadEnv(gym.Env):
                 done,
                 st.radio_tail_end_s,
                 credit,
+                expected,
             )
         device_s = s.block_cum[cut] + (s.exit_cum[cut] if early else 0.0)
         device_s += s.encode_dev_s[cut][level]
@@ -441,6 +446,7 @@ class OffloadEnv(gym.Env):
         money = nbytes * s.data_usd_per_byte + s.cloud_usd[cut]
         correct = s.final_ok[cut][level][i]
         credit = s.final_credit[cut][level][i]
+        expected = s.final_expected[cut][level][i]
         leak = s.leak[cut][level]
         reward = s.reward(credit, latency, energy, money, leak, level_battery)
         return Outcome(
@@ -465,6 +471,7 @@ class OffloadEnv(gym.Env):
             tx_end,
             tx_end + radio.tail_s,
             credit,
+            expected,
         )
 
     def _probe(self, done_s: float, nxt: float) -> tuple[float, float]:

@@ -46,6 +46,7 @@ class Outcome(NamedTuple):
     tx_end_s: float
     radio_tail_end_s: float
     credit: float  # what the reward credited for accuracy (see ``accuracy_credit``)
+    expected: float  # the calibrated accuracy of answers at this exit and confidence
 
 
 class System:
@@ -122,14 +123,17 @@ class System:
         self.exit_ok = split.exit_correct.tolist()
         self.sent = split.sent_bytes.tolist()
         self.final_ok = split.final_correct.tolist()
+        # The expected correctness of each answer given the confidence of the exit that
+        # answered, calibrated on the same split: what a policy that cannot see labels
+        # can count on. Evaluation reports rewards with it beside the realized ones.
+        self.exit_expected, self.final_expected = _calibrated_credit(split)
         # What the reward credits for accuracy: the realized correctness, or (for
-        # training) its expectation given the confidence of the exit that answered,
-        # calibrated on the same split. Correctness never changes what happens next,
-        # so the expectation keeps the objective and removes most of its noise.
+        # training) its expectation. Correctness never changes what happens next, so the
+        # expectation keeps the objective and removes most of its noise.
         if accuracy_credit == "realized":
             self.exit_credit, self.final_credit = self.exit_ok, self.final_ok
         elif accuracy_credit == "expected":
-            self.exit_credit, self.final_credit = _calibrated_credit(split)
+            self.exit_credit, self.final_credit = self.exit_expected, self.final_expected
         else:
             raise ValueError(
                 f"accuracy_credit must be realized or expected, not {accuracy_credit!r}"

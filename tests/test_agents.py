@@ -150,6 +150,27 @@ def test_oracle_is_not_worse_than_any_policy_on_the_same_requests(env):
         assert oracle >= run_many(env, policy, specs)["reward"].mean(), policy.name
 
 
+def test_calibrated_reward_separates_label_luck_from_skill(env):
+    """A label-blind policy scores the same in expectation at realized and at calibrated
+    accuracy; the oracle, which knows each image's answer, loses its luck."""
+    from agents.metrics import summarise
+
+    families = load_families("builtin", split="test")[0]
+    specs = make_specs(families["fcc"], 6, 9, (0.05, 1.0))
+    cap = env.system.battery_capacity_j
+    cloud = summarise(run_many(env, CloudOnly(env.system), specs), cap)
+    assert abs(cloud["reward_calibrated"] - cloud["reward_mean"]) < 0.03
+    oracle_rows = run_many(env, Oracle(), specs)
+    oracle = summarise(oracle_rows, cap)
+    assert oracle["reward_calibrated"] < oracle["reward_mean"] - 0.015
+    # The expected accuracy is the calibrated table's value for the answer given.
+    s = env.system
+    local = ~oracle_rows["offloaded"]
+    assert np.all((oracle_rows["accuracy_expected"] >= 0) & (oracle_rows["accuracy_expected"] <= 1))
+    assert oracle_rows["correct"][local].mean() > oracle_rows["accuracy_expected"][local].mean()
+    assert len(s.exit_expected) == s.k
+
+
 def test_oracle_refuses_plain_act():
     with pytest.raises(RuntimeError, match="simulator"):
         Oracle().act(np.zeros(3))
