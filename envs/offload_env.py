@@ -136,9 +136,10 @@ class OffloadEnv(gym.Env):
     ``info`` of every step carries the request's metrics: ``latency_s``, ``energy_j``,
     ``money_usd``, ``sent_bytes``, ``exit_block``, ``offloaded``, ``correct``,
     ``accuracy_expected`` (the calibrated accuracy of answers at that exit and
-    confidence, what a policy blind to labels can count on), ``leakage``, ``deadline_miss``, ``cold_start``, ``battery_level``, the true uplink
-    rate at the decision ``uplink_bps`` and at the request's arrival
-    ``arrival_uplink_bps`` (policy-independent), and the ``family`` of the trace.
+    confidence, what a policy blind to labels can count on), ``leakage``,
+    ``deadline_miss``, ``cold_start``, ``battery_level``, the true uplink rate at the
+    decision ``uplink_bps`` and at the request's arrival ``arrival_uplink_bps``
+    (policy-independent), and the ``family`` of the trace.
     """
 
     metadata = {"render_modes": []}
