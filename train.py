@@ -29,6 +29,7 @@ import numpy as np
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 HYPERPARAMS = PROJECT_ROOT / "agents" / "hyperparams.toml"
+SHAPINGS = ("none", "tail_potential", "regime")  # see envs/shaping.py
 
 
 def load_config(path: Path | None) -> dict:
@@ -58,14 +59,16 @@ def make_env_fn(
     shaping: str = "none",
     gamma: float = 0.9,
 ):
-    if shaping not in ("none", "tail_potential"):
-        raise SystemExit(f"error: reward_shaping must be none or tail_potential, not {shaping!r}")
+    if shaping not in SHAPINGS:
+        raise SystemExit(
+            f"error: reward_shaping must be one of {', '.join(SHAPINGS)}, not {shaping!r}"
+        )
 
     def make():
         from stable_baselines3.common.monitor import Monitor
 
         from envs import OffloadEnv
-        from envs.shaping import TailPotential
+        from envs.shaping import RegimePotential, TailPotential
         from envs.wrappers import DistinctActions
 
         env = OffloadEnv(
@@ -78,6 +81,8 @@ def make_env_fn(
         )
         if shaping == "tail_potential":
             env = TailPotential(env, gamma)
+        elif shaping == "regime":
+            env = RegimePotential(env)
         return Monitor(DistinctActions(env))
 
     return make

@@ -1,15 +1,28 @@
-"""Potential-based reward shaping for training: the radio tail as stored value.
+"""Potential-based reward shaping for training: investments that pay off over many requests.
 
 On a cellular radio the first upload after an idle spell pays the whole high-power
-tail (LTE: ~12 J), and uploads inside a running tail pay only its extension. A learner
-that discounts with gamma = 0.9 sees about ten requests ahead, fewer than the requests
-that share one tail, so starting to offload looks like a loss. ``TailPotential`` adds
-``gamma * phi(s') - phi(s)`` to each reward, with ``phi`` the energy cost, at the
-reward's own weight for the current battery level, of the tail still to run at the
-decision time: the upload that starts a tail gets most of it back at once, and the
-tail is then charged step by step while it runs. Potential-based shaping (Ng, Harada
-and Russell, ICML 1999) leaves the optimal policy unchanged; ``phi`` is 0 at the end
-of an episode. Evaluation always uses the environment's own reward.
+tail (LTE: ~12 J), and uploads inside a running tail pay only its extension; on a FaaS
+cloud the first request after the keep-alive window pays a cold start. A learner that
+discounts with gamma = 0.9 sees about ten requests ahead, fewer than the requests that
+share one tail, so starting to offload looks like a loss.
+
+Both wrappers add ``discount * phi(s') - phi(s)`` to each reward, with ``phi`` a
+potential of the state at the decision time and ``phi = 0`` at the end of an episode:
+
+* ``TailPotential`` (``discount = gamma``): ``phi`` is the weighted energy of the tail
+  still to run. With the learner's own gamma, shaping leaves the optimal policy of the
+  discounted problem unchanged (Ng, Harada and Russell, ICML 1999); it only moves credit
+  to where the tail is used.
+* ``RegimePotential`` (``discount = 1``): ``phi`` is what being in an offloading regime
+  is worth, the weighted energy of a whole tail while the radio is up plus the reward
+  cost of a cold start while the cloud is warm. With ``discount = 1`` the shaped rewards
+  of an episode sum to the true ones (the sum telescopes from ``phi = 0`` at a cold,
+  idle start to ``phi = 0`` at the end), so the undiscounted objective that evaluation
+  measures keeps its optimum; what changes is where the short-sighted learner sees the
+  costs: a tail start is charged when the tail finally runs out, and a cold start at the
+  end of the episode, instead of up front on the request that opened the regime.
+
+Evaluation always uses the environment's own reward.
 """
 
 from __future__ import annotations
@@ -17,26 +30,27 @@ from __future__ import annotations
 import gymnasium as gym
 
 
-class TailPotential(gym.Wrapper):
-    """Adds ``gamma * phi(s') - phi(s)`` to the reward (see the module docstring);
-    ``info["unshaped_reward"]`` keeps the environment's own."""
+class _Potential(gym.Wrapper):
+    """Adds ``discount * phi(s') - phi(s)`` to the reward; ``info["unshaped_reward"]``
+    keeps the environment's own."""
 
-    def __init__(self, env: gym.Env, gamma: float) -> None:
+    def __init__(self, env: gym.Env, discount: float) -> None:
         super().__init__(env)
-        self.gamma = gamma
+        if not 0.0 < discount <= 1.0:
+            raise ValueError(f"shaping discount must be in (0, 1], got {discount}")
+        self.discount = discount
         self._phi = 0.0
 
     def potential(self) -> float:
+        raise NotImplementedError
+
+    def _battery(self) -> float:
         env = self.env.unwrapped
-        st, s = env.state, env.system
-        if st is None or st.index >= len(st.arrivals):
-            return 0.0
-        tail_j = st.radio.tail_left_j(env.decision_time(), st.radio_tail_end_s)
-        if tail_j <= 0.0:
-            return 0.0
-        battery = max(st.battery_j, 0.0) / s.battery_capacity_j
-        # The reward's energy term alone (no accuracy, latency, money or leakage).
-        return -s.reward(0.0, 0.0, tail_j, 0.0, 0.0, battery)
+        return max(env.state.battery_j, 0.0) / env.system.battery_capacity_j
+
+    def _energy_value(self, joules: float) -> float:
+        """The reward's energy term alone for ``joules`` at the current battery level."""
+        return -self.env.unwrapped.system.reward(0.0, 0.0, joules, 0.0, 0.0, self._battery())
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -47,6 +61,51 @@ class TailPotential(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         phi = 0.0 if (terminated or truncated) else self.potential()
         info["unshaped_reward"] = reward
-        shaped = reward + self.gamma * phi - self._phi
+        shaped = reward + self.discount * phi - self._phi
         self._phi = phi
         return obs, shaped, terminated, truncated, info
+
+
+class TailPotential(_Potential):
+    """``phi``: the weighted energy of the radio tail still to run at the decision time;
+    ``discount`` is the learner's gamma (see the module docstring)."""
+
+    def __init__(self, env: gym.Env, gamma: float) -> None:
+        super().__init__(env, gamma)
+        self.gamma = gamma
+
+    def potential(self) -> float:
+        env = self.env.unwrapped
+        st = env.state
+        if st is None or st.index >= len(st.arrivals):
+            return 0.0
+        tail_j = st.radio.tail_left_j(env.decision_time(), st.radio_tail_end_s)
+        return self._energy_value(tail_j) if tail_j > 0.0 else 0.0
+
+
+class RegimePotential(_Potential):
+    """``phi``: a whole tail's weighted energy while the radio's tail runs, plus the
+    reward cost of a cold start while a FaaS cloud is warm; ``discount = 1`` (see the
+    module docstring)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env, 1.0)
+        s = env.unwrapped.system
+        w, deadline = s.scenario.reward, s.scenario.workload.deadline_s
+        cold_s = s.cloud.cold_start_s if s.is_faas else 0.0
+        ratio = min(cold_s / deadline, 4.0)
+        # A cold start's own cost in the reward: its latency term plus a deadline miss.
+        self.cold_value = w.latency * ratio + (w.deadline_miss if cold_s > deadline else 0.0)
+
+    def potential(self) -> float:
+        env = self.env.unwrapped
+        st, s = env.state, env.system
+        if st is None or st.index >= len(st.arrivals):
+            return 0.0
+        now = env.decision_time()
+        phi = 0.0
+        if st.radio.tail_left_j(now, st.radio_tail_end_s) > 0.0:
+            phi += self._energy_value(st.radio.tail_w * st.radio.tail_s)
+        if s.is_faas and now - st.cloud_last_use_s <= s.cloud.keep_alive_s:
+            phi += self.cold_value
+        return phi

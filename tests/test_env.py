@@ -286,3 +286,35 @@ def test_tail_potential_shaping_telescopes_and_rewards_a_started_tail():
             break
     # phi(s0) = 0 and phi(terminal) = 0: the discounted shaping terms sum to zero.
     assert total == pytest.approx(0.0, abs=1e-9)
+
+
+def test_regime_potential_keeps_the_episode_total_and_refunds_a_regime_start():
+    from envs.shaping import RegimePotential
+    from traces import Trace
+
+    lte = Trace("c", "oboe", (0.0,), (4e6,), 600.0, 0.05)  # oboe -> the LTE radio
+    env = RegimePotential(OffloadEnv(traces=[lte], episode_requests=120))
+    env.reset(seed=2, options={"battery_level": 0.5})
+    assert env.potential() == 0.0  # idle radio, cold cloud
+    assert env.cold_value > 1.0  # a 0.8 s cold start misses a 0.2 s deadline
+    shaped_sum = unshaped_sum = 0.0
+    offload, local = np.array([0, 6, 0]), np.array([5, 0, 0])
+    for t in range(120):
+        # Offload for a while, then stay local long enough for the tail to run out.
+        _, shaped, terminated, truncated, info = env.step(offload if t < 20 else local)
+        if t == 0:  # the regime's start: tail and cold start refunded at once
+            assert info["cold_start"]
+            assert shaped - info["unshaped_reward"] > env.cold_value
+        shaped_sum += shaped
+        unshaped_sum += info["unshaped_reward"]
+        if terminated or truncated:
+            break
+    # Undiscounted: the shaping terms telescope to phi(end) - phi(start) = 0.
+    assert shaped_sum == pytest.approx(unshaped_sum, abs=1e-9)
+
+
+def test_shaping_discount_must_be_a_discount():
+    from envs.shaping import TailPotential
+
+    with pytest.raises(ValueError, match="discount"):
+        TailPotential(OffloadEnv(trace_source="builtin", episode_requests=5), 1.5)
