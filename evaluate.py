@@ -38,12 +38,13 @@ ALL_POLICIES = (
     "edgent",
     "spinn",
     "best_fixed",
+    "best_fixed_by_context",
     "random",
 )
 console = Console(width=170)
 
 
-def build_policies(names, env, run_dir, radio, seed, best_fixed_cache):
+def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_context_cache):
     from agents.base import RandomPolicy
     from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
     from agents.oracle import Oracle
@@ -66,6 +67,7 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache):
         "edgent": lambda: Edgent(s, pred),
         "spinn": lambda: Spinn(s, pred),
         "best_fixed": lambda: best_fixed_cache(),
+        "best_fixed_by_context": lambda: by_context_cache(),
         "random": lambda: RandomPolicy(tuple(env.action_space.nvec), seed=seed),
     }
     out = {}
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import track
 
     from agents import plots
-    from agents.best_fixed import find_best_fixed
+    from agents.best_fixed import find_best_fixed, find_best_fixed_by_context
     from agents.metrics import subset, summarise
     from agents.ppo import RunError, check_run_dir, run_scenario_path
     from agents.rollout import make_specs, run_many
@@ -199,12 +201,26 @@ def main(argv: list[str] | None = None) -> int:
             )
         return cached["policy"]
 
+    def best_fixed_by_context():
+        if "by_context" not in cached:
+            train = [t for f in train_by_family.values() for t in f]
+            cached["by_context"] = find_best_fixed_by_context(
+                train_env,
+                train,
+                episodes=args.best_fixed_episodes,
+                seed=args.seed + 99,
+                progress=lambda xs: track(xs, description="best fixed action per context"),
+            )
+        return cached["by_context"]
+
     results: dict[str, dict] = {}
     timings = {}
     for family in sorted(by_family):
         radio = env.system.radio(family)
         try:
-            policies = build_policies(names, env, args.policy, radio, args.seed, best_fixed)
+            policies = build_policies(
+                names, env, args.policy, radio, args.seed, best_fixed, best_fixed_by_context
+            )
         except RunError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

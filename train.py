@@ -58,6 +58,7 @@ def make_env_fn(
     accuracy_credit: str,
     shaping: str = "none",
     gamma: float = 0.9,
+    tail_share: float = 1.0,
 ):
     if shaping not in SHAPINGS:
         raise SystemExit(
@@ -82,7 +83,7 @@ def make_env_fn(
         if shaping == "tail_potential":
             env = TailPotential(env, gamma)
         elif shaping == "regime":
-            env = RegimePotential(env)
+            env = RegimePotential(env, tail_share)
         return Monitor(DistinctActions(env))
 
     return make
@@ -124,24 +125,39 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
 
 
 def warm_start(model, venv, scenario, args, config: dict, episode_requests: int) -> None:
-    """Imitation of the oracle on the training traces (see ``agents.imitation``): the
+    """Imitation of an expert on the training traces (see ``agents.imitation``): the
     observation statistics start from the demonstrations, the actor from their actions."""
-    from agents.imitation import collect_oracle, pretrain_actor
+    from agents.best_fixed import find_best_fixed_by_context
+    from agents.imitation import collect_demonstrations, pretrain_actor
+    from agents.oracle import Oracle
     from envs import OffloadEnv
+    from traces.sets import load_families
 
     cfg = config["imitation"]
     env = OffloadEnv(
         scenario, trace_source=args.trace_source, trace_split="train", sample_split="val",
         episode_requests=episode_requests,
     )  # fmt: skip
-    obs, actions = collect_oracle(env, int(cfg["steps"]), seed=args.seed)
+    if cfg["expert"] == "oracle":
+        expert = Oracle()
+    elif cfg["expert"] == "best_fixed_by_context":
+        found, _ = load_families(args.trace_source, split="train")
+        train_traces = [t for fam in sorted(found) for t in found[fam]]
+        expert = find_best_fixed_by_context(env, train_traces, seed=args.seed + 12345)
+        print(f"imitation expert: {len(expert.table)} (radio, battery band) actions")
+    else:
+        raise SystemExit(
+            f"error: [imitation] expert must be oracle or best_fixed_by_context, "
+            f"not {cfg['expert']!r}"
+        )
+    obs, actions = collect_demonstrations(env, expert, int(cfg["steps"]), seed=args.seed)
     rms = venv.obs_rms
     rms.mean, rms.var, rms.count = obs.mean(0).astype(np.float64), obs.var(0) + 1e-8, len(obs)
     accuracy = pretrain_actor(
         model, venv.normalize_obs(obs), actions, int(cfg["epochs"]),
         learning_rate=float(cfg["learning_rate"]), seed=args.seed,
     )  # fmt: skip
-    print(f"imitation: {len(obs)} oracle decisions, actor matches {accuracy:.1%} of them")
+    print(f"imitation: {len(obs)} {cfg['expert']} decisions, actor matches {accuracy:.1%}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         str(ppo_cfg["accuracy_credit"]),
         str(ppo_cfg["reward_shaping"]),
         float(ppo_cfg["gamma"]),
+        float(ppo_cfg["shaping_tail_share"]),
     )
     venv = DummyVecEnv([make for _ in range(n_envs)])
     venv.seed(args.seed)

@@ -1,4 +1,7 @@
-"""Imitation warm start: the PPO actor first learns to copy the clairvoyant oracle.
+"""Imitation warm start: the PPO actor first learns to copy an expert.
+
+The expert is the clairvoyant oracle or a realizable rule (``best_fixed_by_context``:
+the best fixed action per radio and battery band on the training traces).
 
 The oracle (``agents.oracle``) chooses with privileged knowledge: the future bandwidth
 and the drawn sample's true outcomes. A policy that sees only the device's
@@ -23,16 +26,24 @@ from envs.wrappers import distinct_actions
 
 
 def collect_oracle(env: OffloadEnv, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Demonstrations of the clairvoyant oracle (see ``collect_demonstrations``)."""
+    return collect_demonstrations(env, Oracle(), steps, seed)
+
+
+def collect_demonstrations(
+    env: OffloadEnv, expert, steps: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``steps`` (observation, index into ``distinct_actions``) pairs from episodes the
-    oracle plays, so the observations are those of the states a good policy visits."""
+    expert plays, so the observations are those of the states it visits. ``expert`` is
+    any ``agents`` policy; a privileged one is handed the simulator."""
     table = {a: i for i, a in enumerate(distinct_actions(*env.action_space.nvec))}
-    oracle = Oracle()
+    privileged = getattr(expert, "privileged", False)
     rng = np.random.default_rng(seed)
     obs_out = np.empty((steps, env.observation_space.shape[0]), np.float32)
     act_out = np.empty(steps, np.int64)
     obs, _ = env.reset(seed=int(rng.integers(2**31)))
-    for i in tqdm(range(steps), desc="oracle demonstrations", unit="step", mininterval=2.0):
-        action = oracle.act_privileged(env)
+    for i in tqdm(range(steps), desc="demonstrations", unit="step", mininterval=2.0):
+        action = expert.act_privileged(env) if privileged else expert.act(obs)
         obs_out[i] = obs
         act_out[i] = table[tuple(int(v) for v in action)]
         obs, _, terminated, truncated, _ = env.step(action)

@@ -84,12 +84,20 @@ class TailPotential(_Potential):
 
 
 class RegimePotential(_Potential):
-    """``phi``: a whole tail's weighted energy while the radio's tail runs, plus the
-    reward cost of a cold start while a FaaS cloud is warm; ``discount = 1`` (see the
-    module docstring)."""
+    """``phi``: ``tail_share`` of a whole tail's weighted energy while the radio's tail
+    runs, plus the reward cost of a cold start while a FaaS cloud is warm;
+    ``discount = 1`` (see the module docstring).
 
-    def __init__(self, env: gym.Env) -> None:
+    ``tail_share`` < 1 leaves part of a tail start charged up front. The deferred part
+    is seen by a learner with discount gamma about gamma**(tail / request gap) later,
+    and staying in a regime postpones it, so at a low battery, where a regime should end,
+    a full deferral makes continuing look cheaper than it is."""
+
+    def __init__(self, env: gym.Env, tail_share: float = 1.0) -> None:
         super().__init__(env, 1.0)
+        if not 0.0 <= tail_share <= 1.0:
+            raise ValueError(f"tail_share must be in [0, 1], got {tail_share}")
+        self.tail_share = tail_share
         s = env.unwrapped.system
         w, deadline = s.scenario.reward, s.scenario.workload.deadline_s
         cold_s = s.cloud.cold_start_s if s.is_faas else 0.0
@@ -105,7 +113,7 @@ class RegimePotential(_Potential):
         now = env.decision_time()
         phi = 0.0
         if st.radio.tail_left_j(now, st.radio_tail_end_s) > 0.0:
-            phi += self._energy_value(st.radio.tail_w * st.radio.tail_s)
+            phi += self.tail_share * self._energy_value(st.radio.tail_w * st.radio.tail_s)
         if s.is_faas and now - st.cloud_last_use_s <= s.cloud.keep_alive_s:
             phi += self.cold_value
         return phi

@@ -202,3 +202,49 @@ def test_imitation_learns_the_oracles_choices():
     most_common = np.bincount(actions).max() / len(actions)
     accuracy = pretrain_actor(model, z, actions, epochs=30, seed=0)
     assert accuracy > 0.9 * most_common and accuracy > 20 / len(table)
+
+
+def radio_context(s, radio):
+    deadline, keep_alive = s.scenario.workload.deadline_s, s.cloud.keep_alive_s
+    return ObservationContext(
+        deadline, s.n_cuts, s.n_thresholds, s.n_levels, radio.tail_s, radio.tail_w, keep_alive
+    )
+
+
+def test_best_fixed_by_context_reads_radio_and_battery_from_the_observation(env):
+    from agents.best_fixed import ContextualFixed, radio_key
+
+    lte = env.system.catalog.radio("lte")
+    key = radio_key(lte.tail_s, lte.tail_w)
+    policy = ContextualFixed({(key, 0): (5, 0, 0), (key, 1): (0, 6, 0)}, [0.5], (2, 1, 1))
+    tel = Telemetry(rtt_est_s=0.07, battery_level=0.2)
+    tel.record_transfer(0.0, 1e5, 1.0)
+    s = env.system
+    ctx = radio_context(s, lte)
+    assert policy.act(build_observation(tel, 0.1, 0.0, 0, ctx)).tolist() == [5, 0, 0]
+    tel.battery_level = 0.9
+    assert policy.act(build_observation(tel, 0.1, 0.0, 0, ctx)).tolist() == [0, 6, 0]
+    wifi = env.system.catalog.radio("wifi")  # a radio it never saw: the fallback
+    ctx = radio_context(s, wifi)
+    assert policy.act(build_observation(tel, 0.1, 0.0, 0, ctx)).tolist() == [2, 1, 1]
+
+
+def test_best_fixed_by_context_picks_each_contexts_best_action():
+    from agents.best_fixed import find_best_fixed_by_context, radio_key
+
+    families = load_families("builtin", split="train")[0]
+    traces = families["hsdpa"][:2] + families["fcc"][:2]
+    small = OffloadEnv(traces=traces, sample_split="val", episode_requests=20)
+    policy = find_best_fixed_by_context(small, traces, episodes=1, battery_edges=(0.5,))
+    # Every (radio, band) of the two families was searched.
+    radios = {radio_key(r.tail_s, r.tail_w) for r in (small.system.radio("hsdpa"),
+                                                      small.system.radio("fcc"))}  # fmt: skip
+    assert set(policy.table) == {(k, band) for k in radios for band in (0, 1)}
+    # With one family and one band it is the plain best fixed action on the same episodes.
+    from agents.best_fixed import find_best_fixed
+
+    one = families["hsdpa"][:2]
+    small = OffloadEnv(traces=one, sample_split="val", episode_requests=20)
+    by_context = find_best_fixed_by_context(small, one, episodes=2, seed=7, battery_edges=())
+    plain, _ = find_best_fixed(small, one, episodes=2, seed=7)
+    assert list(by_context.table.values()) == [tuple(plain.act(np.zeros(1)).tolist())]
