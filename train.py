@@ -143,7 +143,9 @@ def warm_start(model, venv, scenario, args, config: dict, episode_requests: int)
     elif cfg["expert"] == "best_fixed_by_context":
         found, _ = load_families(args.trace_source, split="train")
         train_traces = [t for fam in sorted(found) for t in found[fam]]
-        expert = find_best_fixed_by_context(env, train_traces, seed=args.seed + 12345)
+        expert = find_best_fixed_by_context(
+            env, train_traces, episodes=int(cfg["expert_episodes"]), seed=args.seed + 12345
+        )
         print(f"imitation expert: {len(expert.table)} (radio, battery band) actions")
     else:
         raise SystemExit(

@@ -56,7 +56,7 @@ def pretrain_actor(
     model, observations: np.ndarray, actions: np.ndarray, epochs: int = 10,
     batch_size: int = 512, learning_rate: float = 1e-3, seed: int = 0,
 ) -> float:  # fmt: skip
-    """Cross-entropy of the SB3 actor's logits against the oracle's actions, on
+    """Cross-entropy of the SB3 actor's logits against the expert's actions, on
     already-normalised observations. Returns the final training accuracy."""
     import torch
 

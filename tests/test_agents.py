@@ -248,3 +248,13 @@ def test_best_fixed_by_context_picks_each_contexts_best_action():
     by_context = find_best_fixed_by_context(small, one, episodes=2, seed=7, battery_edges=())
     plain, _ = find_best_fixed(small, one, episodes=2, seed=7)
     assert list(by_context.table.values()) == [tuple(plain.act(np.zeros(1)).tolist())]
+
+
+def test_demonstrations_of_a_realizable_expert_are_its_own_actions():
+    from agents.imitation import collect_demonstrations
+    from envs.wrappers import distinct_actions
+
+    env = OffloadEnv(trace_source="builtin", episode_requests=20)
+    obs, actions = collect_demonstrations(env, FixedPolicy(0, 6, 0), 50, seed=1)
+    table = distinct_actions(*env.action_space.nvec)
+    assert obs.shape == (50, 17) and {table[a] for a in actions} == {(0, 6, 0)}

@@ -225,6 +225,33 @@ def test_evaluate_reads_a_directory_of_trace_files(tmp_path):
     assert "skipped bad trace" in out.stdout and "broken:2" in out.stdout
 
 
+def test_train_with_regime_shaping_and_a_realizable_expert(tmp_path):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        TINY.replace("[eval]", 'reward_shaping = "regime"\nshaping_tail_share = 0.5\n[eval]')
+        + '[imitation]\nsteps = 300\nexpert = "best_fixed_by_context"\nexpert_episodes = 1\n'
+    )
+    out = train(tmp_path, cfg, "1024")
+    assert "300 best_fixed_by_context decisions" in out.stdout
+    assert "trained 1024 steps" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ('[ppo]\nreward_shaping = "magic"\n', "reward_shaping must be one of"),
+        ('[imitation]\nsteps = 10\nexpert = "guru"\n', "expert must be oracle or"),
+    ],
+)
+def test_train_refuses_unknown_shaping_or_expert(tmp_path, setting, message):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(setting)
+    args = ["--name", "bad", "--runs-dir", str(tmp_path), "--config", str(cfg)]
+    args += ["--timesteps", "256", "--trace-source", "builtin", "--no-progress"]
+    out = run("train.py", *args, check=False)
+    assert out.returncode != 0 and message in out.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
