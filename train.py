@@ -128,7 +128,7 @@ def warm_start(model, venv, scenario, args, config: dict, episode_requests: int)
     """Imitation of an expert on the training traces (see ``agents.imitation``): the
     observation statistics start from the demonstrations, the actor from their actions."""
     from agents.best_fixed import find_best_fixed_by_context
-    from agents.imitation import collect_demonstrations, pretrain_actor
+    from agents.imitation import FrozenRunningMeanStd, collect_demonstrations, pretrain_actor
     from agents.oracle import Oracle
     from envs import OffloadEnv
     from traces.sets import load_families
@@ -153,8 +153,11 @@ def warm_start(model, venv, scenario, args, config: dict, episode_requests: int)
             f"not {cfg['expert']!r}"
         )
     obs, actions = collect_demonstrations(env, expert, int(cfg["steps"]), seed=args.seed)
-    rms = venv.obs_rms
-    rms.mean, rms.var, rms.count = obs.mean(0).astype(np.float64), obs.var(0) + 1e-8, len(obs)
+    if cfg["freeze_obs_normalization"]:
+        venv.obs_rms = FrozenRunningMeanStd.of(obs)
+    else:
+        rms = venv.obs_rms
+        rms.mean, rms.var, rms.count = obs.mean(0).astype(np.float64), obs.var(0) + 1e-8, len(obs)
     accuracy = pretrain_actor(
         model, venv.normalize_obs(obs), actions, int(cfg["epochs"]),
         learning_rate=float(cfg["learning_rate"]), seed=args.seed,

@@ -18,11 +18,29 @@ Only the actor is pretrained; the critic learns from PPO's first rollouts.
 from __future__ import annotations
 
 import numpy as np
+from stable_baselines3.common.running_mean_std import RunningMeanStd
 from tqdm import tqdm
 
 from agents.oracle import Oracle
 from envs.offload_env import OffloadEnv
 from envs.wrappers import distinct_actions
+
+
+class FrozenRunningMeanStd(RunningMeanStd):
+    """Observation statistics for ``VecNormalize`` that training does not update: the
+    copied actor was fitted on observations normalised with them, and the states PPO
+    explores would otherwise shift its inputs under it."""
+
+    def update(self, arr: np.ndarray) -> None:
+        pass
+
+    @classmethod
+    def of(cls, observations: np.ndarray) -> FrozenRunningMeanStd:
+        rms = cls(shape=observations.shape[1:])
+        rms.mean = observations.mean(0).astype(np.float64)
+        rms.var = observations.var(0).astype(np.float64) + 1e-8
+        rms.count = float(len(observations))
+        return rms
 
 
 def collect_oracle(env: OffloadEnv, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -258,3 +258,17 @@ def test_demonstrations_of_a_realizable_expert_are_its_own_actions():
     obs, actions = collect_demonstrations(env, FixedPolicy(0, 6, 0), 50, seed=1)
     table = distinct_actions(*env.action_space.nvec)
     assert obs.shape == (50, 17) and {table[a] for a in actions} == {(0, 6, 0)}
+
+
+def test_frozen_observation_statistics_ignore_updates_and_pickle():
+    import pickle
+
+    from agents.imitation import FrozenRunningMeanStd
+
+    demo = np.random.default_rng(0).normal(2.0, 3.0, size=(500, 17))
+    rms = FrozenRunningMeanStd.of(demo)
+    before = (rms.mean.copy(), rms.var.copy(), rms.count)
+    rms.update(np.full((100, 17), 50.0))  # what exploring would feed it
+    assert np.array_equal(rms.mean, before[0]) and rms.count == before[2]
+    again = pickle.loads(pickle.dumps(rms))  # VecNormalize.save pickles it
+    assert isinstance(again, FrozenRunningMeanStd) and np.array_equal(again.var, before[1])
