@@ -189,29 +189,29 @@ def main(argv: list[str] | None = None) -> int:
     }
     cached: dict = {}
 
-    def best_fixed():
-        if "policy" not in cached:
-            train = [t for f in train_by_family.values() for t in f]
-            cached["policy"], _ = find_best_fixed(
-                train_env,
-                train,
-                episodes=args.best_fixed_episodes,
-                seed=args.seed + 99,
-                progress=lambda xs: track(xs, description="best fixed action (train traces)"),
-            )
-        return cached["policy"]
+    train = [t for f in train_by_family.values() for t in f]
 
-    def best_fixed_by_context():
-        if "by_context" not in cached:
-            train = [t for f in train_by_family.values() for t in f]
-            cached["by_context"] = find_best_fixed_by_context(
-                train_env,
-                train,
-                episodes=args.best_fixed_episodes,
-                seed=args.seed + 99,
-                progress=lambda xs: track(xs, description="best fixed action per context"),
-            )
-        return cached["by_context"]
+    def searched(key: str, search, description: str):
+        """A baseline fitted on the training traces, searched once for all families."""
+
+        def get():
+            if key not in cached:
+                found = search(
+                    train_env,
+                    train,
+                    episodes=args.best_fixed_episodes,
+                    seed=args.seed + 99,
+                    progress=lambda xs: track(xs, description=description),
+                )
+                cached[key] = found[0] if isinstance(found, tuple) else found
+            return cached[key]
+
+        return get
+
+    best_fixed = searched("policy", find_best_fixed, "best fixed action (train traces)")
+    best_fixed_by_context = searched(
+        "by_context", find_best_fixed_by_context, "best fixed action per context"
+    )
 
     results: dict[str, dict] = {}
     timings = {}
