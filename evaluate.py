@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.ppo import RunError, check_run_dir, run_scenario_path
     from agents.rollout import make_specs, run_many
     from envs import OffloadEnv, load_scenario
-    from traces.sets import load_directory, load_families
+    from traces.sets import group_by_family, load_directory, load_families
     from traces.trace import TraceError
 
     if "ppo" in names:
@@ -159,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.traces is not None:
             found, errors = load_directory(args.traces)
-            by_family: dict[str, list] = {}
-            for t in found:
-                by_family.setdefault(t.family, []).append(t)
+            by_family = group_by_family(found)
             train_by_family = by_family  # best_fixed then picks on the given folder itself
         else:
             by_family, errors = load_families(args.trace_source, split="test")
@@ -196,19 +194,20 @@ def main(argv: list[str] | None = None) -> int:
 
         def get():
             if key not in cached:
-                found = search(
+                cached[key] = search(
                     train_env,
                     train,
                     episodes=args.best_fixed_episodes,
                     seed=args.seed + 99,
                     progress=lambda xs: track(xs, description=description),
                 )
-                cached[key] = found[0] if isinstance(found, tuple) else found
             return cached[key]
 
         return get
 
-    best_fixed = searched("policy", find_best_fixed, "best fixed action (train traces)")
+    best_fixed = searched(
+        "policy", lambda *a, **kw: find_best_fixed(*a, **kw)[0], "best fixed action (train traces)"
+    )
     best_fixed_by_context = searched(
         "by_context", find_best_fixed_by_context, "best fixed action per context"
     )

@@ -153,11 +153,12 @@ def warm_start(model, venv, scenario, args, config: dict, episode_requests: int)
             f"not {cfg['expert']!r}"
         )
     obs, actions = collect_demonstrations(env, expert, int(cfg["steps"]), seed=args.seed)
+    stats = FrozenRunningMeanStd.of(obs)
     if cfg["freeze_obs_normalization"]:
-        venv.obs_rms = FrozenRunningMeanStd.of(obs)
-    else:
+        venv.obs_rms = stats
+    else:  # the same statistics, which PPO's rollouts then keep updating
         rms = venv.obs_rms
-        rms.mean, rms.var, rms.count = obs.mean(0).astype(np.float64), obs.var(0) + 1e-8, len(obs)
+        rms.mean, rms.var, rms.count = stats.mean, stats.var, stats.count
     accuracy = pretrain_actor(
         model, venv.normalize_obs(obs), actions, int(cfg["epochs"]),
         learning_rate=float(cfg["learning_rate"]), seed=args.seed,

@@ -8,6 +8,7 @@ from agents.base import FixedPolicy
 from agents.rollout import make_specs, run_many
 from envs.offload_env import OffloadEnv
 from envs.wrappers import distinct_actions
+from traces.sets import group_by_family
 from traces.trace import Trace
 
 
@@ -21,9 +22,7 @@ def find_best_fixed(
     """Search every distinct action on episodes of the training traces (never the
     evaluation ones); returns the winner and every action's mean reward."""
     b = env.scenario.battery
-    by_family: dict[str, list[Trace]] = {}
-    for t in train_traces:
-        by_family.setdefault(t.family, []).append(t)
+    by_family = group_by_family(train_traces)
     specs = [
         spec
         for fam in sorted(by_family)
@@ -88,9 +87,7 @@ def find_best_fixed_by_context(
     band (an episode starts at a battery level drawn inside the band); per (radio,
     battery band) the action with the best mean reward over the requests decided in it."""
     b = env.scenario.battery
-    by_family: dict[str, list[Trace]] = {}
-    for t in train_traces:
-        by_family.setdefault(t.family, []).append(t)
+    by_family = group_by_family(train_traces)
     edges = np.asarray(battery_edges, dtype=float)
     bounds = [b.initial_min, *[e for e in edges if b.initial_min < e < b.initial_max]]
     bounds.append(b.initial_max)

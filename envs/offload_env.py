@@ -26,7 +26,7 @@ from telemetry.observation import (
     Telemetry,
     build_observation,
 )
-from traces.sets import load_families
+from traces.sets import group_by_family, load_families
 from traces.trace import Trace, TraceError
 
 
@@ -180,9 +180,7 @@ class OffloadEnv(gym.Env):
             traces = list(_cached_traces(trace_source, trace_split))
         if not traces:
             raise TraceError("OffloadEnv needs at least one trace")
-        self._by_family: dict[str, list[Trace]] = {}
-        for trace in traces:
-            self._by_family.setdefault(trace.family, []).append(trace)
+        self._by_family = group_by_family(traces)
         self._families = sorted(self._by_family)
         self._uplinks: dict[str, Trace] = {}
         s = self.system

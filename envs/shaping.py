@@ -72,7 +72,6 @@ class TailPotential(_Potential):
 
     def __init__(self, env: gym.Env, gamma: float) -> None:
         super().__init__(env, gamma)
-        self.gamma = gamma
 
     def potential(self) -> float:
         env = self.env.unwrapped

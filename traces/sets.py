@@ -32,6 +32,14 @@ def shared_dir() -> Path:
     return Path(os.environ.get("SPLITCTL_TRACES") or PROJECT_ROOT.parent / "shared" / "traces")
 
 
+def group_by_family(traces: list[Trace]) -> dict[str, list[Trace]]:
+    """The traces per family, each list in the order given."""
+    grouped: dict[str, list[Trace]] = {}
+    for trace in traces:
+        grouped.setdefault(trace.family, []).append(trace)
+    return grouped
+
+
 def split_of(name: str) -> str:
     """``train`` / ``val`` / ``test`` from a SHA-256 of the file name."""
     u = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64
