@@ -314,7 +314,10 @@ def test_regime_potential_keeps_the_episode_total_and_refunds_a_regime_start():
 
 
 def test_shaping_discount_must_be_a_discount():
-    from envs.shaping import TailPotential
+    from envs.shaping import RegimePotential, TailPotential
 
-    with pytest.raises(ValueError, match="discount"):
-        TailPotential(OffloadEnv(trace_source="builtin", episode_requests=5), 1.5)
+    env = OffloadEnv(trace_source="builtin", episode_requests=5)
+    with pytest.raises(ValueError, match="discount must be in"):
+        TailPotential(env, 1.5)
+    with pytest.raises(ValueError, match="tail_share must be in .* got -0.5"):
+        RegimePotential(env, tail_share=-0.5)
