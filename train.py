@@ -60,6 +60,7 @@ def make_env_fn(
     gamma: float = 0.9,
     tail_share: float = 1.0,
     centering_step: float = 0.0,
+    action_repeat: int = 1,
 ):
     if shaping not in SHAPINGS:
         raise SystemExit(
@@ -71,7 +72,7 @@ def make_env_fn(
 
         from envs import OffloadEnv
         from envs.shaping import RegimePotential, RewardCentering, TailPotential
-        from envs.wrappers import DistinctActions
+        from envs.wrappers import ActionRepeat, DistinctActions
 
         env = OffloadEnv(
             scenario,
@@ -87,6 +88,8 @@ def make_env_fn(
             env = RegimePotential(env, tail_share)
         if centering_step > 0.0:
             env = RewardCentering(env, centering_step)
+        if action_repeat > 1:
+            env = ActionRepeat(env, action_repeat)
         return Monitor(DistinctActions(env))
 
     return make
@@ -227,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         float(ppo_cfg["gamma"]),
         float(ppo_cfg["shaping_tail_share"]),
         float(ppo_cfg["reward_centering"]),
+        int(ppo_cfg["action_repeat"]),
     )
     venv = DummyVecEnv([make for _ in range(n_envs)])
     venv.seed(args.seed)

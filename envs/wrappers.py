@@ -40,3 +40,30 @@ class DistinctActions(gym.ActionWrapper):
 
     def action(self, action) -> np.ndarray:
         return self._arrays[int(action)]
+
+
+class ActionRepeat(gym.Wrapper):
+    """Holds each action for ``k`` requests and returns the sum of their rewards.
+
+    For training only. What separates good regimes here shows over several requests:
+    one request answered on the device instead of uploaded costs almost nothing
+    itself, but the device it keeps busy delays the next ones, and a radio tail or a
+    warm cloud pays off only when many uploads share it. Per request, that difference
+    is buried in the noise of single outcomes; a decision held for ``k`` requests sees
+    it in its own reward (action repeat, as in frame skipping on Atari). The trained
+    policy still decides every request when deployed or evaluated."""
+
+    def __init__(self, env: gym.Env, k: int) -> None:
+        super().__init__(env)
+        if int(k) < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {k}")
+        self.k = int(k)
+
+    def step(self, action):
+        total = 0.0
+        for _ in range(self.k):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += reward
+            if terminated or truncated:
+                break
+        return obs, total, terminated, truncated, info

@@ -342,3 +342,25 @@ def test_reward_centering_subtracts_the_running_average_reward():
     assert centered == pytest.approx(info["uncentered_reward"] - after)
     with pytest.raises(ValueError, match="step_size must be in"):
         RewardCentering(env, 0.0)
+
+
+def test_action_repeat_holds_the_action_and_sums_the_rewards():
+    from envs.wrappers import ActionRepeat
+
+    held = ActionRepeat(OffloadEnv(trace_source="builtin", episode_requests=10), 4)
+    plain = OffloadEnv(trace_source="builtin", episode_requests=10)
+    held.reset(seed=5)
+    plain.reset(seed=5)
+    action = np.array([0, 6, 0])
+    rewards = []
+    for _ in range(10):
+        _, r, _, truncated, _ = plain.step(action)
+        rewards.append(r)
+    sums = []
+    for _ in range(3):  # 4 + 4 + the last 2 requests of the episode
+        _, r, _, truncated, _ = held.step(action)
+        sums.append(r)
+    assert truncated and held.unwrapped.state.index == 10
+    assert sums == pytest.approx([sum(rewards[:4]), sum(rewards[4:8]), sum(rewards[8:])])
+    with pytest.raises(ValueError, match="action_repeat must be >= 1, got 0"):
+        ActionRepeat(plain, 0)
