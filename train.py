@@ -59,7 +59,6 @@ def make_env_fn(
     shaping: str = "none",
     gamma: float = 0.9,
     tail_share: float = 1.0,
-    centering_step: float = 0.0,
     action_repeat: int = 1,
 ):
     if shaping not in SHAPINGS:
@@ -71,7 +70,7 @@ def make_env_fn(
         from stable_baselines3.common.monitor import Monitor
 
         from envs import OffloadEnv
-        from envs.shaping import RegimePotential, RewardCentering, TailPotential
+        from envs.shaping import RegimePotential, TailPotential
         from envs.wrappers import ActionRepeat, DistinctActions
 
         env = OffloadEnv(
@@ -86,8 +85,6 @@ def make_env_fn(
             env = TailPotential(env, gamma)
         elif shaping == "regime":
             env = RegimePotential(env, tail_share)
-        if centering_step > 0.0:
-            env = RewardCentering(env, centering_step)
         if action_repeat > 1:
             env = ActionRepeat(env, action_repeat)
         return Monitor(DistinctActions(env))
@@ -229,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
         str(ppo_cfg["reward_shaping"]),
         float(ppo_cfg["gamma"]),
         float(ppo_cfg["shaping_tail_share"]),
-        float(ppo_cfg["reward_centering"]),
         int(ppo_cfg["action_repeat"]),
     )
     venv = DummyVecEnv([make for _ in range(n_envs)])
@@ -353,21 +349,17 @@ def main(argv: list[str] | None = None) -> int:
             return True
 
     validation = Validation()
-    callbacks = [validation]
     imitation_steps = int(config["imitation"]["steps"])
     if resume is None and imitation_steps > 0:
-        from agents.imitation import ActorFreeze
-
         warm_start(model, venv, scenario, args, config, episode_requests)
         validation.init_callback(model)
         validation.evaluate(log=False)  # the imitation policy may be the best model
-        callbacks.append(ActorFreeze(int(config["imitation"]["critic_warmup_steps"])))
     remaining = int(ppo_cfg["total_timesteps"]) - done_steps
     t0 = time.perf_counter()
     if remaining > 0:
         model.learn(
             total_timesteps=remaining,
-            callback=CallbackList(callbacks),
+            callback=CallbackList([validation]),
             progress_bar=not args.no_progress,
             reset_num_timesteps=resume is None,
             tb_log_name="PPO",

@@ -12,16 +12,12 @@ is a far better starting point than a uniform policy over 152 actions, most of w
 miss the deadline. PPO then fine-tunes on the true reward (expert-initialised
 reinforcement learning, as in AlphaGo's supervised start or DQfD's demonstrations).
 
-Only the actor is pretrained. PPO normalises its advantages per batch, so a critic
-that knows nothing yet still moves the copied actor by full-size steps in random
-directions; ``ActorFreeze`` holds the actor still for PPO's first steps while the
-critic (and the reward normalisation) learn the copied policy's values.
+Only the actor is pretrained; the critic learns from PPO's first rollouts.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from tqdm import tqdm
 
@@ -74,38 +70,6 @@ def collect_demonstrations(
     return obs_out, act_out
 
 
-def actor_parameters(policy) -> list:
-    """The parameters of an SB3 actor-critic policy that only the actor uses."""
-    return list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
-
-
-class ActorFreeze(BaseCallback):
-    """PPO's updates on the first ``steps`` environment steps of learning train only
-    the critic; later updates train both. The count starts at the first ``learn`` call
-    the callback is given to."""
-
-    def __init__(self, steps: int) -> None:
-        super().__init__()
-        self.steps = int(steps)
-        self.end: int | None = None
-        self.frozen = False
-
-    def _set(self, trainable: bool) -> None:
-        for param in actor_parameters(self.model.policy):
-            param.requires_grad_(trainable)
-        self.frozen = not trainable
-
-    def _on_training_start(self) -> None:
-        if self.end is None:
-            self.end = self.num_timesteps + self.steps
-        self._set(self.num_timesteps > self.end)
-
-    def _on_step(self) -> bool:
-        if self.frozen and self.num_timesteps > self.end:
-            self._set(True)
-        return True
-
-
 def pretrain_actor(
     model, observations: np.ndarray, actions: np.ndarray, epochs: int = 10,
     batch_size: int = 512, learning_rate: float = 1e-3, seed: int = 0,
@@ -115,7 +79,10 @@ def pretrain_actor(
     import torch
 
     policy = model.policy
-    optimiser = torch.optim.Adam(actor_parameters(policy), lr=learning_rate)
+    params = list(policy.mlp_extractor.policy_net.parameters()) + list(
+        policy.action_net.parameters()
+    )
+    optimiser = torch.optim.Adam(params, lr=learning_rate)
     x = torch.as_tensor(observations, dtype=torch.float32)
     y = torch.as_tensor(actions, dtype=torch.int64)
     gen = torch.Generator().manual_seed(seed)

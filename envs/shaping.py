@@ -116,38 +116,3 @@ class RegimePotential(_Potential):
         if s.is_faas and now - st.cloud_last_use_s <= s.cloud.keep_alive_s:
             phi += self.cold_value
         return phi
-
-
-class RewardCentering(gym.Wrapper):
-    """Subtracts a running estimate of the average reward from every reward.
-
-    With a discount near 1 the values a critic must learn are dominated by the constant
-    ``average reward / (1 - gamma)``, the same in every state; removing it leaves only
-    the differences between states and actions, which is what the policy needs (Naik,
-    Wan, Tomar and Sutton, "Reward Centering", RLC 2024). The estimate is an exponential
-    average with step ``step_size``, started from the first episode's mean. Between
-    truncations, a constant shift leaves the optimal policy unchanged; an episode that
-    ends early (an empty battery) would be favoured if centered rewards were negative
-    on average, which the centering itself prevents in the long run.
-    ``info["uncentered_reward"]`` keeps the reward before centering."""
-
-    def __init__(self, env: gym.Env, step_size: float = 1e-4) -> None:
-        super().__init__(env)
-        if not 0.0 < step_size <= 1.0:
-            raise ValueError(f"centering step_size must be in (0, 1], got {step_size}")
-        self.step_size = step_size
-        self.average: float | None = None
-        self._first: list[float] = []
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        info["uncentered_reward"] = reward
-        if self.average is None:  # the first episode: its own mean so far
-            self._first.append(float(reward))
-            centered = reward - sum(self._first) / len(self._first)
-            if terminated or truncated:
-                self.average = sum(self._first) / len(self._first)
-        else:
-            self.average += self.step_size * (reward - self.average)
-            centered = reward - self.average
-        return obs, centered, terminated, truncated, info

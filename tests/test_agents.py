@@ -272,30 +272,3 @@ def test_frozen_observation_statistics_ignore_updates_and_pickle():
     assert np.array_equal(rms.mean, before[0]) and rms.count == before[2]
     again = pickle.loads(pickle.dumps(rms))  # VecNormalize.save pickles it
     assert isinstance(again, FrozenRunningMeanStd) and np.array_equal(again.var, before[1])
-
-
-def test_actor_freeze_trains_only_the_critic_until_its_step():
-    import torch
-    from stable_baselines3 import PPO
-
-    from agents.imitation import ActorFreeze, actor_parameters
-    from envs.wrappers import DistinctActions
-
-    env = DistinctActions(OffloadEnv(trace_source="builtin", episode_requests=32))
-    model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
-
-    def snapshot(params):
-        return [p.detach().clone() for p in params]
-
-    def same(before, now):
-        return all(torch.equal(a, b) for a, b in zip(before, now, strict=True))
-
-    actor, critic = actor_parameters(model.policy), list(model.policy.value_net.parameters())
-    actor0, critic0 = snapshot(actor), snapshot(critic)
-    freeze = ActorFreeze(128)
-    model.learn(128, callback=freeze)
-    assert same(actor0, actor)  # held still
-    assert not same(critic0, critic)  # learned
-    model.learn(192, callback=freeze, reset_num_timesteps=False)
-    assert not freeze.frozen
-    assert not same(actor0, actor)  # now PPO moves it

@@ -323,27 +323,6 @@ def test_shaping_discount_must_be_a_discount():
         RegimePotential(env, tail_share=-0.5)
 
 
-def test_reward_centering_subtracts_the_running_average_reward():
-    from envs.shaping import RewardCentering
-
-    env = RewardCentering(OffloadEnv(trace_source="builtin", episode_requests=10), 0.5)
-    env.reset(seed=3)
-    raw = []
-    for _ in range(10):  # the first episode is centred on its own mean so far
-        _, centered, _, truncated, info = env.step(np.array([0, 6, 0]))
-        raw.append(info["uncentered_reward"])
-        assert centered == pytest.approx(raw[-1] - np.mean(raw))
-    assert truncated and env.average == pytest.approx(np.mean(raw))
-    env.reset(seed=4)
-    before = env.average
-    _, centered, _, _, info = env.step(np.array([0, 6, 0]))
-    after = before + 0.5 * (info["uncentered_reward"] - before)
-    assert env.average == pytest.approx(after)
-    assert centered == pytest.approx(info["uncentered_reward"] - after)
-    with pytest.raises(ValueError, match="step_size must be in"):
-        RewardCentering(env, 0.0)
-
-
 def test_action_repeat_holds_the_action_and_sums_the_rewards():
     from envs.wrappers import ActionRepeat
 

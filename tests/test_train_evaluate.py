@@ -236,9 +236,9 @@ def test_train_with_regime_shaping_and_a_realizable_expert(tmp_path):
     assert "trained 1024 steps" in out.stdout
 
 
-def test_train_with_held_actions_and_reward_centering(tmp_path):
+def test_train_with_held_actions(tmp_path):
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text(TINY.replace("[eval]", "action_repeat = 4\nreward_centering = 1e-3\n[eval]"))
+    cfg.write_text(TINY.replace("[eval]", "action_repeat = 4\n[eval]"))
     out = train(tmp_path, cfg, "512")
     assert "trained 512 steps" in out.stdout
     rows = list(csv.DictReader((tmp_path / "tiny" / "eval_curve.csv").open()))
