@@ -112,6 +112,37 @@ def print_table(title: str, rows: dict[str, dict]) -> None:
     console.print(table)
 
 
+def compare_ppo(results: dict, summary: dict, families: list[str], heuristics: list[str]) -> dict:
+    """PPO against the best heuristic of each family (and against best_fixed_by_context),
+    as paired differences over the same episodes; printed and returned for the JSON."""
+    from agents.metrics import paired_difference, subset
+
+    table = Table(
+        title="PPO minus the best heuristic of each group (paired, same episodes)",
+        title_justify="left",
+    )
+    for col in ("group", "best heuristic", "PPO - it ± 95%", "PPO - best_fixed_by_context ± 95%"):
+        table.add_column(col)
+    out: dict[str, dict] = {}
+
+    def of(name: str, group: str) -> dict:
+        r = results[name]
+        return r if group == "overall" else subset(r, r["family"] == group)
+
+    for group in ["overall", *families]:
+        best = max(heuristics, key=lambda n: summary[group][n]["reward_mean"])
+        diff, ci = paired_difference(of("ppo", group), of(best, group))
+        out[group] = {"heuristic": best, "difference": diff, "ci95": ci}
+        ctx = ""
+        if "best_fixed_by_context" in results:
+            d, c = paired_difference(of("ppo", group), of("best_fixed_by_context", group))
+            out[group]["vs_best_fixed_by_context"] = {"difference": d, "ci95": c}
+            ctx = f"{d:+.4f} ± {c:.4f}"
+        table.add_row(group, best, f"{diff:+.4f} ± {ci:.4f}", ctx)
+    console.print(table)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate policies on the same requests.")
     parser.add_argument("--policy", type=Path, default=DEFAULT_RUN, help="PPO run directory")
@@ -280,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx_r = summary["overall"]["best_fixed_by_context"]["reward_mean"]
             line += f"\nPPO {ppo_r:.4f} vs best_fixed_by_context {ctx_r:.4f}"
         console.print(line)
+        summary["ppo_vs"] = compare_ppo(results, summary, families, heuristics)
 
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "summary.csv").open("w", newline="") as fh:
@@ -293,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "policies": summary["overall"],
         "families": {f: summary[f] for f in families},
         "gap_closed": summary.get("gap_closed"),
+        "ppo_vs": summary.get("ppo_vs"),
         "episodes_per_family": args.episodes,
         "requests_per_episode": requests,
         "seed": args.seed,

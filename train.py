@@ -81,12 +81,14 @@ def make_env_fn(
             episode_requests=episode_requests,
             accuracy_credit=accuracy_credit,
         )
+        if action_repeat > 1:
+            env = ActionRepeat(env, action_repeat)
+        # Shaping wraps the held decisions: its potential then moves with the learner's
+        # own steps and gamma, which is what keeps the optimal policy unchanged.
         if shaping == "tail_potential":
             env = TailPotential(env, gamma)
         elif shaping == "regime":
             env = RegimePotential(env, tail_share)
-        if action_repeat > 1:
-            env = ActionRepeat(env, action_repeat)
         return Monitor(DistinctActions(env))
 
     return make

@@ -60,5 +60,21 @@ def summarise(
     }
 
 
+def paired_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Mean and 95% confidence half-width of ``a``'s per-episode mean reward minus
+    ``b``'s, episode by episode. Both must come from the same episodes (common random
+    numbers), so what the episodes share (trace, start, images) cancels and the interval
+    is far tighter than the two policies' own intervals suggest."""
+    episodes = np.unique(a["episode"])
+    if not np.array_equal(episodes, np.unique(b["episode"])):
+        raise ValueError("paired_difference needs results on the same episodes")
+    diff = np.array(
+        [a["reward"][a["episode"] == e].mean() - b["reward"][b["episode"] == e].mean()
+         for e in episodes]
+    )  # fmt: skip
+    ci = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+    return float(diff.mean()), float(ci)
+
+
 def subset(res: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v[mask] for k, v in res.items()}

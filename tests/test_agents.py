@@ -272,3 +272,18 @@ def test_frozen_observation_statistics_ignore_updates_and_pickle():
     assert np.array_equal(rms.mean, before[0]) and rms.count == before[2]
     again = pickle.loads(pickle.dumps(rms))  # VecNormalize.save pickles it
     assert isinstance(again, FrozenRunningMeanStd) and np.array_equal(again.var, before[1])
+
+
+def test_paired_difference_cancels_what_the_episodes_share():
+    from agents.metrics import paired_difference
+
+    rng = np.random.default_rng(0)
+    episode = np.repeat(np.arange(6), 5)
+    shared = rng.normal(0.0, 1.0, 6)[episode]  # hard and easy episodes, for both policies
+    b = {"episode": episode, "reward": shared + rng.normal(0.0, 0.01, 30)}
+    a = {"episode": episode, "reward": b["reward"] + 0.1}
+    diff, ci = paired_difference(a, b)
+    assert diff == pytest.approx(0.1) and ci == pytest.approx(0.0, abs=1e-12)
+    b_shifted = {"episode": episode + 1, "reward": b["reward"]}
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_difference(a, b_shifted)

@@ -172,6 +172,15 @@ def test_evaluate_writes_the_documented_json(tiny_run, tmp_path):
     }
     for row in payload["policies"].values():
         assert keys <= set(row) and all(np.isfinite(row[k]) for k in keys)
+    # PPO against each family's best heuristic, paired over the same episodes.
+    vs = payload["ppo_vs"]
+    assert set(vs) == {"overall", *payload["families"]}
+    for group, row in vs.items():
+        best = row["heuristic"]
+        assert best not in ("ppo", "oracle", "random", "best_fixed_by_context")
+        means = payload["policies"] if group == "overall" else payload["families"][group]
+        expected = means["ppo"]["reward_mean"] - means[best]["reward_mean"]
+        assert row["difference"] == pytest.approx(expected, abs=1e-9)
     for png in ("latency_cdf.png", "reward.png", "actions_vs_bandwidth.png", "pareto.png"):
         assert (tmp_path / "eval" / png).stat().st_size > 10_000
     assert (tmp_path / "eval" / "summary.csv").is_file()
@@ -238,7 +247,8 @@ def test_train_with_regime_shaping_and_a_realizable_expert(tmp_path):
 
 def test_train_with_held_actions(tmp_path):
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text(TINY.replace("[eval]", "action_repeat = 4\n[eval]"))
+    held = 'action_repeat = 4\nreward_shaping = "tail_potential"\n[eval]'
+    cfg.write_text(TINY.replace("[eval]", held))
     out = train(tmp_path, cfg, "512")
     assert "trained 512 steps" in out.stdout
     rows = list(csv.DictReader((tmp_path / "tiny" / "eval_curve.csv").open()))
