@@ -104,7 +104,8 @@ def latest_checkpoint(run: Path) -> tuple[Path, Path, int] | None:
     return max(found, key=lambda f: f[2]) if found else None
 
 
-def plot_curve(csv_path: Path, png_path: Path) -> None:
+def plot_curve(csv_path: Path, png_path: Path, requests_per_step: int = 1) -> None:
+    """The validation curve against training requests (PPO steps x action repeat)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,13 +114,14 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     rows = list(csv.DictReader(csv_path.open()))
     if not rows:
         return
-    steps = [int(r["timesteps"]) for r in rows]
+    steps = [int(r["timesteps"]) * requests_per_step for r in rows]
     mean = np.array([float(r["mean_reward"]) for r in rows])
     ci = np.array([float(r["ci95"]) for r in rows])
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, mean, marker="o", label="PPO (deterministic)")
     ax.fill_between(steps, mean - ci, mean + ci, alpha=0.25)
-    ax.set_xlabel("environment steps")
+    ax.set_xlabel("training requests" if requests_per_step == 1 else
+                  f"training requests (decisions held for {requests_per_step})")  # fmt: skip
     ax.set_ylabel("mean reward per request")
     ax.set_title("validation traces")
     ax.grid(alpha=0.3)
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     resolved["train_seconds_this_call"] = round(seconds, 1)
     resolved["total_timesteps"] = int(model.num_timesteps)
     (run / "config.json").write_text(json.dumps(resolved, indent=2))
-    plot_curve(curve_csv, run / "eval_curve.png")
+    plot_curve(curve_csv, run / "eval_curve.png", int(ppo_cfg["action_repeat"]))
     print(
         f"trained {model.num_timesteps} steps in {seconds:.0f} s; best validation reward "
         f"{validation.best:.4f}; run in {run}"
