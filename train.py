@@ -65,6 +65,8 @@ def make_env_fn(
         raise SystemExit(
             f"error: reward_shaping must be one of {', '.join(SHAPINGS)}, not {shaping!r}"
         )
+    if action_repeat < 1:
+        raise SystemExit(f"error: action_repeat must be >= 1, not {action_repeat}")
 
     def make():
         from stable_baselines3.common.monitor import Monitor

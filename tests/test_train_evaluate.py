@@ -259,6 +259,7 @@ def test_train_with_held_actions(tmp_path):
     "setting, message",
     [
         ('[ppo]\nreward_shaping = "magic"\n', "reward_shaping must be one of"),
+        ("[ppo]\naction_repeat = 0\n", "action_repeat must be >= 1, not 0"),
         ('[imitation]\nsteps = 10\nexpert = "guru"\n', "expert must be oracle or"),
     ],
 )
