@@ -11,6 +11,10 @@ their observation normalisation as JSON (and VecNormalize's full state for resum
 the resolved config, TensorBoard logs (``tb/``), checkpoints, and the validation curve
 (``eval_curve.csv`` and ``eval_curve.png``). ``--resume`` continues from the last
 checkpoint with the same step count, so TensorBoard curves continue where they stopped.
+
+Step counts (``--timesteps``, ``total_timesteps``, the ``[eval]`` frequencies, the
+curve's ``timesteps``) are PPO steps: decisions, each held for ``action_repeat``
+requests in training (8 in the shipped config).
 """
 
 from __future__ import annotations
@@ -182,10 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--scenario", default=None, help="scenario TOML (default: built-in)")
     parser.add_argument("--trace-source", default="auto")
-    parser.add_argument("--timesteps", type=int, default=None)
+    parser.add_argument(
+        "--timesteps", type=int, default=None,
+        help="PPO steps; each is a decision held for action_repeat requests",
+    )  # fmt: skip
     parser.add_argument("--n-envs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-freq", type=int, default=None)
+    parser.add_argument("--eval-freq", type=int, default=None, help="PPO steps between validations")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
