@@ -91,22 +91,26 @@ def actions_vs_bandwidth(results: dict, names: list[str], nvec, path: Path) -> N
 
 
 def pareto(summary_overall: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    """Median latency against energy per request, one point per policy; policies that
+    behave identically (cloud_only and best_fixed, often) share one point and legend entry."""
+    points: dict[tuple[float, float], list[str]] = {}
     for name, row in summary_overall.items():
-        ax.scatter(row["latency_p50_ms"], row["energy_mj"], s=40)
-        ax.annotate(
-            name,
-            (row["latency_p50_ms"], row["energy_mj"]),
-            fontsize=8,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
+        key = (float(f"{row['latency_p50_ms']:.4g}"), float(f"{row['energy_mj']:.4g}"))
+        points.setdefault(key, []).append(name)
+    # A legend, not labels beside the points: the good policies crowd one corner.
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    colors = plt.get_cmap("tab20").colors
+    markers = "osD^vP*Xh<>p"
+    for i, ((latency, energy), names) in enumerate(points.items()):
+        ax.scatter(latency, energy, s=50, color=colors[i % len(colors)],
+                   marker=markers[i % len(markers)], label=" = ".join(names))  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("median latency (ms)")
     ax.set_ylabel("energy per request (mJ)")
     ax.set_title("Latency-energy view (lower left is better)")
     ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
