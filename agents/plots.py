@@ -13,11 +13,16 @@ import numpy as np  # noqa: E402
 
 def latency_cdf(results: dict, deadline_s: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, res in results.items():
+    # Thirteen policies: ten colours repeat, so a second cycle of line styles tells apart
+    # what shares a colour; PPO and the oracle are drawn thick and solid.
+    colors = plt.get_cmap("tab10").colors
+    for i, (name, res) in enumerate(results.items()):
         lat = np.sort(res["latency_s"]) * 1e3
+        main = name in ("ppo", "oracle")
         ax.plot(
-            lat, np.linspace(0, 1, len(lat)), label=name, lw=2 if name in ("ppo", "oracle") else 1
-        )
+            lat, np.linspace(0, 1, len(lat)), label=name, color=colors[i % len(colors)],
+            lw=2.2 if main else 1, ls="-" if main or i < len(colors) else "--",
+        )  # fmt: skip
     ax.axvline(deadline_s * 1e3, color="k", ls="--", lw=1, label="deadline")
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
