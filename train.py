@@ -192,12 +192,66 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--n-envs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", default=None,
+        help="comma-separated seeds: train runs/NAME-seedS for each, then copy the one "
+        "with the best validation reward to runs/NAME",
+    )  # fmt: skip
     parser.add_argument("--eval-freq", type=int, default=None, help="PPO steps between validations")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.seeds is not None:
+        return train_seeds(args)
+    return train_one(args)
 
+
+def best_validation(run: Path) -> float:
+    rows = list(csv.DictReader((run / "eval_curve.csv").open()))
+    return max(float(r["mean_reward"]) for r in rows)
+
+
+def train_seeds(args: argparse.Namespace) -> int:
+    """One run per seed, then the best on the validation traces becomes runs/NAME:
+    seeds of the same config differ (BENCHMARKS.md), and validation tells them apart."""
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"error: --seeds must be integers separated by commas, not {args.seeds!r}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if not seeds:
+        print("error: --seeds names no seed", file=sys.stderr)
+        return 2
+    target = args.runs_dir / args.name
+    if target.exists() and not args.overwrite:
+        print(f"error: {target} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    scores = {}
+    for seed in seeds:
+        name = f"{args.name}-seed{seed}"
+        # --resume continues the seeds that had started; the others start fresh.
+        resume = args.resume and latest_checkpoint(args.runs_dir / name) is not None
+        one = argparse.Namespace(**{**vars(args), "name": name, "seed": seed, "resume": resume})
+        rc = train_one(one)
+        if rc:
+            return rc
+        scores[seed] = best_validation(args.runs_dir / one.name)
+    best = max(scores, key=scores.get)
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(args.runs_dir / f"{args.name}-seed{best}", target,
+                    ignore=shutil.ignore_patterns("checkpoints"))  # fmt: skip
+    config = json.loads((target / "config.json").read_text())
+    config["seed_selection"] = {"best_validation_by_seed": scores, "selected_seed": best}
+    (target / "config.json").write_text(json.dumps(config, indent=2))
+    listed = ", ".join(f"seed {s}: {v:.4f}" for s, v in scores.items())
+    print(f"best validation reward by seed ({listed}); seed {best} copied to {target}")
+    return 0
+
+
+def train_one(args: argparse.Namespace) -> int:
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList

@@ -30,8 +30,8 @@ def run(*args, check=True):
     )
 
 
-def train(runs, cfg, timesteps: str, *extra: str):
-    """train.py on the tiny config and builtin traces."""
+def train(runs, cfg, timesteps: str, *extra: str, check: bool = True):
+    """train.py on the tiny config and builtin traces (a later --name wins)."""
     return run(
         "train.py",
         "--name",
@@ -46,6 +46,7 @@ def train(runs, cfg, timesteps: str, *extra: str):
         "builtin",
         "--no-progress",
         *extra,
+        check=check,
     )
 
 
@@ -253,6 +254,26 @@ def test_train_with_held_actions(tmp_path):
     assert "trained 512 steps" in out.stdout
     rows = list(csv.DictReader((tmp_path / "tiny" / "eval_curve.csv").open()))
     assert rows and all(np.isfinite(float(r["mean_reward"])) for r in rows)
+
+
+def test_train_several_seeds_keeps_the_best_on_validation(tmp_path):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(TINY)
+    out = train(tmp_path, cfg, "512", "--seeds", "3,4", "--name", "pick")
+    scores = {}
+    for seed in (3, 4):
+        rows = list(csv.DictReader((tmp_path / f"pick-seed{seed}" / "eval_curve.csv").open()))
+        scores[seed] = max(float(r["mean_reward"]) for r in rows)
+    best = max(scores, key=scores.get)
+    config = json.loads((tmp_path / "pick" / "config.json").read_text())
+    assert config["seed"] == best and config["seed_selection"]["selected_seed"] == best
+    assert (tmp_path / "pick" / "best_model.zip").is_file()
+    assert not (tmp_path / "pick" / "checkpoints").exists()
+    assert f"seed {best} copied to" in out.stdout
+    again = train(tmp_path, cfg, "512", "--seeds", "3,4", "--name", "pick", check=False)
+    assert again.returncode == 2 and "exists" in again.stderr
+    bad = train(tmp_path, cfg, "512", "--seeds", "1,two", "--name", "bad", check=False)
+    assert bad.returncode == 2 and "--seeds must be integers" in bad.stderr
 
 
 @pytest.mark.parametrize(
