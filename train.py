@@ -207,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     return train_one(args)
 
 
-def best_validation(run: Path) -> float:
-    rows = list(csv.DictReader((run / "eval_curve.csv").open()))
-    return max(float(r["mean_reward"]) for r in rows)
+def best_validation(curve_csv: Path) -> float:
+    """The best mean reward a run's validation curve recorded (-inf before the first)."""
+    rows = csv.DictReader(curve_csv.open())
+    return max((float(r["mean_reward"]) for r in rows), default=-np.inf)
 
 
 def train_seeds(args: argparse.Namespace) -> int:
@@ -237,7 +238,7 @@ def train_seeds(args: argparse.Namespace) -> int:
         rc = train_one(one)
         if rc:
             return rc
-        scores[seed] = best_validation(args.runs_dir / one.name)
+        scores[seed] = best_validation(args.runs_dir / name / "eval_curve.csv")
     best = max(scores, key=scores.get)
     if target.exists():
         shutil.rmtree(target)
@@ -257,6 +258,7 @@ def train_one(args: argparse.Namespace) -> int:
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+    from agents.metrics import episode_rewards, mean_ci95
     from agents.ppo import ObsNormalizer, PPOPolicy, portable_path
     from agents.rollout import make_specs, run_many
     from envs import OffloadEnv, load_scenario
@@ -380,16 +382,12 @@ def train_one(args: argparse.Namespace) -> int:
             super().__init__()
             self.next_eval = done_steps + int(eval_cfg["freq"])
             self.next_ckpt = done_steps + int(eval_cfg["checkpoint_freq"])
-            rows = list(csv.DictReader(curve_csv.open()))
-            self.best = max((float(r["mean_reward"]) for r in rows), default=-np.inf)
+            self.best = best_validation(curve_csv)
 
         def evaluate(self, log: bool = True) -> None:
             norm = ObsNormalizer.from_vecnormalize(venv)
             res = run_many(val_env, PPOPolicy(self.model, norm, table), specs)
-            r = res["reward"]
-            per_episode = np.array([r[res["episode"] == e].mean() for e in range(len(specs))])
-            mean = float(per_episode.mean())
-            ci = float(1.96 * per_episode.std(ddof=1) / np.sqrt(len(per_episode)))
+            mean, ci = mean_ci95(episode_rewards(res))
             if log:  # TensorBoard exists once learning has started
                 self.logger.record("eval/mean_reward", mean)
                 self.logger.record("eval/accuracy", float(res["correct"].mean()))

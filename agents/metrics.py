@@ -23,6 +23,18 @@ SUMMARY_KEYS = (
 )
 
 
+def mean_ci95(per_episode: np.ndarray) -> tuple[float, float]:
+    """Mean and 95% confidence half-width of per-episode values (0 for one episode)."""
+    n = len(per_episode)
+    ci = 1.96 * per_episode.std(ddof=1) / np.sqrt(n) if n > 1 else 0.0
+    return float(per_episode.mean()), float(ci)
+
+
+def episode_rewards(res: dict[str, np.ndarray]) -> np.ndarray:
+    """Mean reward of each episode, in the order of their ``episode`` numbers."""
+    return np.array([res["reward"][res["episode"] == e].mean() for e in np.unique(res["episode"])])
+
+
 def summarise(
     res: dict[str, np.ndarray], battery_capacity_j: float, accuracy_weight: float = 1.0
 ) -> dict[str, float]:
@@ -38,12 +50,12 @@ def summarise(
     per_episode = np.array([res["reward"][m].mean() for m in in_episode])
     luck = accuracy_weight * (res["correct"].astype(float) - res["accuracy_expected"])
     calibrated = np.array([(res["reward"][m] - luck[m]).mean() for m in in_episode])
-    ci = 1.96 * per_episode.std(ddof=1) / np.sqrt(len(per_episode)) if len(per_episode) > 1 else 0.0
+    mean, ci = mean_ci95(per_episode)
     lat_ms = res["latency_s"] * 1e3
     energy = float(res["energy_j"].mean())
     return {
-        "reward_mean": float(per_episode.mean()),
-        "reward_ci95": float(ci),
+        "reward_mean": mean,
+        "reward_ci95": ci,
         "reward_calibrated": float(calibrated.mean()),
         "accuracy": float(res["correct"].mean()),
         "latency_p50_ms": float(np.percentile(lat_ms, 50)),
@@ -65,15 +77,9 @@ def paired_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tup
     ``b``'s, episode by episode. Both must come from the same episodes (common random
     numbers), so what the episodes share (trace, start, images) cancels and the interval
     is far tighter than the two policies' own intervals suggest."""
-    episodes = np.unique(a["episode"])
-    if not np.array_equal(episodes, np.unique(b["episode"])):
+    if not np.array_equal(np.unique(a["episode"]), np.unique(b["episode"])):
         raise ValueError("paired_difference needs results on the same episodes")
-    diff = np.array(
-        [a["reward"][a["episode"] == e].mean() - b["reward"][b["episode"] == e].mean()
-         for e in episodes]
-    )  # fmt: skip
-    ci = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
-    return float(diff.mean()), float(ci)
+    return mean_ci95(episode_rewards(a) - episode_rewards(b))
 
 
 def subset(res: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
