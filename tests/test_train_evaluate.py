@@ -274,6 +274,8 @@ def test_train_several_seeds_keeps_the_best_on_validation(tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
     bad = train(tmp_path, cfg, "512", "--seeds", "1,two", "--name", "bad", check=False)
     assert bad.returncode == 2 and "--seeds must be integers" in bad.stderr
+    none = train(tmp_path, cfg, "512", "--seeds", ",", "--name", "bad", check=False)
+    assert none.returncode == 2 and "--seeds names no seed" in none.stderr
 
 
 @pytest.mark.parametrize(
