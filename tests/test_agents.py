@@ -5,7 +5,7 @@ import pytest
 
 from agents.base import FixedPolicy, ObservationView, RandomPolicy
 from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
-from agents.oracle import Oracle
+from agents.oracle import LabelBlindOracle, Oracle
 from agents.predictor import Predictor
 from agents.rollout import make_specs, run_many
 from envs import ObservationContext, OffloadEnv, Telemetry, build_observation
@@ -148,6 +148,63 @@ def test_oracle_is_not_worse_than_any_policy_on_the_same_requests(env):
         RandomPolicy(tuple(env.action_space.nvec), 0),
     ):
         assert oracle >= run_many(env, policy, specs)["reward"].mean(), policy.name
+
+
+def _flip_labels(system) -> None:
+    """Every answer's correctness inverted, in place (what a realized credit reads)."""
+
+    def flip(x):
+        return [flip(y) for y in x] if isinstance(x, list) else (not x)
+
+    system.exit_ok = system.exit_credit = flip(system.exit_ok)
+    system.final_ok = system.final_credit = flip(system.final_ok)
+
+
+def test_label_blind_oracle_ignores_labels_and_the_oracle_does_not():
+    traces = load_families("builtin", split="test")[0]["hsdpa"]
+    spec = make_specs(traces, 1, 4, (0.6, 0.6))[0]
+
+    def actions(policy, flipped: bool) -> list[tuple]:
+        env = OffloadEnv(trace_source="builtin", trace_split="test", sample_split="test",
+                         episode_requests=40)  # fmt: skip
+        if flipped:
+            _flip_labels(env.system)
+        options = {"trace": spec.trace, "offset_s": spec.offset_s, "battery_level": 0.6}
+        env.reset(seed=spec.seed, options=options)
+        out = []
+        for _ in range(40):
+            act = policy.act_privileged(env)
+            out.append(tuple(act))
+            env.step(act)
+        return out
+
+    blind = LabelBlindOracle()
+    assert actions(blind, False) == actions(blind, True)
+    assert actions(Oracle(), False) != actions(Oracle(), True)
+
+
+def test_label_blind_oracle_picks_the_best_calibrated_local_action(env):
+    traces = load_families("builtin", split="test")[0]["oboe"]
+    spec = make_specs(traces, 1, 6, (0.5, 1.0))[0]
+    options = {"trace": spec.trace, "offset_s": spec.offset_s,
+               "battery_level": spec.battery_level}  # fmt: skip
+    env.reset(seed=spec.seed, options=options)
+    s, oracle = env.system, LabelBlindOracle()
+
+    def score(out):
+        battery = env.state.battery_j / s.battery_capacity_j
+        return s.reward(out.expected, out.latency_s, out.energy_j, 0.0, 0.0, battery)
+
+    for _ in range(10):
+        act = oracle.act_privileged(env)
+        chosen = env.simulate(*act)
+        if not chosen.offloaded:  # local actions need no tail amortisation
+            for cut in range(1, s.k + 1):
+                for thr in range(s.n_thresholds):
+                    local = env.simulate(cut, thr, 0)
+                    if not local.offloaded:
+                        assert score(chosen) >= score(local) - 1e-12
+        env.step(act)
 
 
 def test_calibrated_reward_separates_label_luck_from_skill(env):
