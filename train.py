@@ -144,7 +144,6 @@ def warm_start(model, venv, scenario, args, config: dict, episode_requests: int)
     from agents.imitation import FrozenRunningMeanStd, collect_demonstrations, pretrain_actor
     from agents.oracle import Oracle
     from envs import OffloadEnv
-    from traces.sets import load_families
 
     cfg = config["imitation"]
     env = OffloadEnv(
@@ -154,10 +153,8 @@ def warm_start(model, venv, scenario, args, config: dict, episode_requests: int)
     if cfg["expert"] == "oracle":
         expert = Oracle()
     elif cfg["expert"] == "best_fixed_by_context":
-        found, _ = load_families(args.trace_source, split="train")
-        train_traces = [t for fam in sorted(found) for t in found[fam]]
         expert = find_best_fixed_by_context(
-            env, train_traces, episodes=int(cfg["expert_episodes"]), seed=args.seed + 12345
+            env, list(env.traces), episodes=int(cfg["expert_episodes"]), seed=args.seed + 12345
         )
         print(f"imitation expert: {len(expert.table)} (radio, battery band) actions")
     else:

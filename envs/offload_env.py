@@ -180,6 +180,7 @@ class OffloadEnv(gym.Env):
             traces = list(_cached_traces(trace_source, trace_split))
         if not traces:
             raise TraceError("OffloadEnv needs at least one trace")
+        self.traces: tuple[Trace, ...] = tuple(traces)  # the episodes' pool, by family
         self._by_family = group_by_family(traces)
         self._families = sorted(self._by_family)
         self._uplinks: dict[str, Trace] = {}
