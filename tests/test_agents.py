@@ -344,3 +344,21 @@ def test_paired_difference_cancels_what_the_episodes_share():
     b_shifted = {"episode": episode + 1, "reward": b["reward"]}
     with pytest.raises(ValueError, match="same episodes"):
         paired_difference(a, b_shifted)
+
+
+def test_latency_mask_of_the_masking_experiment(env):
+    """experiments/masked_ppo.py: what the device predicts too slow is masked."""
+    from experiments.masked_ppo import LatencyMask
+
+    s = env.system
+    mask = LatencyMask(s, deadlines=1.0)  # Edgent's test: within the deadline
+    index = {tuple(a): i for i, a in enumerate(mask.table)}
+    everything_local = index[(s.k, s.n_thresholds - 1, 0)]  # the full model, no exits
+    raw_image = index[(0, s.n_thresholds - 1, 0)]
+    fast = mask(observation(env, 50e6, rtt_s=0.02))
+    assert fast[raw_image] and not fast[everything_local]
+    slow = mask(observation(env, 2e3, rtt_s=0.3))
+    assert not slow[raw_image] and slow.sum() < fast.sum()
+    # Nothing fits a request already 10 deadlines late: then nothing is masked.
+    late = mask(observation(env, 50e6, lateness_s=10 * s.scenario.workload.deadline_s))
+    assert late.all()
