@@ -100,6 +100,23 @@ def make_env_fn(
     return make
 
 
+def ppo_kwargs(ppo_cfg: dict) -> dict:
+    """The PPO constructor's arguments from the ``[ppo]`` table."""
+    return {
+        "n_steps": int(ppo_cfg["n_steps"]),
+        "batch_size": int(ppo_cfg["batch_size"]),
+        "n_epochs": int(ppo_cfg["n_epochs"]),
+        "learning_rate": float(ppo_cfg["learning_rate"]),
+        "gamma": float(ppo_cfg["gamma"]),
+        "gae_lambda": float(ppo_cfg["gae_lambda"]),
+        "clip_range": float(ppo_cfg["clip_range"]),
+        "ent_coef": float(ppo_cfg["ent_coef"]),
+        "vf_coef": float(ppo_cfg["vf_coef"]),
+        "max_grad_norm": float(ppo_cfg["max_grad_norm"]),
+        "policy_kwargs": {"net_arch": list(ppo_cfg["net_arch"])},
+    }
+
+
 def latest_checkpoint(run: Path) -> tuple[Path, Path, int] | None:
     found = []
     for path in (run / "checkpoints").glob("model_*_steps.zip"):
@@ -340,17 +357,7 @@ def train_one(args: argparse.Namespace) -> int:
         model = PPO(
             "MlpPolicy",
             venv,
-            n_steps=int(ppo_cfg["n_steps"]),
-            batch_size=int(ppo_cfg["batch_size"]),
-            n_epochs=int(ppo_cfg["n_epochs"]),
-            learning_rate=float(ppo_cfg["learning_rate"]),
-            gamma=float(ppo_cfg["gamma"]),
-            gae_lambda=float(ppo_cfg["gae_lambda"]),
-            clip_range=float(ppo_cfg["clip_range"]),
-            ent_coef=float(ppo_cfg["ent_coef"]),
-            vf_coef=float(ppo_cfg["vf_coef"]),
-            max_grad_norm=float(ppo_cfg["max_grad_norm"]),
-            policy_kwargs={"net_arch": list(ppo_cfg["net_arch"])},
+            **ppo_kwargs(ppo_cfg),
             tensorboard_log=str(run / "tb"),
             seed=args.seed,
             device="cpu",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -91,21 +90,18 @@ class MaskedPolicy:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
     from sb3_contrib import MaskablePPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     from agents.heuristics import Edgent
-    from agents.metrics import episode_rewards, mean_ci95, paired_difference
-    from agents.ppo import ObsNormalizer, load_ppo
-    from agents.rollout import make_specs, run_many
-    from envs import OffloadEnv, load_scenario
-    from envs.wrappers import ActionRepeat, DistinctActions
-    from telemetry.observation import OBS_DIM
-    from traces.sets import load_families
-    from train import load_config
+    from experiments.common import (
+        best_normalizer,
+        compare_on_test,
+        evaluation_env,
+        shipped_ppo,
+        train_variant,
+        training_env,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timesteps", type=int, default=None, help="decisions (default: config)")
@@ -116,110 +112,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/masked"))
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(1)
-    config = load_config(None)
-    cfg, eval_cfg = config["ppo"], config["eval"]
-    steps = args.timesteps or int(cfg["total_timesteps"])
-    scenario = load_scenario(None)
-    requests = int(cfg["episode_requests"])
-    b = scenario.battery
-
     def make():
-        env = OffloadEnv(
-            scenario,
-            trace_split="train",
-            sample_split="val",
-            episode_requests=requests,
-            accuracy_credit=str(cfg["accuracy_credit"]),
-        )
-        env = DistinctActions(ActionRepeat(env, int(cfg["action_repeat"])))
+        env = training_env()
         return Monitor(Masked(env, LatencyMask(env.unwrapped.system, args.budget_deadlines)))
 
-    venv = DummyVecEnv([make for _ in range(int(cfg["n_envs"]))])
-    venv.seed(args.seed)
-    venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=10.0, gamma=cfg["gamma"])
-    model = MaskablePPO(
-        "MlpPolicy",
-        venv,
-        n_steps=int(cfg["n_steps"]),
-        batch_size=int(cfg["batch_size"]),
-        n_epochs=int(cfg["n_epochs"]),
-        learning_rate=float(cfg["learning_rate"]),
-        gamma=float(cfg["gamma"]),
-        gae_lambda=float(cfg["gae_lambda"]),
-        clip_range=float(cfg["clip_range"]),
-        ent_coef=float(cfg["ent_coef"]),
-        vf_coef=float(cfg["vf_coef"]),
-        max_grad_norm=float(cfg["max_grad_norm"]),
-        policy_kwargs={"net_arch": list(cfg["net_arch"])},
-        seed=args.seed,
-        device="cpu",
+    def policy_for(model, norm):
+        return MaskedPolicy(model, norm, LatencyMask(scenario_system, args.budget_deadlines))
+
+    env, families = evaluation_env()
+    scenario_system = env.system  # the same scenario, profile and catalog as training
+    best_file, report, _ = train_variant(
+        MaskablePPO, make, policy_for, args.out, args.seed, args.timesteps
     )
-
-    val_env = OffloadEnv(scenario, trace_split="val", sample_split="val", episode_requests=requests)
-    mask = LatencyMask(val_env.system, args.budget_deadlines)
-    val_families = load_families("auto", split="val")[0]
-    per_family = int(eval_cfg["episodes_per_family"])
-    battery = (b.initial_min, b.initial_max)
-    val_specs = [
-        s
-        for fam in sorted(val_families)
-        for s in make_specs(val_families[fam], per_family, 777, battery)
-    ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    curve: list[tuple[int, float]] = []
-
-    class Validation(BaseCallback):
-        def validate(self) -> None:
-            norm = ObsNormalizer.from_vecnormalize(venv)
-            res = run_many(val_env, MaskedPolicy(self.model, norm, mask), val_specs)
-            mean = mean_ci95(episode_rewards(res))[0]
-            if not curve or mean > max(r for _, r in curve):
-                self.model.save(args.out / "best_model.zip")
-                (args.out / "best_vecnormalize.json").write_text(json.dumps(norm.to_json()))
-            curve.append((self.num_timesteps, mean))
-            print(f"{self.num_timesteps:>8} decisions: validation {mean:.4f}", flush=True)
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps % int(eval_cfg["freq"]) < venv.num_envs:
-                self.validate()
-            return True
-
-    validation = Validation()
-    t0 = time.perf_counter()
-    model.learn(steps, callback=validation)
-    learn_s = time.perf_counter() - t0
-    validation.validate()  # the final model too
-
-    best = MaskablePPO.load(args.out / "best_model.zip", device="cpu")
-    norm = ObsNormalizer.from_json(json.loads((args.out / "best_vecnormalize.json").read_text()))
-    families = load_families("auto", split="test")[0]
-    test_traces = [t for fam in sorted(families) for t in families[fam]]
-    env = OffloadEnv(scenario, test_traces, sample_split="test", episode_requests=requests)
-    ppo = load_ppo("runs/default", nvec=env.action_space.nvec.tolist(), obs_dim=OBS_DIM)
+    masked = MaskedPolicy(
+        MaskablePPO.load(best_file, device="cpu"),
+        best_normalizer(args.out),
+        LatencyMask(env.system, args.budget_deadlines),
+    )
     policies = {
-        "ppo_masked": MaskedPolicy(best, norm, LatencyMask(env.system, args.budget_deadlines)),
-        "ppo": ppo,
+        "ppo_masked": masked,
+        "ppo": shipped_ppo(env),
         "edgent": Edgent(env.system, Predictor(env.system)),
     }
-    report: dict = {
-        "budget_deadlines": args.budget_deadlines,
-        "learn_seconds": round(learn_s, 1),
-        "decisions": steps,
-        "validation": curve,
-    }
-    for i, fam in enumerate(sorted(families)):
-        specs = make_specs(families[fam], 10, i, battery)
-        res = {name: run_many(env, p, specs) for name, p in policies.items()}
-        diff, ci = paired_difference(res["ppo_masked"], res["ppo"])
-        report[fam] = {n: float(np.mean(r["reward"])) for n, r in res.items()}
-        report[fam]["masked_minus_ppo"] = [diff, ci]
-        print(fam, json.dumps(report[fam]))
-    for name in policies:
-        report.setdefault("overall", {})[name] = float(np.mean([report[f][name] for f in families]))
-    masked = policies["ppo_masked"]
+    report["budget_deadlines"] = args.budget_deadlines
+    compare_on_test(env, families, policies, "ppo_masked", report)
     report["mean_allowed_actions"] = masked.allowed / max(masked.calls, 1)
-    print("overall", {k: round(v, 4) for k, v in report["overall"].items()})
     print(f"the mask left {report['mean_allowed_actions']:.1f} of 152 actions on average")
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
     return 0

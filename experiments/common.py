@@ -1,0 +1,163 @@
+"""What the experiments share: train a variant with the shipped config, keep its best
+model on the validation traces, and compare it with the shipped PPO on the test
+episodes of ``evaluate.py --episodes 10`` (seed 0).
+
+Validation and selection follow train.py (the same validation episodes and frequency);
+the comparison runs the same requests for every policy (common random numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def training_env(inner: Callable | None = None):
+    """One training env as train.py builds it (training traces, validation images,
+    the configured accuracy credit, held decisions, the flat action space), with
+    ``inner`` wrapped around the ``OffloadEnv`` itself when given."""
+    from envs import OffloadEnv, load_scenario
+    from envs.wrappers import ActionRepeat, DistinctActions
+    from train import load_config
+
+    cfg = load_config(None)["ppo"]
+    env = OffloadEnv(
+        load_scenario(None),
+        trace_split="train",
+        sample_split="val",
+        episode_requests=int(cfg["episode_requests"]),
+        accuracy_credit=str(cfg["accuracy_credit"]),
+    )
+    if inner is not None:
+        env = inner(env)
+    return DistinctActions(ActionRepeat(env, int(cfg["action_repeat"])))
+
+
+def train_variant(
+    algo,
+    make_env: Callable,
+    policy_for: Callable,
+    out: Path,
+    seed: int,
+    steps: int | None,
+    wrap: Callable | None = None,
+) -> tuple[Path, dict, float]:
+    """Train ``algo`` (an SB3 class) on ``make_env`` with the shipped config; validate
+    ``policy_for(model, normalizer)`` every ``[eval] freq`` decisions and at the end
+    (on the validation env, seen through ``wrap`` when given), saving the best to
+    ``out``. Returns (best model file, report, learning seconds)."""
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from agents.metrics import episode_rewards, mean_ci95
+    from agents.ppo import ObsNormalizer
+    from agents.rollout import make_specs, run_many
+    from envs import OffloadEnv, load_scenario
+    from traces.sets import load_families
+    from train import load_config, ppo_kwargs
+
+    torch.set_num_threads(1)
+    config = load_config(None)
+    cfg, norm_cfg, eval_cfg = config["ppo"], config["normalize"], config["eval"]
+    steps = steps or int(cfg["total_timesteps"])
+    venv = DummyVecEnv([make_env for _ in range(int(cfg["n_envs"]))])
+    venv.seed(seed)
+    venv = VecNormalize(
+        venv,
+        norm_obs=norm_cfg["norm_obs"],
+        norm_reward=norm_cfg["norm_reward"],
+        clip_obs=norm_cfg["clip_obs"],
+        gamma=cfg["gamma"],
+    )
+    model = algo("MlpPolicy", venv, **ppo_kwargs(cfg), seed=seed, device="cpu")
+
+    scenario = load_scenario(None)
+    requests = int(cfg["episode_requests"])
+    val_env = OffloadEnv(scenario, trace_split="val", sample_split="val", episode_requests=requests)
+    if wrap is not None:
+        val_env = wrap(val_env)
+    families = load_families("auto", split="val")[0]
+    battery = (scenario.battery.initial_min, scenario.battery.initial_max)
+    per_family = int(eval_cfg["episodes_per_family"])
+    specs = [
+        s for fam in sorted(families) for s in make_specs(families[fam], per_family, 777, battery)
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    curve: list[tuple[int, float]] = []
+
+    class Validation(BaseCallback):
+        def validate(self) -> None:
+            norm = ObsNormalizer.from_vecnormalize(venv)
+            res = run_many(val_env, policy_for(self.model, norm), specs)
+            mean = mean_ci95(episode_rewards(res))[0]
+            if not curve or mean > max(r for _, r in curve):
+                self.model.save(out / "best_model.zip")
+                (out / "best_vecnormalize.json").write_text(json.dumps(norm.to_json()))
+            curve.append((self.num_timesteps, mean))
+            print(f"{self.num_timesteps:>8} decisions: validation {mean:.4f}", flush=True)
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % int(eval_cfg["freq"]) < venv.num_envs:
+                self.validate()
+            return True
+
+    validation = Validation()
+    t0 = time.perf_counter()
+    model.learn(steps, callback=validation)
+    learn_s = time.perf_counter() - t0
+    validation.validate()  # the final model too
+    best = max(curve, key=lambda c: c[1])
+    report = {"decisions": steps, "learn_seconds": round(learn_s, 1), "best_validation": best}
+    report["validation"] = curve
+    return out / "best_model.zip", report, learn_s
+
+
+def best_normalizer(out: Path):
+    from agents.ppo import ObsNormalizer
+
+    return ObsNormalizer.from_json(json.loads((out / "best_vecnormalize.json").read_text()))
+
+
+def evaluation_env():
+    """The evaluation's environment: every family's test traces, test images."""
+    from envs import OffloadEnv, load_scenario
+    from traces.sets import load_families
+
+    scenario = load_scenario(None)
+    families = load_families("auto", split="test")[0]
+    traces = [t for fam in sorted(families) for t in families[fam]]
+    return OffloadEnv(scenario, traces, sample_split="test"), families
+
+
+def compare_on_test(
+    env, families: dict, policies: dict, variant: str, report: dict, envs: dict | None = None
+) -> dict:
+    """Every policy on the same test episodes; per family and overall means, and the
+    variant's paired difference from the shipped ``ppo``. Printed and added to ``report``.
+    ``envs`` may give a policy its own view of ``env`` (a wrapper around it)."""
+    envs = envs or {}
+    from agents.metrics import paired_difference
+    from agents.rollout import make_specs, run_many
+
+    b = env.system.scenario.battery
+    for i, fam in enumerate(sorted(families)):
+        specs = make_specs(families[fam], 10, i, (b.initial_min, b.initial_max))
+        res = {name: run_many(envs.get(name, env), p, specs) for name, p in policies.items()}
+        report[fam] = {n: float(np.mean(r["reward"])) for n, r in res.items()}
+        report[fam][f"{variant}_minus_ppo"] = list(paired_difference(res[variant], res["ppo"]))
+        print(fam, json.dumps(report[fam]))
+    report["overall"] = {n: float(np.mean([report[f][n] for f in families])) for n in policies}
+    print("overall", {k: round(v, 4) for k, v in report["overall"].items()})
+    return report
+
+
+def shipped_ppo(env):
+    from agents.ppo import load_ppo
+    from telemetry.observation import OBS_DIM
+
+    return load_ppo("runs/default", nvec=env.action_space.nvec.tolist(), obs_dim=OBS_DIM)
