@@ -362,3 +362,22 @@ def test_latency_mask_of_the_masking_experiment(env):
     # Nothing fits a request already 10 deadlines late: then nothing is masked.
     late = mask(observation(env, 50e6, lateness_s=10 * s.scenario.workload.deadline_s))
     assert late.all()
+
+
+def test_true_bandwidth_observation_of_the_observation_experiment():
+    """experiments/true_bandwidth.py: the bandwidth features read the trace's true rate."""
+    from experiments.true_bandwidth import TrueBandwidth
+
+    env = TrueBandwidth(OffloadEnv(trace_source="builtin", trace_split="test",
+                                   sample_split="test", episode_requests=5))  # fmt: skip
+    obs, _ = env.reset(seed=3)
+    done = False
+    while not done:
+        base = env.unwrapped
+        st = base.state
+        true_bps = st.trace.rate_at(st.offset_s + base.decision_time())
+        view = ObservationView(obs)
+        assert view.bandwidth_bps == pytest.approx(max(true_bps, 1e3), rel=1e-4)
+        assert view["tput_age_log1p_s"] == 0.0
+        obs, _, terminated, truncated, _ = env.step(np.array([0, 6, 0]))
+        done = terminated or truncated
