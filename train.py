@@ -117,6 +117,19 @@ def ppo_kwargs(ppo_cfg: dict) -> dict:
     }
 
 
+def normalized(venv, norm_cfg: dict, gamma: float):
+    """``venv`` behind ``VecNormalize`` as the ``[normalize]`` table says."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    return VecNormalize(
+        venv,
+        norm_obs=norm_cfg["norm_obs"],
+        norm_reward=norm_cfg["norm_reward"],
+        clip_obs=norm_cfg["clip_obs"],
+        gamma=gamma,
+    )
+
+
 def latest_checkpoint(run: Path) -> tuple[Path, Path, int] | None:
     found = []
     for path in (run / "checkpoints").glob("model_*_steps.zip"):
@@ -347,13 +360,7 @@ def train_one(args: argparse.Namespace) -> int:
         model = PPO.load(model_path, env=venv, device="cpu", tensorboard_log=str(run / "tb"))
         print(f"resuming {run} from {model_path.name} at {done_steps} steps")
     else:
-        venv = VecNormalize(
-            venv,
-            norm_obs=norm_cfg["norm_obs"],
-            norm_reward=norm_cfg["norm_reward"],
-            clip_obs=norm_cfg["clip_obs"],
-            gamma=ppo_cfg["gamma"],
-        )
+        venv = normalized(venv, norm_cfg, float(ppo_cfg["gamma"]))
         model = PPO(
             "MlpPolicy",
             venv,

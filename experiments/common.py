@@ -8,12 +8,22 @@ the comparison runs the same requests for every policy (common random numbers).
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+
+def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
+    """The arguments every experiment takes: --timesteps, --seed, --out."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--timesteps", type=int, default=None, help="decisions (default: config)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path(default_out))
+    return p
 
 
 def training_env(inner: Callable | None = None):
@@ -52,14 +62,14 @@ def train_variant(
     ``out``. Returns (best model file, report, learning seconds)."""
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import DummyVecEnv
 
     from agents.metrics import episode_rewards, mean_ci95
     from agents.ppo import ObsNormalizer
     from agents.rollout import make_specs, run_many
     from envs import OffloadEnv, load_scenario
     from traces.sets import load_families
-    from train import load_config, ppo_kwargs
+    from train import load_config, normalized, ppo_kwargs
 
     torch.set_num_threads(1)
     config = load_config(None)
@@ -67,13 +77,7 @@ def train_variant(
     steps = steps or int(cfg["total_timesteps"])
     venv = DummyVecEnv([make_env for _ in range(int(cfg["n_envs"]))])
     venv.seed(seed)
-    venv = VecNormalize(
-        venv,
-        norm_obs=norm_cfg["norm_obs"],
-        norm_reward=norm_cfg["norm_reward"],
-        clip_obs=norm_cfg["clip_obs"],
-        gamma=cfg["gamma"],
-    )
+    venv = normalized(venv, norm_cfg, float(cfg["gamma"]))
     model = algo("MlpPolicy", venv, **ppo_kwargs(cfg), seed=seed, device="cpu")
 
     scenario = load_scenario(None)

@@ -19,9 +19,7 @@ does; the test evaluation uses the same episodes as ``evaluate.py --episodes 10`
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -98,19 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         best_normalizer,
         compare_on_test,
         evaluation_env,
+        parser,
         shipped_ppo,
         train_variant,
         training_env,
     )
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timesteps", type=int, default=None, help="decisions (default: config)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
+    cli = parser(__doc__, "runs/masked")
+    cli.add_argument(
         "--budget-deadlines", type=float, default=LATENCY_CAP, help="mask above this many deadlines"
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/masked"))
-    args = parser.parse_args(argv)
+    args = cli.parse_args(argv)
 
     def make():
         env = training_env()

@@ -15,10 +15,8 @@ not what the future bandwidth is worth. Not part of the product: nothing imports
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -55,16 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         best_normalizer,
         compare_on_test,
         evaluation_env,
+        parser,
         shipped_ppo,
         train_variant,
         training_env,
     )
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timesteps", type=int, default=None, help="decisions (default: config)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/true_bandwidth"))
-    args = parser.parse_args(argv)
+    cli = parser(__doc__, "runs/true_bandwidth")
+    args = cli.parse_args(argv)
 
     def make():
         return Monitor(training_env(inner=TrueBandwidth))
