@@ -85,6 +85,16 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_contex
     return out
 
 
+def episode_specs(by_family: dict, episodes: int, seed: int, battery: tuple[float, float]):
+    """Each family's episodes (trace, start, battery, seed): the same for every policy."""
+    from agents.rollout import make_specs
+
+    return {
+        fam: make_specs(by_family[fam], episodes, seed + i, battery)
+        for i, fam in enumerate(sorted(by_family))
+    }
+
+
 def print_table(title: str, rows: dict[str, dict]) -> None:
     table = Table(title=title, title_justify="left")
     cols = [
@@ -184,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.best_fixed import find_best_fixed, find_best_fixed_by_context
     from agents.metrics import subset, summarise
     from agents.ppo import RunError, check_run_dir, run_scenario_path
-    from agents.rollout import make_specs, run_many
+    from agents.rollout import run_many
     from envs import OffloadEnv, load_scenario
     from traces.sets import group_by_family, load_directory, load_families
     from traces.trace import TraceError
@@ -221,12 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         episode_requests=requests,
     )
     b = scenario.battery
-    specs = {
-        fam: make_specs(
-            by_family[fam], args.episodes, args.seed + i, (b.initial_min, b.initial_max)
-        )
-        for i, fam in enumerate(sorted(by_family))
-    }
+    specs = episode_specs(by_family, args.episodes, args.seed, (b.initial_min, b.initial_max))
     cached: dict = {}
 
     train = [t for f in train_by_family.values() for t in f]

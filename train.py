@@ -130,6 +130,28 @@ def normalized(venv, norm_cfg: dict, gamma: float):
     )
 
 
+def validation_episodes(scenario, trace_source: str, episode_requests: int, per_family: int):
+    """The validation env (val traces, val images) and its fixed episodes, the same at
+    every evaluation of a run and in every run (common random numbers)."""
+    from agents.rollout import make_specs
+    from envs import OffloadEnv
+    from traces.sets import group_by_family
+
+    val_env = OffloadEnv(
+        scenario,
+        trace_source=trace_source,
+        trace_split="val",
+        sample_split="val",
+        episode_requests=episode_requests,
+    )
+    by_family = group_by_family(list(val_env.traces))
+    battery = (scenario.battery.initial_min, scenario.battery.initial_max)
+    specs = [
+        s for fam in sorted(by_family) for s in make_specs(by_family[fam], per_family, 777, battery)
+    ]
+    return val_env, specs
+
+
 def latest_checkpoint(run: Path) -> tuple[Path, Path, int] | None:
     found = []
     for path in (run / "checkpoints").glob("model_*_steps.zip"):
@@ -287,10 +309,9 @@ def train_one(args: argparse.Namespace) -> int:
 
     from agents.metrics import episode_rewards, mean_ci95
     from agents.ppo import ObsNormalizer, PPOPolicy, portable_path
-    from agents.rollout import make_specs, run_many
-    from envs import OffloadEnv, load_scenario
+    from agents.rollout import run_many
+    from envs import load_scenario
     from envs.wrappers import distinct_actions
-    from traces.sets import load_families
 
     torch.set_num_threads(1)
     config = load_config(args.config)
@@ -328,25 +349,9 @@ def train_one(args: argparse.Namespace) -> int:
     venv.seed(args.seed)
 
     # Validation: the val traces, the same episodes at every evaluation (CRN).
-    val_env = OffloadEnv(
-        scenario,
-        trace_source=args.trace_source,
-        trace_split="val",
-        sample_split="val",
-        episode_requests=episode_requests,
+    val_env, specs = validation_episodes(
+        scenario, args.trace_source, episode_requests, int(eval_cfg["episodes_per_family"])
     )
-    val_traces, _ = load_families(args.trace_source, split="val")
-    b = scenario.battery
-    specs = [
-        s
-        for fam in sorted(val_traces)
-        for s in make_specs(
-            val_traces[fam],
-            int(eval_cfg["episodes_per_family"]),
-            777,
-            (b.initial_min, b.initial_max),
-        )
-    ]
 
     table = distinct_actions(*val_env.action_space.nvec)
     resume = latest_checkpoint(run) if args.resume else None

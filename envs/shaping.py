@@ -70,9 +70,6 @@ class TailPotential(_Potential):
     """``phi``: the weighted energy of the radio tail still to run at the decision time;
     ``discount`` is the learner's gamma (see the module docstring)."""
 
-    def __init__(self, env: gym.Env, gamma: float) -> None:
-        super().__init__(env, gamma)
-
     def potential(self) -> float:
         env = self.env.unwrapped
         st = env.state

@@ -55,21 +55,20 @@ def train_variant(
     seed: int,
     steps: int | None,
     wrap: Callable | None = None,
-) -> tuple[Path, dict, float]:
+) -> tuple[Path, dict]:
     """Train ``algo`` (an SB3 class) on ``make_env`` with the shipped config; validate
     ``policy_for(model, normalizer)`` every ``[eval] freq`` decisions and at the end
     (on the validation env, seen through ``wrap`` when given), saving the best to
-    ``out``. Returns (best model file, report, learning seconds)."""
+    ``out``. Returns the best model's file and a report (learning time, curve)."""
     import torch
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from agents.metrics import episode_rewards, mean_ci95
     from agents.ppo import ObsNormalizer
-    from agents.rollout import make_specs, run_many
-    from envs import OffloadEnv, load_scenario
-    from traces.sets import load_families
-    from train import load_config, normalized, ppo_kwargs
+    from agents.rollout import run_many
+    from envs import load_scenario
+    from train import load_config, normalized, ppo_kwargs, validation_episodes
 
     torch.set_num_threads(1)
     config = load_config(None)
@@ -80,17 +79,14 @@ def train_variant(
     venv = normalized(venv, norm_cfg, float(cfg["gamma"]))
     model = algo("MlpPolicy", venv, **ppo_kwargs(cfg), seed=seed, device="cpu")
 
-    scenario = load_scenario(None)
-    requests = int(cfg["episode_requests"])
-    val_env = OffloadEnv(scenario, trace_split="val", sample_split="val", episode_requests=requests)
+    val_env, specs = validation_episodes(
+        load_scenario(None),
+        "auto",
+        int(cfg["episode_requests"]),
+        int(eval_cfg["episodes_per_family"]),
+    )
     if wrap is not None:
         val_env = wrap(val_env)
-    families = load_families("auto", split="val")[0]
-    battery = (scenario.battery.initial_min, scenario.battery.initial_max)
-    per_family = int(eval_cfg["episodes_per_family"])
-    specs = [
-        s for fam in sorted(families) for s in make_specs(families[fam], per_family, 777, battery)
-    ]
     out.mkdir(parents=True, exist_ok=True)
     curve: list[tuple[int, float]] = []
 
@@ -118,7 +114,7 @@ def train_variant(
     best = max(curve, key=lambda c: c[1])
     report = {"decisions": steps, "learn_seconds": round(learn_s, 1), "best_validation": best}
     report["validation"] = curve
-    return out / "best_model.zip", report, learn_s
+    return out / "best_model.zip", report
 
 
 def best_normalizer(out: Path):
@@ -144,14 +140,15 @@ def compare_on_test(
     """Every policy on the same test episodes; per family and overall means, and the
     variant's paired difference from the shipped ``ppo``. Printed and added to ``report``.
     ``envs`` may give a policy its own view of ``env`` (a wrapper around it)."""
-    envs = envs or {}
     from agents.metrics import paired_difference
-    from agents.rollout import make_specs, run_many
+    from agents.rollout import run_many
+    from evaluate import episode_specs
 
+    envs = envs or {}
     b = env.system.scenario.battery
-    for i, fam in enumerate(sorted(families)):
-        specs = make_specs(families[fam], 10, i, (b.initial_min, b.initial_max))
-        res = {name: run_many(envs.get(name, env), p, specs) for name, p in policies.items()}
+    specs = episode_specs(families, 10, 0, (b.initial_min, b.initial_max))
+    for fam in sorted(families):
+        res = {n: run_many(envs.get(n, env), p, specs[fam]) for n, p in policies.items()}
         report[fam] = {n: float(np.mean(r["reward"])) for n, r in res.items()}
         report[fam][f"{variant}_minus_ppo"] = list(paired_difference(res[variant], res["ppo"]))
         print(fam, json.dumps(report[fam]))

@@ -112,19 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         env = training_env()
         return Monitor(Masked(env, LatencyMask(env.unwrapped.system, args.budget_deadlines)))
 
-    def policy_for(model, norm):
-        return MaskedPolicy(model, norm, LatencyMask(scenario_system, args.budget_deadlines))
-
     env, families = evaluation_env()
-    scenario_system = env.system  # the same scenario, profile and catalog as training
-    best_file, report, _ = train_variant(
+    # One mask for validation and test: the same scenario, profile and catalog as training.
+    mask = LatencyMask(env.system, args.budget_deadlines)
+
+    def policy_for(model, norm):
+        return MaskedPolicy(model, norm, mask)
+
+    best_file, report = train_variant(
         MaskablePPO, make, policy_for, args.out, args.seed, args.timesteps
     )
-    masked = MaskedPolicy(
-        MaskablePPO.load(best_file, device="cpu"),
-        best_normalizer(args.out),
-        LatencyMask(env.system, args.budget_deadlines),
-    )
+    masked = policy_for(MaskablePPO.load(best_file, device="cpu"), best_normalizer(args.out))
     policies = {
         "ppo_masked": masked,
         "ppo": shipped_ppo(env),

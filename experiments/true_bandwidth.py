@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return PPOPolicy(model, norm, table, name="ppo_true_bandwidth")
 
     # Validation runs on the wrapped validation env: train_variant's rollouts see the truth.
-    best_file, report, _ = train_variant(
+    best_file, report = train_variant(
         PPO, make, policy_for, args.out, args.seed, args.timesteps, wrap=TrueBandwidth
     )
     policies = {
