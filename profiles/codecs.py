@@ -154,8 +154,13 @@ class _Affine:
     def encode(self, array: np.ndarray) -> bytes:
         a = _check_float(array)
         lo, hi = float(a.min()), float(a.max())
-        scale = (hi - lo) / self.levels if hi > lo else 1.0
-        q = np.clip(np.rint((a - lo) / scale), 0, self.levels).astype(np.uint8).ravel()
+        # The header stores the step as float32: a range so small that its step is not a
+        # positive normal float32 would divide by zero; one step of 1.0 then loses less.
+        scale = float(np.float32((hi - lo) / self.levels))
+        if not scale >= np.finfo(np.float32).tiny:
+            scale = 1.0
+        q = np.rint((a.astype(np.float64) - lo) / scale)
+        q = np.clip(q, 0, self.levels).astype(np.uint8).ravel()
         if self.bits == 4:
             q = np.concatenate([q, np.zeros(len(q) % 2, np.uint8)])
             q = (q[0::2] << 4) | q[1::2]

@@ -33,6 +33,16 @@ def test_quantised_codecs_within_half_a_step(a, name):
     assert np.abs(out - a).max() <= step / 2 + 1e-3 * max(1.0, np.abs(a).max())
 
 
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("name", ["int8", "int8+zlib", "int4+zlib"])
+@pytest.mark.parametrize("hi", [1e-44, 1e-38, 1e-30])
+def test_quantised_codecs_take_a_tiny_range(name, hi):
+    """A range whose step underflows float32 must not divide by zero."""
+    a = np.array([[0.0, hi], [hi, 0.0]], np.float32)
+    out = codecs.decode(codecs.encode(name, a))
+    assert np.isfinite(out).all() and np.abs(out - a).max() <= hi
+
+
 @settings(max_examples=40, deadline=None)
 @given(arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40))))
 def test_image_codecs_round_trip(img):
