@@ -30,6 +30,7 @@ ALL_POLICIES = (
     "ppo",
     "oracle",
     "oracle_label_blind",
+    "planner_label_blind",
     "edge_only",
     "edge_only_exits",
     "cloud_only",
@@ -43,10 +44,11 @@ ALL_POLICIES = (
     "random",
 )
 # Clairvoyant references: never "the best heuristic", never a policy to beat.
-ORACLES = ("oracle", "oracle_label_blind")
-# The label-blind oracle is an analysis of what the oracle's lead rests on (see
-# agents/oracle.py and BENCHMARKS.md); it runs when named with --policies.
-DEFAULT_POLICIES = tuple(n for n in ALL_POLICIES if n != "oracle_label_blind")
+ORACLES = ("oracle", "oracle_label_blind", "planner_label_blind")
+# The label-blind references analyse what the oracle's lead rests on (agents/oracle.py,
+# agents/planner.py, BENCHMARKS.md); they run when named with --policies (the planner
+# alone takes about 3 minutes on the default workload).
+DEFAULT_POLICIES = tuple(n for n in ALL_POLICIES if not n.endswith("_label_blind"))
 console = Console(width=170)
 
 
@@ -54,6 +56,7 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_contex
     from agents.base import RandomPolicy
     from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
     from agents.oracle import LabelBlindOracle, Oracle
+    from agents.planner import ForesightPlanner
     from agents.ppo import load_ppo
     from agents.predictor import Predictor
     from telemetry.observation import OBS_DIM
@@ -65,6 +68,7 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_contex
         "ppo": lambda: load_ppo(run_dir, nvec=env.action_space.nvec.tolist(), obs_dim=OBS_DIM),
         "oracle": Oracle,
         "oracle_label_blind": LabelBlindOracle,
+        "planner_label_blind": ForesightPlanner,
         "edge_only": lambda: EdgeOnly(s),
         "edge_only_exits": lambda: EdgeOnly(s, threshold=exit_thr),
         "cloud_only": lambda: CloudOnly(s),
@@ -129,16 +133,27 @@ def print_table(title: str, rows: dict[str, dict]) -> None:
     console.print(table)
 
 
+# Policies PPO is also compared with, episode by episode, when they were run.
+PPO_REFERENCES = ("best_fixed_by_context", "planner_label_blind")
+
+
 def compare_ppo(results: dict, summary: dict, families: list[str], heuristics: list[str]) -> dict:
-    """PPO against the best heuristic of each family (and against best_fixed_by_context),
-    as paired differences over the same episodes; printed and returned for the JSON."""
+    """PPO against the best heuristic of each family (and against each of
+    ``PPO_REFERENCES`` that ran), as paired differences over the same episodes; printed
+    and returned for the JSON."""
     from agents.metrics import paired_difference, subset
 
+    references = [n for n in PPO_REFERENCES if n in results]
     table = Table(
         title="PPO minus the best heuristic of each group (paired, same episodes)",
         title_justify="left",
     )
-    for col in ("group", "best heuristic", "PPO - it ± 95%", "PPO - best_fixed_by_context ± 95%"):
+    for col in (
+        "group",
+        "best heuristic",
+        "PPO - it ± 95%",
+        *(f"PPO - {n} ± 95%" for n in references),
+    ):
         table.add_column(col)
     out: dict[str, dict] = {}
 
@@ -150,12 +165,12 @@ def compare_ppo(results: dict, summary: dict, families: list[str], heuristics: l
         best = max(heuristics, key=lambda n: summary[group][n]["reward_mean"])
         diff, ci = paired_difference(of("ppo", group), of(best, group))
         out[group] = {"heuristic": best, "difference": diff, "ci95": ci}
-        ctx = ""
-        if "best_fixed_by_context" in results:
-            d, c = paired_difference(of("ppo", group), of("best_fixed_by_context", group))
-            out[group]["vs_best_fixed_by_context"] = {"difference": d, "ci95": c}
-            ctx = f"{d:+.4f} ± {c:.4f}"
-        table.add_row(group, best, f"{diff:+.4f} ± {ci:.4f}", ctx)
+        cells = []
+        for name in references:
+            d, c = paired_difference(of("ppo", group), of(name, group))
+            out[group][f"vs_{name}"] = {"difference": d, "ci95": c}
+            cells.append(f"{d:+.4f} ± {c:.4f}")
+        table.add_row(group, best, f"{diff:+.4f} ± {ci:.4f}", *cells)
     console.print(table)
     return out
 
@@ -323,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"\noracle at calibrated accuracy {calibrated:.4f}: knowing each image's "
                 f"answer is worth {oracle_r - calibrated:.4f} of its lead"
             )
+            if "planner_label_blind" in summary["overall"] and gap > 0:
+                plan_r = summary["overall"]["planner_label_blind"]["reward_mean"]
+                line += (
+                    f"\nlabel-blind clairvoyant planner {plan_r:.4f}: closes "
+                    f"{(plan_r - best_r) / gap:.1%} of the gap"
+                )
         if "best_fixed_by_context" in summary["overall"]:
             ctx_r = summary["overall"]["best_fixed_by_context"]["reward_mean"]
             line += f"\nPPO {ppo_r:.4f} vs best_fixed_by_context {ctx_r:.4f}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -231,6 +231,16 @@ class OffloadEnv(gym.Env):
         battery = st.battery_j if st.battery_j > 0.0 else 0.0
         self.telemetry.battery_level = battery * self._inv_capacity
         return build_observation(self.telemetry, now, now - arrival, queue, st.context)
+
+    def snapshot(self) -> tuple[EpisodeState, Telemetry]:
+        """A copy of everything ``step`` changes (the episode's state and the device's
+        telemetry), for planners that try an action sequence and come back."""
+        return replace(self.state), copy.deepcopy(self.telemetry)
+
+    def restore(self, snapshot: tuple[EpisodeState, Telemetry]) -> None:
+        """Go back to a ``snapshot``; the snapshot stays usable for the next restore."""
+        state, telemetry = snapshot
+        self.state, self.telemetry = replace(state), copy.deepcopy(telemetry)
 
     # -- the Gymnasium API -----------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

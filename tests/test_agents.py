@@ -6,6 +6,7 @@ import pytest
 from agents.base import FixedPolicy, ObservationView, RandomPolicy
 from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
 from agents.oracle import LabelBlindOracle, Oracle
+from agents.planner import ForesightPlanner
 from agents.predictor import Predictor
 from agents.rollout import make_specs, run_many
 from envs import ObservationContext, OffloadEnv, Telemetry, build_observation
@@ -205,6 +206,46 @@ def test_label_blind_oracle_picks_the_best_calibrated_local_action(env):
                     if not local.offloaded:
                         assert score(chosen) >= score(local) - 1e-12
         env.step(act)
+
+
+def test_planner_leaves_the_simulator_as_it_found_it_and_holds_its_plan(env):
+    spec = make_specs(load_families("builtin", split="test")[0]["fcc"], 1, 2, (0.7, 0.7))[0]
+    env.reset(seed=spec.seed, options={"trace": spec.trace, "offset_s": spec.offset_s,
+                                       "battery_level": 0.7})  # fmt: skip
+    planner = ForesightPlanner(horizon=6, hold=3)
+    before = (env.state, env.state.battery_j, env.state.index, env.telemetry.last_sample_s)
+    first = planner.act_privileged(env)
+    after = (env.state, env.state.battery_j, env.state.index, env.telemetry.last_sample_s)
+    assert before == after
+    chosen = [first]
+    for _ in range(5):
+        env.step(chosen[-1])
+        chosen.append(planner.act_privileged(env))
+    assert all(np.array_equal(a, first) for a in chosen[:3])  # held for 3 requests
+    planner.reset()
+    assert planner._left == 0
+    with pytest.raises(ValueError, match="horizon"):
+        ForesightPlanner(horizon=0)
+
+
+def test_planner_ignores_labels_and_opens_the_upload_regime_greedy_search_does_not():
+    """On LTE the first upload pays a radio tail and a FaaS cold start that only the
+    requests after it repay: the greedy label-blind search never pays it, the planner
+    (which sees 40 requests ahead) does. Flipping every label changes nothing."""
+    spec = make_specs(load_families("builtin", split="test")[0]["oboe"], 1, 6, (0.9, 0.9))[0]
+
+    def run(policy, flipped=False):
+        env = OffloadEnv(trace_source="builtin", trace_split="test", sample_split="test",
+                         episode_requests=48)  # fmt: skip
+        if flipped:
+            _flip_labels(env.system)
+        return run_many(env, policy, [spec])
+
+    planned, greedy = run(ForesightPlanner()), run(LabelBlindOracle())
+    assert planned["offloaded"].mean() > 0.5 and greedy["offloaded"].mean() == 0.0
+    flipped = run(ForesightPlanner(), flipped=True)
+    for field in ("cut", "threshold", "level"):
+        assert np.array_equal(planned[field], flipped[field])
 
 
 def test_calibrated_reward_separates_label_luck_from_skill(env):

@@ -187,6 +187,25 @@ def test_evaluate_writes_the_documented_json(tiny_run, tmp_path):
     assert (tmp_path / "eval" / "summary.csv").is_file()
 
 
+def test_evaluate_compares_ppo_with_the_label_blind_planner(tiny_run, tmp_path):
+    """The planner is a clairvoyant reference: never the best heuristic, and PPO's paired
+    difference from it is reported."""
+    runs, _ = tiny_run
+    out_json = tmp_path / "r.json"
+    run(
+        "evaluate.py", "--policy", str(runs / "tiny"), "--trace-source", "builtin",
+        "--policies", "ppo,cloud_only,edgent,planner_label_blind", "--episodes", "1",
+        "--requests", "24", "--no-plots", "--out", str(tmp_path / "eval"),
+        "--json", str(out_json),
+    )  # fmt: skip
+    payload = json.loads(out_json.read_text())
+    for group, row in payload["ppo_vs"].items():
+        assert row["heuristic"] in ("cloud_only", "edgent")
+        means = payload["policies"] if group == "overall" else payload["families"][group]
+        expected = means["ppo"]["reward_mean"] - means["planner_label_blind"]["reward_mean"]
+        assert row["vs_planner_label_blind"]["difference"] == pytest.approx(expected, abs=1e-9)
+
+
 def test_evaluate_same_seed_same_numbers(tmp_path):
     outs = []
     for i in range(2):
