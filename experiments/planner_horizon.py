@@ -1,0 +1,42 @@
+"""How far ahead the label-blind clairvoyant planner looks, and how long it holds a plan.
+
+``agents.planner.ForesightPlanner`` with a given ``--horizon`` and ``--hold``, against
+the shipped PPO on the test episodes of ``evaluate.py --episodes 10`` (seed 0); writes
+``OUT/report.json``. The default planner (horizon 40, hold 8) is what
+``evaluate.py --policies ...,planner_label_blind`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agents.planner import ForesightPlanner
+    from experiments.common import compare_on_test, evaluation_env, shipped_ppo
+
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--horizon", type=int, default=40, help="requests simulated per plan")
+    cli.add_argument("--hold", type=int, default=8, help="requests each plan is kept for")
+    cli.add_argument("--out", type=Path, default=None)
+    args = cli.parse_args(argv)
+    out = args.out or Path(f"runs/planner_h{args.horizon}_k{args.hold}")
+
+    env, families = evaluation_env()
+    name = f"planner_h{args.horizon}_k{args.hold}"
+    policies = {name: ForesightPlanner(args.horizon, args.hold), "ppo": shipped_ppo(env)}
+    started = time.perf_counter()
+    report: dict = {"horizon": args.horizon, "hold": args.hold}
+    compare_on_test(env, families, policies, name, report)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'report.json'} ({report['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
