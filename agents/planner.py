@@ -16,7 +16,8 @@ nothing, so it never opens an upload regime (a cold FaaS instance, an idle radio
 whose cost only later requests repay. This planner keeps the foresight and plans far
 enough ahead to see those regimes pay, so its score is a reference for what a policy
 that cannot see labels could reach with a perfect forecast. It is not an upper bound:
-it only considers one action held over the horizon, and it does not plan past it.
+it considers one action held over the horizon (and, with ``switch_top``, one switch
+after ``hold`` requests), and it does not plan past the horizon.
 Numbers in BENCHMARKS.md.
 """
 
@@ -32,10 +33,13 @@ class ForesightPlanner:
     name = "planner_label_blind"
     privileged = True
 
-    def __init__(self, horizon: int = 40, hold: int = 8) -> None:
-        if horizon < 1 or hold < 1:
-            raise ValueError(f"horizon and hold must be >= 1, got {horizon} and {hold}")
-        self.horizon, self.hold = horizon, hold
+    def __init__(self, horizon: int = 40, hold: int = 8, switch_top: int = 0) -> None:
+        if horizon < 1 or hold < 1 or switch_top < 0:
+            raise ValueError(
+                f"horizon and hold must be >= 1 and switch_top >= 0, "
+                f"got {horizon}, {hold} and {switch_top}"
+            )
+        self.horizon, self.hold, self.switch_top = horizon, hold, switch_top
         self._actions: list[np.ndarray] | None = None
         self._held: np.ndarray | None = None
         self._left = 0  # requests the held action still covers
@@ -51,27 +55,44 @@ class ForesightPlanner:
         return self._held.copy()
 
     def _plan(self, env: OffloadEnv) -> np.ndarray:
+        """The first action of the best plan. Plans are one action held over the horizon;
+        with ``switch_top`` > 0 also the ``switch_top`` best of those held for ``hold``
+        requests and followed by any other action for the rest of the horizon."""
         if self._actions is None:
             self._actions = [
                 np.array(a, dtype=np.int64) for a in distinct_actions(*env.action_space.nvec)
             ]
         start = env.snapshot()
-        best, best_value = self._actions[0], -np.inf
         try:
+            values = []
             for a in self._actions:
                 env.restore(start)
-                value = self._rollout(env, a)
-                if value > best_value:
-                    best, best_value = a, value
+                values.append(self._rollout(env, a, self.horizon)[0])
+            best = int(np.argmax(values))
+            best_action, best_value = self._actions[best], values[best]
+            rest = self.horizon - self.hold
+            for i in np.argsort(values)[::-1][: self.switch_top if rest > 0 else 0]:
+                first = self._actions[i]
+                env.restore(start)
+                head, ended = self._rollout(env, first, self.hold)
+                if ended:
+                    continue
+                switch = env.snapshot()
+                for b in self._actions:
+                    env.restore(switch)
+                    value = head + self._rollout(env, b, rest)[0]
+                    if value > best_value:
+                        best_action, best_value = first, value
         finally:
             env.restore(start)
-        return best
+        return best_action
 
-    def _rollout(self, env: OffloadEnv, action: np.ndarray) -> float:
-        """The calibrated reward of ``action`` held for the next ``horizon`` requests."""
+    def _rollout(self, env: OffloadEnv, action: np.ndarray, steps: int) -> tuple[float, bool]:
+        """The calibrated reward of ``action`` held for the next ``steps`` requests, and
+        whether the episode ended within them."""
         reward = env.system.reward
         value = 0.0
-        for _ in range(self.horizon):
+        for _ in range(steps):
             _, _, terminated, truncated, info = env.step(action)
             value += reward(
                 info["accuracy_expected"],
@@ -82,8 +103,8 @@ class ForesightPlanner:
                 info["battery_level"],
             )
             if terminated or truncated:
-                break
-        return value
+                return value, True
+        return value, False
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         raise RuntimeError("the planner needs the simulator: call act_privileged(env)")

@@ -21,15 +21,21 @@ def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--horizon", type=int, default=40, help="requests simulated per plan")
     cli.add_argument("--hold", type=int, default=8, help="requests each plan is kept for")
+    cli.add_argument(
+        "--switch-top", type=int, default=0,
+        help="also plans that switch once, after the hold, from this many best held actions",
+    )  # fmt: skip
     cli.add_argument("--out", type=Path, default=None)
     args = cli.parse_args(argv)
-    out = args.out or Path(f"runs/planner_h{args.horizon}_k{args.hold}")
+    tag = f"h{args.horizon}_k{args.hold}" + (f"_s{args.switch_top}" if args.switch_top else "")
+    out = args.out or Path(f"runs/planner_{tag}")
 
     env, families = evaluation_env()
-    name = f"planner_h{args.horizon}_k{args.hold}"
-    policies = {name: ForesightPlanner(args.horizon, args.hold), "ppo": shipped_ppo(env)}
+    name = f"planner_{tag}"
+    planner = ForesightPlanner(args.horizon, args.hold, args.switch_top)
+    policies = {name: planner, "ppo": shipped_ppo(env)}
     started = time.perf_counter()
-    report: dict = {"horizon": args.horizon, "hold": args.hold}
+    report: dict = {"horizon": args.horizon, "hold": args.hold, "switch_top": args.switch_top}
     compare_on_test(env, families, policies, name, report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)

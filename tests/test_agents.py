@@ -208,11 +208,12 @@ def test_label_blind_oracle_picks_the_best_calibrated_local_action(env):
         env.step(act)
 
 
-def test_planner_leaves_the_simulator_as_it_found_it_and_holds_its_plan(env):
+@pytest.mark.parametrize("switch_top", [0, 3])
+def test_planner_leaves_the_simulator_as_it_found_it_and_holds_its_plan(env, switch_top):
     spec = make_specs(load_families("builtin", split="test")[0]["fcc"], 1, 2, (0.7, 0.7))[0]
     env.reset(seed=spec.seed, options={"trace": spec.trace, "offset_s": spec.offset_s,
                                        "battery_level": 0.7})  # fmt: skip
-    planner = ForesightPlanner(horizon=6, hold=3)
+    planner = ForesightPlanner(horizon=6, hold=3, switch_top=switch_top)
     before = (env.state, env.state.battery_j, env.state.index, env.telemetry.last_sample_s)
     first = planner.act_privileged(env)
     after = (env.state, env.state.battery_j, env.state.index, env.telemetry.last_sample_s)
@@ -226,6 +227,8 @@ def test_planner_leaves_the_simulator_as_it_found_it_and_holds_its_plan(env):
     assert planner._left == 0
     with pytest.raises(ValueError, match="horizon"):
         ForesightPlanner(horizon=0)
+    with pytest.raises(ValueError, match="switch_top"):
+        ForesightPlanner(switch_top=-1)
 
 
 def test_planner_ignores_labels_and_opens_the_upload_regime_greedy_search_does_not():
