@@ -31,6 +31,7 @@ ALL_POLICIES = (
     "oracle",
     "oracle_label_blind",
     "planner_label_blind",
+    "planner_device",
     "edge_only",
     "edge_only_exits",
     "cloud_only",
@@ -48,7 +49,11 @@ ORACLES = ("oracle", "oracle_label_blind", "planner_label_blind")
 # The label-blind references analyse what the oracle's lead rests on (agents/oracle.py,
 # agents/planner.py, BENCHMARKS.md); they run when named with --policies (the planner
 # alone takes about 3 minutes on the default workload).
-DEFAULT_POLICIES = tuple(n for n in ALL_POLICIES if not n.endswith("_label_blind"))
+# planner_device (the planner on the device's own estimates) is a controller a device
+# could run, so it competes as a heuristic; it is slow (minutes), so it too runs when named.
+DEFAULT_POLICIES = tuple(
+    n for n in ALL_POLICIES if not n.endswith("_label_blind") and n != "planner_device"
+)
 console = Console(width=170)
 
 
@@ -56,7 +61,7 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_contex
     from agents.base import RandomPolicy
     from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
     from agents.oracle import LabelBlindOracle, Oracle
-    from agents.planner import ForesightPlanner
+    from agents.planner import DevicePlanner, ForesightPlanner
     from agents.ppo import load_ppo
     from agents.predictor import Predictor
     from telemetry.observation import OBS_DIM
@@ -69,6 +74,7 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_contex
         "oracle": Oracle,
         "oracle_label_blind": LabelBlindOracle,
         "planner_label_blind": ForesightPlanner,
+        "planner_device": lambda: DevicePlanner(seed=seed),
         "edge_only": lambda: EdgeOnly(s),
         "edge_only_exits": lambda: EdgeOnly(s, threshold=exit_thr),
         "cloud_only": lambda: CloudOnly(s),

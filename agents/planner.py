@@ -23,10 +23,15 @@ Numbers in BENCHMARKS.md.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from dataclasses import replace
+
 import numpy as np
 
-from envs.offload_env import OffloadEnv
+from envs.offload_env import EpisodeState, OffloadEnv
 from envs.wrappers import distinct_actions
+from telemetry.observation import Telemetry
+from traces.trace import Trace
 
 
 class ForesightPlanner:
@@ -62,7 +67,8 @@ class ForesightPlanner:
             self._actions = [
                 np.array(a, dtype=np.int64) for a in distinct_actions(*env.action_space.nvec)
             ]
-        start = env.snapshot()
+        real = env.snapshot()
+        start = self._view(env, real)
         try:
             values = []
             for a in self._actions:
@@ -84,8 +90,12 @@ class ForesightPlanner:
                     if value > best_value:
                         best_action, best_value = first, value
         finally:
-            env.restore(start)
+            env.restore(real)
         return best_action
+
+    def _view(self, env: OffloadEnv, real: tuple[EpisodeState, Telemetry]):
+        """The situation the plans start from: here, the simulator's own."""
+        return real
 
     def _rollout(self, env: OffloadEnv, action: np.ndarray, steps: int) -> tuple[float, bool]:
         """The calibrated reward of ``action`` held for the next ``steps`` requests, and
@@ -108,3 +118,42 @@ class ForesightPlanner:
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         raise RuntimeError("the planner needs the simulator: call act_privileged(env)")
+
+
+class DevicePlanner(ForesightPlanner):
+    """The same search on what the device itself knows (``planner_device``): a policy a
+    device could run, in the spirit of model-predictive control.
+
+    Each plan starts from the device's own situation (its queue, battery, radio tail,
+    the cloud's last use) and assumes what it cannot see: the uplink stays at its
+    harmonic-mean throughput estimate with its RTT estimate, the requests not yet
+    arrived come at the workload's mean rate, and the images from the current one on are
+    drawn at random from the evaluation's pool (their confidences decide the exits; the
+    score credits calibrated accuracy). Arrivals already seen are kept as they are.
+    """
+
+    name = "planner_device"
+
+    def __init__(self, horizon: int = 40, hold: int = 8, switch_top: int = 0, seed: int = 0):
+        super().__init__(horizon, hold, switch_top)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self) -> None:
+        super().reset()
+        self._rng = np.random.default_rng(self.seed)
+
+    def _view(self, env: OffloadEnv, real: tuple[EpisodeState, Telemetry]):
+        state, telemetry = real
+        now = env.decision_time()
+        rate_bps = telemetry.bandwidth_estimate_bps()
+        link = Trace("device-estimate", state.trace.family, (0.0,), (max(rate_bps, 1.0),),
+                     1e12, telemetry.rtt_est_s)  # fmt: skip
+        i, n = state.index, len(state.arrivals)
+        seen = bisect_right(state.arrivals, now, i + 1)  # arrived by now: known
+        gap = 1.0 / env.scenario.workload.rate_hz
+        last = state.arrivals[seen - 1]
+        arrivals = state.arrivals[:seen] + [last + gap * (k + 1) for k in range(n - seen)]
+        samples = state.samples[:i] + self._rng.integers(env.system.n_samples, size=n - i).tolist()
+        view = replace(state, trace=link, offset_s=0.0, arrivals=arrivals, samples=samples)
+        return view, telemetry

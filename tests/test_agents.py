@@ -6,7 +6,7 @@ import pytest
 from agents.base import FixedPolicy, ObservationView, RandomPolicy
 from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
 from agents.oracle import LabelBlindOracle, Oracle
-from agents.planner import ForesightPlanner
+from agents.planner import DevicePlanner, ForesightPlanner
 from agents.predictor import Predictor
 from agents.rollout import make_specs, run_many
 from envs import ObservationContext, OffloadEnv, Telemetry, build_observation
@@ -249,6 +249,36 @@ def test_planner_ignores_labels_and_opens_the_upload_regime_greedy_search_does_n
     flipped = run(ForesightPlanner(), flipped=True)
     for field in ("cut", "threshold", "level"):
         assert np.array_equal(planned[field], flipped[field])
+
+
+def test_device_planner_plans_only_on_what_the_device_knows():
+    """Changing the future (the link, the coming images, arrivals not yet seen) changes
+    nothing the device planner decides; its plans do change with the device's estimate."""
+    from dataclasses import replace
+
+    from traces import Trace
+
+    spec = make_specs(load_families("builtin", split="test")[0]["oboe"], 1, 3, (0.8, 0.8))[0]
+    env = OffloadEnv(trace_source="builtin", trace_split="test", sample_split="test",
+                     episode_requests=40)  # fmt: skip
+    env.reset(seed=spec.seed, options={"trace": spec.trace, "offset_s": spec.offset_s,
+                                       "battery_level": 0.8})  # fmt: skip
+    for _ in range(5):
+        env.step(np.array([0, 6, 0]))  # upload raw images: the device measures its link
+    st = env.state
+    i, now = st.index, env.decision_time()
+    chosen = tuple(DevicePlanner(horizon=40, hold=4).act_privileged(env))
+    other_future = replace(
+        st,
+        trace=Trace("other", "oboe", (0.0,), (5e4,), 1e6, 0.3),
+        samples=st.samples[:i] + [(x + 17) % env.system.n_samples for x in st.samples[i:]],
+        arrivals=[a if a <= now else a + 0.5 for a in st.arrivals],
+    )
+    env.state = other_future
+    assert tuple(DevicePlanner(horizon=40, hold=4).act_privileged(env)) == chosen
+    for _ in range(8):  # the device now measures a nearly dead link
+        env.telemetry.record_transfer(now, 100.0, 1.0)
+    assert tuple(DevicePlanner(horizon=40, hold=4).act_privileged(env)) != chosen
 
 
 def test_calibrated_reward_separates_label_luck_from_skill(env):
