@@ -46,14 +46,12 @@ ALL_POLICIES = (
 )
 # Clairvoyant references: never "the best heuristic", never a policy to beat.
 ORACLES = ("oracle", "oracle_label_blind", "planner_label_blind")
-# The label-blind references analyse what the oracle's lead rests on (agents/oracle.py,
-# agents/planner.py, BENCHMARKS.md); they run when named with --policies (the planner
-# alone takes about 3 minutes on the default workload).
+# Run only when named with --policies: the label-blind references analyse what the
+# oracle's lead rests on (agents/oracle.py, agents/planner.py, BENCHMARKS.md);
 # planner_device (the planner on the device's own estimates) is a controller a device
-# could run, so it competes as a heuristic; it is slow (minutes), so it too runs when named.
-DEFAULT_POLICIES = tuple(
-    n for n in ALL_POLICIES if not n.endswith("_label_blind") and n != "planner_device"
-)
+# could run, so it competes as a heuristic. The planners take minutes each.
+ON_REQUEST = ("oracle_label_blind", "planner_label_blind", "planner_device")
+DEFAULT_POLICIES = tuple(n for n in ALL_POLICIES if n not in ON_REQUEST)
 console = Console(width=170)
 
 

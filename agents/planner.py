@@ -54,7 +54,7 @@ class ForesightPlanner:
         self._held, self._left = None, 0
 
     def act_privileged(self, env: OffloadEnv) -> np.ndarray:
-        if self._left == 0 or self._held is None:
+        if self._left == 0:
             self._held, self._left = self._plan(env), self.hold
         self._left -= 1
         return self._held.copy()
