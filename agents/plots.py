@@ -143,7 +143,7 @@ def offload_heatmap(results: dict, names: list[str], path: Path) -> None:
                        extent=(-2, 2, 0, 1))  # fmt: skip
         ax.set_title(name)
         ax.set_xlabel("log10 uplink bandwidth (Mbit/s)")
-        ax.set_ylabel("battery level")
+    axes[0][0].set_ylabel("battery level")  # one label: the next panel's would overlap it
     fig.colorbar(im, ax=axes, label="share offloaded (blank: < 20 requests)", shrink=0.85)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # keeps the x labels inside
     plt.close(fig)
