@@ -455,3 +455,29 @@ def test_true_bandwidth_observation_of_the_observation_experiment():
         assert view["tput_age_log1p_s"] == 0.0
         obs, _, terminated, truncated, _ = env.step(np.array([0, 6, 0]))
         done = terminated or truncated
+
+
+def test_future_bandwidth_observation_of_the_forecast_experiment():
+    """experiments/future_bandwidth.py: the device's features stay, and the added ones
+    are the true rate now and the true mean rate over each horizon ahead."""
+    from experiments.future_bandwidth import FutureBandwidth
+
+    base = OffloadEnv(trace_source="builtin", trace_split="test", sample_split="test",
+                      episode_requests=5)  # fmt: skip
+    env = FutureBandwidth(base, horizons_s=(2.0, 30.0))
+    assert env.observation_space.shape == (base.observation_space.shape[0] + 3,)
+    obs, _ = env.reset(seed=3)
+    done = False
+    while not done:
+        st = base.state
+        t = st.offset_s + base.decision_time()
+        device_view = base._observe()
+        np.testing.assert_array_equal(obs[: len(device_view)], device_view)
+        expected = [st.trace.rate_at(t)] + [st.trace.window_mean_bps(t, h) for h in (2.0, 30.0)]
+        got = 10.0 ** obs[len(device_view) :].astype(np.float64) * 1e6
+        np.testing.assert_allclose(got, np.maximum(expected, 1e3), rtol=1e-4)
+        assert env.observation_space.contains(obs)
+        obs, _, terminated, truncated, _ = env.step(np.array([0, 6, 0]))
+        done = terminated or truncated
+    with pytest.raises(ValueError, match="horizons"):
+        FutureBandwidth(base, horizons_s=(0.0,))
