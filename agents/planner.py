@@ -130,12 +130,29 @@ class DevicePlanner(ForesightPlanner):
     arrived come at the workload's mean rate, and the images from the current one on are
     drawn at random from the evaluation's pool (their confidences decide the exits; the
     score credits calibrated accuracy). Arrivals already seen are kept as they are.
+
+    ``knows`` hands it back part of the clairvoyant's foresight, to measure what each
+    part is worth: ``"link"`` (the trace's true future bandwidth and RTT),
+    ``"arrivals"`` (the true arrival times), ``"images"`` (the true coming images).
+    Knowing all three it plans exactly as ``ForesightPlanner``.
     """
 
-    name = "planner_device"
+    FORESIGHT = ("link", "arrivals", "images")
 
-    def __init__(self, horizon: int = 40, hold: int = 8, switch_top: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        horizon: int = 40,
+        hold: int = 8,
+        switch_top: int = 0,
+        seed: int = 0,
+        knows: tuple[str, ...] = (),
+    ):
         super().__init__(horizon, hold, switch_top)
+        unknown = sorted(set(knows) - set(self.FORESIGHT))
+        if unknown:
+            raise ValueError(f"knows: unknown {unknown}; choose from {self.FORESIGHT}")
+        self.knows = frozenset(knows)
+        self.name = "planner_device" + "".join(f"+{k}" for k in self.FORESIGHT if k in self.knows)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 
@@ -145,15 +162,20 @@ class DevicePlanner(ForesightPlanner):
 
     def _view(self, env: OffloadEnv, real: tuple[EpisodeState, Telemetry]):
         state, telemetry = real
-        now = env.decision_time()
-        rate_bps = telemetry.bandwidth_estimate_bps()
-        link = Trace("device-estimate", state.trace.family, (0.0,), (max(rate_bps, 1.0),),
-                     1e12, telemetry.rtt_est_s)  # fmt: skip
+        view = state
         i, n = state.index, len(state.arrivals)
-        seen = bisect_right(state.arrivals, now, i + 1)  # arrived by now: known
-        gap = 1.0 / env.scenario.workload.rate_hz
-        last = state.arrivals[seen - 1]
-        arrivals = state.arrivals[:seen] + [last + gap * (k + 1) for k in range(n - seen)]
-        samples = state.samples[:i] + self._rng.integers(env.system.n_samples, size=n - i).tolist()
-        view = replace(state, trace=link, offset_s=0.0, arrivals=arrivals, samples=samples)
+        if "link" not in self.knows:
+            rate_bps = telemetry.bandwidth_estimate_bps()
+            link = Trace("device-estimate", state.trace.family, (0.0,), (max(rate_bps, 1.0),),
+                         1e12, telemetry.rtt_est_s)  # fmt: skip
+            view = replace(view, trace=link, offset_s=0.0)
+        if "arrivals" not in self.knows:
+            seen = bisect_right(state.arrivals, env.decision_time(), i + 1)  # arrived: known
+            gap = 1.0 / env.scenario.workload.rate_hz
+            last = state.arrivals[seen - 1]
+            future = [last + gap * (k + 1) for k in range(n - seen)]
+            view = replace(view, arrivals=state.arrivals[:seen] + future)
+        if "images" not in self.knows:
+            drawn = self._rng.integers(env.system.n_samples, size=n - i).tolist()
+            view = replace(view, samples=state.samples[:i] + drawn)
         return view, telemetry

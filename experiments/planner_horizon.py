@@ -4,6 +4,11 @@
 the shipped PPO on the test episodes of ``evaluate.py --episodes 10`` (seed 0); writes
 ``OUT/report.json``. The default planner (horizon 40, hold 8) is what
 ``evaluate.py --policies ...,planner_label_blind`` runs.
+
+``--knows`` runs the device planner instead (``agents.planner.DevicePlanner``, on the
+device's own estimates) handed back the named parts of the clairvoyant's foresight
+(``link``, ``arrivals``, ``images``; ``--knows none`` for none of them): what each part
+of the future is worth to the same search.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agents.planner import ForesightPlanner
+    from agents.planner import DevicePlanner, ForesightPlanner
     from experiments.common import compare_on_test, evaluation_env, shipped_ppo
 
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -25,17 +30,27 @@ def main(argv: list[str] | None = None) -> int:
         "--switch-top", type=int, default=0,
         help="also plans that switch once, after the hold, from this many best held actions",
     )  # fmt: skip
+    cli.add_argument(
+        "--knows", default=None,
+        help="the device planner, knowing these (comma-separated: link, arrivals, images; or none)",
+    )  # fmt: skip
     cli.add_argument("--out", type=Path, default=None)
     args = cli.parse_args(argv)
     tag = f"h{args.horizon}_k{args.hold}" + (f"_s{args.switch_top}" if args.switch_top else "")
+    if args.knows is None:
+        planner = ForesightPlanner(args.horizon, args.hold, args.switch_top)
+    else:
+        knows = () if args.knows == "none" else tuple(args.knows.split(","))
+        planner = DevicePlanner(args.horizon, args.hold, args.switch_top, knows=knows)
+        tag = f"device_{'_'.join(knows) or 'none'}_{tag}"
     out = args.out or Path(f"runs/planner_{tag}")
+    name = f"planner_{tag}"
 
     env, families = evaluation_env()
-    name = f"planner_{tag}"
-    planner = ForesightPlanner(args.horizon, args.hold, args.switch_top)
     policies = {name: planner, "ppo": shipped_ppo(env)}
     started = time.perf_counter()
-    report: dict = {"horizon": args.horizon, "hold": args.hold, "switch_top": args.switch_top}
+    report: dict = {"horizon": args.horizon, "hold": args.hold, "switch_top": args.switch_top,
+                    "knows": args.knows}  # fmt: skip
     compare_on_test(env, families, policies, name, report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)

@@ -281,6 +281,35 @@ def test_device_planner_plans_only_on_what_the_device_knows():
     assert tuple(DevicePlanner(horizon=40, hold=4).act_privileged(env)) != chosen
 
 
+def test_device_planner_given_all_foresight_plans_as_the_clairvoyant_planner():
+    """``knows`` hands the device planner the future piece by piece; with all of it,
+    its view is the simulator's and it chooses as ``ForesightPlanner`` does."""
+    spec = make_specs(load_families("builtin", split="test")[0]["oboe"], 1, 5, (0.8, 0.8))[0]
+    env = OffloadEnv(trace_source="builtin", trace_split="test", sample_split="test",
+                     episode_requests=40)  # fmt: skip
+    env.reset(seed=spec.seed, options={"trace": spec.trace, "offset_s": spec.offset_s,
+                                       "battery_level": 0.8})  # fmt: skip
+    everything = DevicePlanner(horizon=12, hold=4, knows=DevicePlanner.FORESIGHT)
+    clairvoyant = ForesightPlanner(horizon=12, hold=4)
+    assert everything.name == "planner_device+link+arrivals+images"
+    for _ in range(12):
+        action = everything.act_privileged(env)
+        np.testing.assert_array_equal(action, clairvoyant.act_privileged(env))
+        env.step(action)
+    # Each piece of foresight on its own: the view keeps that piece of the truth and
+    # replaces the others with the device's assumptions.
+    real = env.snapshot()
+    st = real[0]
+    for known in DevicePlanner.FORESIGHT:
+        view = DevicePlanner(knows=(known,))._view(env, real)[0]
+        assert (view.trace is st.trace) == (known == "link")
+        assert (view.arrivals == st.arrivals) == (known == "arrivals")
+        assert (view.samples == st.samples) == (known == "images")
+    assert DevicePlanner(knows=("link",)).name == "planner_device+link"
+    with pytest.raises(ValueError, match="weather"):
+        DevicePlanner(knows=("link", "weather"))
+
+
 def test_calibrated_reward_separates_label_luck_from_skill(env):
     """A label-blind policy scores the same in expectation at realized and at calibrated
     accuracy; the oracle, which knows each image's answer, loses its luck."""
