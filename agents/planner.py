@@ -68,34 +68,44 @@ class ForesightPlanner:
                 np.array(a, dtype=np.int64) for a in distinct_actions(*env.action_space.nvec)
             ]
         real = env.snapshot()
-        start = self._view(env, real)
+        starts = self._views(env, real)
         try:
-            values = []
-            for a in self._actions:
-                env.restore(start)
-                values.append(self._rollout(env, a, self.horizon)[0])
+            values = [self._held_value(env, starts, a, self.horizon)[0] for a in self._actions]
             best = int(np.argmax(values))
             best_action, best_value = self._actions[best], values[best]
             rest = self.horizon - self.hold
             for i in np.argsort(values)[::-1][: self.switch_top if rest > 0 else 0]:
                 first = self._actions[i]
-                env.restore(start)
-                head, ended = self._rollout(env, first, self.hold)
+                head, ended, switches = 0.0, False, []
+                for start in starts:
+                    env.restore(start)
+                    value, done = self._rollout(env, first, self.hold)
+                    head, ended = head + value / len(starts), ended or done
+                    switches.append(env.snapshot())
                 if ended:
                     continue
-                switch = env.snapshot()
                 for b in self._actions:
-                    env.restore(switch)
-                    value = head + self._rollout(env, b, rest)[0]
+                    value = head + self._held_value(env, switches, b, rest)[0]
                     if value > best_value:
                         best_action, best_value = first, value
         finally:
             env.restore(real)
         return best_action
 
-    def _view(self, env: OffloadEnv, real: tuple[EpisodeState, Telemetry]):
-        """The situation the plans start from: here, the simulator's own."""
-        return real
+    def _views(self, env: OffloadEnv, real: tuple[EpisodeState, Telemetry]) -> list:
+        """The situations the plans start from: here, the simulator's own."""
+        return [real]
+
+    def _held_value(
+        self, env: OffloadEnv, starts: list, action: np.ndarray, steps: int
+    ) -> tuple[float, bool]:
+        """``_rollout`` from each of ``starts``, averaged."""
+        total, ended = 0.0, False
+        for start in starts:
+            env.restore(start)
+            value, done = self._rollout(env, action, steps)
+            total, ended = total + value, ended or done
+        return total / len(starts), ended
 
     def _rollout(self, env: OffloadEnv, action: np.ndarray, steps: int) -> tuple[float, bool]:
         """The calibrated reward of ``action`` held for the next ``steps`` requests, and
@@ -130,6 +140,9 @@ class DevicePlanner(ForesightPlanner):
     arrived come at the workload's mean rate, and the images from the current one on are
     drawn at random from the evaluation's pool (their confidences decide the exits; the
     score credits calibrated accuracy). Arrivals already seen are kept as they are.
+    With ``scenarios`` > 1 it plans on that many sampled futures at once and averages
+    each plan's value over them (sample-average approximation): each draws its own
+    images and, under Poisson arrivals, its own arrival gaps.
 
     ``knows`` hands it back part of the clairvoyant's foresight, to measure what each
     part is worth: ``"link"`` (the trace's true future bandwidth and RTT),
@@ -146,13 +159,19 @@ class DevicePlanner(ForesightPlanner):
         switch_top: int = 0,
         seed: int = 0,
         knows: tuple[str, ...] = (),
+        scenarios: int = 1,
     ):
         super().__init__(horizon, hold, switch_top)
+        if scenarios < 1:
+            raise ValueError(f"scenarios must be >= 1, got {scenarios}")
+        self.scenarios = scenarios
         unknown = sorted(set(knows) - set(self.FORESIGHT))
         if unknown:
             raise ValueError(f"knows: unknown {unknown}; choose from {self.FORESIGHT}")
         self.knows = frozenset(knows)
         self.name = "planner_device" + "".join(f"+{k}" for k in self.FORESIGHT if k in self.knows)
+        if scenarios > 1:
+            self.name += f"_x{scenarios}"
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 
@@ -160,7 +179,11 @@ class DevicePlanner(ForesightPlanner):
         super().reset()
         self._rng = np.random.default_rng(self.seed)
 
+    def _views(self, env: OffloadEnv, real: tuple[EpisodeState, Telemetry]) -> list:
+        return [self._view(env, real) for _ in range(self.scenarios)]
+
     def _view(self, env: OffloadEnv, real: tuple[EpisodeState, Telemetry]):
+        """One future as the device imagines it, from the real situation ``real``."""
         state, telemetry = real
         view = state
         i, n = state.index, len(state.arrivals)
@@ -170,12 +193,25 @@ class DevicePlanner(ForesightPlanner):
                          1e12, telemetry.rtt_est_s)  # fmt: skip
             view = replace(view, trace=link, offset_s=0.0)
         if "arrivals" not in self.knows:
-            seen = bisect_right(state.arrivals, env.decision_time(), i + 1)  # arrived: known
-            gap = 1.0 / env.scenario.workload.rate_hz
-            last = state.arrivals[seen - 1]
-            future = [last + gap * (k + 1) for k in range(n - seen)]
-            view = replace(view, arrivals=state.arrivals[:seen] + future)
+            view = replace(view, arrivals=self._imagined_arrivals(env, state))
         if "images" not in self.knows:
             drawn = self._rng.integers(env.system.n_samples, size=n - i).tolist()
             view = replace(view, samples=state.samples[:i] + drawn)
         return view, telemetry
+
+    def _imagined_arrivals(self, env: OffloadEnv, state: EpisodeState) -> list[float]:
+        """The arrivals seen by now, then the rest at the workload's mean rate; with
+        sampled scenarios, Poisson gaps drawn at that rate. Poisson arrivals are
+        memoryless, so the next one comes after now, not after the last one seen."""
+        now = env.decision_time()
+        workload = env.scenario.workload
+        seen = bisect_right(state.arrivals, now, state.index + 1)  # arrived by now: known
+        left = len(state.arrivals) - seen
+        gap = 1.0 / workload.rate_hz
+        if workload.arrival == "periodic":
+            gaps, start = np.full(left, gap), state.arrivals[seen - 1]
+        elif self.scenarios > 1:
+            gaps, start = self._rng.exponential(gap, left), now
+        else:
+            gaps, start = np.full(left, gap), now
+        return state.arrivals[:seen] + (start + np.cumsum(gaps)).tolist()

@@ -8,7 +8,8 @@ the shipped PPO on the test episodes of ``evaluate.py --episodes 10`` (seed 0); 
 ``--knows`` runs the device planner instead (``agents.planner.DevicePlanner``, on the
 device's own estimates) handed back the named parts of the clairvoyant's foresight
 (``link``, ``arrivals``, ``images``; ``--knows none`` for none of them): what each part
-of the future is worth to the same search.
+of the future is worth to the same search. ``--scenarios N`` has it plan on N sampled
+futures at once (each plan's value averaged over them).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "--knows", default=None,
         help="the device planner, knowing these (comma-separated: link, arrivals, images; or none)",
     )  # fmt: skip
+    cli.add_argument("--scenarios", type=int, default=1, help="the device planner's futures")
     cli.add_argument("--out", type=Path, default=None)
     args = cli.parse_args(argv)
     tag = f"h{args.horizon}_k{args.hold}" + (f"_s{args.switch_top}" if args.switch_top else "")
@@ -41,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         planner = ForesightPlanner(args.horizon, args.hold, args.switch_top)
     else:
         knows = () if args.knows == "none" else tuple(args.knows.split(","))
-        planner = DevicePlanner(args.horizon, args.hold, args.switch_top, knows=knows)
-        tag = f"device_{'_'.join(knows) or 'none'}_{tag}"
+        planner = DevicePlanner(
+            args.horizon, args.hold, args.switch_top, knows=knows, scenarios=args.scenarios
+        )
+        tag = f"device_{'_'.join(knows) or 'none'}_{tag}_x{args.scenarios}"
     out = args.out or Path(f"runs/planner_{tag}")
     name = f"planner_{tag}"
 
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     policies = {name: planner, "ppo": shipped_ppo(env)}
     started = time.perf_counter()
     report: dict = {"horizon": args.horizon, "hold": args.hold, "switch_top": args.switch_top,
-                    "knows": args.knows}  # fmt: skip
+                    "knows": args.knows, "scenarios": args.scenarios}  # fmt: skip
     compare_on_test(env, families, policies, name, report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
