@@ -136,13 +136,15 @@ class DevicePlanner(ForesightPlanner):
 
     Each plan starts from the device's own situation (its queue, battery, radio tail,
     the cloud's last use) and assumes what it cannot see: the uplink stays at its
-    harmonic-mean throughput estimate with its RTT estimate, the requests not yet
-    arrived come at the workload's mean rate, and the images from the current one on are
-    drawn at random from the evaluation's pool (their confidences decide the exits; the
-    score credits calibrated accuracy). Arrivals already seen are kept as they are.
-    With ``scenarios`` > 1 it plans on that many sampled futures at once and averages
-    each plan's value over them (sample-average approximation): each draws its own
-    images and, under Poisson arrivals, its own arrival gaps.
+    harmonic-mean throughput estimate with its RTT estimate, and the future is sampled.
+    It plans on ``scenarios`` futures at once and averages each plan's value over them
+    (sample-average approximation); in each, the requests not yet arrived come with
+    Poisson gaps at the workload's mean rate (periodic arrivals: on schedule) and the
+    images from the current one on are drawn at random from the evaluation's pool
+    (their confidences decide the exits; the score credits calibrated accuracy).
+    Arrivals already seen are kept as they are. With ``scenarios=1`` it plans on one
+    certainty-equivalent future instead: arrivals exactly at the mean rate, one draw
+    of images. Planning on one future overfits it: measured in BENCHMARKS.md.
 
     ``knows`` hands it back part of the clairvoyant's foresight, to measure what each
     part is worth: ``"link"`` (the trace's true future bandwidth and RTT),
@@ -159,7 +161,7 @@ class DevicePlanner(ForesightPlanner):
         switch_top: int = 0,
         seed: int = 0,
         knows: tuple[str, ...] = (),
-        scenarios: int = 1,
+        scenarios: int = 4,
     ):
         super().__init__(horizon, hold, switch_top)
         if scenarios < 1:
@@ -170,8 +172,6 @@ class DevicePlanner(ForesightPlanner):
             raise ValueError(f"knows: unknown {unknown}; choose from {self.FORESIGHT}")
         self.knows = frozenset(knows)
         self.name = "planner_device" + "".join(f"+{k}" for k in self.FORESIGHT if k in self.knows)
-        if scenarios > 1:
-            self.name += f"_x{scenarios}"
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 

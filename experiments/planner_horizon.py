@@ -8,8 +8,9 @@ the shipped PPO on the test episodes of ``evaluate.py --episodes 10`` (seed 0); 
 ``--knows`` runs the device planner instead (``agents.planner.DevicePlanner``, on the
 device's own estimates) handed back the named parts of the clairvoyant's foresight
 (``link``, ``arrivals``, ``images``; ``--knows none`` for none of them): what each part
-of the future is worth to the same search. ``--scenarios N`` has it plan on N sampled
-futures at once (each plan's value averaged over them).
+of the future is worth to the same search. ``--scenarios N`` sets how many sampled
+futures it plans on (default 4, as ``planner_device``; 1: one certainty-equivalent
+future).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         "--knows", default=None,
         help="the device planner, knowing these (comma-separated: link, arrivals, images; or none)",
     )  # fmt: skip
-    cli.add_argument("--scenarios", type=int, default=1, help="the device planner's futures")
+    cli.add_argument("--scenarios", type=int, default=4, help="the device planner's futures")
     cli.add_argument("--out", type=Path, default=None)
     args = cli.parse_args(argv)
     tag = f"h{args.horizon}_k{args.hold}" + (f"_s{args.switch_top}" if args.switch_top else "")
