@@ -48,8 +48,9 @@ ALL_POLICIES = (
 ORACLES = ("oracle", "oracle_label_blind", "planner_label_blind")
 # Run only when named with --policies: the label-blind references analyse what the
 # oracle's lead rests on (agents/oracle.py, agents/planner.py, BENCHMARKS.md);
-# planner_device (the planner on the device's own estimates) is a controller a device
-# could run, so it competes as a heuristic. The planners take minutes each.
+# planner_device (the search on the device's own estimates and sampled futures) is a
+# controller a device could run, so it competes as a heuristic. The planners take
+# minutes each (planner_device about 14 on the default workload: 4 futures per plan).
 ON_REQUEST = ("oracle_label_blind", "planner_label_blind", "planner_device")
 DEFAULT_POLICIES = tuple(n for n in ALL_POLICIES if n not in ON_REQUEST)
 console = Console(width=170)
