@@ -162,3 +162,33 @@ def shipped_ppo(env):
     from telemetry.observation import OBS_DIM
 
     return load_ppo("runs/default", nvec=env.action_space.nvec.tolist(), obs_dim=OBS_DIM)
+
+
+def observation_experiment(name: str, wrap: Callable, args: argparse.Namespace, **settings) -> dict:
+    """PPO trained, validated and tested with its ``OffloadEnv`` seen through ``wrap``
+    (an observation wrapper), against the shipped PPO on the test episodes; the report,
+    with ``settings`` recorded in it, is written to ``args.out/report.json``."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.monitor import Monitor
+
+    from agents.ppo import PPOPolicy
+    from envs.wrappers import distinct_actions
+
+    env, families = evaluation_env()
+    table = distinct_actions(*env.action_space.nvec)
+
+    def policy_for(model, norm):
+        return PPOPolicy(model, norm, table, name=name)
+
+    best_file, report = train_variant(
+        PPO, lambda: Monitor(training_env(inner=wrap)), policy_for, args.out, args.seed,
+        args.timesteps, wrap=wrap,
+    )  # fmt: skip
+    policies = {
+        name: policy_for(PPO.load(best_file, device="cpu"), best_normalizer(args.out)),
+        "ppo": shipped_ppo(env),
+    }
+    report.update(settings)
+    compare_on_test(env, families, policies, name, report, envs={name: wrap(env)})
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    return report

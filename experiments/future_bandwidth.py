@@ -19,8 +19,8 @@ independent of the past). Not part of the product: nothing imports this.
 
 from __future__ import annotations
 
-import json
 import math
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
@@ -60,50 +60,18 @@ class FutureBandwidth(gym.ObservationWrapper):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from functools import partial
-
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.monitor import Monitor
-
-    from agents.ppo import PPOPolicy
-    from envs.wrappers import distinct_actions
-    from experiments.common import (
-        best_normalizer,
-        compare_on_test,
-        evaluation_env,
-        parser,
-        shipped_ppo,
-        train_variant,
-        training_env,
-    )
+    from experiments.common import observation_experiment, parser
 
     cli = parser(__doc__, "runs/future_bandwidth")
     cli.add_argument("--horizons", default="4,20", help="seconds ahead, comma-separated")
     args = cli.parse_args(argv)
-    wrap = partial(FutureBandwidth, horizons_s=tuple(float(h) for h in args.horizons.split(",")))
-
-    def make():
-        return Monitor(training_env(inner=wrap))
-
-    env, families = evaluation_env()
-    table = distinct_actions(*env.action_space.nvec)
-
-    def policy_for(model, norm):
-        return PPOPolicy(model, norm, table, name="ppo_future_bandwidth")
-
-    best_file, report = train_variant(
-        PPO, make, policy_for, args.out, args.seed, args.timesteps, wrap=wrap
+    horizons = tuple(float(h) for h in args.horizons.split(","))
+    observation_experiment(
+        "ppo_future_bandwidth",
+        partial(FutureBandwidth, horizons_s=horizons),
+        args,
+        horizons_s=horizons,
     )
-    report["horizons_s"] = args.horizons
-    policies = {
-        "ppo_future_bandwidth": policy_for(
-            PPO.load(best_file, device="cpu"), best_normalizer(args.out)
-        ),
-        "ppo": shipped_ppo(env),
-    }
-    compare_on_test(env, families, policies, "ppo_future_bandwidth", report,
-                    envs={"ppo_future_bandwidth": wrap(env)})  # fmt: skip
-    (args.out / "report.json").write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -15,7 +15,6 @@ not what the future bandwidth is worth. Not part of the product: nothing imports
 
 from __future__ import annotations
 
-import json
 import math
 
 import gymnasium as gym
@@ -44,46 +43,10 @@ class TrueBandwidth(gym.ObservationWrapper):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.monitor import Monitor
+    from experiments.common import observation_experiment, parser
 
-    from agents.ppo import PPOPolicy
-    from envs.wrappers import distinct_actions
-    from experiments.common import (
-        best_normalizer,
-        compare_on_test,
-        evaluation_env,
-        parser,
-        shipped_ppo,
-        train_variant,
-        training_env,
-    )
-
-    cli = parser(__doc__, "runs/true_bandwidth")
-    args = cli.parse_args(argv)
-
-    def make():
-        return Monitor(training_env(inner=TrueBandwidth))
-
-    env, families = evaluation_env()
-    table = distinct_actions(*env.action_space.nvec)
-
-    def policy_for(model, norm):
-        return PPOPolicy(model, norm, table, name="ppo_true_bandwidth")
-
-    # Validation runs on the wrapped validation env: train_variant's rollouts see the truth.
-    best_file, report = train_variant(
-        PPO, make, policy_for, args.out, args.seed, args.timesteps, wrap=TrueBandwidth
-    )
-    policies = {
-        "ppo_true_bandwidth": policy_for(
-            PPO.load(best_file, device="cpu"), best_normalizer(args.out)
-        ),
-        "ppo": shipped_ppo(env),
-    }
-    compare_on_test(env, families, policies, "ppo_true_bandwidth", report,
-                    envs={"ppo_true_bandwidth": TrueBandwidth(env)})  # fmt: skip
-    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    args = parser(__doc__, "runs/true_bandwidth").parse_args(argv)
+    observation_experiment("ppo_true_bandwidth", TrueBandwidth, args)
     return 0
 
 
