@@ -180,6 +180,11 @@ class DevicePlanner(ForesightPlanner):
         self._rng = np.random.default_rng(self.seed)
 
     def _views(self, env: OffloadEnv, real: tuple[EpisodeState, Telemetry]) -> list:
+        sampled_arrivals = (
+            "arrivals" not in self.knows and env.scenario.workload.arrival != "periodic"
+        )
+        if "images" in self.knows and not sampled_arrivals:
+            return [self._view(env, real)]  # nothing left to sample: every future is this one
         return [self._view(env, real) for _ in range(self.scenarios)]
 
     def _view(self, env: OffloadEnv, real: tuple[EpisodeState, Telemetry]):

@@ -292,6 +292,8 @@ def test_device_planner_given_all_foresight_plans_as_the_clairvoyant_planner():
     everything = DevicePlanner(horizon=12, hold=4, knows=DevicePlanner.FORESIGHT)
     clairvoyant = ForesightPlanner(horizon=12, hold=4)
     assert everything.name == "planner_device+link+arrivals+images"
+    # Nothing left to sample: one future, however many were asked for.
+    assert len(DevicePlanner(knows=("arrivals", "images"))._views(env, env.snapshot())) == 1
     for _ in range(12):
         action = everything.act_privileged(env)
         np.testing.assert_array_equal(action, clairvoyant.act_privileged(env))
