@@ -232,6 +232,11 @@ class OffloadEnv(gym.Env):
         self.telemetry.battery_level = battery * self._inv_capacity
         return build_observation(self.telemetry, now, now - arrival, queue, st.context)
 
+    def observe(self) -> np.ndarray:
+        """The current request's observation, as ``reset`` or ``step`` returned it (for
+        planners that ``restore`` a snapshot and then follow a policy)."""
+        return self._observe()
+
     def snapshot(self) -> tuple[EpisodeState, Telemetry]:
         """A copy of everything ``step`` changes (the episode's state and the device's
         telemetry), for planners that try an action sequence and come back."""

@@ -523,3 +523,50 @@ def test_future_bandwidth_observation_of_the_forecast_experiment():
         done = terminated or truncated
     with pytest.raises(ValueError, match="horizons"):
         FutureBandwidth(base, horizons_s=(0.0,))
+
+
+class _RankedPolicy:
+    """A fixed preference over the distinct actions: ``logits`` ranks them, ``act``
+    takes the first (the interface ``PolicyRollout`` needs from its base policy)."""
+
+    name = "ranked"
+
+    def __init__(self, env, first, second):
+        from envs.wrappers import distinct_actions
+
+        self.table = np.asarray(distinct_actions(*env.action_space.nvec), dtype=np.int64)
+        rows = [tuple(r) for r in self.table.tolist()]
+        self._logits = np.zeros(len(rows))
+        self._logits[rows.index(tuple(first))] = 2.0
+        self._logits[rows.index(tuple(second))] = 1.0
+
+    def logits(self, observation):
+        return self._logits
+
+    def act(self, observation):
+        return self.table[int(np.argmax(self._logits))].copy()
+
+
+def test_policy_rollout_keeps_a_good_base_and_improves_a_bad_one():
+    """experiments/ppo_rollout.py: the base policy is one of the candidates, so with a
+    margin no candidate can clear it acts exactly as its base; a base that answers
+    everything on the device (missing every deadline) is replaced, on the futures the
+    rollout sees, by its second choice (upload the image), and the real episode gains."""
+    from experiments.ppo_rollout import PolicyRollout
+
+    spec = make_specs(load_families("builtin", split="test")[0]["fcc"], 1, 4, (0.9, 0.9))[0]
+    env = OffloadEnv(trace_source="builtin", trace_split="test", sample_split="test",
+                     episode_requests=48)  # fmt: skip
+    s = env.system
+    edge, cloud = (s.k, s.n_thresholds - 1, 0), (0, s.n_thresholds - 1, 0)
+    base = _RankedPolicy(env, edge, cloud)
+    plain = run_many(env, base, [spec])
+    kept = run_many(env, PolicyRollout(base, top=2, margin=1e9, horizon=16, hold=8), [spec])
+    np.testing.assert_array_equal(kept["reward"], plain["reward"])
+    rollout = PolicyRollout(base, top=2, horizon=16, hold=8, knows=DevicePlanner.FORESIGHT)
+    improved = run_many(env, rollout, [spec])
+    assert rollout.deviations > 0 and improved["offloaded"].any()
+    assert improved["reward"].mean() > plain["reward"].mean() + 0.1
+    assert rollout.name == "ranked+rollout"
+    with pytest.raises(ValueError, match="top"):
+        PolicyRollout(base, top=0)
