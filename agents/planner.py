@@ -110,10 +110,16 @@ class ForesightPlanner:
     def _rollout(self, env: OffloadEnv, action: np.ndarray, steps: int) -> tuple[float, bool]:
         """The calibrated reward of ``action`` held for the next ``steps`` requests, and
         whether the episode ended within them."""
+        return self._run(env, lambda t, observation: action, steps)
+
+    @staticmethod
+    def _run(env: OffloadEnv, choose, steps: int) -> tuple[float, bool]:
+        """The calibrated reward of the next ``steps`` requests, the ``t``-th decided by
+        ``choose(t, observation)``, and whether the episode ended within them."""
         reward = env.system.reward
-        value = 0.0
-        for _ in range(steps):
-            _, _, terminated, truncated, info = env.step(action)
+        obs, value = env.observe(), 0.0
+        for t in range(steps):
+            obs, _, terminated, truncated, info = env.step(choose(t, obs))
             value += reward(
                 info["accuracy_expected"],
                 info["latency_s"],

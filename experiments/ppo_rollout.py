@@ -55,8 +55,8 @@ class PolicyRollout(DevicePlanner):
         real = env.snapshot()
         starts = self._views(env, real)
         try:
-            base_value = self._follow(env, starts, None)
-            values = [self._follow(env, starts, c) for c in candidates]
+            base_value = self._held_value(env, starts, None, self.horizon)[0]
+            values = [self._held_value(env, starts, c, self.horizon)[0] for c in candidates]
         finally:
             env.restore(real)
         self.plans += 1
@@ -66,24 +66,14 @@ class PolicyRollout(DevicePlanner):
             return candidates[best]
         return None
 
-    def _follow(self, env: OffloadEnv, starts: list, first: np.ndarray | None) -> float:
-        """Calibrated reward over the horizon, averaged over ``starts``: ``first`` held
-        for ``hold`` requests (``None``: none), then ``base`` for every request."""
-        reward = env.system.reward
-        total = 0.0
-        for start in starts:
-            env.restore(start)
-            obs = env.observe()
-            for t in range(self.horizon):
-                a = first if first is not None and t < self.hold else self.base.act(obs)
-                obs, _, terminated, truncated, info = env.step(a)
-                total += reward(
-                    info["accuracy_expected"], info["latency_s"], info["energy_j"],
-                    info["money_usd"], info["leakage"], info["battery_level"],
-                )  # fmt: skip
-                if terminated or truncated:
-                    break
-        return total / len(starts)
+    def _rollout(self, env: OffloadEnv, first: np.ndarray | None, steps: int) -> tuple[float, bool]:
+        """Calibrated reward over ``steps`` requests: ``first`` held for ``hold`` of them
+        (``None``: none), then ``base`` deciding every request."""
+
+        def choose(t: int, observation: np.ndarray) -> np.ndarray:
+            return first if first is not None and t < self.hold else self.base.act(observation)
+
+        return self._run(env, choose, steps)
 
 
 def main(argv: list[str] | None = None) -> int:
