@@ -33,8 +33,10 @@ class PolicyRollout(DevicePlanner):
 
     def __init__(self, base, top: int = 4, margin: float = 0.0, **planner) -> None:
         super().__init__(**planner)
-        if top < 1 or margin < 0:
-            raise ValueError(f"top must be >= 1 and margin >= 0, got {top} and {margin}")
+        if top < 1:
+            raise ValueError(f"top must be >= 1, got {top}")
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
         self.base, self.top, self.margin = base, top, margin
         self.name = f"{base.name}+rollout"
         self.deviations = 0  # plans where a held candidate replaced the base policy

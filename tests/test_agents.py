@@ -568,5 +568,7 @@ def test_policy_rollout_keeps_a_good_base_and_improves_a_bad_one():
     assert rollout.deviations > 0 and improved["offloaded"].any()
     assert improved["reward"].mean() > plain["reward"].mean() + 0.1
     assert rollout.name == "ranked+rollout"
-    with pytest.raises(ValueError, match="top"):
+    with pytest.raises(ValueError, match="top must be >= 1, got 0"):
         PolicyRollout(base, top=0)
+    with pytest.raises(ValueError, match="margin must be >= 0, got -1"):
+        PolicyRollout(base, margin=-1.0)
