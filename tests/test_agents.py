@@ -513,7 +513,7 @@ def test_future_bandwidth_observation_of_the_forecast_experiment():
     while not done:
         st = base.state
         t = st.offset_s + base.decision_time()
-        device_view = base._observe()
+        device_view = base.observe()
         np.testing.assert_array_equal(obs[: len(device_view)], device_view)
         expected = [st.trace.rate_at(t)] + [st.trace.window_mean_bps(t, h) for h in (2.0, 30.0)]
         got = 10.0 ** obs[len(device_view) :].astype(np.float64) * 1e6
