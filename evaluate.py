@@ -13,16 +13,30 @@ PNG plots to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from settings.cli import (
+    UsageError,
+    at_least,
+    check_options,
+    option,
+    output_dir,
+    output_file,
+    parse,
+    run_cli,
+)
+from settings.cli import seed as seed_range
+from settings.tables import closest
+from traces.sets import SOURCES
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_RUN = PROJECT_ROOT / "runs" / "default"
@@ -180,218 +194,281 @@ def compare_ppo(results: dict, summary: dict, families: list[str], heuristics: l
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate policies on the same requests.")
-    parser.add_argument("--policy", type=Path, default=DEFAULT_RUN, help="PPO run directory")
-    parser.add_argument(
-        "--policies",
-        default=",".join(DEFAULT_POLICIES),
-        help=f"comma-separated, from: {', '.join(ALL_POLICIES)}",
-    )
-    parser.add_argument("--traces", type=Path, default=None, help="a directory of trace files")
-    parser.add_argument("--trace-source", default="auto")
-    parser.add_argument("--scenario", default=None)
-    parser.add_argument("--episodes", type=int, default=10, help="episodes per trace family")
-    parser.add_argument("--requests", type=int, default=None, help="requests per episode")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--best-fixed-episodes", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "out" / "eval")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--no-plots", action="store_true")
-    args = parser.parse_args(argv)
+# -- the command line ----------------------------------------------------------------
+def policy_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"names no policy: {text!r}; known: {', '.join(ALL_POLICIES)}")
+    for name in names:
+        if name not in ALL_POLICIES:
+            hint = closest(name, ALL_POLICIES)
+            tip = f"did you mean '{hint}'? " if hint else ""
+            raise ValueError(f"unknown policy {name!r} ({tip}known: {', '.join(ALL_POLICIES)})")
+    return list(dict.fromkeys(names))
 
-    names = [n.strip() for n in args.policies.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_POLICIES]
-    if unknown:
-        print(
-            f"error: unknown policy {', '.join(unknown)}; known: {', '.join(ALL_POLICIES)}",
-            file=sys.stderr,
-        )
-        return 2
+
+@dataclass
+class EvalArgs:
+    """evaluate.py's command line; every value is checked before anything runs."""
+
+    policy: Path = option(DEFAULT_RUN, "PPO run directory", type=Path)
+    policies: str = option(",".join(DEFAULT_POLICIES),
+                           f"comma-separated, from: {', '.join(ALL_POLICIES)}")  # fmt: skip
+    traces: Path | None = option(None, "a directory of trace files", type=Path)
+    trace_source: str = option("auto", "where traces come from", choices=SOURCES)
+    scenario: Path | None = option(None, "scenario TOML (default: the run's)", type=Path)
+    episodes: int = option(10, "episodes per trace family", check=at_least(1))
+    requests: int | None = option(None, "requests per episode (default: the scenario's)",
+                                  type=int, check=at_least(1))  # fmt: skip
+    seed: int = option(0, "seed of the episodes", check=seed_range)
+    best_fixed_episodes: int = option(4, "episodes per family for the best fixed action",
+                                      check=at_least(1))  # fmt: skip
+    out: Path = option(PROJECT_ROOT / "out" / "eval", "folder for tables and plots",
+                       type=Path, check=output_dir)  # fmt: skip
+    json: Path | None = option(None, "also write results.json here", type=Path,
+                               check=output_file)  # fmt: skip
+    no_plots: bool = option(False, "no PNG plots")
+    names: list[str] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        try:
+            self.names = policy_names(self.policies)
+        except ValueError as exc:
+            raise UsageError(f"--policies: {exc}") from None
+
+
+@dataclass
+class EvalPlan:
+    """The validated inputs: scenario, traces, environments, the episodes of every
+    family (the same for every policy) and the baselines fitted on training traces."""
+
+    args: EvalArgs
+    scenario: object
+    by_family: dict
+    env: object
+    requests: int
+    specs: dict
+    fitted: dict  # name -> a function that fits (once) and returns the policy
+
+    @property
+    def families(self) -> list[str]:
+        return sorted(self.by_family)
+
+
+# -- stage 1: read and check every input ---------------------------------------------
+def plan(args: EvalArgs) -> EvalPlan:
     from rich.progress import track
 
-    from agents import plots
     from agents.best_fixed import find_best_fixed, find_best_fixed_by_context
-    from agents.metrics import subset, summarise
-    from agents.ppo import RunError, check_run_dir, run_scenario_path
-    from agents.rollout import run_many
+    from agents.ppo import check_run_dir, run_scenario_path
     from envs import OffloadEnv, load_scenario
     from traces.sets import group_by_family, load_directory, load_families
-    from traces.trace import TraceError
 
-    if "ppo" in names:
-        try:
-            run, _, _ = check_run_dir(args.policy)
-        except RunError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    if "ppo" in args.names:
+        run, _, _ = check_run_dir(args.policy)
         scenario = load_scenario(args.scenario or run_scenario_path(run))
     else:
         scenario = load_scenario(args.scenario)
-    try:
-        if args.traces is not None:
-            found, errors = load_directory(args.traces)
-            by_family = group_by_family(found)
-            train_by_family = by_family  # best_fixed then picks on the given folder itself
-        else:
-            by_family, errors = load_families(args.trace_source, split="test")
-            train_by_family, _ = load_families(args.trace_source, split="train")
-    except TraceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.traces is not None:
+        found, errors = load_directory(args.traces)
+        by_family = group_by_family(found)
+        train_by_family = by_family  # best_fixed then picks on the given folder itself
+    else:
+        by_family, errors = load_families(args.trace_source, split="test")
+        train_by_family, _ = load_families(args.trace_source, split="train")
     for err in errors:
         console.print(f"[yellow]skipped bad trace:[/] {err}")
     requests = args.requests or scenario.workload.episode_requests
     all_traces = [t for fam in sorted(by_family) for t in by_family[fam]]
     env = OffloadEnv(scenario, all_traces, sample_split="test", episode_requests=requests)
-    train_env = OffloadEnv(
-        scenario,
-        [t for f in train_by_family.values() for t in f],
-        sample_split="val",
-        episode_requests=requests,
-    )
+    train = [t for f in train_by_family.values() for t in f]
+    train_env = OffloadEnv(scenario, train, sample_split="val", episode_requests=requests)
     b = scenario.battery
     specs = episode_specs(by_family, args.episodes, args.seed, (b.initial_min, b.initial_max))
     cached: dict = {}
 
-    train = [t for f in train_by_family.values() for t in f]
-
-    def searched(key: str, search, description: str):
+    def fitted(key: str, search, description: str):
         """A baseline fitted on the training traces, searched once for all families."""
 
         def get():
             if key not in cached:
                 cached[key] = search(
-                    train_env,
-                    train,
-                    episodes=args.best_fixed_episodes,
-                    seed=args.seed + 99,
+                    train_env, train, episodes=args.best_fixed_episodes, seed=args.seed + 99,
                     progress=lambda xs: track(xs, description=description),
-                )
+                )  # fmt: skip
             return cached[key]
 
         return get
 
-    best_fixed = searched(
-        "policy", lambda *a, **kw: find_best_fixed(*a, **kw)[0], "best fixed action (train traces)"
-    )
-    best_fixed_by_context = searched(
-        "by_context", find_best_fixed_by_context, "best fixed action per context"
-    )
+    baselines = {
+        "best_fixed": fitted("best_fixed", lambda *a, **kw: find_best_fixed(*a, **kw)[0],
+                             "best fixed action (train traces)"),
+        "best_fixed_by_context": fitted("best_fixed_by_context", find_best_fixed_by_context,
+                                        "best fixed action per context"),
+    }  # fmt: skip
+    p = EvalPlan(args, scenario, by_family, env, requests, specs, baselines)
+    if "ppo" in args.names:  # refuse a run made for another scenario before anything runs
+        build_policies(["ppo"], env, args.policy, None, args.seed, *baselines.values())
+    return p
+
+
+# -- stage 2: every policy on the same episodes --------------------------------------
+def run_policies(p: EvalPlan) -> tuple[dict[str, dict], dict[str, float]]:
+    from agents.rollout import run_many
 
     results: dict[str, dict] = {}
-    timings = {}
-    for family in sorted(by_family):
-        radio = env.system.radio(family)
-        try:
-            policies = build_policies(
-                names, env, args.policy, radio, args.seed, best_fixed, best_fixed_by_context
-            )
-        except RunError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    timings: dict[str, float] = {}
+    for i, family in enumerate(p.families):
+        radio = p.env.system.radio(family)
+        policies = build_policies(
+            p.args.names, p.env, p.args.policy, radio, p.args.seed,
+            p.fitted["best_fixed"], p.fitted["best_fixed_by_context"],
+        )  # fmt: skip
         for name, policy in policies.items():
             t0 = time.perf_counter()
-            res = run_many(env, policy, specs[family])
+            res = run_many(p.env, policy, p.specs[family])
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-            res["episode"] = res["episode"] + 10_000 * sorted(by_family).index(family)
+            res["episode"] = res["episode"] + 10_000 * i
             if name in results:
                 results[name] = {k: np.concatenate([results[name][k], res[k]]) for k in res}
             else:
                 results[name] = res
         console.print(
-            f"evaluated {family}: {len(specs[family])} episodes x {len(policies)} policies"
+            f"evaluated {family}: {len(p.specs[family])} episodes x {len(policies)} policies"
         )
-    cap = env.system.battery_capacity_j
-    families = sorted(by_family)
-    w_acc = scenario.reward.accuracy
+    return results, timings
+
+
+# -- stage 3: summaries, overall and per family ---------------------------------------
+def summarise_all(p: EvalPlan, results: dict) -> dict[str, dict]:
+    from agents.metrics import subset, summarise
+
+    cap = p.env.system.battery_capacity_j
+    w_acc = p.scenario.reward.accuracy
     summary: dict[str, dict] = {
         "overall": {n: summarise(r, cap, w_acc) for n, r in results.items()}
     }
-    for fam in families:
+    for fam in p.families:
         summary[fam] = {
             n: summarise(subset(r, r["family"] == fam), cap, w_acc) for n, r in results.items()
         }
-    for fam in families:
-        print_table(f"family {fam} (test traces: {len(by_family[fam])})", summary[fam])
+    return summary
+
+
+def heuristic_names(summary: dict) -> list[str]:
+    """The literature's rules and the single best fixed action: what the gap is
+    measured from (best_fixed_by_context, a table per radio and battery band, apart)."""
+    apart = ("ppo", *ORACLES, "random", "best_fixed_by_context")
+    return [n for n in summary["overall"] if n not in apart]
+
+
+# -- stage 4: the tables and the gap --------------------------------------------------
+def report(p: EvalPlan, summary: dict, results: dict) -> None:
+    for fam in p.families:
+        print_table(f"family {fam} (test traces: {len(p.by_family[fam])})", summary[fam])
     print_table("overall", summary["overall"])
-    if "best_fixed" in cached:
-        act = cached["policy"].act(np.zeros(1))
+    if "best_fixed" in p.args.names:
+        act = p.fitted["best_fixed"]().act(np.zeros(1))
         console.print(
             f"best fixed action on the training traces: cut {act[0]}, threshold index "
             f"{act[1]}, level {act[2]}"
         )
-    # The gap is measured from the literature's rules (and the single best fixed action);
-    # best_fixed_by_context, a table fitted per radio and battery band, is reported apart.
-    apart = ("ppo", *ORACLES, "random", "best_fixed_by_context")
-    heuristics = [n for n in summary["overall"] if n not in apart]
-    best_h = max(heuristics, key=lambda n: summary["overall"][n]["reward_mean"], default=None)
-    if "ppo" in summary["overall"] and heuristics:
-        ppo_r = summary["overall"]["ppo"]["reward_mean"]
-        best_r = summary["overall"][best_h]["reward_mean"]
-        line = f"PPO {ppo_r:.4f} vs best heuristic {best_h} {best_r:.4f}"
-        if "oracle" in summary["overall"]:
-            oracle_r = summary["overall"]["oracle"]["reward_mean"]
-            gap = oracle_r - best_r
-            closed = (ppo_r - best_r) / gap if gap > 0 else float("nan")
-            line += f"; oracle {oracle_r:.4f}; gap closed {closed:.1%}"
-            summary["gap_closed"] = closed
-            # The oracle's choices scored at calibrated accuracy: what is left of its lead
-            # without its knowledge of each image's answer (see agents/metrics.py).
-            calibrated = summary["overall"]["oracle"]["reward_calibrated"]
+    heuristics = heuristic_names(summary)
+    if "ppo" not in summary["overall"] or not heuristics:
+        return
+    overall = summary["overall"]
+    best_h = max(heuristics, key=lambda n: overall[n]["reward_mean"])
+    ppo_r, best_r = overall["ppo"]["reward_mean"], overall[best_h]["reward_mean"]
+    line = f"PPO {ppo_r:.4f} vs best heuristic {best_h} {best_r:.4f}"
+    if "oracle" in overall:
+        oracle_r = overall["oracle"]["reward_mean"]
+        gap = oracle_r - best_r
+        closed = (ppo_r - best_r) / gap if gap > 0 else float("nan")
+        line += f"; oracle {oracle_r:.4f}; gap closed {closed:.1%}"
+        summary["gap_closed"] = closed
+        # The oracle's choices scored at calibrated accuracy: what is left of its lead
+        # without its knowledge of each image's answer (see agents/metrics.py).
+        calibrated = overall["oracle"]["reward_calibrated"]
+        line += (
+            f"\noracle at calibrated accuracy {calibrated:.4f}: knowing each image's "
+            f"answer is worth {oracle_r - calibrated:.4f} of its lead"
+        )
+        if "planner_label_blind" in overall and gap > 0:
+            plan_r = overall["planner_label_blind"]["reward_mean"]
             line += (
-                f"\noracle at calibrated accuracy {calibrated:.4f}: knowing each image's "
-                f"answer is worth {oracle_r - calibrated:.4f} of its lead"
+                f"\nlabel-blind clairvoyant planner {plan_r:.4f}: closes "
+                f"{(plan_r - best_r) / gap:.1%} of the gap"
             )
-            if "planner_label_blind" in summary["overall"] and gap > 0:
-                plan_r = summary["overall"]["planner_label_blind"]["reward_mean"]
-                line += (
-                    f"\nlabel-blind clairvoyant planner {plan_r:.4f}: closes "
-                    f"{(plan_r - best_r) / gap:.1%} of the gap"
-                )
-        if "best_fixed_by_context" in summary["overall"]:
-            ctx_r = summary["overall"]["best_fixed_by_context"]["reward_mean"]
-            line += f"\nPPO {ppo_r:.4f} vs best_fixed_by_context {ctx_r:.4f}"
-        console.print(line)
-        summary["ppo_vs"] = compare_ppo(results, summary, families, heuristics)
+    if "best_fixed_by_context" in overall:
+        ctx_r = overall["best_fixed_by_context"]["reward_mean"]
+        line += f"\nPPO {ppo_r:.4f} vs best_fixed_by_context {ctx_r:.4f}"
+    console.print(line)
+    summary["ppo_vs"] = compare_ppo(results, summary, p.families, heuristics)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "summary.csv").open("w", newline="") as fh:
+
+# -- stage 5: files ------------------------------------------------------------------
+def write_outputs(p: EvalPlan, summary: dict, results: dict, timings: dict) -> None:
+    from agents import plots
+
+    args, out = p.args, p.args.out
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "summary.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         keys = list(next(iter(summary["overall"].values())))
         writer.writerow(["group", "policy", *keys])
-        for group in ["overall", *families]:
+        for group in ["overall", *p.families]:
             for name, row in summary[group].items():
                 writer.writerow([group, name, *[row[k] for k in keys]])
     payload = {
         "policies": summary["overall"],
-        "families": {f: summary[f] for f in families},
+        "families": {f: summary[f] for f in p.families},
         "gap_closed": summary.get("gap_closed"),
         "ppo_vs": summary.get("ppo_vs"),
         "episodes_per_family": args.episodes,
-        "requests_per_episode": requests,
+        "requests_per_episode": p.requests,
         "seed": args.seed,
         "traces": str(args.traces) if args.traces else f"{args.trace_source}:test",
-        "policy_run": str(args.policy) if "ppo" in names else None,
+        "policy_run": str(args.policy) if "ppo" in args.names else None,
         "seconds_per_policy": {k: round(v, 2) for k, v in timings.items()},
     }
-    (args.out / "results.json").write_text(json.dumps(payload, indent=2))
+    written = [out / "summary.csv", out / "results.json"]
+    (out / "results.json").write_text(json.dumps(payload, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=2))
+        written.append(args.json)
     if not args.no_plots:
-        plots.latency_cdf(results, scenario.workload.deadline_s, args.out / "latency_cdf.png")
-        plots.reward_bars(summary, families, args.out / "reward.png")
+        plots.latency_cdf(results, p.scenario.workload.deadline_s, out / "latency_cdf.png")
+        plots.reward_bars(summary, p.families, out / "reward.png")
         shown = [n for n in ("ppo", "oracle", "spinn", "best_fixed") if n in results]
         plots.actions_vs_bandwidth(
-            results, shown, env.action_space.nvec, args.out / "actions_vs_bandwidth.png"
+            results, shown, p.env.action_space.nvec, out / "actions_vs_bandwidth.png"
         )
-        plots.pareto(summary["overall"], args.out / "pareto.png")
+        plots.pareto(summary["overall"], out / "pareto.png")
         # PPO beside the best heuristic of this run (and the oracle): where each offloads.
+        heuristics = heuristic_names(summary)
+        overall = summary["overall"]
+        best_h = max(heuristics, key=lambda n: overall[n]["reward_mean"], default=None)
         heat = list(dict.fromkeys(n for n in ("ppo", "oracle", best_h) if n in results))
-        plots.offload_heatmap(results, heat, args.out / "offload_by_bandwidth_battery.png")
-    console.print(f"wrote {args.out}/summary.csv, results.json and plots")
+        plots.offload_heatmap(results, heat, out / "offload_by_bandwidth_battery.png")
+    listed = ", ".join(str(w) for w in written)
+    console.print(f"wrote {listed}" + ("" if args.no_plots else f" and plots in {out}"))
+
+
+def evaluate(args: EvalArgs) -> int:
+    p = plan(args)
+    results, timings = run_policies(p)
+    summary = summarise_all(p, results)
+    report(p, summary, results)
+    write_outputs(p, summary, results, timings)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(
+        lambda: evaluate(parse(EvalArgs, argv, "Evaluate policies on the same requests."))
+    )
 
 
 if __name__ == "__main__":

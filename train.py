@@ -2,194 +2,210 @@
 
     python train.py [--name NAME] [--timesteps N] [--seed S] [--config FILE]
                     [--scenario FILE] [--trace-source auto|shared|builtin|synthetic]
-                    [--resume] [--overwrite]
+                    [--resume] [--overwrite] [--seeds 0,1,2]
 
 Hyperparameters live in ``agents/hyperparams.toml``; ``--config`` overrides any of
 them, flags override both. Everything of a run lands in ``runs/NAME/``: the final
 model and the best one on the validation traces (``model.zip``, ``best_model.zip``),
 their observation normalisation as JSON (and VecNormalize's full state for resuming),
 the resolved config, TensorBoard logs (``tb/``), checkpoints, and the validation curve
-(``eval_curve.csv`` and ``eval_curve.png``). ``--resume`` continues from the last
-checkpoint with the same step count, so TensorBoard curves continue where they stopped.
+(``eval_curve.csv`` and ``eval_curve.png``). ``--resume`` continues from the newest
+readable checkpoint with the same step count, so TensorBoard curves continue where
+they stopped. Ctrl-C saves a checkpoint and says how to resume.
 
 Step counts (``--timesteps``, ``total_timesteps``, the ``[eval]`` frequencies, the
 curve's ``timesteps``) are PPO steps: decisions, each held for ``action_repeat``
 requests in training (8 in the shipped config).
+
+The stages, in order: ``plan`` reads and validates every input (flags, config,
+scenario, traces, the run to resume) and touches no file; ``prepare_run_dir``
+creates (or, with ``--overwrite``, replaces) ``runs/NAME``; ``build_model`` makes a
+fresh PPO or loads the checkpoint; ``learn`` trains with validation and checkpoints;
+``finish`` saves the model, its normalisation, the config and the curve's plot.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
-import re
 import shutil
+import signal
 import sys
 import time
-import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from agents.hyperparams import Hyperparams, load_hyperparams
+from settings.cli import (
+    UsageError,
+    at_least,
+    check_options,
+    option,
+    parse,
+    plain_name,
+    run_cli,
+)
+from settings.cli import seed as seed_range
+from traces.sets import SOURCES
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-HYPERPARAMS = PROJECT_ROOT / "agents" / "hyperparams.toml"
-SHAPINGS = ("none", "tail_potential", "regime")  # see envs/shaping.py
+INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 
 
-def load_config(path: Path | None) -> dict:
-    config = tomllib.loads(HYPERPARAMS.read_text())
-    if path is not None:
-        try:
-            override = tomllib.loads(Path(path).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SystemExit(f"error: {path}: cannot read config ({exc})") from None
-        for section, values in override.items():
-            if section not in config or not isinstance(values, dict):
-                raise SystemExit(f"error: {path}: unknown section [{section}]")
-            unknown = set(values) - set(config[section])
-            if unknown:
-                raise SystemExit(f"error: {path}: unknown key(s) {sorted(unknown)} in [{section}]")
-            config[section].update(values)
-    return config
+def seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"must be integers separated by commas, got {text!r}") from None
+    if not seeds:
+        raise ValueError(f"names no seed: {text!r}")
+    return [seed_range(s) for s in seeds]
 
 
-def make_env_fn(
-    scenario,
-    trace_source: str,
-    split: str,
-    sample_split: str,
-    episode_requests: int,
-    accuracy_credit: str,
-    shaping: str = "none",
-    gamma: float = 0.9,
-    tail_share: float = 1.0,
-    action_repeat: int = 1,
-):
-    if shaping not in SHAPINGS:
-        raise SystemExit(
-            f"error: reward_shaping must be one of {', '.join(SHAPINGS)}, not {shaping!r}"
-        )
-    if action_repeat < 1:
-        raise SystemExit(f"error: action_repeat must be >= 1, not {action_repeat}")
+@dataclass
+class TrainArgs:
+    """train.py's command line; every value is checked before anything is written."""
 
-    def make():
-        from stable_baselines3.common.monitor import Monitor
+    name: str = option("default", "run name: the run lands in RUNS_DIR/NAME", check=plain_name)
+    runs_dir: Path = option(PROJECT_ROOT / "runs", "folder of the runs", type=Path)
+    config: Path | None = option(None, "TOML laid over agents/hyperparams.toml", type=Path)
+    scenario: Path | None = option(None, "scenario TOML (default: built-in)", type=Path)
+    trace_source: str = option("auto", "where traces come from", choices=SOURCES)
+    timesteps: int | None = option(
+        None, "PPO steps; each is a decision held for action_repeat requests", type=int,
+        check=at_least(1),
+    )  # fmt: skip
+    n_envs: int | None = option(None, "parallel training environments", type=int,
+                                check=at_least(1))  # fmt: skip
+    seed: int = option(0, "seed of PPO and the training environments", check=seed_range)
+    seeds: str | None = option(
+        None, "comma-separated seeds: train runs/NAME-seedS for each, then copy the one "
+        "with the best validation reward to runs/NAME", type=str,
+    )  # fmt: skip
+    eval_freq: int | None = option(None, "PPO steps between validations", type=int,
+                                   check=at_least(1))  # fmt: skip
+    resume: bool = option(False, "continue runs/NAME from its newest readable checkpoint")
+    overwrite: bool = option(False, "replace runs/NAME (once every input is validated)")
+    no_progress: bool = option(False, "no progress bar")
+    seed_values: list[int] = field(default_factory=list, init=False)
 
-        from envs import OffloadEnv
-        from envs.shaping import RegimePotential, TailPotential
-        from envs.wrappers import ActionRepeat, DistinctActions
+    def __post_init__(self) -> None:
+        check_options(self)
+        if self.seeds is not None:
+            try:
+                self.seed_values = seed_list(self.seeds)
+            except ValueError as exc:
+                raise UsageError(f"--seeds: {exc}") from None
 
-        env = OffloadEnv(
-            scenario,
-            trace_source=trace_source,
-            trace_split=split,
-            sample_split=sample_split,
-            episode_requests=episode_requests,
-            accuracy_credit=accuracy_credit,
-        )
-        if action_repeat > 1:
-            env = ActionRepeat(env, action_repeat)
-        # Shaping wraps the held decisions: its potential then moves with the learner's
-        # own steps and gamma, which is what keeps the optimal policy unchanged.
-        if shaping == "tail_potential":
-            env = TailPotential(env, gamma)
-        elif shaping == "regime":
-            env = RegimePotential(env, tail_share)
-        return Monitor(DistinctActions(env))
-
-    return make
+    @property
+    def run(self) -> Path:
+        return self.runs_dir / self.name
 
 
-def ppo_kwargs(ppo_cfg: dict) -> dict:
-    """The PPO constructor's arguments from the ``[ppo]`` table."""
-    return {
-        "n_steps": int(ppo_cfg["n_steps"]),
-        "batch_size": int(ppo_cfg["batch_size"]),
-        "n_epochs": int(ppo_cfg["n_epochs"]),
-        "learning_rate": float(ppo_cfg["learning_rate"]),
-        "gamma": float(ppo_cfg["gamma"]),
-        "gae_lambda": float(ppo_cfg["gae_lambda"]),
-        "clip_range": float(ppo_cfg["clip_range"]),
-        "ent_coef": float(ppo_cfg["ent_coef"]),
-        "vf_coef": float(ppo_cfg["vf_coef"]),
-        "max_grad_norm": float(ppo_cfg["max_grad_norm"]),
-        "policy_kwargs": {"net_arch": list(ppo_cfg["net_arch"])},
-    }
+@dataclass
+class TrainPlan:
+    """Everything a run needs, read and validated; nothing written yet."""
+
+    args: TrainArgs
+    hp: Hyperparams
+    scenario: object
+    train_traces: list
+    val_traces: list
+    resume_from: int | None  # the steps of the run to resume (None: a fresh run)
+    previous_config: dict = field(default_factory=dict)
+
+    @property
+    def run(self) -> Path:
+        return self.args.run
 
 
-def normalized(venv, norm_cfg: dict, gamma: float):
-    """``venv`` behind ``VecNormalize`` as the ``[normalize]`` table says."""
-    from stable_baselines3.common.vec_env import VecNormalize
+# -- stage 1: validate every input, write nothing ------------------------------------
+def plan(args: TrainArgs) -> TrainPlan | None:
+    """Read and check the config, the scenario, the traces and the run directory;
+    ``None`` when a resumed run has already reached its step count. Raises the
+    project's input errors (``run_cli`` turns them into one line)."""
+    from agents.ppo import RunError, read_run_config
+    from agents.training import checkpoints
+    from envs import load_scenario
+    from traces.sets import load_families
 
-    return VecNormalize(
-        venv,
-        norm_obs=norm_cfg["norm_obs"],
-        norm_reward=norm_cfg["norm_reward"],
-        clip_obs=norm_cfg["clip_obs"],
-        gamma=gamma,
-    )
-
-
-def validation_episodes(scenario, trace_source: str, episode_requests: int, per_family: int):
-    """The validation env (val traces, val images) and its fixed episodes, the same at
-    every evaluation of a run and in every run (common random numbers)."""
-    from agents.rollout import make_specs
-    from envs import OffloadEnv
-    from traces.sets import group_by_family
-
-    val_env = OffloadEnv(
-        scenario,
-        trace_source=trace_source,
-        trace_split="val",
-        sample_split="val",
-        episode_requests=episode_requests,
-    )
-    by_family = group_by_family(list(val_env.traces))
-    battery = (scenario.battery.initial_min, scenario.battery.initial_max)
-    specs = [
-        s for fam in sorted(by_family) for s in make_specs(by_family[fam], per_family, 777, battery)
-    ]
-    return val_env, specs
-
-
-def latest_checkpoint(run: Path) -> tuple[Path, Path, int] | None:
-    found = []
-    for path in (run / "checkpoints").glob("model_*_steps.zip"):
-        steps = int(re.search(r"model_(\d+)_steps", path.name).group(1))
-        norm = run / "checkpoints" / f"vecnormalize_{steps}_steps.pkl"
-        if norm.is_file():
-            found.append((path, norm, steps))
-    return max(found, key=lambda f: f[2]) if found else None
-
-
-def plot_curve(csv_path: Path, png_path: Path, requests_per_step: int = 1) -> None:
-    """The validation curve against training requests (PPO steps x action repeat)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(csv.DictReader(csv_path.open()))
-    if not rows:
-        return
-    steps = [int(r["timesteps"]) * requests_per_step for r in rows]
-    mean = np.array([float(r["mean_reward"]) for r in rows])
-    ci = np.array([float(r["ci95"]) for r in rows])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, mean, marker="o", label="PPO (deterministic)")
-    ax.fill_between(steps, mean - ci, mean + ci, alpha=0.25)
-    ax.set_xlabel("training requests" if requests_per_step == 1 else
-                  f"training requests (decisions held for {requests_per_step})")  # fmt: skip
-    ax.set_ylabel("mean reward per request")
-    ax.set_title("validation traces")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
+    updates = {"ppo": {}, "eval": {}}
+    if args.timesteps is not None:
+        updates["ppo"]["total_timesteps"] = args.timesteps
+    if args.n_envs is not None:
+        updates["ppo"]["n_envs"] = args.n_envs
+    if args.eval_freq is not None:
+        updates["eval"]["freq"] = args.eval_freq
+    hp = load_hyperparams(args.config, updates)
+    scenario = load_scenario(args.scenario)
+    train_traces, train_errors = load_families(args.trace_source, split="train")
+    val_traces, _ = load_families(args.trace_source, split="val")
+    for err in train_errors:
+        print(f"skipped bad trace: {err}", file=sys.stderr)
+    run = args.run
+    if run.exists() and not run.is_dir():
+        raise RunError(f"{run}: exists and is not a run directory")
+    if args.resume:
+        if not run.is_dir():
+            raise RunError(f"{run}: no such run to resume (train it first without --resume)")
+        previous = read_run_config(run)
+        found = checkpoints(run)
+        if not found:
+            raise RunError(f"{run}: no checkpoint to resume from")
+        done = found[0].steps
+        if done >= hp.ppo.total_timesteps:
+            print(
+                f"{run} is already done: it has {done} steps and {hp.ppo.total_timesteps} were "
+                "asked for; nothing changed (pass a larger --timesteps to train on)"
+            )
+            return None
+    elif run.exists() and not args.overwrite:
+        raise RunError(f"{run} exists; pass --resume to continue it or --overwrite to replace it")
+    else:
+        previous, done = {}, None
+    return TrainPlan(args, hp, scenario, _flat(train_traces), _flat(val_traces), done, previous)
 
 
-def warm_start(model, venv, scenario, args, config: dict, episode_requests: int) -> None:
+def _flat(by_family: dict) -> list:
+    return [t for family in sorted(by_family) for t in by_family[family]]
+
+
+# -- stage 2: the run directory ------------------------------------------------------
+def prepare_run_dir(p: TrainPlan) -> None:
+    """Create ``runs/NAME`` (after deleting the old one with ``--overwrite``)."""
+    if p.resume_from is None and p.run.exists():
+        shutil.rmtree(p.run)
+    (p.run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    curve = p.run / "eval_curve.csv"
+    if p.resume_from is None or not curve.exists():
+        from agents.training import CURVE_HEADER
+
+        curve.write_text(CURVE_HEADER)
+
+
+# -- stage 3: the model --------------------------------------------------------------
+def build_model(p: TrainPlan):
+    """A fresh PPO behind VecNormalize, or the newest readable checkpoint: ``(model,
+    venv, steps already done)``."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agents.training import load_checkpoint, make_env_fn, normalized, ppo_kwargs
+
+    hp, tb = p.hp, str(p.run / "tb")
+    make = make_env_fn(p.scenario, p.train_traces, "val", hp.ppo)
+    venv = DummyVecEnv([make for _ in range(hp.ppo.n_envs)])
+    venv.seed(p.args.seed)
+    if p.resume_from is not None:
+        model, venv, ckpt = load_checkpoint(p.run, venv, tb)
+        print(f"resuming {p.run} from {ckpt.model.name} at {ckpt.steps} steps")
+        return model, venv, ckpt.steps
+    venv = normalized(venv, hp.normalize, hp.ppo.gamma)
+    model = PPO("MlpPolicy", venv, **ppo_kwargs(hp.ppo), tensorboard_log=tb,
+                seed=p.args.seed, device="cpu", verbose=0)  # fmt: skip
+    return model, venv, 0
+
+
+def warm_start(model, venv, p: TrainPlan) -> None:
     """Imitation of an expert on the training traces (see ``agents.imitation``): the
     observation statistics start from the demonstrations, the actor from their actions."""
     from agents.best_fixed import find_best_fixed_by_context
@@ -197,93 +213,175 @@ def warm_start(model, venv, scenario, args, config: dict, episode_requests: int)
     from agents.oracle import Oracle
     from envs import OffloadEnv
 
-    cfg = config["imitation"]
-    env = OffloadEnv(
-        scenario, trace_source=args.trace_source, trace_split="train", sample_split="val",
-        episode_requests=episode_requests,
-    )  # fmt: skip
-    if cfg["expert"] == "oracle":
+    cfg, seed = p.hp.imitation, p.args.seed
+    env = OffloadEnv(p.scenario, p.train_traces, sample_split="val",
+                     episode_requests=p.hp.ppo.episode_requests)  # fmt: skip
+    if cfg.expert == "oracle":
         expert = Oracle()
-    elif cfg["expert"] == "best_fixed_by_context":
+    else:
         expert = find_best_fixed_by_context(
-            env, list(env.traces), episodes=int(cfg["expert_episodes"]), seed=args.seed + 12345
+            env, list(env.traces), episodes=cfg.expert_episodes, seed=seed + 12345
         )
         print(f"imitation expert: {len(expert.table)} (radio, battery band) actions")
-    else:
-        raise SystemExit(
-            f"error: [imitation] expert must be oracle or best_fixed_by_context, "
-            f"not {cfg['expert']!r}"
-        )
-    obs, actions = collect_demonstrations(env, expert, int(cfg["steps"]), seed=args.seed)
+    obs, actions = collect_demonstrations(env, expert, cfg.steps, seed=seed)
     stats = FrozenRunningMeanStd.of(obs)
-    if cfg["freeze_obs_normalization"]:
+    if cfg.freeze_obs_normalization:
         venv.obs_rms = stats
     else:  # the same statistics, which PPO's rollouts then keep updating
         rms = venv.obs_rms
         rms.mean, rms.var, rms.count = stats.mean, stats.var, stats.count
     accuracy = pretrain_actor(
-        model, venv.normalize_obs(obs), actions, int(cfg["epochs"]),
-        learning_rate=float(cfg["learning_rate"]), seed=args.seed,
+        model, venv.normalize_obs(obs), actions, cfg.epochs,
+        learning_rate=cfg.learning_rate, seed=seed,
     )  # fmt: skip
-    print(f"imitation: {len(obs)} {cfg['expert']} decisions, actor matches {accuracy:.1%}")
+    print(f"imitation: {len(obs)} {cfg.expert} decisions, actor matches {accuracy:.1%}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train PPO on Offload-v0.")
-    parser.add_argument("--name", default="default")
-    parser.add_argument("--runs-dir", type=Path, default=PROJECT_ROOT / "runs")
-    parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--scenario", default=None, help="scenario TOML (default: built-in)")
-    parser.add_argument("--trace-source", default="auto")
-    parser.add_argument(
-        "--timesteps", type=int, default=None,
-        help="PPO steps; each is a decision held for action_repeat requests",
+def resolved_config(p: TrainPlan, nvec, obs_dim: int, model_hash: str) -> dict:
+    from agents.ppo import portable_path
+
+    source = p.scenario.source
+    return {
+        "config": p.hp.to_dict(),
+        "scenario": portable_path(source) if Path(source).is_file() else None,
+        "seed": p.args.seed,
+        "trace_source": p.args.trace_source,
+        "nvec": list(nvec),
+        "actions": "envs.wrappers.distinct_actions(*nvec): the agent's Discrete index -> action",
+        "obs_dim": obs_dim,
+        "profile_model_hash": model_hash,
+    }
+
+
+# -- stage 4: learning, with Ctrl-C saving a checkpoint -------------------------------
+def learn(p: TrainPlan, model, venv, validation, done_steps: int) -> float | None:
+    """Train to ``total_timesteps``; returns the seconds it took, or ``None`` when
+    interrupted (a checkpoint is then saved and the way to resume printed)."""
+    from agents.training import save_checkpoint
+
+    remaining = p.hp.ppo.total_timesteps - done_steps
+    print(f"training {p.run}: {remaining} PPO steps from {done_steps}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        model.learn(
+            total_timesteps=remaining,
+            callback=validation,
+            progress_bar=not p.args.no_progress,
+            reset_num_timesteps=done_steps == 0,
+            tb_log_name="PPO",
+        )
+    except KeyboardInterrupt:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
+        try:
+            ckpt = save_checkpoint(p.run, model, venv)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        again = " ".join(resume_command(p.args))
+        print(
+            f"\ninterrupted at {ckpt.steps} steps; checkpoint saved to {ckpt.model}\n"
+            f"continue with: {again}",
+            file=sys.stderr,
+        )
+        return None
+    return time.perf_counter() - t0
+
+
+def resume_command(args: TrainArgs) -> list[str]:
+    cmd = ["python", "train.py", "--name", args.name, "--resume"]
+    if args.runs_dir != PROJECT_ROOT / "runs":
+        cmd += ["--runs-dir", str(args.runs_dir)]
+    for flag, value in (("--config", args.config), ("--scenario", args.scenario),
+                        ("--timesteps", args.timesteps), ("--n-envs", args.n_envs),
+                        ("--eval-freq", args.eval_freq)):  # fmt: skip
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.trace_source != "auto":
+        cmd += ["--trace-source", args.trace_source]
+    return cmd
+
+
+# -- stage 5: what a finished call leaves ---------------------------------------------
+def finish(p: TrainPlan, model, venv, validation, resolved: dict, seconds: float) -> None:
+    from agents.ppo import ObsNormalizer
+    from agents.training import plot_curve
+
+    run = p.run
+    validation.evaluate()  # the final model gets its point (once) on the curve too
+    model.save(run / "model.zip")
+    venv.save(str(run / "vecnormalize.pkl"))
+    (run / "vecnormalize.json").write_text(
+        json.dumps(ObsNormalizer.from_vecnormalize(venv).to_json())
+    )
+    if not (run / "best_model.zip").exists():
+        shutil.copy(run / "model.zip", run / "best_model.zip")
+        shutil.copy(run / "vecnormalize.json", run / "best_vecnormalize.json")
+    before = p.previous_config.get("train_seconds", p.previous_config.get(
+        "train_seconds_this_call", 0.0))  # fmt: skip
+    resolved["train_seconds_this_call"] = round(seconds, 1)
+    resolved["train_seconds"] = round(float(before) + seconds, 1)
+    resolved["total_timesteps"] = int(model.num_timesteps)
+    (run / "config.json").write_text(json.dumps(resolved, indent=2))
+    plot_curve(run / "eval_curve.csv", run / "eval_curve.png", p.hp.ppo.action_repeat)
+    print(
+        f"trained {model.num_timesteps} steps in {seconds:.0f} s; best validation reward "
+        f"{validation.best:.4f}; run in {run}"
+    )
+
+
+def train_one(args: TrainArgs) -> int:
+    p = plan(args)  # before torch is imported: a bad input fails in a second
+    if p is None:
+        return 0
+    import torch
+
+    from agents.training import validation_callback, validation_episodes
+    from envs.wrappers import distinct_actions
+
+    torch.set_num_threads(1)
+    hp = p.hp
+    # The validation episodes: val traces, the same at every evaluation (CRN).
+    val_env, specs = validation_episodes(
+        p.scenario, p.val_traces, hp.ppo.episode_requests, hp.eval.episodes_per_family
+    )
+    prepare_run_dir(p)
+    model, venv, done_steps = build_model(p)
+    nvec = val_env.action_space.nvec.tolist()
+    resolved = resolved_config(
+        p, nvec, int(venv.observation_space.shape[0]), val_env.system.profile.model_hash
+    )
+    (p.run / "config.json").write_text(json.dumps({**p.previous_config, **resolved}, indent=2))
+    validation = validation_callback(
+        p.run, venv, val_env, specs, distinct_actions(*nvec), hp.eval.freq,
+        hp.eval.checkpoint_freq, done_steps,
     )  # fmt: skip
-    parser.add_argument("--n-envs", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--seeds", default=None,
-        help="comma-separated seeds: train runs/NAME-seedS for each, then copy the one "
-        "with the best validation reward to runs/NAME",
-    )  # fmt: skip
-    parser.add_argument("--eval-freq", type=int, default=None, help="PPO steps between validations")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.seeds is not None:
-        return train_seeds(args)
-    return train_one(args)
+    if done_steps == 0 and hp.imitation.steps > 0:
+        warm_start(model, venv, p)
+        validation.init_callback(model)
+        validation.evaluate(log=False)  # the imitation policy may be the best model
+    seconds = learn(p, model, venv, validation, done_steps)
+    if seconds is None:
+        return INTERRUPTED
+    finish(p, model, venv, validation, resolved, seconds)
+    return 0
 
 
-def best_validation(curve_csv: Path) -> float:
-    """The best mean reward a run's validation curve recorded (-inf before the first)."""
-    rows = csv.DictReader(curve_csv.open())
-    return max((float(r["mean_reward"]) for r in rows), default=-np.inf)
-
-
-def train_seeds(args: argparse.Namespace) -> int:
+def train_seeds(args: TrainArgs) -> int:
     """One run per seed, then the best on the validation traces becomes runs/NAME:
     seeds of the same config differ (BENCHMARKS.md), and validation tells them apart."""
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        print(f"error: --seeds must be integers separated by commas, not {args.seeds!r}",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    if not seeds:
-        print("error: --seeds names no seed", file=sys.stderr)
-        return 2
-    target = args.runs_dir / args.name
+    from agents.ppo import RunError
+    from agents.training import best_validation, checkpoints
+
+    target = args.run
     if target.exists() and not args.overwrite:
-        print(f"error: {target} exists; pass --overwrite to replace it", file=sys.stderr)
-        return 2
+        raise RunError(f"{target} exists; pass --overwrite to replace it")
     scores = {}
-    for seed in seeds:
+    for seed in args.seed_values:
         name = f"{args.name}-seed{seed}"
         # --resume continues the seeds that had started; the others start fresh.
-        resume = args.resume and latest_checkpoint(args.runs_dir / name) is not None
-        one = argparse.Namespace(**{**vars(args), "name": name, "seed": seed, "resume": resume})
+        resume = args.resume and (args.runs_dir / name).is_dir() and bool(
+            checkpoints(args.runs_dir / name))  # fmt: skip
+        one = TrainArgs(**{**_init_fields(args), "name": name, "seed": seed, "seeds": None,
+                           "resume": resume})  # fmt: skip
         rc = train_one(one)
         if rc:
             return rc
@@ -301,169 +399,16 @@ def train_seeds(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_one(args: argparse.Namespace) -> int:
-    import torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+def _init_fields(args: TrainArgs) -> dict:
+    return {k: v for k, v in vars(args).items() if k != "seed_values"}
 
-    from agents.metrics import episode_rewards, mean_ci95
-    from agents.ppo import ObsNormalizer, PPOPolicy, portable_path
-    from agents.rollout import run_many
-    from envs import load_scenario
-    from envs.wrappers import distinct_actions
 
-    torch.set_num_threads(1)
-    config = load_config(args.config)
-    ppo_cfg, norm_cfg, eval_cfg = config["ppo"], config["normalize"], config["eval"]
-    if args.timesteps is not None:
-        ppo_cfg["total_timesteps"] = args.timesteps
-    if args.n_envs is not None:
-        ppo_cfg["n_envs"] = args.n_envs
-    if args.eval_freq is not None:
-        eval_cfg["freq"] = args.eval_freq
-    scenario = load_scenario(args.scenario)
-    run = args.runs_dir / args.name
-    if run.exists() and not (args.resume or args.overwrite):
-        print(f"error: {run} exists; pass --resume to continue it or --overwrite", file=sys.stderr)
-        return 2
-    if args.overwrite and run.exists() and not args.resume:
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "checkpoints").mkdir(exist_ok=True)
+def main(argv: list[str] | None = None) -> int:
+    def run() -> int:
+        args = parse(TrainArgs, argv, "Train PPO on Offload-v0.")
+        return train_seeds(args) if args.seeds is not None else train_one(args)
 
-    n_envs, episode_requests = int(ppo_cfg["n_envs"]), int(ppo_cfg["episode_requests"])
-    make = make_env_fn(
-        scenario,
-        args.trace_source,
-        "train",
-        "val",
-        episode_requests,
-        str(ppo_cfg["accuracy_credit"]),
-        str(ppo_cfg["reward_shaping"]),
-        float(ppo_cfg["gamma"]),
-        float(ppo_cfg["shaping_tail_share"]),
-        int(ppo_cfg["action_repeat"]),
-    )
-    venv = DummyVecEnv([make for _ in range(n_envs)])
-    venv.seed(args.seed)
-
-    # Validation: the val traces, the same episodes at every evaluation (CRN).
-    val_env, specs = validation_episodes(
-        scenario, args.trace_source, episode_requests, int(eval_cfg["episodes_per_family"])
-    )
-
-    table = distinct_actions(*val_env.action_space.nvec)
-    resume = latest_checkpoint(run) if args.resume else None
-    if args.resume and resume is None:
-        print(f"error: {run}: no checkpoint to resume from", file=sys.stderr)
-        return 2
-    if resume is not None:
-        model_path, norm_path, done_steps = resume
-        venv = VecNormalize.load(str(norm_path), venv)
-        venv.training = True
-        model = PPO.load(model_path, env=venv, device="cpu", tensorboard_log=str(run / "tb"))
-        print(f"resuming {run} from {model_path.name} at {done_steps} steps")
-    else:
-        venv = normalized(venv, norm_cfg, float(ppo_cfg["gamma"]))
-        model = PPO(
-            "MlpPolicy",
-            venv,
-            **ppo_kwargs(ppo_cfg),
-            tensorboard_log=str(run / "tb"),
-            seed=args.seed,
-            device="cpu",
-            verbose=0,
-        )
-        done_steps = 0
-    resolved = {
-        "config": config,
-        "scenario": portable_path(scenario.source) if Path(scenario.source).is_file() else None,
-        "seed": args.seed,
-        "trace_source": args.trace_source,
-        "nvec": val_env.action_space.nvec.tolist(),
-        "actions": "envs.wrappers.distinct_actions(*nvec): the agent's Discrete index -> action",
-        "obs_dim": int(venv.observation_space.shape[0]),
-        "profile_model_hash": val_env.system.profile.model_hash,
-    }
-    (run / "config.json").write_text(json.dumps(resolved, indent=2))
-    curve_csv = run / "eval_curve.csv"
-    if resume is None or not curve_csv.exists():
-        curve_csv.write_text("timesteps,mean_reward,ci95,accuracy,deadline_miss_rate\n")
-
-    class Validation(BaseCallback):
-        """Validation on fixed episodes; keeps the best model; writes checkpoints."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.next_eval = done_steps + int(eval_cfg["freq"])
-            self.next_ckpt = done_steps + int(eval_cfg["checkpoint_freq"])
-            self.best = best_validation(curve_csv)
-
-        def evaluate(self, log: bool = True) -> None:
-            norm = ObsNormalizer.from_vecnormalize(venv)
-            res = run_many(val_env, PPOPolicy(self.model, norm, table), specs)
-            mean, ci = mean_ci95(episode_rewards(res))
-            if log:  # TensorBoard exists once learning has started
-                self.logger.record("eval/mean_reward", mean)
-                self.logger.record("eval/accuracy", float(res["correct"].mean()))
-                self.logger.record("eval/deadline_miss_rate", float(res["deadline_miss"].mean()))
-            with curve_csv.open("a") as fh:
-                fh.write(
-                    f"{self.num_timesteps},{mean:.6f},{ci:.6f},"
-                    f"{res['correct'].mean():.6f},{res['deadline_miss'].mean():.6f}\n"
-                )
-            if mean > self.best:
-                self.best = mean
-                self.model.save(run / "best_model.zip")
-                (run / "best_vecnormalize.json").write_text(json.dumps(norm.to_json()))
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps >= self.next_eval:
-                self.next_eval += int(eval_cfg["freq"])
-                self.evaluate()
-            if self.num_timesteps >= self.next_ckpt:
-                self.next_ckpt += int(eval_cfg["checkpoint_freq"])
-                steps = self.num_timesteps
-                self.model.save(run / "checkpoints" / f"model_{steps}_steps.zip")
-                venv.save(str(run / "checkpoints" / f"vecnormalize_{steps}_steps.pkl"))
-            return True
-
-    validation = Validation()
-    imitation_steps = int(config["imitation"]["steps"])
-    if resume is None and imitation_steps > 0:
-        warm_start(model, venv, scenario, args, config, episode_requests)
-        validation.init_callback(model)
-        validation.evaluate(log=False)  # the imitation policy may be the best model
-    remaining = int(ppo_cfg["total_timesteps"]) - done_steps
-    t0 = time.perf_counter()
-    if remaining > 0:
-        model.learn(
-            total_timesteps=remaining,
-            callback=CallbackList([validation]),
-            progress_bar=not args.no_progress,
-            reset_num_timesteps=resume is None,
-            tb_log_name="PPO",
-        )
-    seconds = time.perf_counter() - t0
-    validation.evaluate()  # the final model gets its point on the curve too
-    model.save(run / "model.zip")
-    venv.save(str(run / "vecnormalize.pkl"))
-    (run / "vecnormalize.json").write_text(
-        json.dumps(ObsNormalizer.from_vecnormalize(venv).to_json())
-    )
-    if not (run / "best_model.zip").exists():
-        shutil.copy(run / "model.zip", run / "best_model.zip")
-        shutil.copy(run / "vecnormalize.json", run / "best_vecnormalize.json")
-    resolved["train_seconds_this_call"] = round(seconds, 1)
-    resolved["total_timesteps"] = int(model.num_timesteps)
-    (run / "config.json").write_text(json.dumps(resolved, indent=2))
-    plot_curve(curve_csv, run / "eval_curve.png", int(ppo_cfg["action_repeat"]))
-    print(
-        f"trained {model.num_timesteps} steps in {seconds:.0f} s; best validation reward "
-        f"{validation.best:.4f}; run in {run}"
-    )
-    return 0
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from envs.wrappers import distinct_actions
+from settings.tables import InputError
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run directory is missing, incomplete, or made for another scenario."""
 
 
@@ -77,9 +78,24 @@ def portable_path(path: str | Path) -> str:
     return str(p.relative_to(PROJECT_ROOT)) if p.is_relative_to(PROJECT_ROOT) else str(p)
 
 
+def read_run_config(run_dir: str | Path) -> dict:
+    """A run's ``config.json``; ``RunError`` naming the file when it is missing, not
+    JSON or not an object."""
+    path = Path(run_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing (not a training run)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(config, dict):
+        raise RunError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
 def run_scenario_path(run_dir: str | Path) -> str | None:
     """The scenario file a run was trained on (``None``: the built-in default)."""
-    source = json.loads((Path(run_dir) / "config.json").read_text()).get("scenario")
+    source = read_run_config(run_dir).get("scenario")
     if source is None or source == "built-in defaults":
         return None
     p = Path(source)
@@ -97,6 +113,7 @@ def check_run_dir(run_dir: str | Path, best: bool = True) -> tuple[Path, Path, P
         raise RunError(f"{run}: run directory not found")
     if not (run / "config.json").is_file():
         raise RunError(f"{run}: config.json is missing (not a training run)")
+    read_run_config(run)
     pairs = MODEL_PAIRS if best else MODEL_PAIRS[::-1]
     for model_file, norm_file in pairs:
         if (run / model_file).is_file() and (run / norm_file).is_file():
@@ -126,7 +143,7 @@ def load_ppo(
                 f"this scenario has {[int(v) for v in nvec]}"
             )
     else:
-        trained_nvec = json.loads((run / "config.json").read_text()).get("nvec")
+        trained_nvec = read_run_config(run).get("nvec")
         want = [int(v) for v in (nvec if nvec is not None else trained_nvec)]
         table = distinct_actions(*want)
         if trained_nvec != want or int(space.n) != len(table):

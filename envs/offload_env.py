@@ -294,6 +294,8 @@ class OffloadEnv(gym.Env):
         st = self.state
         if st is None:
             raise RuntimeError("call reset() before step()")
+        if st.index >= len(st.arrivals) or st.battery_j <= 0.0:
+            raise RuntimeError("the episode has ended (truncated or terminated): call reset()")
         cut, thr, level = self.check_action(action)
         index = st.index
         arrivals = st.arrivals
@@ -355,31 +357,34 @@ class OffloadEnv(gym.Env):
 
     # -- simulation ------------------------------------------------------------------
     def check_action(self, action) -> tuple[int, int, int]:
-        """Validate an action; raises ``ValueError`` naming the bad component."""
+        """Validate an action; raises ``ValueError`` naming the bad component. Each of
+        the three must be an integer (Python or numpy): ``1.7``, ``inf`` or a string is
+        refused, never rounded."""
         s = self.system
         if type(action) is np.ndarray and action.shape == (3,) and action.dtype.kind in "iu":
             cut, thr, level = action.tolist()  # the common case, from a sampler or a policy
             if 0 <= cut < s.n_cuts and 0 <= thr < s.n_thresholds and 0 <= level < s.n_levels:
                 return cut, thr, level
-        try:
-            values = action.tolist() if isinstance(action, np.ndarray) else list(action)
-            if isinstance(values, list) and len(values) == 1 and isinstance(values[0], list):
-                values = values[0]
-            cut, thr, level = values
-            cut, thr, level = int(cut), int(thr), int(level)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"action must be 3 integers (cut, threshold, level), got {action!r}"
-            ) from None
-        if not (0 <= cut < s.n_cuts and 0 <= thr < s.n_thresholds and 0 <= level < s.n_levels):
-            for name, value, n in (
-                ("cut", cut, s.n_cuts),
-                ("threshold", thr, s.n_thresholds),
-                ("level", level, s.n_levels),
-            ):
-                if not 0 <= value < n:
-                    raise ValueError(f"action {name}={value} out of range 0..{n - 1}")
-        return cut, thr, level
+        values = action.tolist() if isinstance(action, np.ndarray) else action
+        if isinstance(values, list) and len(values) == 1 and isinstance(values[0], list):
+            values = values[0]  # a batch of one, as SB3's predict returns
+        if (
+            isinstance(values, str | bytes)
+            or not isinstance(values, list | tuple)
+            or len(values) != 3
+        ):
+            raise ValueError(f"action must be 3 integers (cut, threshold, level), got {action!r}")
+        checked = []
+        for name, value, n in zip(
+            ("cut", "threshold", "level"), values, (s.n_cuts, s.n_thresholds, s.n_levels),
+            strict=True,
+        ):  # fmt: skip
+            if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+                raise ValueError(f"action {name}={value!r} is not an integer")
+            if not 0 <= value < n:
+                raise ValueError(f"action {name}={value} out of range 0..{n - 1}")
+            checked.append(int(value))
+        return checked[0], checked[1], checked[2]
 
     def simulate(self, cut: int, thr: int, level: int) -> Outcome:
         """What the current request would do under an action. Pure: changes nothing,

@@ -2,49 +2,79 @@
 
 profile + device + radio per trace family + cloud offer + battery + workload
 (arrival process, deadline, episode length) + threshold grid + bandwidth probes +
-reward weights. Loaded from TOML with every field validated (errors name the file
-and field), with a built-in default in ``envs/default_scenario.toml``.
+reward weights. Every field is validated when the dataclass is built, so a scenario
+made in Python is checked exactly as one read from TOML (``load_scenario``, whose
+errors also name the file). A built-in default lives in ``envs/default_scenario.toml``.
 """
 
 from __future__ import annotations
 
-import math
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from profiles import DEFAULT_CATALOG, DEFAULT_PROFILE
-from profiles.catalog import CatalogError, check_number
+from settings.tables import (
+    InputError,
+    check_fields,
+    check_keys,
+    check_number,
+    choice,
+    closest,
+    custom,
+    from_table,
+    integer,
+    number,
+    read_toml,
+)
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "default_scenario.toml"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TABLES = ("scenario", "radio", "thresholds", "workload", "battery", "probe", "reward")
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError):
     """A scenario file is missing a field or holds an invalid value."""
+
+
+def _weight(default: float, doc: str = ""):
+    return number(default, low=0.0, high=1e6, doc=doc)
 
 
 @dataclass(frozen=True)
 class Workload:
-    arrival: str = "poisson"  # "poisson" or "periodic"
-    rate_hz: float = 2.0
-    deadline_s: float = 0.2
-    episode_requests: int = 400
-    sample_split: str = "val"  # profile split the requests draw images from
+    arrival: str = choice("poisson", choices=("poisson", "periodic"))
+    rate_hz: float = number(2.0, low=0.0, low_inclusive=False, high=1e4, doc="requests/s")
+    deadline_s: float = number(0.2, low=0.0, low_inclusive=False, high=3600.0)
+    episode_requests: int = integer(400, low=1, high=10_000_000)
+    sample_split: str = choice("val", choices=("val", "test"), doc="profile split of images")
+
+    def __post_init__(self) -> None:
+        check_fields(self, "workload", ScenarioError)
 
 
 @dataclass(frozen=True)
 class Battery:
-    initial_min: float = 0.05  # initial charge drawn uniformly in [min, max] of capacity
-    initial_max: float = 1.0
-    capacity_j: float = 0.0  # 0: the device's battery from the catalog
+    initial_min: float = number(0.05, low=0.0, low_inclusive=False, high=1.0,
+                                doc="initial charge drawn uniformly in [min, max]")  # fmt: skip
+    initial_max: float = number(1.0, low=0.0, low_inclusive=False, high=1.0)
+    capacity_j: float = number(0.0, low=0.0, high=1e15, doc="0: the catalog device's battery")
+
+    def __post_init__(self) -> None:
+        check_fields(self, "battery", ScenarioError)
+        if self.initial_min > self.initial_max:
+            raise ScenarioError(
+                f"[battery].initial_min: {self.initial_min} exceeds initial_max {self.initial_max}"
+            )
 
 
 @dataclass(frozen=True)
 class Probe:
-    interval_s: float = 0.0  # 0 disables probing
-    bytes: float = 1500.0
+    interval_s: float = number(0.0, low=0.0, high=1e6, doc="0 disables probing")
+    bytes: float = number(1500.0, low=1.0, high=1e9)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "probe", ScenarioError)
 
 
 @dataclass(frozen=True)
@@ -53,34 +83,81 @@ class RewardWeights:
     - energy*(1 + energy_battery_gain*(1 - battery))*E/energy_ref_j
     - money*C/money_ref_usd - leakage*leak"""
 
-    accuracy: float = 1.0
-    latency: float = 0.2
-    deadline_miss: float = 1.0
-    energy: float = 0.05
-    energy_battery_gain: float = 15.0
-    money: float = 0.05
-    leakage: float = 0.1
-    requests_per_charge: float = 20000.0  # energy_ref_j = battery capacity / this
-    money_ref_usd: float = 1e-6  # $1 per million requests
+    accuracy: float = _weight(1.0)
+    latency: float = _weight(0.2)
+    deadline_miss: float = _weight(1.0)
+    energy: float = _weight(0.05)
+    energy_battery_gain: float = _weight(15.0)
+    money: float = _weight(0.05)
+    leakage: float = _weight(0.1)
+    requests_per_charge: float = number(20000.0, low=0.0, low_inclusive=False, high=1e12,
+                                        doc="energy_ref_j = battery capacity / this")  # fmt: skip
+    money_ref_usd: float = number(1e-6, low=0.0, low_inclusive=False, high=1e6,
+                                  doc="$1 per million requests")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        check_fields(self, "reward", ScenarioError)
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _threshold_grid(value: Any, where: str) -> tuple[float, ...]:
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        raise ValueError(f"expected a list of numbers, got {value!r}")
+    grid = tuple(
+        check_number(v, f"{where}[{i}]", low=0.0, high=2.0, error=ScenarioError)
+        for i, v in enumerate(value)
+    )
+    if not grid:
+        raise ValueError("expected a non-empty list")
+    if any(b <= a for a, b in zip(grid, grid[1:], strict=False)):
+        raise ValueError(f"values must increase, got {list(grid)}")
+    return grid
+
+
+def _radio_table(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise ValueError(f'expected family = "radio name" entries, got {value!r}')
+    return dict(value)
+
+
+def _section_of(cls: type, value: Any, where: str):
+    if not isinstance(value, cls):
+        raise TypeError(f"expected a {cls.__name__}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
 class Scenario:
-    name: str = "default"
-    profile: str = str(DEFAULT_PROFILE)
-    catalog: str = str(DEFAULT_CATALOG)
-    device: str = "mcu"
-    cloud: str = "faas"
-    radio_by_family: dict[str, str] = field(
-        default_factory=lambda: {"hsdpa": "3g", "fcc": "wifi", "oboe": "lte", "5g": "5g"}
+    name: str = custom(_name, "default")
+    profile: str = custom(_name, str(DEFAULT_PROFILE), doc="profile .npz path")
+    catalog: str = custom(_name, str(DEFAULT_CATALOG), doc="catalog TOML path")
+    device: str = custom(_name, "mcu", doc="a [devices.*] entry of the catalog")
+    cloud: str = custom(_name, "faas", doc="a [clouds.*] entry of the catalog")
+    radio_by_family: dict[str, str] = custom(
+        _radio_table,
+        default_factory=lambda: {"hsdpa": "3g", "fcc": "wifi", "oboe": "lte", "5g": "5g"},
     )
-    default_radio: str = "lte"
-    thresholds: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
-    workload: Workload = field(default_factory=Workload)
-    battery: Battery = field(default_factory=Battery)
-    probe: Probe = field(default_factory=Probe)
-    reward: RewardWeights = field(default_factory=RewardWeights)
+    default_radio: str = custom(_name, "lte")
+    thresholds: tuple[float, ...] = custom(
+        _threshold_grid, (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01), doc="> 1: no early exit"
+    )
+    workload: Workload = custom(lambda v, w: _section_of(Workload, v, w), default_factory=Workload)
+    battery: Battery = custom(lambda v, w: _section_of(Battery, v, w), default_factory=Battery)
+    probe: Probe = custom(lambda v, w: _section_of(Probe, v, w), default_factory=Probe)
+    reward: RewardWeights = custom(
+        lambda v, w: _section_of(RewardWeights, v, w), default_factory=RewardWeights
+    )
     source: str = "built-in defaults"
+
+    def __post_init__(self) -> None:
+        check_fields(self, "scenario", ScenarioError)
 
     def radio_for(self, family: str) -> str:
         return self.radio_by_family.get(family, self.default_radio)
@@ -88,73 +165,31 @@ class Scenario:
     def with_updates(self, **kwargs: Any) -> Scenario:
         return replace(self, **kwargs)
 
+    def check_catalog(self, catalog=None) -> None:
+        """Refuse a device, cloud or radio that the catalog does not have, naming the
+        field and the closest entry (``catalog``: loaded from ``self.catalog``)."""
+        from profiles.catalog import load_catalog
 
-_NUMERIC_RULES: dict[type, dict[str, tuple[float, bool, float]]] = {
-    # field: (low, low inclusive, high)
-    Workload: {
-        "rate_hz": (0.0, False, 1e4),
-        "deadline_s": (0.0, False, 3600.0),
-        "episode_requests": (1, True, 1e7),
-    },
-    Battery: {
-        "initial_min": (0.0, False, 1.0),
-        "initial_max": (0.0, False, 1.0),
-        "capacity_j": (0.0, True, math.inf),
-    },
-    Probe: {"interval_s": (0.0, True, 1e6), "bytes": (1.0, True, 1e9)},
-    RewardWeights: {
-        name: (0.0, True, 1e6)
-        for name in (
-            "accuracy",
-            "latency",
-            "deadline_miss",
-            "energy",
-            "energy_battery_gain",
-            "money",
-            "leakage",
-        )
-    }
-    | {"requests_per_charge": (0.0, False, 1e12), "money_ref_usd": (0.0, False, 1e6)},
-}
-
-
-def _section(cls: type, raw: Any, where: str):
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise ScenarioError(f"{where}: expected a table")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ScenarioError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        rule = _NUMERIC_RULES.get(cls, {}).get(name)
-        if rule is None:
-            values[name] = value
-            continue
-        low, inclusive, high = rule
-        try:
-            number = check_number(
-                value, f"{where}.{name}", low=low, low_inclusive=inclusive, high=high
-            )
-        except CatalogError as exc:
-            raise ScenarioError(str(exc)) from None
-        values[name] = int(number) if name == "episode_requests" else number
-    return cls(**values)
-
-
-def _check_choice(value: Any, choices: tuple[str, ...], where: str) -> str:
-    if value not in choices:
-        raise ScenarioError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
-    return value
+        catalog = catalog or load_catalog(self.catalog)
+        wanted = [("[scenario].device", self.device, catalog.devices),
+                  ("[scenario].cloud", self.cloud, catalog.clouds),
+                  ("[radio].default", self.default_radio, catalog.radios)]  # fmt: skip
+        wanted += [(f"[radio].{fam}", r, catalog.radios) for fam, r in self.radio_by_family.items()]
+        for where, name, table in wanted:
+            if name not in table:
+                hint = closest(name, table)
+                tip = f"did you mean '{hint}'? " if hint else ""
+                raise ScenarioError(
+                    f"{where}: '{name}' is not in the catalog {catalog.path} "
+                    f"({tip}known: {', '.join(sorted(table))})"
+                )
 
 
 def _resolve_path(value: Any, base: Path, where: str, default: str) -> str:
     if value in (None, "builtin"):
         return default
     if not isinstance(value, str) or not value:
-        raise ScenarioError(f"{where}: expected a path or 'builtin'")
+        raise ScenarioError(f"{where}: expected a path or 'builtin', got {value!r}")
     path = Path(value)
     if not path.is_absolute():
         path = (base / path) if (base / path).exists() else PROJECT_ROOT / path
@@ -162,66 +197,60 @@ def _resolve_path(value: Any, base: Path, where: str, default: str) -> str:
 
 
 def load_scenario(path: str | Path | None = None) -> Scenario:
-    """Read a scenario TOML file (``None``: the built-in default)."""
+    """Read a scenario TOML file (``None``: the built-in default), check it against
+    its catalog; errors name the file, the table and the key."""
     path = Path(path) if path is not None else DEFAULT_SCENARIO
+    raw = read_toml(path, "scenario", ScenarioError)
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: scenario file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: not valid TOML ({exc})") from exc
-    where = f"{path}:"
-    known = {"scenario", "radio", "thresholds", "workload", "battery", "probe", "reward"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ScenarioError(f"{where} unknown table(s) {', '.join(unknown)}")
+        scenario = _from_tables(raw, path)
+        scenario.check_catalog()
+    except InputError as exc:  # a ScenarioError from a field, a CatalogError from the file
+        raise ScenarioError(f"{path}: {exc}") from None
+    return scenario
+
+
+def _from_tables(raw: dict, path: Path) -> Scenario:
+    check_keys(raw, TABLES, "tables", ScenarioError)
     head = raw.get("scenario")
     if not isinstance(head, dict):
-        raise ScenarioError(f"{where} [scenario] table is missing")
+        raise ScenarioError("[scenario] table is missing")
+    check_keys(head, ("name", "profile", "catalog", "device", "cloud"), "[scenario]", ScenarioError)
     for key in ("device", "cloud"):
-        if not isinstance(head.get(key), str):
-            raise ScenarioError(f"{where} [scenario].{key}: missing or not a string")
+        if key not in head:
+            raise ScenarioError(f"[scenario].{key}: missing")
     radio = raw.get("radio", {})
-    if not isinstance(radio, dict) or not all(isinstance(v, str) for v in radio.values()):
-        raise ScenarioError(f'{where} [radio]: expected family = "radio name" entries')
+    if not isinstance(radio, dict):
+        raise ScenarioError(f'[radio]: expected family = "radio name" entries, got {radio!r}')
     radio = dict(radio)
     default_radio = radio.pop("default", "lte")
-    grid = raw.get("thresholds", {}).get("grid", list(Scenario().thresholds))
-    if not isinstance(grid, list) or len(grid) < 1:
-        raise ScenarioError(f"{where} [thresholds].grid: expected a non-empty list")
-    checked = []
-    for i, value in enumerate(grid):
-        try:
-            checked.append(
-                check_number(value, f"{where} [thresholds].grid[{i}]", low=0.0, high=2.0)
-            )
-        except CatalogError as exc:
-            raise ScenarioError(str(exc)) from None
-    if any(b <= a for a, b in zip(checked, checked[1:], strict=False)):
-        raise ScenarioError(f"{where} [thresholds].grid: values must increase")
-    workload = _section(Workload, raw.get("workload"), f"{where} [workload]")
-    _check_choice(workload.arrival, ("poisson", "periodic"), f"{where} [workload].arrival")
-    _check_choice(workload.sample_split, ("val", "test"), f"{where} [workload].sample_split")
-    battery = _section(Battery, raw.get("battery"), f"{where} [battery]")
-    if battery.initial_min > battery.initial_max:
-        raise ScenarioError(f"{where} [battery].initial_min: exceeds initial_max")
+    thresholds = raw.get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        raise ScenarioError(f"[thresholds]: expected a table, got {thresholds!r}")
+    check_keys(thresholds, ("grid",), "[thresholds]", ScenarioError)
+    grid = thresholds.get("grid", Scenario.__dataclass_fields__["thresholds"].default)
+    try:
+        grid = _threshold_grid(grid, "[thresholds].grid")
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ScenarioError):
+            raise
+        raise ScenarioError(f"[thresholds].grid: {exc}") from None
     base = path.parent
     return Scenario(
-        name=str(head.get("name", path.stem)),
+        name=head.get("name", path.stem),
         profile=_resolve_path(
-            head.get("profile"), base, f"{where} [scenario].profile", str(DEFAULT_PROFILE)
+            head.get("profile"), base, "[scenario].profile", str(DEFAULT_PROFILE)
         ),
         catalog=_resolve_path(
-            head.get("catalog"), base, f"{where} [scenario].catalog", str(DEFAULT_CATALOG)
+            head.get("catalog"), base, "[scenario].catalog", str(DEFAULT_CATALOG)
         ),
         device=head["device"],
         cloud=head["cloud"],
         radio_by_family=radio,
         default_radio=default_radio,
-        thresholds=tuple(checked),
-        workload=workload,
-        battery=battery,
-        probe=_section(Probe, raw.get("probe"), f"{where} [probe]"),
-        reward=_section(RewardWeights, raw.get("reward"), f"{where} [reward]"),
+        thresholds=grid,
+        workload=from_table(Workload, raw.get("workload"), "[workload]", ScenarioError),
+        battery=from_table(Battery, raw.get("battery"), "[battery]", ScenarioError),
+        probe=from_table(Probe, raw.get("probe"), "[probe]", ScenarioError),
+        reward=from_table(RewardWeights, raw.get("reward"), "[reward]", ScenarioError),
         source=str(path),
     )

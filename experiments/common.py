@@ -30,21 +30,21 @@ def training_env(inner: Callable | None = None):
     """One training env as train.py builds it (training traces, validation images,
     the configured accuracy credit, held decisions, the flat action space), with
     ``inner`` wrapped around the ``OffloadEnv`` itself when given."""
+    from agents.hyperparams import load_hyperparams
     from envs import OffloadEnv, load_scenario
     from envs.wrappers import ActionRepeat, DistinctActions
-    from train import load_config
 
-    cfg = load_config(None)["ppo"]
+    cfg = load_hyperparams().ppo
     env = OffloadEnv(
         load_scenario(None),
         trace_split="train",
         sample_split="val",
-        episode_requests=int(cfg["episode_requests"]),
-        accuracy_credit=str(cfg["accuracy_credit"]),
+        episode_requests=cfg.episode_requests,
+        accuracy_credit=cfg.accuracy_credit,
     )
     if inner is not None:
         env = inner(env)
-    return DistinctActions(ActionRepeat(env, int(cfg["action_repeat"])))
+    return DistinctActions(ActionRepeat(env, cfg.action_repeat))
 
 
 def train_variant(
@@ -64,26 +64,29 @@ def train_variant(
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    from agents.hyperparams import load_hyperparams
     from agents.metrics import episode_rewards, mean_ci95
     from agents.ppo import ObsNormalizer
     from agents.rollout import run_many
+    from agents.training import normalized, ppo_kwargs, validation_episodes
     from envs import load_scenario
-    from train import load_config, normalized, ppo_kwargs, validation_episodes
+    from traces.sets import load_families
 
     torch.set_num_threads(1)
-    config = load_config(None)
-    cfg, norm_cfg, eval_cfg = config["ppo"], config["normalize"], config["eval"]
-    steps = steps or int(cfg["total_timesteps"])
-    venv = DummyVecEnv([make_env for _ in range(int(cfg["n_envs"]))])
+    hp = load_hyperparams()
+    cfg = hp.ppo
+    steps = steps or cfg.total_timesteps
+    venv = DummyVecEnv([make_env for _ in range(cfg.n_envs)])
     venv.seed(seed)
-    venv = normalized(venv, norm_cfg, float(cfg["gamma"]))
+    venv = normalized(venv, hp.normalize, cfg.gamma)
     model = algo("MlpPolicy", venv, **ppo_kwargs(cfg), seed=seed, device="cpu")
 
+    val_by_family = load_families("auto", split="val")[0]
     val_env, specs = validation_episodes(
         load_scenario(None),
-        "auto",
-        int(cfg["episode_requests"]),
-        int(eval_cfg["episodes_per_family"]),
+        [t for fam in sorted(val_by_family) for t in val_by_family[fam]],
+        cfg.episode_requests,
+        hp.eval.episodes_per_family,
     )
     if wrap is not None:
         val_env = wrap(val_env)
@@ -102,7 +105,7 @@ def train_variant(
             print(f"{self.num_timesteps:>8} decisions: validation {mean:.4f}", flush=True)
 
         def _on_step(self) -> bool:
-            if self.num_timesteps % int(eval_cfg["freq"]) < venv.num_envs:
+            if self.num_timesteps % hp.eval.freq < venv.num_envs:
                 self.validate()
             return True
 

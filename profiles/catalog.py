@@ -7,15 +7,15 @@ file, the table and the field. The result is plain frozen dataclasses.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from profiles import DEFAULT_CATALOG
+from settings.tables import InputError, check_keys, check_number, read_toml
 
 
-class CatalogError(ValueError):
+class CatalogError(InputError):
     """The catalog is missing a field, or a field holds an invalid value."""
 
 
@@ -143,34 +143,10 @@ _REQUIRED_BY_KIND = {
 }
 
 
-def check_number(
-    value: Any,
-    where: str,
-    *,
-    low: float = -math.inf,
-    low_inclusive: bool = True,
-    high: float = math.inf,
-) -> float:
-    """Validate one numeric field; ``where`` names it in the error."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CatalogError(f"{where}: expected a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) and not (value == math.inf and high == math.inf):
-        raise CatalogError(f"{where}: {value} is not finite")
-    below = value < low if low_inclusive else value <= low
-    if below or value > high:
-        sign = ">=" if low_inclusive else ">"
-        raise CatalogError(f"{where}: {value} out of range (need {sign} {low} and <= {high})")
-    return value
-
-
 def _build(cls: type, name: str, raw: Any, where: str):
     if not isinstance(raw, dict):
         raise CatalogError(f"{where}: expected a table")
-    known = {f.name for f in fields(cls)} - {"name"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise CatalogError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    check_keys(raw, [f.name for f in fields(cls) if f.name != "name"], where, CatalogError)
     values: dict[str, Any] = {"name": name}
     description = raw.get("description")
     if not isinstance(description, str) or not description:
@@ -190,19 +166,15 @@ def _build(cls: type, name: str, raw: Any, where: str):
                 raise CatalogError(f"{where}.{field_name}: missing")
             continue
         values[field_name] = check_number(
-            raw[field_name], f"{where}.{field_name}", low=low, low_inclusive=inclusive, high=high
-        )
+            raw[field_name], f"{where}.{field_name}", low=low, low_inclusive=inclusive,
+            high=high, error=CatalogError,
+        )  # fmt: skip
     return cls(**values)
 
 
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise CatalogError(f"{path}: catalog file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{path}: not valid TOML ({exc})") from exc
+    raw = read_toml(path, "catalog", CatalogError)
     tables = {}
     for key, cls in (("devices", Device), ("radios", Radio), ("clouds", Cloud)):
         section = raw.get(key)
@@ -215,5 +187,7 @@ def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     plan = raw.get("data_plan")
     if not isinstance(plan, dict) or "usd_per_gb" not in plan:
         raise CatalogError(f"{path}: [data_plan].usd_per_gb: missing")
-    usd_per_gb = check_number(plan["usd_per_gb"], f"{path}: [data_plan].usd_per_gb", low=0.0)
+    usd_per_gb = check_number(
+        plan["usd_per_gb"], f"{path}: [data_plan].usd_per_gb", low=0.0, error=CatalogError
+    )
     return Catalog(path, tables["devices"], tables["radios"], tables["clouds"], usd_per_gb)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from settings.tables import InputError
+
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -36,7 +38,7 @@ N_VALIDATION = 6000  # held out of the official train split, chosen by a seeded 
 SPLIT_SEED = 20171025
 
 
-class DatasetError(RuntimeError):
+class DatasetError(InputError, RuntimeError):
     """A dataset file is missing or does not hold what its name promises."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from settings.tables import InputError
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -47,7 +49,7 @@ class Architecture:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-class WeightsError(RuntimeError):
+class WeightsError(InputError, RuntimeError):
     """A weights file is missing, unreadable or made for another architecture."""
 
 
@@ -150,7 +152,10 @@ def load_model(path: str | Path, *, expected_hash: str | None = None) -> MultiEx
         # weights_only: tensors and plain containers only, never arbitrary objects.
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt file
-        raise WeightsError(f"{path}: not a readable weights file ({exc})") from exc
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        first = first.split(". ")[0].rstrip(".")  # torch's messages run on for lines
+        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise WeightsError(f"{path}: not a readable weights file ({reason})") from exc
     if not isinstance(payload, dict) or payload.get("format") != "splitctl-weights-v1":
         raise WeightsError(f"{path}: field 'format' is not 'splitctl-weights-v1'")
     try:

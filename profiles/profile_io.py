@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from profiles import DEFAULT_PROFILE
+from settings.tables import InputError
 
 FORMAT_VERSION = 1
 SPLITS = ("val", "test")
@@ -36,7 +37,7 @@ LEAKAGE_METRIC = (
 )
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile file is missing, malformed, or belongs to another model."""
 
 

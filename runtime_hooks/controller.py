@@ -117,6 +117,7 @@ class Controller:
         self.telemetry = Telemetry(rtt_est_s=rtt_s, battery_level=battery.level())
         self._nvec = (context.n_cuts, context.n_thresholds, context.n_levels)
         self._rtt_measured = False
+        self.overridden: tuple[int, int, int] | None = None  # see ``decide``
 
     @classmethod
     def from_policy_file(
@@ -166,9 +167,20 @@ class Controller:
         return build_observation(tel, now, lateness_s, queue_len, self.context)
 
     def decide(
-        self, lateness_s: float = 0.0, queue_len: int = 0, now_s: float | None = None
+        self,
+        lateness_s: float = 0.0,
+        queue_len: int = 0,
+        now_s: float | None = None,
+        cloud_available: bool = True,
     ) -> tuple[int, int, int]:
-        """The action for the request at hand; remembered as the last action."""
+        """The action for the request at hand; remembered as the last action.
+
+        While the cloud is known to be unreachable (``cloud_available=False``) no
+        cloud action is taken: when the policy asks for one, the decision becomes
+        "answer on the device" (cut K, the policy's threshold), the policy's own action
+        is kept in ``overridden``, and the device answers with the deepest exit that
+        meets the deadline. As soon as the cloud is back, the policy decides again."""
+        self.overridden = None
         obs = self.observe(lateness_s, queue_len, now_s)
         action = self.policy.act(obs)
         try:
@@ -181,5 +193,8 @@ class Controller:
                 f"policy {getattr(self.policy, 'name', self.policy)!r} returned "
                 f"action {(cut, thr, level)}, outside the grid {self._nvec}"
             )
+        if not cloud_available and cut < nc - 1:
+            self.overridden = (cut, thr, level)
+            cut, level = nc - 1, 0
         self.telemetry.last_action = (cut, thr, level)
         return cut, thr, level

@@ -31,20 +31,32 @@ Python API::
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from runtime_hooks import protocol as P
+from runtime_hooks.cloud_link import ServerError
 from runtime_hooks.controller import BatteryMonitor, Controller, psutil_battery
+from settings.cli import (
+    UsageError,
+    at_least,
+    check_options,
+    fraction,
+    non_negative,
+    option,
+    output_file,
+    parse,
+    positive,
+    run_cli,
+)
+from settings.cli import seed as seed_range
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "runs" / "default" / "policy.npz"
 
@@ -73,14 +85,12 @@ class RequestResult:
     server_s: float  # the server's queueing + compute, as it reports
     sent_bytes: int
     energy_j: float
-    fallback: str | None  # why a cloud request was answered locally
+    # Why the cloud did not answer: "server_down" (the server was known to be down when
+    # the request was decided: a cloud action became the deepest exit that meets the
+    # deadline, and a local one was chosen on a dead link), "timeout", "server_error",
+    # "connection_lost"; None when the cloud answered or was not needed.
+    fallback: str | None
     deadline_miss: bool
-
-
-@dataclass
-class _Link:
-    sock: socket.socket
-    reader: P.FrameReader
 
 
 class DeviceLoop:
@@ -100,8 +110,12 @@ class DeviceLoop:
         retry_s: tuple[float, float] = (0.5, 5.0),
         probe_bytes: int = 4096,
         log: IO[str] | None = None,
+        notify=None,
+        server_name: str | None = None,
     ) -> None:
         import torch
+
+        from runtime_hooks.cloud_link import CloudLink
 
         self.torch = torch
         self.model = model.eval()
@@ -112,20 +126,24 @@ class DeviceLoop:
         self.emulate = emulate_device
         self.deadline_s = system.scenario.workload.deadline_s
         self.fallback_after_s = self.deadline_s if fallback_after_s is None else fallback_after_s
-        self.connect_timeout_s = connect_timeout_s
-        self.probe_bytes = probe_bytes
-        self.retry_min_s, self.retry_max_s = retry_s
         self.log = log
         self.k = model.n_blocks
         self.n_classes = model.arch.n_classes
-        self._link: _Link | None = None
-        self._next_connect = 0.0
-        self._backoff = self.retry_min_s
-        self._next_id = 1
+        kwargs = {} if notify is None else {"notify": notify}
+        self.link = CloudLink(server, self.n_classes, connect_timeout_s=connect_timeout_s,
+                              probe_bytes=probe_bytes, retry_s=retry_s, name=server_name,
+                              **kwargs)  # fmt: skip
         self._radio_tail_end = -math.inf
-        self.stale_answers = 0
-        self.reconnects = 0
         self.t0 = time.monotonic()
+
+    @property
+    def stale_answers(self) -> int:
+        """Answers that came after their request had been answered on the device."""
+        return self.link.stale_answers
+
+    @property
+    def reconnects(self) -> int:
+        return self.link.reconnects
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -214,87 +232,32 @@ class DeviceLoop:
         return float(conf), int(pred)
 
     # -- the cloud link --------------------------------------------------------------
-    def _connect(self, now: float) -> _Link | None:
-        if self._link is not None:
-            return self._link
-        if self.server is None or now < self._next_connect:
-            return None
-        try:
-            sock = socket.create_connection(self.server, timeout=self.connect_timeout_s)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            self._drop(now)
-            return None
-        link = _Link(sock, P.FrameReader(sock))
-        # An empty ping measures the RTT; then a probe of ``probe_bytes`` gives the
-        # controller a throughput sample, as the simulated device has at the start of
-        # an episode (without one, a policy sees a dead link and may never send).
+    def _link_ready(self) -> bool:
+        """Adopt a connection the background reconnector made, or connect for the
+        first time; applies what connecting measured. ``True`` when connected."""
+        measured = self.link.poll() or self.link.connect()
+        if measured is not None:
+            self._adopt(measured)
+        return self.link.up
+
+    def _adopt(self, m) -> None:
+        """A new connection's RTT and probe, told to the controller as the simulated
+        device is told of the transfer before its episode."""
         ctl = self.controller
-        started = time.monotonic()
-        try:
-            rtt = self._ping(link, 0)
-            ctl.on_rtt(rtt)
-            if self.probe_bytes:
-                took = self._ping(link, self.probe_bytes)
-                tx_s = max(took - rtt, 1e-4)
-                done = time.monotonic()
-                ctl.on_upload(done, self.probe_bytes + P.HEADER_SIZE, tx_s)
-                ctl.on_energy(self._upload_energy(done - took, self.probe_bytes, tx_s))
-                ctl.telemetry.radio_tail_end_s = self._radio_tail_end
-        except TimeoutError:
-            # Connected, but the link carries nothing now (an outage): that is the
-            # measurement, at the simulator's floor of 1 byte; the pong is dropped
-            # as stale when it comes.
-            waited = time.monotonic() - started
-            ctl.on_upload(time.monotonic(), 1.0, max(waited, 1e-3))
-        except (OSError, P.FrameError, _ServerError):
-            self._drop(now)
-            link.sock.close()
-            return None
-        self._link, self._backoff = link, self.retry_min_s
-        self.reconnects += 1
-        return link
+        ctl.on_rtt(m.rtt_s)
+        if m.outage:  # at the simulator's floor of 1 byte
+            ctl.on_upload(m.probe_sent_at + m.probe_tx_s, 1.0, m.probe_tx_s)
+        elif m.probe_bytes:
+            done = m.probe_sent_at + m.probe_tx_s + m.rtt_s
+            ctl.on_upload(done, m.probe_bytes, m.probe_tx_s)
+            ctl.on_energy(self._upload_energy(m.probe_sent_at, m.probe_bytes, m.probe_tx_s))
+            ctl.telemetry.radio_tail_end_s = self._radio_tail_end
 
     def connect(self) -> bool:
         """Connect now (RTT and throughput probe) if not connected; ``False`` if the
-        server cannot be reached (requests then run locally until it can)."""
-        self._next_connect = min(self._next_connect, time.monotonic())
-        return self._connect(time.monotonic()) is not None
-
-    def _ping(self, link: _Link, probe_bytes: int) -> float:
-        rid = self._take_id()
-        t = time.monotonic()
-        link.sock.settimeout(self.connect_timeout_s)
-        link.sock.sendall(P.ping_frame(rid, probe_bytes=probe_bytes))
-        self._await(link, rid, self.connect_timeout_s)
-        return time.monotonic() - t
-
-    def _drop(self, now: float) -> None:
-        if self._link is not None:
-            self._link.sock.close()
-        self._link = None
-        self._next_connect = now + self._backoff
-        self._backoff = min(self._backoff * 2, self.retry_max_s)
-
-    def _take_id(self) -> int:
-        rid, self._next_id = self._next_id, self._next_id + 1
-        return rid
-
-    def _await(self, link: _Link, rid: int, timeout_s: float):
-        """Frames until the one for ``rid``; older answers are stale and dropped."""
-        end = time.monotonic() + timeout_s
-        while True:
-            header, payload = link.reader.read(max(end - time.monotonic(), 0.0))
-            if header.request_id != rid:
-                self.stale_answers += 1
-                continue
-            if header.kind == P.ERROR:
-                raise _ServerError(payload.decode("utf-8", "replace"))
-            if header.kind == P.PONG:
-                return None
-            if header.kind != P.ANSWER:
-                raise P.FrameError(f"unexpected {P.KINDS[header.kind]} frame from the server")
-            return P.parse_answer(header, payload, self.n_classes)
+        server cannot be reached (requests then run on the device, and the link keeps
+        trying in the background, until it can)."""
+        return self._link_ready()
 
     # -- one request -----------------------------------------------------------------
     def infer(
@@ -308,47 +271,35 @@ class DeviceLoop:
     ) -> RequestResult:
         """Serve one uint8 28x28 image that arrived at ``arrival`` (monotonic clock;
         default now). Always returns an answer."""
-        s, torch = self.system, self.torch
+        s = self.system
+        self._link_ready()
         start = time.monotonic()
         arrival = start if arrival is None else float(arrival)
         t = time.perf_counter()
-        cut, thr, level = self.controller.decide(start - arrival, queue_len, now_s=start)
+        cloud = not self.link.known_down
+        cut, thr, level = self.controller.decide(
+            start - arrival, queue_len, now_s=start, cloud_available=cloud
+        )
         decide_s = time.perf_counter() - t
-        threshold = s.thresholds[thr]
-        early = threshold <= 1.0
+        overridden = self.controller.overridden  # the policy's cloud action, not taken
         image = np.ascontiguousarray(image, np.uint8)
         size = self.model.arch.image_size
         if image.shape != (size, size):
             raise ValueError(f"image must be uint8 ({size}, {size}), got {image.shape}")
-        x = torch.from_numpy(image[None, None] / 255.0).float()
-        rid = self._take_id()
-        device_s = 0.0
-        h = x
-        answer = None  # (path, exit_block, prediction, confidence)
-        exit_seen: tuple[int, float, int] | None = None  # deepest exit computed: (b, conf, pred)
-        with torch.inference_mode():
-            for b in range(1, cut + 1):
-                check = early and b < self.k
-                cost = s.block_dev_s[b - 1] + (s.exit_dev_s[b - 1] if check else 0.0)
-
-                def step(h=h, b=b, check=check):
-                    out = self.model.blocks[b - 1](h)
-                    return out, (self._exit(b, out) if check else None)
-
-                (h, seen), took = self._compute(step, cost)
-                device_s += took
-                if seen is not None:
-                    exit_seen = (b, *seen)
-                    if seen[0] >= threshold:
-                        answer = ("exit", b, seen[1], seen[0])
-                        break
-            if answer is None and cut == self.k:
-                (conf, pred), took = self._compute(
-                    lambda: self._exit(self.k, h), s.exit_dev_s[self.k - 1]
-                )
-                device_s += took
-                answer = ("local", self.k, pred, conf)
-        sent, network_s, server_s, fallback, energy = 0, 0.0, 0.0, None, 0.0
+        x = self.torch.from_numpy(image[None, None] / 255.0).float()
+        rid = self.link.next_id()
+        h, exit_seen = x, None
+        if overridden is not None:
+            # The server is known down: the deepest exit that meets the deadline.
+            answer, device_s = self._anytime(0, x, arrival, None)
+            cut, thr, level = overridden  # logged: what the policy asked for
+            fallback = "server_down"
+        else:
+            answer, device_s, h, exit_seen = self._head(x, cut, s.thresholds[thr])
+            # Answered on the device while the server was unreachable: the policy saw a
+            # dead link, so this, too, is counted as a server_down fallback.
+            fallback = "server_down" if not cloud and self.server is not None else None
+        sent, network_s, server_s, energy = 0, 0.0, 0.0, 0.0
         if answer is None:
             answer, sent, network_s, server_s, fallback, more_device_s, energy = self._offload(
                 rid, cut, level, image, h, arrival, exit_seen
@@ -369,6 +320,33 @@ class DeviceLoop:
             self.log.write(json.dumps(asdict(result)) + "\n")
         return result
 
+    def _head(self, x, cut: int, threshold: float):
+        """Blocks ``1..cut`` on the device, each exit checked against ``threshold``
+        (above 1: none). Returns ``(answer or None, device seconds, tensor at the cut,
+        deepest exit computed as (block, confidence, prediction) or None)``."""
+        s, k = self.system, self.k
+        early = threshold <= 1.0
+        device_s, h, exit_seen = 0.0, x, None
+        with self.torch.inference_mode():
+            for b in range(1, cut + 1):
+                check = early and b < k
+                cost = s.block_dev_s[b - 1] + (s.exit_dev_s[b - 1] if check else 0.0)
+
+                def step(h=h, b=b, check=check):
+                    out = self.model.blocks[b - 1](h)
+                    return out, (self._exit(b, out) if check else None)
+
+                (h, seen), took = self._compute(step, cost)
+                device_s += took
+                if seen is not None:
+                    exit_seen = (b, *seen)
+                    if seen[0] >= threshold:
+                        return ("exit", b, seen[1], seen[0]), device_s, h, exit_seen
+            if cut == k:
+                (conf, pred), took = self._compute(lambda: self._exit(k, h), s.exit_dev_s[k - 1])
+                return ("local", k, pred, conf), device_s + took, h, exit_seen
+        return None, device_s, h, exit_seen
+
     def _offload(self, rid, cut, level, image, h, arrival, exit_seen):
         """Encode, send, await the answer, or fall back. Returns ``(answer, sent bytes,
         network_s, server_s, fallback reason, extra device seconds, radio+idle J)``."""
@@ -384,9 +362,9 @@ class DeviceLoop:
         extra_device_s = took
         frame = P.request_frame(rid, cut, level, codec, array.shape, payload)
         now = time.monotonic()
-        link = self._connect(now)
+        link = self.link
         sent = 0
-        if link is None:
+        if not self._link_ready():
             reason = "server_down"
         else:
             cheap_s = self._cheap_fallback_s(cut, exit_seen)
@@ -398,16 +376,9 @@ class DeviceLoop:
             wait_s = max(arrival + self.fallback_after_s - now - cheap_s, 2.0 * expect_s)
             sent_at = time.monotonic()
             try:
-                link.sock.settimeout(max(wait_s, 1e-3))
-                link.sock.sendall(frame)
+                link.send(frame, wait_s)
                 sent = len(frame)
-            except OSError:  # includes a send timeout: a partial frame spoils the stream
-                link = None
-                self._drop(time.monotonic())
-                reason = "connection_lost"
-        if link is not None:
-            try:
-                reply = self._await(link, rid, max(wait_s - (time.monotonic() - sent_at), 0.0))
+                reply = link.await_answer(rid, max(wait_s - (time.monotonic() - sent_at), 0.0))
                 got = time.monotonic()
                 network_s = got - sent_at
                 energy = self._radio_energy(sent_at, len(frame), network_s, reply.server_s)
@@ -416,13 +387,15 @@ class DeviceLoop:
                 answer = ("cloud", 0, int(probs.argmax()), float(probs.max()))
                 return answer, len(frame), network_s, reply.server_s, None, extra_device_s, energy
             except TimeoutError:
-                reason = "timeout"
-            except _ServerError:
+                reason = "timeout" if sent else "connection_lost"
+                if not sent:  # a partial frame spoils the stream
+                    link.drop("the request could not be sent in time")
+            except ServerError:
                 reason = "server_error"
-            except (OSError, P.FrameError):
+            except (OSError, P.FrameError) as exc:
                 reason = "connection_lost"
-                self._drop(time.monotonic())
-        answer, more = self._fallback(cut, h, arrival, exit_seen)
+                link.drop(exc)
+        answer, more = self._anytime(cut, h, arrival, exit_seen)
         idle = s.device.idle_power_w * max(time.monotonic() - now - more, 0.0)
         return answer, sent, 0.0, 0.0, reason, extra_device_s + more, idle
 
@@ -434,34 +407,34 @@ class DeviceLoop:
             return s.block_dev_s[0] + s.exit_dev_s[0]
         return s.exit_dev_s[cut - 1]
 
-    def _fallback(self, cut: int, h, arrival: float, exit_seen):
-        """A local answer: the rest of the model if it fits before the deadline, else
-        the exit at the cut. Returns ``(answer, device seconds)``."""
+    def _anytime(self, cut: int, h, arrival: float, exit_seen):
+        """The best answer the device can give by the deadline from depth ``cut`` (``h``
+        the tensor there; the image at cut 0): the deepest exit at or after the cut,
+        the final classifier included, whose remaining blocks and exit fit in the time
+        left, else the cheapest answer at hand. Returns ``(answer, device seconds)``."""
         s, k = self.system, self.k
         left = arrival + self.fallback_after_s - time.monotonic()
-        full_s = s.block_cum[k] - s.block_cum[cut] + s.exit_dev_s[k - 1]
+        seen_here = exit_seen is not None and exit_seen[0] == cut
+
+        def cost(b: int) -> float:  # device seconds from depth ``cut`` to exit ``b``
+            if b == cut and seen_here:
+                return 0.0
+            return float(sum(s.block_dev_s[cut:b])) + s.exit_dev_s[b - 1]
+
+        first = max(cut, 1)
+        target = max((b for b in range(first, k + 1) if cost(b) <= left), default=first)
+        if target == cut and seen_here:
+            b, conf, pred = exit_seen
+            return ("fallback", b, pred, conf), 0.0
+
+        def run(h=h):
+            for b in range(cut + 1, target + 1):
+                h = self.model.blocks[b - 1](h)
+            return self._exit(target, h)
+
         with self.torch.inference_mode():
-            if full_s <= left:
-
-                def rest(h=h):
-                    for b in range(cut + 1, k + 1):
-                        h = self.model.blocks[b - 1](h)
-                    return self._exit(k, h)
-
-                (conf, pred), took = self._compute(rest, full_s)
-                return ("fallback", k, pred, conf), took
-            if exit_seen is not None and exit_seen[0] == cut:
-                b, conf, pred = exit_seen
-                return ("fallback", b, pred, conf), 0.0
-            if cut == 0:
-
-                def first():
-                    return self._exit(1, self.model.blocks[0](h))
-
-                (conf, pred), took = self._compute(first, s.block_dev_s[0] + s.exit_dev_s[0])
-                return ("fallback", 1, pred, conf), took
-            (conf, pred), took = self._compute(lambda: self._exit(cut, h), s.exit_dev_s[cut - 1])
-            return ("fallback", cut, pred, conf), took
+            (conf, pred), took = self._compute(run, cost(target))
+        return ("fallback", target, pred, conf), took
 
     def _radio_energy(self, sent_at: float, nbytes: int, network_s: float, server_s: float):
         """Radio and idle energy of an answered upload (Huang et al. 2012's model, as in
@@ -514,13 +487,7 @@ class DeviceLoop:
         return out
 
     def close(self) -> None:
-        if self._link is not None:
-            self._link.sock.close()
-            self._link = None
-
-
-class _ServerError(Exception):
-    """The server answered a request with an error frame."""
+        self.link.close()
 
 
 def summarise(results: list[RequestResult], requests: int) -> dict:
@@ -571,7 +538,7 @@ def peak_rss_mb() -> float:
         return psutil.Process().memory_info().rss / 2**20
 
 
-def run_in_netem(args: argparse.Namespace, uplink, port: int, radio: str | None) -> int:
+def run_in_netem(args: DeviceArgs, uplink, port: int, radio: str | None) -> int:
     """Run this command again inside a ``NetemLink`` namespace, unshaped by a relay:
     the kernel shapes the link instead."""
     import subprocess
@@ -597,41 +564,57 @@ def run_in_netem(args: argparse.Namespace, uplink, port: int, radio: str | None)
         return 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", required=True, help="cloud server HOST:PORT")
-    parser.add_argument("--policy", default=None, help="policy file (default: shipped)")
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument(
-        "--rate", type=float, default=2.0, help="Poisson arrivals per second; 0: back to back"
-    )
-    parser.add_argument("--trace", default=None, help="shape the link to this trace file")
-    parser.add_argument(
-        "--shaper", choices=("relay", "tc"), default="relay",
-        help="relay: a shaping TCP relay (portable); tc: netem in a network namespace "
-        "(Linux, root, sch_netem; the server must listen on 0.0.0.0)",
+def server_address(text: str) -> tuple[str, int]:
+    from runtime_hooks.relay import parse_address
+
+    return parse_address(text)
+
+
+@dataclass
+class DeviceArgs:
+    """The device loop's command line; checked before anything is written."""
+
+    server: str = option(None, "cloud server HOST:PORT", required=True)
+    policy: Path | None = option(None, "policy file (default: shipped)", type=Path)
+    requests: int = option(100, "requests to serve", check=at_least(1))
+    rate: float = option(2.0, "Poisson arrivals per second; 0: back to back", check=non_negative)
+    trace: Path | None = option(None, "shape the link to this trace file", type=Path)
+    shaper: str = option(
+        "relay", "relay: a shaping TCP relay (portable); tc: netem in a network namespace "
+        "(Linux, root, sch_netem; the server must listen on 0.0.0.0)", choices=("relay", "tc"),
     )  # fmt: skip
-    parser.add_argument("--radio", default=None, help="catalog radio (default: by trace family)")
-    parser.add_argument("--host-speed", action="store_true", help="do not emulate the device speed")
-    parser.add_argument("--fallback-after-ms", type=float, default=None, help="default: deadline")
-    parser.add_argument("--battery", type=float, default=1.0, help="initial level (energy model)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log", type=Path, default=Path("runs/device/requests.jsonl"))
-    parser.add_argument("--json", type=Path, default=None, help="write the summary here")
-    args = parser.parse_args(argv)
+    radio: str | None = option(None, "catalog radio (default: by trace family)", type=str)
+    host_speed: bool = option(False, "do not emulate the device speed")
+    fallback_after_ms: float | None = option(None, "default: the deadline", type=float,
+                                             check=positive)  # fmt: skip
+    battery: float = option(1.0, "initial level (energy model)", check=fraction)
+    seed: int = option(0, "seed of the images and arrivals", check=seed_range)
+    log: Path = option(Path("runs/device/requests.jsonl"), "one JSON line per request",
+                       check=output_file)  # fmt: skip
+    json: Path | None = option(None, "write the summary here", type=Path, check=output_file)
+    address: tuple[str, int] = field(default=("", 0), init=False)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        try:
+            self.address = server_address(self.server)
+        except ValueError as exc:
+            raise UsageError(f"--server: {exc}") from None
+        if self.trace is not None and not self.trace.is_file():
+            raise UsageError(f"--trace: {self.trace}: no such file")
+
+
+def run_device(args: DeviceArgs) -> int:
     from envs import load_scenario
-    from profiles.dataset import DatasetError, load_official
-    from runtime_hooks.policy_file import PolicyFileError
-    from runtime_hooks.relay import RelayThread, ShapingRelay, parse_address, uplink_for
+    from profiles.dataset import load_official
+    from runtime_hooks.policy_file import NumpyPolicy
+    from runtime_hooks.relay import RelayThread, ShapingRelay, uplink_for
 
     scenario = load_scenario()
-    try:
-        server = parse_address(args.server)
-        uplink = uplink_for(args.trace, scenario) if args.trace else None
-        test = load_official("test")
-    except (ValueError, OSError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    server = args.address
+    uplink = uplink_for(str(args.trace), scenario) if args.trace else None
+    test = load_official("test")
+    policy = NumpyPolicy.load(args.policy or DEFAULT_POLICY)  # refused before any file is written
     radio = args.radio or (scenario.radio_for(uplink.family) if uplink else None)
     if uplink is not None and args.shaper == "tc":
         return run_in_netem(args, uplink, server[1], radio)
@@ -642,24 +625,15 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     samples = rng.integers(len(test.labels), size=args.requests)
     arrivals = np.cumsum(rng.exponential(1.0 / args.rate, args.requests)) if args.rate > 0 else None
+    loop = DeviceLoop.create(
+        server, policy, scenario, radio=radio, battery_level=args.battery,
+        emulate_device=not args.host_speed,
+        fallback_after_s=None if args.fallback_after_ms is None else args.fallback_after_ms / 1e3,
+        server_name=args.server + (" (through the shaping relay)" if relay else ""),
+    )  # fmt: skip
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with open(args.log, "w") as log:
-        try:
-            loop = DeviceLoop.create(
-                server,
-                args.policy,
-                scenario,
-                radio=radio,
-                battery_level=args.battery,
-                emulate_device=not args.host_speed,
-                fallback_after_s=None
-                if args.fallback_after_ms is None
-                else args.fallback_after_ms / 1e3,
-                log=log,
-            )
-        except (PolicyFileError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        loop.log = log
         if relay is not None:
             relay.relay.start_clock()
         results = loop.run(test.images[samples], test.labels[samples], arrivals, samples)
@@ -667,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     if relay is not None:
         relay.stop()
     summary = summarise(results, args.requests)
+    summary["server"] = server_summary(loop.link, args.server)
     summary["stale_answers"] = loop.stale_answers
     summary["battery_source"] = loop.controller.battery.source
     summary["peak_rss_mb"] = peak_rss_mb()
@@ -676,6 +651,22 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def server_summary(link, address: str) -> dict:
+    """Whether the server was reached, and for how long it was not."""
+    now = time.monotonic()
+    down_s = sum((back or now) - down for down, back in link.outages)
+    return {
+        "address": address,
+        "reached": link.reconnects > 0,
+        "outages": len(link.outages),
+        "down_s": round(down_s, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: run_device(parse(DeviceArgs, argv, __doc__.splitlines()[0])))
 
 
 if __name__ == "__main__":

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from profiles.profile_io import read_npz
+from settings.tables import InputError
 
 FORMAT = "splitctl-policy-v1"
 ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0)}
 
 
-class PolicyFileError(ValueError):
+class PolicyFileError(InputError):
     """A policy file is missing, malformed, or made for another scenario."""
 
 

@@ -45,7 +45,7 @@ DTYPE_CODES = {name: code for code, name in DTYPES.items()}
 MAX_NDIM = 4
 MAX_PAYLOAD = 1 << 20  # 1 MiB: 8x the largest fp32 activation of the model
 MAX_ERROR = 1024
-MAX_PROBE = 1 << 16
+MAX_PROBE = 0xFFFF  # a probe is shape (n,), and a shape dim is a uint16
 HEADER = struct.Struct("<4sBBHQBBBB4HI")
 HEADER_SIZE = HEADER.size  # 32
 

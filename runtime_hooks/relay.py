@@ -185,9 +185,16 @@ def uplink_for(trace_path: str, scenario=None) -> Trace:
 
 
 def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6; an empty host is 127.0.0.1); a port
+    outside 1..65535 or a missing one is refused."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"address must be HOST:PORT, got {text!r}")
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"address {text!r}: port {int(port)} is outside 1..65535")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if any(c.isspace() for c in host):
+        raise ValueError(f"address {text!r}: the host holds white space")
     return host or "127.0.0.1", int(port)
 
 

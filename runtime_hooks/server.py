@@ -12,22 +12,42 @@ stream can no longer be framed) gets an error frame and the connection is closed
 Timeouts: ``--idle-timeout`` between frames, ``--read-timeout`` within one.
 
 ``--delay-ms`` holds every answer back (a fault drill: a slow or overloaded server).
+
+A request's length is checked against its cut's limit before a byte of its payload is
+read; a tensor holding NaN or infinity gets an error frame, as does a tail whose logits
+are not finite. SIGINT or SIGTERM shuts down cleanly: no new connections, idle ones
+closed, requests in flight answered (or, after ``--grace`` seconds, error-framed).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
+import contextlib
+import errno
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from profiles import codecs
 from runtime_hooks import protocol as P
+from settings.cli import (
+    at_least,
+    check_options,
+    non_negative,
+    option,
+    parse,
+    port,
+    positive,
+    run_cli,
+)
+from settings.tables import InputError
+
+SHUTTING_DOWN = "server shutting down"
 
 
 @dataclass
@@ -80,6 +100,9 @@ class TailServer:
             self.shapes[cut] = tuple(arch.activation_shape(cut))
         self._queue: asyncio.Queue[_Job] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tail")
+        self._closing = False
+        self._connections: set[asyncio.Task] = set()
+        self._busy: set[asyncio.Task] = set()  # connections with a request in flight
 
     # -- validation ------------------------------------------------------------------
     def check_request(self, h: P.FrameHeader) -> str:
@@ -98,12 +121,20 @@ class TailServer:
             )
         if h.shape != self.shapes[h.cut]:
             raise P.FrameError(f"field 'shape' is {h.shape}, cut {h.cut} has {self.shapes[h.cut]}")
-        cap = codecs.HEADER_SIZE + 4 * int(np.prod(h.shape)) + 4096
-        if h.payload_length > cap:
+        limit = self.payload_limit(h)
+        if h.payload_length > limit:
             raise P.FrameError(
-                f"field 'payload_length' is {h.payload_length}, above {cap} for cut {h.cut}"
+                f"field 'payload_length' is {h.payload_length}, above {limit} for cut {h.cut}"
             )
         return codec
+
+    def payload_limit(self, h: P.FrameHeader) -> int:
+        """The most bytes a frame with this header may carry: for a request, the codec
+        header plus the fp32 tensor at its cut plus slack (an entropy coder can grow
+        incompressible data a little); else the protocol's own caps."""
+        if h.kind != P.REQUEST or not 0 <= h.cut < self.n_blocks:
+            return P.MAX_PAYLOAD
+        return codecs.HEADER_SIZE + 4 * int(np.prod(self.shapes[h.cut])) + 4096
 
     def decode(self, h: P.FrameHeader, codec: str, payload: bytes) -> np.ndarray:
         try:
@@ -117,7 +148,10 @@ class TailServer:
             raise P.FrameError(f"payload: {exc}") from exc
         if h.cut == 0:
             return (array.astype(np.float32) / 255.0)[None]
-        return np.asarray(array, np.float32)
+        tensor = np.asarray(array, np.float32)
+        if not np.isfinite(tensor).all():
+            raise P.FrameError("payload: the tensor holds NaN or infinity")
+        return tensor
 
     # -- inference -------------------------------------------------------------------
     def _run_tail(self, cut: int, batch: np.ndarray) -> tuple[np.ndarray, float]:
@@ -164,19 +198,30 @@ class TailServer:
     # -- connections -----------------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
+        task = asyncio.current_task()
+        self._connections.add(task)
+        rid = None  # the request in flight on this connection
         try:
-            while True:
+            while not self._closing:
                 try:
                     raw = await asyncio.wait_for(
                         reader.readexactly(P.HEADER_SIZE), self.idle_timeout_s
                     )
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     return  # peer gone, or idle too long
+                self._busy.add(task)  # from here, shutdown waits for this request
                 try:
                     h = P.parse_header(raw)
+                    rid = h.request_id
+                    limit = self.payload_limit(h)
+                    if h.payload_length > limit:  # refused before a byte of it is read
+                        raise P.FrameError(
+                            f"field 'payload_length' is {h.payload_length}, above {limit} "
+                            f"for cut {h.cut}"
+                        )
                 except P.FrameError as exc:
                     self.stats.errors += 1
-                    writer.write(P.error_frame(0, f"bad header: {exc}"))
+                    writer.write(P.error_frame(rid or 0, f"bad header: {exc}"))
                     await writer.drain()
                     return  # the stream can no longer be framed
                 try:
@@ -192,10 +237,40 @@ class TailServer:
                     return
                 writer.write(await self._respond(h, payload))
                 await writer.drain()
+                rid = None
+                self._busy.discard(task)
         except ConnectionError:
             return
+        except asyncio.CancelledError:
+            # Shutdown: an idle connection is simply closed; a request still in flight
+            # after the grace period is told why it gets no answer.
+            if rid is not None:
+                with contextlib.suppress(Exception):
+                    writer.write(P.error_frame(rid, SHUTTING_DOWN))
+                    await asyncio.wait_for(writer.drain(), 1.0)
         finally:
+            self._busy.discard(task)
+            self._connections.discard(task)
             writer.close()
+
+    async def shutdown(self, grace_s: float = 5.0) -> None:
+        """Stop serving: idle connections close now; requests in flight get their
+        answers for up to ``grace_s`` seconds, then an error frame; the batcher stops."""
+        self._closing = True
+        for task in self._connections - self._busy:
+            task.cancel()
+        busy = set(self._busy)
+        if busy:
+            await asyncio.wait(busy, timeout=grace_s)
+        for task in set(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if getattr(self, "_batcher_task", None) is not None:
+            self._batcher_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batcher_task
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     async def _respond(self, h: P.FrameHeader, payload: bytes) -> bytes:
         if h.kind == P.PING:
@@ -217,6 +292,9 @@ class TailServer:
         except Exception as exc:
             self.stats.errors += 1
             return P.error_frame(h.request_id, f"inference failed: {exc}")
+        if not np.isfinite(logits).all():  # what the device's parse_answer would refuse
+            self.stats.errors += 1
+            return P.error_frame(h.request_id, "inference failed: the logits are not finite")
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.stats.answers += 1
@@ -246,11 +324,30 @@ def load_server(device: str = "cpu", weights=None, threads: int = 1, **kwargs) -
 
     torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {device}: CUDA is not available on this machine")
+        raise InputError(f"--device {device}: CUDA is not available on this machine")
     return TailServer(load_model(weights or DEFAULT_WEIGHTS), device=device, **kwargs)
 
 
-async def serve(args: argparse.Namespace) -> None:
+@dataclass
+class ServerArgs:
+    """The server's command line."""
+
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
+    port: int = option(9300, "TCP port; 0: any free port", check=port)
+    device: str = option("cpu", "cpu, or cuda where there is a GPU")
+    weights: Path | None = option(None, "model weights (default: shipped)", type=Path)
+    threads: int = option(1, "torch threads", check=at_least(1))
+    max_batch: int = option(32, "most requests in one batch", check=at_least(1))
+    idle_timeout: float = option(60.0, "seconds between frames", check=positive)
+    read_timeout: float = option(5.0, "seconds within a frame", check=positive)
+    delay_ms: float = option(0.0, "fault drill: slow answers", check=non_negative)
+    grace: float = option(5.0, "seconds requests in flight get at shutdown", check=non_negative)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+async def serve(args: ServerArgs) -> None:
     server = load_server(
         args.device,
         args.weights,
@@ -260,15 +357,20 @@ async def serve(args: argparse.Namespace) -> None:
         read_timeout_s=args.read_timeout,
         delay_s=args.delay_ms / 1000.0,
     )
-    tcp = await server.start(args.host, args.port)
-    host, port = tcp.sockets[0].getsockname()[:2]
-    print(f"listening on {host}:{port}", flush=True)
+    try:
+        tcp = await server.start(args.host, args.port)
+    except OSError as exc:
+        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
+        raise InputError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+    host, bound = tcp.sockets[0].getsockname()[:2]
+    print(f"listening on {host}:{bound}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with tcp:
-        await stop.wait()
+    await stop.wait()
+    tcp.close()  # no new connections
+    await server.shutdown(args.grace)
     s = server.stats
     print(
         f"served {s.answers} answers to {s.requests} requests over {s.connections} connections "
@@ -278,19 +380,11 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9300, help="0: any free port")
-    parser.add_argument("--device", default="cpu", help="cpu, or cuda where there is a GPU")
-    parser.add_argument("--weights", default=None, help="model weights (default: shipped)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--idle-timeout", type=float, default=60.0, help="seconds between frames")
-    parser.add_argument("--read-timeout", type=float, default=5.0, help="seconds within a frame")
-    parser.add_argument("--delay-ms", type=float, default=0.0, help="fault drill: slow answers")
-    args = parser.parse_args(argv)
-    asyncio.run(serve(args))
-    return 0
+    def run() -> int:
+        asyncio.run(serve(parse(ServerArgs, argv, __doc__.splitlines()[0])))
+        return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,22 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+# Hyperparameters that make train.py train in seconds: two envs, short episodes,
+# frequent validation (test modules import it: ``from conftest import TINY_HYPERPARAMS``).
+TINY_HYPERPARAMS = """
+[ppo]
+n_envs = 2
+n_steps = 256
+batch_size = 128
+n_epochs = 4
+episode_requests = 64
+[eval]
+freq = 1024
+episodes_per_family = 1
+checkpoint_freq = 1024
+"""
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
 

@@ -374,3 +374,37 @@ def test_action_repeat_holds_the_action_and_sums_the_rewards():
     assert sums == pytest.approx([sum(rewards[:4]), sum(rewards[4:8]), sum(rewards[8:])])
     with pytest.raises(ValueError, match="action_repeat must be >= 1, got 0"):
         ActionRepeat(plain, 0)
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        ([1.7, 0, 0], r"action cut=1.7 is not an integer"),
+        (np.array([1.0, 0.0, 0.0]), r"action cut=1.0 is not an integer"),
+        ([0, float("inf"), 0], r"action threshold=inf is not an integer"),
+        ("123", r"action must be 3 integers"),
+        ([0, 0, "1"], r"action level='1' is not an integer"),
+        ([True, 0, 0], r"action cut=True is not an integer"),
+        ([0, 0], r"action must be 3 integers"),
+        ([0, 99, 0], r"action threshold=99 out of range 0..6"),
+    ],
+)
+def test_non_integer_actions_are_refused_by_name(action, message):
+    env = OffloadEnv(trace_source="builtin", episode_requests=3)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        env.step(action)
+    env.step(np.array([5, 0, 0]))  # the refused actions changed nothing
+    assert env.state.index == 1
+
+
+def test_stepping_a_finished_episode_says_call_reset():
+    env = OffloadEnv(trace_source="builtin", episode_requests=2)
+    env.reset(seed=0)
+    env.step([0, 6, 0])
+    *_, truncated, _ = env.step((0, 6, 0))
+    assert truncated
+    with pytest.raises(RuntimeError, match=r"call reset\(\)"):
+        env.step([0, 6, 0])
+    env.reset(seed=1)
+    env.step([0, 6, 0])  # fine again after reset

@@ -212,3 +212,49 @@ def test_server_serves_many_devices_at_once(cloud_server, image_and_label):
         t.join(60)
     assert len(answered) == 160 and len({rid for rid, _ in answered}) == 160
     assert np.mean([ok for _, ok in answered]) > 0.6
+
+
+def test_server_refuses_nan_activations_and_keeps_the_connection(cloud_server, model,
+                                                                 image_and_label):  # fmt: skip
+    images, _ = image_and_label
+    x = torch.from_numpy(images[:1, None] / 255.0).float()
+    with torch.inference_mode():
+        h = model.head(1, x)[0].numpy().copy()
+    sock, reader = _connect(cloud_server)
+    with sock:
+        # Our encoders refuse NaN; a hostile device writes the bytes itself: the last
+        # element of an fp32 and an fp16 payload becomes NaN.
+        for level, nan in ((0, np.float32("nan").tobytes()), (1, np.float16("nan").tobytes())):
+            codec = codecs.codec_name(1, level)
+            payload = codecs.encode(codec, h)
+            payload = payload[: -len(nan)] + nan
+            sock.sendall(P.request_frame(20 + level, 1, level, codec, h.shape, payload))
+            header, body = reader.read(5.0)
+            assert header.kind == P.ERROR and header.request_id == 20 + level
+            assert b"NaN or infinity" in body
+        sock.sendall(P.ping_frame(22))
+        assert reader.read(5.0)[0].kind == P.PONG  # the connection lives on
+
+
+def test_server_checks_the_length_against_the_cut_before_reading_the_payload(cloud_server):
+    sock, reader = _connect(cloud_server)
+    with sock:  # 500,000 bytes promised for a 28x28 image: refused on the header alone
+        sock.sendall(P.pack_header(P.REQUEST, 31, 500_000, cut=0, dtype="uint8", shape=(28, 28)))
+        header, payload = reader.read(5.0)
+        assert header.kind == P.ERROR and header.request_id == 31
+        assert b"payload_length" in payload and b"for cut 0" in payload
+        with pytest.raises(ConnectionError):
+            reader.read(5.0)
+
+
+def test_the_largest_probe_fits_the_header_and_is_answered(cloud_server):
+    frame = P.ping_frame(41, probe_bytes=P.MAX_PROBE)
+    h = P.parse_header(frame[: P.HEADER_SIZE])
+    assert h.payload_length == P.MAX_PROBE == h.shape[0] == 65535
+    with pytest.raises(P.FrameError, match="cannot pack header"):
+        P.ping_frame(42, probe_bytes=P.MAX_PROBE + 1)
+    sock, reader = _connect(cloud_server)
+    with sock:
+        sock.sendall(frame)
+        header, _ = reader.read(5.0)
+        assert header.kind == P.PONG and header.request_id == 41

@@ -259,6 +259,54 @@ def test_server_down_falls_back_in_time_then_reconnects(test_images):
     check_every_request_answered_once(down + up, 10)
 
 
+def test_while_the_server_is_down_the_device_answers_as_deep_as_the_deadline_allows(
+    test_images,
+):
+    """Killed mid-run, then back: no cloud action is taken while it is down, the device
+    answers with the deepest exit that meets the deadline (exit 2 on the default
+    micro-controller, not block 1's), and the policy offloads again once it is back."""
+    from runtime_hooks.sim2real import start_server, stop_server
+
+    images, labels = test_images
+    notices = []
+    proc, address = start_server()
+    send_image = FixedPolicy(0, 6, 0)  # cut 0, raw image, no exits: block 1's exit is at hand
+    loop = make_loop(address, send_image, emulate_device=True, notify=notices.append)
+    try:
+        up = loop.run(images[:3], labels[:3], arrivals_s=np.arange(3) * 0.25, progress=False)
+        proc.kill()
+        proc.wait()
+        down = loop.run(images[3:9], labels[3:9], arrivals_s=np.arange(6) * 0.25, progress=False)
+        assert loop.link.known_down and loop.controller.overridden == (0, 6, 0)
+        proc, _ = start_server("--port", str(address[1]))
+        end = time.monotonic() + 10
+        while loop.link._ready.empty() and time.monotonic() < end:
+            time.sleep(0.05)
+        back = loop.run(images[9:12], labels[9:12], arrivals_s=np.arange(3) * 0.25,
+                        progress=False)  # fmt: skip
+    finally:
+        stop_server(proc)
+        loop.close()
+    check_every_request_answered_once(up + down + back, 12)
+    assert [r.path for r in up] == ["cloud"] * 3 and [r.path for r in back] == ["cloud"] * 3
+    assert down[0].fallback == "connection_lost"  # how the device learnt it
+    assert all(r.fallback == "server_down" and r.sent_bytes == 0 for r in down[1:])
+    assert all(r.path == "fallback" and r.exit_block == 2 for r in down[1:])
+    assert all(r.latency_s < DEADLINE_S + 0.02 for r in down)
+    assert any("cannot reach the server" in n for n in notices)
+    assert any("answers again" in n for n in notices)
+
+
+def test_controller_takes_no_cloud_action_while_the_cloud_is_down():
+    ctx = ObservationContext(0.2, 6, 7, 5, 1.0, 0.5, 60.0)
+    ctl = Controller(FixedPolicy(0, 3, 2), ctx, BatteryMonitor(100.0, sensor=None))
+    assert ctl.decide(cloud_available=False) == (5, 3, 0) and ctl.overridden == (0, 3, 2)
+    assert ctl.telemetry.last_action == (5, 3, 0)
+    assert ctl.decide() == (0, 3, 2) and ctl.overridden is None  # back to the policy
+    local = Controller(FixedPolicy(5, 1, 0), ctx, BatteryMonitor(100.0, sensor=None))
+    assert local.decide(cloud_available=False) == (5, 1, 0) and local.overridden is None
+
+
 def test_slow_server_falls_back_before_the_deadline_and_drops_late_answers(test_images):
     from runtime_hooks.sim2real import start_server, stop_server
 

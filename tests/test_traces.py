@@ -153,3 +153,19 @@ def test_scaled_uplink_applies_ratio_cap_and_rtt():
     tr = Trace("c", "x", (0.0, 1.0), (10e6, 1e6), 2.0)
     up = tr.scaled(0.5, cap_bps=2e6, rtt_s=0.05)
     assert up.rates_bps == (2e6, 0.5e6) and up.rtt_s == 0.05
+
+
+def test_a_trace_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from traces.loaders import load_trace
+    from traces.sets import load_directory
+    from traces.trace import TraceError
+
+    big = tmp_path / "big.txt"
+    big.write_text("".join(f"{i} 1.0\n" for i in range(20_000)))  # about 190 KB
+    monkeypatch.setenv("SPLITCTL_MAX_TRACE_MB", "0.1")
+    with pytest.raises(TraceError, match=r"big.txt: 0.2 MiB, over the 0.1 MiB limit"):
+        load_trace(big)
+    with pytest.raises(TraceError, match=r"1 bad:\n  .*big.txt: 0.2 MiB, over"):
+        load_directory(tmp_path)
+    monkeypatch.delenv("SPLITCTL_MAX_TRACE_MB")
+    assert load_trace(big).duration_s > 19_000  # under the default limit of 16 MiB

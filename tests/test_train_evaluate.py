@@ -8,20 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_HYPERPARAMS as TINY
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = """
-[ppo]
-n_envs = 2
-n_steps = 256
-batch_size = 128
-n_epochs = 4
-episode_requests = 64
-[eval]
-freq = 1024
-episodes_per_family = 1
-checkpoint_freq = 1024
-"""
 
 
 def run(*args, check=True):
@@ -76,6 +65,8 @@ def test_a_run_holds_everything(tiny_run):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tb").rglob("events.out.tfevents.*"))
     assert json.loads((run_dir / "config.json").read_text())["total_timesteps"] == 2048
+    steps = [int(r["timesteps"]) for r in csv.DictReader((run_dir / "eval_curve.csv").open())]
+    assert steps == sorted(set(steps))  # one validation per step count, the final one too
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny_run):
@@ -292,17 +283,17 @@ def test_train_several_seeds_keeps_the_best_on_validation(tmp_path):
     again = train(tmp_path, cfg, "512", "--seeds", "3,4", "--name", "pick", check=False)
     assert again.returncode == 2 and "exists" in again.stderr
     bad = train(tmp_path, cfg, "512", "--seeds", "1,two", "--name", "bad", check=False)
-    assert bad.returncode == 2 and "--seeds must be integers" in bad.stderr
+    assert bad.returncode == 2 and "--seeds: must be integers" in bad.stderr
     none = train(tmp_path, cfg, "512", "--seeds", ",", "--name", "bad", check=False)
-    assert none.returncode == 2 and "--seeds names no seed" in none.stderr
+    assert none.returncode == 2 and "--seeds: names no seed" in none.stderr
 
 
 @pytest.mark.parametrize(
     "setting, message",
     [
-        ('[ppo]\nreward_shaping = "magic"\n', "reward_shaping must be one of"),
-        ("[ppo]\naction_repeat = 0\n", "action_repeat must be >= 1, not 0"),
-        ('[imitation]\nsteps = 10\nexpert = "guru"\n', "expert must be oracle or"),
+        ('[ppo]\nreward_shaping = "magic"\n', "[ppo].reward_shaping: must be one of"),
+        ("[ppo]\naction_repeat = 0\n", "[ppo].action_repeat: 0 out of range"),
+        ('[imitation]\nsteps = 10\nexpert = "guru"\n', "[imitation].expert: must be one of"),
     ],
 )
 def test_train_refuses_unknown_shaping_or_expert(tmp_path, setting, message):
@@ -311,13 +302,14 @@ def test_train_refuses_unknown_shaping_or_expert(tmp_path, setting, message):
     args = ["--name", "bad", "--runs-dir", str(tmp_path), "--config", str(cfg)]
     args += ["--timesteps", "256", "--trace-source", "builtin", "--no-progress"]
     out = run("train.py", *args, check=False)
-    assert out.returncode != 0 and message in out.stderr
+    assert out.returncode == 2 and message in out.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--policies", "ppo,alphago"], "unknown policy alphago"),
+        (["--policies", "ppo,alphago"], "unknown policy 'alphago'"),
         (["--policy", "/nonexistent/run"], "run directory not found"),
     ],
 )
@@ -328,7 +320,7 @@ def test_evaluate_bad_input(args, message):
 
 def test_evaluate_empty_trace_dir(tmp_path):
     out = run("evaluate.py", "--policies", "cloud_only", "--traces", str(tmp_path), check=False)
-    assert out.returncode == 2 and "no usable trace files" in out.stderr
+    assert out.returncode == 2 and "no trace files in this folder" in out.stderr
 
 
 def test_model_for_another_action_space_is_refused(tiny_run, tmp_path):

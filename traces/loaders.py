@@ -12,7 +12,9 @@ Two formats, as found in ``../shared/traces`` (see its README for the sources):
   traffic), so the radio's documented uplink/downlink ratio is applied later.
 
 All loaders return *downlink capacity* traces; ``Trace.scaled`` makes the uplink.
-Every error names the file and the line.
+Every error names the file and the line. A file larger than ``MAX_TRACE_BYTES``
+(16 MiB, 20x the largest real trace here; ``$SPLITCTL_MAX_TRACE_MB`` changes it) is
+refused before it is read: parsing one holds about 20 bytes of memory per byte of it.
 """
 
 from __future__ import annotations
@@ -20,12 +22,36 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from traces.trace import Trace, TraceError
 
 FAMILIES = ("hsdpa", "fcc", "oboe", "5g")
+MAX_TRACE_BYTES = 16 * 2**20
+
+
+def max_trace_bytes() -> int:
+    override = os.environ.get("SPLITCTL_MAX_TRACE_MB")
+    try:
+        return int(float(override) * 2**20) if override else MAX_TRACE_BYTES
+    except ValueError:
+        raise TraceError(f"SPLITCTL_MAX_TRACE_MB={override!r} is not a number") from None
+
+
+def check_size(path: Path) -> None:
+    """Refuse a file over the size limit before reading it."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    limit = max_trace_bytes()
+    if size > limit:
+        raise TraceError(
+            f"{path}: {size / 2**20:.1f} MiB, over the {limit / 2**20:.3g} MiB limit for a trace "
+            "file (set SPLITCTL_MAX_TRACE_MB to raise it)"
+        )
 
 
 def family_of(path: Path) -> str:
@@ -38,6 +64,7 @@ def family_of(path: Path) -> str:
 
 def load_two_column(path: str | Path, family: str | None = None) -> Trace:
     path = Path(path)
+    check_size(path)
     times, rates = [], []
     try:
         text = path.read_text()
@@ -77,6 +104,7 @@ def _parse_5g_time(value: str, where: str) -> float:
 
 def load_5g_csv(path: str | Path, family: str = "5g") -> Trace:
     path = Path(path)
+    check_size(path)
     try:
         handle = path.open(newline="")
     except OSError as exc:
@@ -131,6 +159,7 @@ def load_5g_csv(path: str | Path, family: str = "5g") -> Trace:
 def load_trace(path: str | Path, family: str | None = None) -> Trace:
     """Load one file, picking the format from its first line."""
     path = Path(path)
+    check_size(path)
     try:
         with path.open("rb") as fh:
             first = fh.readline(4096)

@@ -24,6 +24,7 @@ from traces.trace import Trace, TraceError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 SPLITS = ("train", "val", "test")
+SOURCES = ("auto", "shared", "builtin", "synthetic")
 SYNTHETIC_PER_FAMILY = 20
 SYNTHETIC_DURATION_S = 600.0
 
@@ -57,7 +58,7 @@ def synthetic_traces(family: str, count: int = SYNTHETIC_PER_FAMILY) -> list[Tra
 def resolve_source(source: str) -> str:
     if source == "auto":
         return "shared" if shared_dir().is_dir() else "builtin"
-    if source not in ("shared", "builtin", "synthetic"):
+    if source not in SOURCES:
         raise TraceError(f"trace source must be auto, shared, builtin or synthetic, not {source!r}")
     return source
 
@@ -94,5 +95,8 @@ def load_directory(path: str | Path, split: str | None = None) -> tuple[list[Tra
     if split is not None:
         traces = [t for t in traces if split_of(t.name) == split]
     if not traces:
-        raise TraceError(f"{path}: no usable trace files ({len(report.errors)} bad)")
+        if not report.errors:
+            raise TraceError(f"{path}: no trace files in this folder")
+        listed = "\n  ".join(report.errors)
+        raise TraceError(f"{path}: no usable trace files; {len(report.errors)} bad:\n  {listed}")
     return traces, report.errors

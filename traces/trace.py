@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from settings.tables import InputError
 
-class TraceError(ValueError):
+
+class TraceError(InputError):
     """A trace file or array is malformed; the message names the file and line."""
 
 

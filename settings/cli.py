@@ -1,0 +1,198 @@
+"""Command-line arguments as a dataclass, validated before a script does anything.
+
+A script declares its arguments once, as fields made with ``option`` (the help text
+and the check beside the field, in the spirit of CleanRL's ``Args``)::
+
+    @dataclass
+    class Args:
+        timesteps: int = option(1000, "PPO steps", check=at_least(1))
+        resume: bool = option(False, "continue the last checkpoint")
+
+    args = parse(Args, argv, "what the script does")
+
+``--timesteps`` comes from the field's name; argparse converts the types (and exits 2
+on ``--timesteps abc``), each ``check`` then validates the value and ``Args`` may add
+checks across fields in ``__post_init__``. ``run_cli`` reports the project's input
+errors as one line with exit code 2 and Ctrl-C as exit code 130, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import MISSING, field, fields
+from pathlib import Path
+from typing import Any
+
+from settings.tables import InputError, SettingsError
+
+
+class UsageError(SettingsError):
+    """A command-line argument is invalid; the message names the flag."""
+
+
+def option(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    type: Callable[[str], Any] | None = None,
+    check: Callable[[Any], Any] | None = None,
+    choices: tuple[str, ...] | None = None,
+    metavar: str | None = None,
+    required: bool = False,
+):
+    """A command-line argument. ``type`` converts the text (default: the default's
+    type); ``check(value)`` returns the value to keep or raises ``ValueError`` saying
+    what is wrong (the flag is added to the message). A ``bool`` default of ``False``
+    makes a switch."""
+    meta = {"help": help, "type": type, "check": check, "choices": choices,
+            "metavar": metavar, "required": required}  # fmt: skip
+    return field(default=None if default is MISSING else default, metadata=meta)
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parser_for(cls: type, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    for f in fields(cls):
+        m = f.metadata
+        if "help" not in m:
+            continue
+        if f.default is False and m["type"] is None:
+            parser.add_argument(flag_name(f.name), dest=f.name, action="store_true", help=m["help"])
+            continue
+        convert = m["type"] or (type(f.default) if f.default is not None else str)
+        parser.add_argument(
+            flag_name(f.name), dest=f.name, type=convert, default=f.default, help=m["help"],
+            choices=m["choices"], metavar=m["metavar"], required=m["required"],
+        )  # fmt: skip
+    return parser
+
+
+def check_options(args: Any) -> None:
+    """Apply every field's ``check``; ``UsageError`` names the flag. Call it from the
+    arguments' ``__post_init__``."""
+    for f in fields(args):
+        check = f.metadata.get("check")
+        value = getattr(args, f.name)
+        if check is None or value is None:
+            continue
+        try:
+            setattr(args, f.name, check(value))
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{flag_name(f.name)}: {exc}") from None
+
+
+def parse(cls: type, argv: list[str] | None, description: str):
+    """Parse ``argv`` into ``cls`` (validated)."""
+    namespace = parser_for(cls, description).parse_args(argv)
+    return cls(**vars(namespace))
+
+
+# -- checks -------------------------------------------------------------------------
+def at_least(low: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if value < low:
+            raise ValueError(f"must be >= {low}, got {value}")
+        return value
+
+    return check
+
+
+def positive(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def non_negative(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"must be a finite number >= 0, got {value}")
+    return value
+
+
+def fraction(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def seed(value: int) -> int:
+    """A seed numpy, torch and Stable-Baselines3 all accept."""
+    if not 0 <= value < 2**32:
+        raise ValueError(f"must be in 0..{2**32 - 1}, got {value}")
+    return value
+
+
+def port(value: int) -> int:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a TCP port in 0..65535, got {value}")
+    return value
+
+
+def plain_name(value: str) -> str:
+    """A name that stays inside its parent folder: no separator, not empty, not a
+    dot name (a run name becomes ``runs/NAME``, which ``--overwrite`` deletes)."""
+    bad = "/\\\0" + os.sep + (os.altsep or "")
+    if not value or value in (".", "..") or any(c in value for c in bad):
+        raise ValueError(
+            f"must be a plain name (no '/' or '\\', not empty, not '.' or '..'), got {value!r}"
+        )
+    if value != value.strip():
+        raise ValueError(f"must not start or end with spaces, got {value!r}")
+    return value
+
+
+def output_file(path: Path) -> Path:
+    """A file to write: refused up front when it names a folder, or when its folder
+    cannot be created (a parent is a file, or not writable)."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; name a file")
+    _creatable(path.parent)
+    return path
+
+
+def output_dir(path: Path) -> Path:
+    """A folder to write into: refused up front when it names a file, or cannot be
+    created."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; name a directory")
+    _creatable(path)
+    return path
+
+
+def _creatable(folder: Path) -> None:
+    for ancestor in [folder, *folder.parents]:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ValueError(f"{ancestor} is a file, so {folder} cannot be created")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise ValueError(f"{ancestor} is not writable")
+            return
+
+
+# -- running ------------------------------------------------------------------------
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def run_cli(main: Callable[[], int]) -> int:
+    """Run a script's ``main``: the project's input errors (``InputError``: traces,
+    scenario, catalog, profile, weights, runs, settings) become ``error: ...`` and exit
+    code 2; Ctrl-C exits 130. Anything else is a bug and keeps its traceback. Warnings
+    print as one ``warning: ...`` line."""
+    warnings.formatwarning = _one_line_warning
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
