@@ -18,10 +18,11 @@ curve's ``timesteps``) are PPO steps: decisions, each held for ``action_repeat``
 requests in training (8 in the shipped config).
 
 The stages, in order: ``plan`` reads and validates every input (flags, config,
-scenario, traces, the run to resume) and touches no file; ``prepare_run_dir``
-creates (or, with ``--overwrite``, replaces) ``runs/NAME``; ``build_model`` makes a
-fresh PPO or loads the checkpoint; ``learn`` trains with validation and checkpoints;
-``finish`` saves the model, its normalisation, the config and the curve's plot.
+scenario, traces, the run to resume) and touches no file; ``build_model`` makes a
+fresh PPO or loads the newest readable checkpoint (still writing nothing);
+``prepare_run_dir`` creates (or, with ``--overwrite``, replaces) ``runs/NAME``;
+``learn`` trains with validation and checkpoints; ``finish`` saves the model, its
+normalisation, the config and the curve's plot.
 """
 
 from __future__ import annotations
@@ -343,8 +344,8 @@ def train_one(args: TrainArgs) -> int:
     val_env, specs = validation_episodes(
         p.scenario, p.val_traces, hp.ppo.episode_requests, hp.eval.episodes_per_family
     )
+    model, venv, done_steps = build_model(p)  # reads only: a failure here loses nothing
     prepare_run_dir(p)
-    model, venv, done_steps = build_model(p)
     nvec = val_env.action_space.nvec.tolist()
     resolved = resolved_config(
         p, nvec, int(venv.observation_space.shape[0]), val_env.system.profile.model_hash

@@ -65,6 +65,10 @@ class PPOSettings:
 
     def __post_init__(self) -> None:
         check_fields(self, "ppo")
+        if self.n_steps * self.n_envs < 2:  # PPO needs two samples to normalise advantages
+            raise SettingsError(
+                f"[ppo].n_steps: n_steps x n_envs is {self.n_steps * self.n_envs}, need >= 2"
+            )
 
 
 @dataclass

@@ -44,6 +44,7 @@ def _phase(results: list, k: int) -> dict:
         "cloud_answered": float(np.mean([r.path == "cloud" for r in results])),
         "policy_asked_cloud": float(np.mean([r.cut < k for r in results])),
         "mean_device_exit_block": float(np.mean(local_exits)) if local_exits else None,
+        "device_exit_blocks": {str(b): local_exits.count(b) for b in sorted(set(local_exits))},
         "deadline_miss_rate": float(np.mean([r.deadline_miss for r in results])),
         "latency_p95_ms": float(np.percentile([r.latency_s for r in results], 95) * 1e3),
         "fallbacks": {

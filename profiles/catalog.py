@@ -175,6 +175,7 @@ def _build(cls: type, name: str, raw: Any, where: str):
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     path = Path(path)
     raw = read_toml(path, "catalog", CatalogError)
+    check_keys(raw, ("devices", "radios", "clouds", "data_plan"), f"{path}:", CatalogError)
     tables = {}
     for key, cls in (("devices", Device), ("radios", Radio), ("clouds", Cloud)):
         section = raw.get(key)
@@ -187,6 +188,7 @@ def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     plan = raw.get("data_plan")
     if not isinstance(plan, dict) or "usd_per_gb" not in plan:
         raise CatalogError(f"{path}: [data_plan].usd_per_gb: missing")
+    check_keys(plan, ("usd_per_gb",), f"{path}: [data_plan]", CatalogError)
     usd_per_gb = check_number(
         plan["usd_per_gb"], f"{path}: [data_plan].usd_per_gb", low=0.0, error=CatalogError
     )

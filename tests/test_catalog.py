@@ -58,3 +58,12 @@ def test_unknown_names_and_files(tmp_path):
         load_catalog().device("toaster")
     with pytest.raises(CatalogError, match="catalog file not found"):
         load_catalog(tmp_path / "nope.toml")
+
+
+def test_unknown_tables_and_keys_are_refused_with_a_suggestion(tmp_path):
+    path = _mutated(tmp_path, "[data_plan]", "[data_plans]")
+    with pytest.raises(CatalogError, match=r"unknown key 'data_plans'; did you mean 'data_plan'"):
+        load_catalog(path)
+    path = _mutated(tmp_path, "gflops = 0.04", "glops = 0.04")
+    with pytest.raises(CatalogError, match=r"\[devices.mcu\]: unknown key 'glops'"):
+        load_catalog(path)
