@@ -99,6 +99,7 @@ class TailServer:
         for cut in range(1, self.n_blocks):
             self.shapes[cut] = tuple(arch.activation_shape(cut))
         self._queue: asyncio.Queue[_Job] | None = None
+        self._batcher_task: asyncio.Task | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tail")
         self._closing = False
         self._connections: set[asyncio.Task] = set()
@@ -266,7 +267,7 @@ class TailServer:
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
-        if getattr(self, "_batcher_task", None) is not None:
+        if self._batcher_task is not None:
             self._batcher_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._batcher_task
