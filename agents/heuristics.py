@@ -121,8 +121,10 @@ class Spinn:
         stats = predictor.stats
         final = float(stats.accuracy[system.k, system.n_thresholds - 1, 0])
         self.floor = final - tolerance
-        self.level = list(system.profile.codec_names["activation"]).index("int8+zlib")
-        self.cloud_level = list(system.profile.codec_names["input"]).index("png")
+        # int8+zlib for activations; PNG for an image input (else int8+zlib there too).
+        by_cut = system.profile.codecs_by_cut
+        self.level = by_cut[min(1, len(by_cut) - 1)].index("int8+zlib")
+        self.cloud_level = by_cut[0].index("png" if "png" in by_cut[0] else "int8+zlib")
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         view = ObservationView(observation)

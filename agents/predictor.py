@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.system import System
+from envs.system import System, early_exit_conf
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Predictor:
         self.system = s = system
         split = s.profile.splits["val"]
         k, n_thr, n_lvl = s.k, s.n_thresholds, s.n_levels
-        conf = split.exit_conf  # (K, N)
+        early_conf = early_exit_conf(split, s.has_exit)  # (K-1, N), -1 where no exit
         exit_ok = split.exit_correct
         shape = (k + 1, n_thr, n_lvl)
         device_s, p_off = np.zeros(shape), np.zeros(shape)
@@ -43,7 +43,7 @@ class Predictor:
         block_cum, exit_cum = np.array(s.block_cum), np.array(s.exit_cum)
         for t, threshold in enumerate(s.thresholds):
             early = threshold <= 1.0
-            fires = conf[:-1] >= threshold if early else np.zeros_like(conf[:-1], bool)
+            fires = early_conf >= threshold if early else np.zeros_like(early_conf, bool)
             # First exit (1-based block) that fires, K when none does before the last block.
             first = np.where(fires.any(0), fires.argmax(0) + 1, k)
             for cut in range(k + 1):

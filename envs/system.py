@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
+
 from envs.scenario import Scenario
 from profiles.catalog import Catalog, Cloud, Device, Radio, load_catalog
 from profiles.profile_io import Profile, load_profile
@@ -119,7 +121,9 @@ class System:
         self.n_samples = split.n
         # Per threshold and sample, the first early exit (1..K-1) whose confidence
         # reaches the threshold, 0 if none: the exit loop, done once instead of per step.
-        self.first_exit = [_first_exits(split.exit_conf[:-1], t) for t in self.thresholds]
+        self.has_exit = p.has_exit
+        early = early_exit_conf(split, self.has_exit)
+        self.first_exit = [_first_exits(early, t) for t in self.thresholds]
         self.exit_ok = split.exit_correct.tolist()
         self.sent = split.sent_bytes.tolist()
         self.final_ok = split.final_correct.tolist()
@@ -138,7 +142,9 @@ class System:
             raise ValueError(
                 f"accuracy_credit must be realized or expected, not {accuracy_credit!r}"
             )
-        self.leak = p.leakage.tolist()
+        # Leakage the reward charges: 0 where the profile could not measure it (inputs
+        # that are not images; ``profile.meta["leakage_reason"]`` says why).
+        self.leak = p.leakage_or_zero().tolist()
 
     def radio(self, family: str) -> Radio:
         return self.catalog.radio(self.scenario.radio_for(family))
@@ -183,11 +189,17 @@ class System:
         }
 
 
+def early_exit_conf(split, has_exit) -> np.ndarray:
+    """The early exits' confidences (blocks 1..K-1 x samples), -1 at blocks without an
+    exit so that no threshold makes one fire."""
+    conf = np.array(split.exit_conf[:-1], dtype=np.float32)
+    conf[~np.asarray(has_exit[:-1], bool)] = -1.0
+    return conf
+
+
 def _first_exits(conf, threshold: float) -> list[int]:
     """For each sample, 1 + the index of the first row of ``conf`` (blocks x samples)
     at or above ``threshold``; 0 where none is."""
-    import numpy as np
-
     fires = np.asarray(conf) >= threshold
     first = np.argmax(fires, axis=0) + 1
     return np.where(fires.any(axis=0), first, 0).tolist()
@@ -196,8 +208,6 @@ def _first_exits(conf, threshold: float) -> list[int]:
 def _calibrated_credit(split, n_bins: int = 20) -> tuple[list, list]:
     """Per sample, the accuracy of its confidence bin: per exit (bins of that exit's
     confidence), and per cut and level after the codec (bins of the final exit's)."""
-    import numpy as np
-
     def by_bin(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
         edges = np.unique(np.quantile(conf, np.linspace(0, 1, n_bins + 1)[1:-1]))
         bins = np.searchsorted(edges, conf, side="right")

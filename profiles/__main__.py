@@ -33,16 +33,18 @@ def main(argv: list[str] | None = None) -> int:
         f"[bold]{summary['path']}[/] model {summary['model_hash']}, "
         f"final accuracy {summary['final_accuracy']:.4f}"
     )
+    accuracy = {e["block"]: e["accuracy"] for e in summary["exits"]}
     blocks = Table("block", "FLOPs", "params", "output", "host µs", "exit µs", "exit acc")
-    for b, e in zip(summary["blocks"], summary["exits"], strict=True):
+    for b in summary["blocks"]:
+        shape = b["output_shape"]
         blocks.add_row(
             str(b["block"]),
             f"{b['flops']:,}",
             f"{b['params']:,}",
-            "x".join(map(str, b["output_shape"])),
+            "x".join(map(str, shape)),
             f"{b['host_us']:.1f}",
-            f"{b['exit_host_us']:.1f}",
-            f"{e['accuracy']:.4f}",
+            f"{b['exit_host_us']:.1f}" if b["has_exit"] else "-",
+            f"{accuracy[b['block']]:.4f}" if b["has_exit"] else "no exit",
         )
     console.print(blocks)
     cuts = Table("cut", "codec", "mean bytes", "accuracy", "leakage (SSIM)")
@@ -52,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
             c["codec"],
             f"{c['mean_bytes']:.0f}",
             f"{c['accuracy']:.4f}",
-            f"{c['leakage']:.3f}",
+            "-" if c["leakage"] is None else f"{c['leakage']:.3f}",
         )
     console.print(cuts)
+    if summary["leakage_reason"]:
+        console.print(f"leakage not measured: {summary['leakage_reason']}")
     console.print(f"host: {summary['host']}")
     return 0
 

@@ -16,6 +16,10 @@ level  cut 0       cut > 0      idea
 3      jpeg70      int8+zlib    affine uint8 then DEFLATE (ReLU zeros compress)
 4      jpeg40      int4+zlib    aggressive: 4-bit affine, packed, then DEFLATE
 =====  ==========  ===========  ===============================================
+
+The image codecs take one grey ``(H, W)`` / ``(1, H, W)`` or colour ``(3, H, W)`` uint8
+image and decode to the shape they were given. A model whose input is not such an
+image gets the tensor codecs at cut 0 too (``codecs_by_cut``).
 """
 
 from __future__ import annotations
@@ -53,10 +57,19 @@ class Codec(Protocol):
 
 
 def codec_name(cut: int, level: int) -> str:
-    """The codec that compression ``level`` means at ``cut``."""
+    """The codec that compression ``level`` means at ``cut`` for an image model (the
+    built-in one); a profile says it for any model (``Profile.codec_name``)."""
     if not 0 <= level < N_LEVELS:
         raise CodecError(f"compression level must be in 0..{N_LEVELS - 1}, got {level}")
     return INPUT_CODECS[level] if cut == 0 else ACTIVATION_CODECS[level]
+
+
+def codecs_by_cut(n_cuts: int, input_kind: str) -> list[list[str]]:
+    """The codec of each level at each cut ``0..n_cuts-1``: the image codecs at cut 0
+    when the input is a uint8 image (``input_kind == "image"``), the tensor codecs
+    everywhere else (cut 0 then sends the model's float input)."""
+    first = INPUT_CODECS if input_kind == "image" else ACTIVATION_CODECS
+    return [list(first)] + [list(ACTIVATION_CODECS) for _ in range(1, n_cuts)]
 
 
 def _pack(codec_id: int, shape: tuple[int, ...], scale: float, offset: float, payload: bytes):
@@ -182,27 +195,45 @@ class _Affine:
         return (q.astype(np.float32) * np.float32(h.scale) + np.float32(h.offset)).reshape(h.shape)
 
 
-def _check_image(array: np.ndarray) -> np.ndarray:
+def _check_uint8(array: np.ndarray) -> np.ndarray:
     a = np.asarray(array)
     if a.dtype != np.uint8:
-        raise CodecError(f"input codecs take uint8 images, got {a.dtype}")
-    if a.ndim == 3 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != 2 or a.size == 0:
-        raise CodecError(f"input codecs take one grey image (H, W) or (1, H, W), got {a.shape}")
+        raise CodecError(f"input codecs take uint8 arrays, got {a.dtype}")
+    if not 1 <= a.ndim <= MAX_NDIM or a.size == 0:
+        raise CodecError(f"array shape {a.shape} not supported (1..{MAX_NDIM} dims, non-empty)")
     return np.ascontiguousarray(a)
 
 
+def _check_image(array: np.ndarray) -> np.ndarray:
+    """One image: ``(H, W)`` or ``(1, H, W)`` grey, ``(3, H, W)`` colour."""
+    a = _check_uint8(array)
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[0] in (1, 3))):
+        raise CodecError(
+            f"image codecs take one image (H, W), (1, H, W) or (3, H, W), got {a.shape}"
+        )
+    return a
+
+
+def _pil_mode(shape: tuple[int, ...]) -> str:
+    return "RGB" if len(shape) == 3 and shape[0] == 3 else "L"
+
+
+def _hw(shape: tuple[int, ...]) -> tuple[int, int]:
+    return (shape[-2], shape[-1])
+
+
 class _RawImage:
+    """The uint8 input as it is, any shape."""
+
     name = "raw"
 
     def encode(self, array: np.ndarray) -> bytes:
-        a = _check_image(array)
+        a = _check_uint8(array)
         return _pack(_ID[self.name], a.shape, 1.0, 0.0, a.tobytes())
 
     def decode(self, data: bytes) -> np.ndarray:
         h = _expect(data, self.name)
-        if len(h.shape) != 2 or len(h.payload) != h.shape[0] * h.shape[1]:
+        if len(h.payload) != int(np.prod(h.shape)):
             raise CodecError(f"raw: payload is {len(h.payload)} bytes for shape {h.shape}")
         return np.frombuffer(h.payload, dtype=np.uint8).reshape(h.shape).copy()
 
@@ -215,32 +246,39 @@ class _PillowImage:
         from PIL import Image
 
         a = _check_image(array)
+        mode = _pil_mode(a.shape)
+        pixels = np.ascontiguousarray(a.transpose(1, 2, 0)) if mode == "RGB" else a.reshape(
+            _hw(a.shape))  # fmt: skip
         buf = io.BytesIO()
         options = {"optimize": True}
         if self.quality is not None:
             options["quality"] = self.quality
-        Image.fromarray(a, mode="L").save(buf, format=self.fmt, **options)
+        Image.fromarray(pixels, mode=mode).save(buf, format=self.fmt, **options)
         return _pack(_ID[self.name], a.shape, 1.0, 0.0, buf.getvalue())
 
     def decode(self, data: bytes) -> np.ndarray:
         from PIL import Image
 
         h = _expect(data, self.name)
-        if len(h.shape) != 2:
-            raise CodecError(f"{self.name}: shape {h.shape} is not (H, W)")
+        if not (len(h.shape) == 2 or (len(h.shape) == 3 and h.shape[0] in (1, 3))):
+            raise CodecError(f"{self.name}: shape {h.shape} is not an image")
+        mode = _pil_mode(h.shape)
+        height, width = _hw(h.shape)
         try:
             with Image.open(io.BytesIO(bytes(h.payload)), formats=[self.fmt]) as img:
                 # Check the declared size before decoding pixels: no decompression bomb.
-                if img.size != (h.shape[1], h.shape[0]) or img.mode != "L":
+                if img.size != (width, height) or img.mode != mode:
                     raise CodecError(
-                        f"{self.name}: image is {img.size} {img.mode}, header says {h.shape} L"
+                        f"{self.name}: image is {img.size} {img.mode}, header says {h.shape} {mode}"
                     )
-                out = np.asarray(img.convert("L"), dtype=np.uint8)
+                out = np.asarray(img.convert(mode), dtype=np.uint8)
         except CodecError:
             raise
         except Exception as exc:  # Pillow raises several types on corrupt data
             raise CodecError(f"{self.name}: payload is not a valid {self.fmt} ({exc})") from exc
-        return out.copy()
+        if mode == "RGB":
+            out = out.transpose(2, 0, 1)
+        return np.ascontiguousarray(out).reshape(h.shape).copy()
 
 
 CODECS: dict[str, Codec] = {

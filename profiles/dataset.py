@@ -116,3 +116,9 @@ def load_splits(override: str | os.PathLike | None = None) -> dict[str, Split]:
 def to_tensor_input(images: np.ndarray) -> np.ndarray:
     """uint8 images (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1], as the model expects."""
     return (images.astype(np.float32) / 255.0)[:, None, :, :]
+
+
+def load() -> dict:
+    """The data contract's ``load`` for Fashion-MNIST (``profiles.dataset:load``): the
+    deterministic splits as ``(inputs, labels)``, inputs ``(N, 1, 28, 28)`` uint8."""
+    return {name: (s.images[:, None], s.labels) for name, s in load_splits().items()}

@@ -17,7 +17,8 @@ from torch.nn import functional as F
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
-    """Mean SSIM per image of two batches (N, 1, H, W) in [0, 1], uniform window."""
+    """Mean SSIM per image of two batches (N, C, H, W) in [0, 1], uniform window (the
+    mean over channels for colour images)."""
     c1, c2 = 0.01**2, 0.03**2
     pad = window // 2
 
@@ -35,15 +36,27 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
 
 
 class InversionDecoder(nn.Module):
-    """Activation (C, H, W) with H in {7, 14} -> image (1, 28, 28)."""
+    """What the attacker trains: a received tensor -> the input image ``(C, H, W)``.
+    A spatial tensor ``(C', H', W')`` goes through 3x3 convolutions, upsampled by 2 until
+    the image's size (then resized exactly); any other shape through a small MLP."""
 
-    def __init__(self, channels: int, size: int) -> None:
+    def __init__(self, received_shape: tuple[int, ...], image_shape: tuple[int, int, int]):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU()]
-        while size < 28:
-            layers += [nn.Upsample(scale_factor=2), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU()]
-            size *= 2
-        layers += [nn.Conv2d(32, 1, 3, padding=1), nn.Sigmoid()]
+        channels, height, width = image_shape
+        if len(received_shape) == 3:
+            c, h, w = received_shape
+            layers: list[nn.Module] = [nn.Conv2d(c, 32, 3, padding=1), nn.ReLU()]
+            while min(h, w) < min(height, width):
+                layers += [nn.Upsample(scale_factor=2), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU()]
+                h, w = 2 * h, 2 * w
+            if (h, w) != (height, width):
+                layers.append(nn.Upsample(size=(height, width)))
+            layers += [nn.Conv2d(32, channels, 3, padding=1), nn.Sigmoid()]
+        else:
+            n_in = int(np.prod(received_shape))
+            layers = [nn.Flatten(), nn.Linear(n_in, 256), nn.ReLU(),
+                      nn.Linear(256, channels * height * width), nn.Sigmoid(),
+                      nn.Unflatten(1, (channels, height, width))]  # fmt: skip
         self.net = nn.Sequential(*layers)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -55,8 +68,7 @@ def train_inversion(
 ) -> InversionDecoder:
     """Fit a decoder on (activation, image) pairs of the train split."""
     torch.manual_seed(seed)
-    _, c, h, _ = activations.shape
-    decoder = InversionDecoder(c, h)
+    decoder = InversionDecoder(tuple(activations.shape[1:]), tuple(images.shape[1:]))
     opt = torch.optim.Adam(decoder.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -80,3 +92,20 @@ def reconstruction_ssim(
         x = torch.from_numpy(received)
         recon = x if decoder is None else decoder(x)
         return float(ssim(recon.clamp(0, 1), target).mean().clamp(0, 1))
+
+
+def applicability(input_shape: tuple[int, ...], low: float, high: float) -> str | None:
+    """Why the attack cannot score inputs of this shape and value range, or ``None``
+    when it can: SSIM compares images ``(C, H, W)`` with values in [0, 1], at least as
+    large as its 7x7 window."""
+    if len(input_shape) != 3 or min(input_shape[1:]) < 7:
+        return (
+            f"the inputs are not images (shape {tuple(input_shape)}, not (C, H, W) with H, W "
+            ">= 7): SSIM, the leakage measure, compares images"
+        )
+    if low < 0.0 or high > 1.0:
+        return (
+            f"the model's inputs span [{low:.3g}, {high:.3g}], not [0, 1]: SSIM's constants "
+            "assume pixel values in [0, 1]"
+        )
+    return None

@@ -9,13 +9,13 @@ device runs ``head``, the cloud runs ``tail``.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from profiles.multiexit import model_hash
 from settings.tables import InputError
 
 
@@ -89,6 +89,11 @@ class MultiExitCNN(nn.Module):
     def n_blocks(self) -> int:
         return self.arch.n_blocks
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One sample's shape, as the model contract asks (``profiles.multiexit``)."""
+        return self.arch.activation_shape(0)
+
     def head(self, cut: int, x: torch.Tensor) -> torch.Tensor:
         """Blocks ``1..cut`` (the device side). ``cut=0`` returns the input."""
         self._check_cut(cut)
@@ -121,15 +126,6 @@ class MultiExitCNN(nn.Module):
     def _check_cut(self, cut: int) -> None:
         if not 0 <= cut <= self.n_blocks:
             raise ValueError(f"cut must be in 0..{self.n_blocks}, got {cut}")
-
-
-def model_hash(model: MultiExitCNN) -> str:
-    """SHA-256 of the architecture and every parameter and buffer, in a fixed order."""
-    digest = hashlib.sha256(repr(sorted(model.arch.to_dict().items())).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def save_weights(model: MultiExitCNN, path: Path, metadata: dict) -> None:
@@ -187,3 +183,10 @@ def load_model(path: str | Path, *, expected_hash: str | None = None) -> MultiEx
             f"{path}: model hash {model_hash(model)} does not match the expected {expected_hash}"
         )
     return model
+
+
+def build() -> MultiExitCNN:
+    """The shipped model, trained (the model contract's ``build``: ``profiles.model:build``)."""
+    from profiles import DEFAULT_WEIGHTS
+
+    return load_model(DEFAULT_WEIGHTS)

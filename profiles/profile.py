@@ -1,18 +1,23 @@
 """Measure a trained multi-exit model and write its profile.
 
-    python -m profiles.profile [--weights FILE] [--out FILE] [--quick]
+    python -m profiles.profile [--model M:F] [--data M:F] [--out FILE] [--quick]
+    python -m profiles.profile --latency-only --out FILE   # re-time on this host
 
-What is measured, and how, is described in ``profiles/profile_io.py``. Latencies are
-taken on this host at batch 1 with one thread (median of ``--repeats`` runs after a
-warm-up); everything else is computed on every sample of the ``val`` and ``test``
-splits. ``--quick`` measures a subset (for tests), never the shipped profile.
+Any model and data of the contract in ``profiles.multiexit`` (default: the built-in
+CNN and Fashion-MNIST); shapes, the class count, the block count, which blocks have
+exits and which codecs apply at cut 0 all come from the model and its data. What is
+measured, and how, is described in ``profiles/profile_io.py``. Latencies are taken on
+this host at batch 1 with one thread (median of ``--repeats`` runs after a warm-up);
+everything else is computed on every sample of the ``val`` and ``test`` splits.
+``--quick`` measures a subset (for tests), never a shipped profile.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +25,26 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from profiles import DEFAULT_PROFILE, DEFAULT_WEIGHTS, codecs
-from profiles.dataset import load_splits, to_tensor_input
+from profiles import DEFAULT_PROFILE, codecs
 from profiles.host import describe_machine, median_time
-from profiles.leakage import reconstruction_ssim, train_inversion
-from profiles.model import MultiExitCNN, load_model, model_hash
-from profiles.profile_io import LEAKAGE_METRIC, SPLITS, save_profile
+from profiles.leakage import applicability, reconstruction_ssim, train_inversion
+from profiles.multiexit import (
+    ModelSpec,
+    build_model,
+    forward_all,
+    head,
+    input_kind,
+    load_data,
+    tail,
+    to_model_input,
+)
+from profiles.profile_io import LEAKAGE_METRIC, SPLITS, load_profile, save_profile
+from settings.cli import at_least, check_options, option, output_file, parse, run_cli
 
 console = Console()
+BATCH = 500
+LEAK_EVAL = 1000  # test samples scored per cut and level
+BUILTIN_MODEL, BUILTIN_DATA = "profiles.model:build", "profiles.dataset:load"
 
 
 def describe_host() -> dict:
@@ -35,44 +52,81 @@ def describe_host() -> dict:
             "date": dt.date.today().isoformat()}  # fmt: skip
 
 
-def block_flops(model: MultiExitCNN) -> tuple[list[int], list[int]]:
-    """FLOPs of each block and of each exit head, counted from the layer shapes."""
-    arch, blocks, exits = model.arch, [], []
-    c_in, size = arch.in_channels, arch.image_size
-    for b, c_out in enumerate(arch.channels, start=1):
-        hw = size * size
-        flops = 2 * c_in * 9 * c_out * hw + 2 * c_out * hw + c_out * hw  # conv, BN, ReLU
-        if b in arch.pool_after:
-            flops += c_out * hw
-            size //= 2
-        blocks.append(flops)
-        pooled = c_out * (size // 2) ** 2
-        exits.append(c_out * size * size + 2 * pooled * arch.n_classes)
-        c_in = c_out
+# -- FLOPs, from the leaf modules a forward pass runs ---------------------------------------
+_FREE = ("Dropout", "Identity", "Flatten", "Unflatten")
+_POINTWISE = ("ReLU", "ReLU6", "LeakyReLU", "Hardswish", "Hardsigmoid", "SiLU", "GELU",
+              "Sigmoid", "Tanh", "ELU", "Softmax")  # fmt: skip
+
+
+def _leaf_flops(module: torch.nn.Module, inputs, output) -> int:
+    name = type(module).__name__
+    out = output.numel() if isinstance(output, torch.Tensor) else 0
+    if isinstance(module, torch.nn.modules.conv._ConvNd):
+        per_output = module.in_channels // module.groups * int(np.prod(module.kernel_size))
+        return 2 * out * per_output + (out if module.bias is not None else 0)
+    if isinstance(module, torch.nn.Linear):
+        return 2 * out * module.in_features + (out if module.bias is not None else 0)
+    if name.startswith(("BatchNorm", "LayerNorm", "GroupNorm", "InstanceNorm")):
+        return 2 * out
+    if name in _FREE:
+        return 0
+    if "Pool" in name:
+        return inputs[0].numel() if inputs and isinstance(inputs[0], torch.Tensor) else out
+    return out  # pointwise activations, and anything else, as one operation per output
+
+
+def count_flops(model, spec: ModelSpec) -> tuple[list[int], list[int]]:
+    """FLOPs of each block and each exit head at batch 1 (0 where there is no exit),
+    counted from the shapes the leaf modules see (multiply-add = 2; operations written
+    outside modules, such as a residual addition, are not counted)."""
+    seen: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(_leaf_flops(m, i, o)))
+             for m in model.modules() if not list(m.children())]  # fmt: skip
+    blocks, exits = [], []
+    try:
+        with torch.inference_mode():
+            h = torch.zeros(1, *spec.input_shape)
+            for block, exit_head in zip(model.blocks, model.exits, strict=True):
+                seen.clear()
+                h = block(h)
+                blocks.append(sum(seen))
+                seen.clear()
+                if exit_head is not None:
+                    exit_head(h)
+                exits.append(sum(seen))
+    finally:
+        for hook in hooks:
+            hook.remove()
     return blocks, exits
 
 
-def leaf_ops(module: torch.nn.Module) -> int:
+def leaf_ops(module: torch.nn.Module | None) -> int:
     """Operators a forward pass dispatches (leaf modules)."""
+    if module is None:
+        return 0
     return sum(1 for m in module.modules() if not list(m.children()))
 
 
-def measure_latency(model: MultiExitCNN, repeats: int) -> dict[str, list[float] | float]:
-    """Per-block and per-exit latency at batch 1 on one thread, and the framework's
-    per-operator dispatch cost (a chain of ReLUs on a 1-element tensor), so that the
-    compute part of each latency can be told from the interpreter's part."""
+def measure_latency(model, spec: ModelSpec, repeats: int) -> dict:
+    """Per-block and per-exit latency at batch 1 on one thread (0 where there is no
+    exit), and the framework's per-operator dispatch cost (a chain of ReLUs on a
+    1-element tensor), so that the compute part of each latency can be told from the
+    interpreter's part."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     block_s, exit_s = [], []
     try:
         with torch.inference_mode():
-            h = torch.rand(1, *model.arch.activation_shape(0))
-            for b in range(1, model.n_blocks + 1):
-                block, exit_head, x = model.blocks[b - 1], model.exits[b - 1], h
+            h = torch.rand(1, *spec.input_shape)
+            for block, exit_head in zip(model.blocks, model.exits, strict=True):
+                x = h
                 block_s.append(median_time(lambda: block(x), repeats, repeats // 5))  # noqa: B023
                 h = block(x)
                 y = h
-                exit_s.append(median_time(lambda: exit_head(y), repeats, repeats // 5))  # noqa: B023
+                exit_s.append(
+                    0.0 if exit_head is None
+                    else median_time(lambda: exit_head(y), repeats, repeats // 5)  # noqa: B023
+                )  # fmt: skip
             chain = torch.nn.Sequential(*[torch.nn.ReLU() for _ in range(16)])
             tiny = torch.rand(1)
             dispatch = median_time(lambda: chain(tiny), repeats, repeats // 5) / 16
@@ -81,58 +135,75 @@ def measure_latency(model: MultiExitCNN, repeats: int) -> dict[str, list[float] 
     return {"block_s": block_s, "exit_s": exit_s, "dispatch_s": dispatch}
 
 
-def _activations(model: MultiExitCNN, x: torch.Tensor, cut: int) -> np.ndarray:
+# -- per-sample measurements ------------------------------------------------------------
+def _batched(fn, x: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return np.concatenate(
-            [model.head(cut, x[i : i + 1000]).numpy() for i in range(0, len(x), 1000)]
+            [fn(torch.from_numpy(x[i : i + BATCH])).numpy() for i in range(0, len(x), BATCH)]
         )
 
 
-def _tail_correct(model: MultiExitCNN, cut: int, h: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        preds = np.concatenate(
-            [
-                model.tail(cut, torch.from_numpy(h[i : i + 1000])).argmax(1).numpy()
-                for i in range(0, len(h), 1000)
-            ]
-        )
-    return preds == labels
+@dataclass(frozen=True)
+class Plan:
+    """What the profiler measures for one model: which codecs at each cut."""
+
+    spec: ModelSpec
+    kind: str  # "image" or "tensor"
+    codecs_by_cut: list[list[str]]
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.codecs_by_cut[0])
+
+    def sent_at(self, model, cut: int, inputs: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """What leaves the device at ``cut``: the uint8 images themselves where the
+        image codecs apply, else the model's input or a block's output (float32)."""
+        if cut == 0:
+            return inputs if self.kind == "image" else x
+        return _batched(lambda t: head(model, cut, t), x)
+
+    def received(self, cut: int, decoded: np.ndarray) -> np.ndarray:
+        """What the cloud's tail takes from the decoded tensors."""
+        return to_model_input(decoded) if cut == 0 and self.kind == "image" else decoded
 
 
-def measure_split(model: MultiExitCNN, images: np.ndarray, labels: np.ndarray, progress) -> dict:
+def measure_split(model, plan: Plan, inputs: np.ndarray, labels: np.ndarray, progress) -> dict:
     """Exit confidences, encoded sizes and post-codec correctness for every sample."""
-    k, n_levels, n = model.n_blocks, codecs.N_LEVELS, len(labels)
-    x = torch.from_numpy(to_tensor_input(images))
+    k, n_levels, n = plan.spec.n_blocks, plan.n_levels, len(labels)
+    x = to_model_input(inputs)
+    outs = [[] for _ in range(k)]
     with torch.inference_mode():
-        outs = [
-            torch.cat(o)
-            for o in zip(
-                *(model.forward_all(x[i : i + 1000]) for i in range(0, n, 1000)), strict=True
-            )
-        ]  # noqa: E501
-    probs = [torch.softmax(o, 1) for o in outs]
-    exit_conf = np.stack([p.max(1).values.numpy() for p in probs]).astype(np.float32)
-    exit_correct = np.stack([(p.argmax(1).numpy() == labels) for p in probs])
+        for i in range(0, n, BATCH):
+            for b, logits in enumerate(forward_all(model, torch.from_numpy(x[i : i + BATCH]))):
+                outs[b].append(None if logits is None else torch.softmax(logits, 1))
+    exit_conf = np.zeros((k, n), np.float32)
+    exit_correct = np.zeros((k, n), bool)
+    for b in range(k):
+        if plan.spec.has_exit[b]:
+            probs = torch.cat(outs[b])
+            exit_conf[b] = probs.max(1).values.numpy()
+            exit_correct[b] = probs.argmax(1).numpy() == labels
     sent_bytes = np.zeros((k, n_levels, n), np.int32)
     final_correct = np.zeros((k, n_levels, n), bool)
     task = progress.add_task("  encode/decode/tail", total=k * n_levels)
     decoded_for_leak: dict[tuple[int, int], np.ndarray] = {}
     for cut in range(k):
-        sent = images if cut == 0 else _activations(model, x, cut)
+        sent = plan.sent_at(model, cut, inputs, x)
         for level in range(n_levels):
-            codec = codecs.get(codecs.codec_name(cut, level))
-            decoded = np.empty(sent.shape, np.float32 if cut else np.uint8)
+            codec = codecs.get(plan.codecs_by_cut[cut][level])
+            decoded = np.empty(sent.shape, sent.dtype)
             for i in range(n):
                 blob = codec.encode(sent[i])
                 sent_bytes[cut, level, i] = len(blob)
                 decoded[i] = codec.decode(blob)
-            received = to_tensor_input(decoded) if cut == 0 else decoded
-            final_correct[cut, level] = _tail_correct(model, cut, received, labels)
+            received = plan.received(cut, decoded)
+            logits = _batched(lambda t, c=cut: tail(model, c, t), received)
+            final_correct[cut, level] = logits.argmax(1) == labels
             decoded_for_leak[(cut, level)] = received[:LEAK_EVAL]
             progress.advance(task)
     progress.remove_task(task)
     return {
-        "labels": labels.astype(np.int16),
+        "labels": labels.astype(np.int16 if plan.spec.n_classes < 2**15 else np.int64),
         "exit_conf": exit_conf,
         "exit_correct": exit_correct,
         "sent_bytes": sent_bytes,
@@ -141,120 +212,137 @@ def measure_split(model: MultiExitCNN, images: np.ndarray, labels: np.ndarray, p
     }
 
 
-def measure_encode_time(model: MultiExitCNN, images: np.ndarray, repeats: int) -> np.ndarray:
-    """Host time to encode one sample, per cut and level. Activation codecs are timed
-    on a batch of 64 samples encoded as one tensor and divided by 64: the per-call
+def measure_encode_time(model, plan: Plan, inputs: np.ndarray, repeats: int) -> np.ndarray:
+    """Host time to encode one sample, per cut and level. Tensor codecs are timed on a
+    batch of 64 samples (fewer for large tensors) encoded as one tensor and divided by
+    the batch size: the per-call
     interpreter overhead is amortised and what remains is the per-sample work
     (quantisation, DEFLATE) that a device's C implementation would also do. Image
     codecs run in C inside Pillow and are timed per image (median over 8 images)."""
-    k = model.n_blocks
-    out = np.zeros((k, codecs.N_LEVELS))
-    x = torch.from_numpy(to_tensor_input(images[:64]))
+    k = plan.spec.n_blocks
+    out = np.zeros((k, plan.n_levels))
+    largest = max(int(np.prod(s)) for s in plan.spec.activation_shapes[:k])
+    n = max(1, min(64, codecs.MAX_ELEMENTS // largest))  # one tensor within the codec's cap
+    x = to_model_input(inputs[:n])
     for cut in range(k):
-        for level in range(codecs.N_LEVELS):
-            codec = codecs.get(codecs.codec_name(cut, level))
-            if cut == 0:
+        sent = plan.sent_at(model, cut, inputs[:n], x)
+        for level in range(plan.n_levels):
+            codec = codecs.get(plan.codecs_by_cut[cut][level])
+            if cut == 0 and plan.kind == "image":
                 out[cut, level] = statistics.median(
-                    median_time(lambda s=s, c=codec: c.encode(s), repeats, 3) for s in images[:8]
+                    median_time(lambda s=s, c=codec: c.encode(s), repeats, 3) for s in sent[:8]
                 )
             else:
-                batch = _activations(model, x, cut)
+                batch = sent.reshape(len(sent), -1) if sent.ndim > codecs.MAX_NDIM else sent
                 out[cut, level] = median_time(lambda b=batch, c=codec: c.encode(b), repeats, 3)
-                out[cut, level] /= 64
+                out[cut, level] /= len(sent)
     return out
 
 
-LEAK_EVAL = 1000  # test images scored per cut and level
-
-
-def measure_leakage(model, splits, decoded_test, n_train: int, epochs: int, progress) -> np.ndarray:
-    k = model.n_blocks
-    leakage = np.zeros((k, codecs.N_LEVELS))
-    target = to_tensor_input(splits["test"].images[:LEAK_EVAL])
-    train_x = torch.from_numpy(to_tensor_input(splits["train"].images[:n_train]))
+def measure_leakage(model, plan: Plan, splits, decoded_test, n_train: int, epochs: int,
+                    progress) -> tuple[np.ndarray, str | None]:  # fmt: skip
+    """SSIM of the inversion attack per cut and level, or NaN and the reason where it
+    does not apply."""
+    k, spec = plan.spec.n_blocks, plan.spec
+    train_x = to_model_input(splits["train"].inputs[:n_train])
+    why = applicability(spec.input_shape, float(train_x.min()), float(train_x.max()))
+    if why is not None:
+        return np.full((k, plan.n_levels), np.nan), why
+    leakage = np.zeros((k, plan.n_levels))
+    target = to_model_input(splits["test"].inputs[:LEAK_EVAL])
+    train_t = torch.from_numpy(train_x)
     task = progress.add_task("  inversion attacks", total=k)
     for cut in range(k):
         decoder = None
         if cut > 0:
-            acts = torch.from_numpy(_activations(model, train_x, cut))
-            decoder = train_inversion(acts, train_x, epochs=epochs, seed=cut)
-        for level in range(codecs.N_LEVELS):
+            acts = torch.from_numpy(_batched(lambda t, c=cut: head(model, c, t), train_x))
+            decoder = train_inversion(acts, train_t, epochs=epochs, seed=cut)
+        for level in range(plan.n_levels):
             leakage[cut, level] = reconstruction_ssim(decoder, decoded_test[(cut, level)], target)
         progress.advance(task)
-    return leakage
+    return leakage, None
 
 
-def run(weights: Path, out: Path, *, quick: bool, repeats: int, leak_train: int, leak_epochs: int):
-    model = load_model(weights)
-    digest = model_hash(model)
-    splits = load_splits()
+# -- the command ---------------------------------------------------------------------------
+def run(model_ref: str, data_ref: str, out: Path, *, quick: bool, repeats: int,
+        leak_train: int, leak_epochs: int) -> None:  # fmt: skip
+    model, spec = build_model(model_ref)
+    splits = load_data(data_ref, spec)
     if quick:
-        splits = {name: type(s)(s.images[:300], s.labels[:300]) for name, s in splits.items()}
-    console.print(f"profiling {weights} (hash {digest})")
-    latency = measure_latency(model, repeats)
-    flops, exit_flops = block_flops(model)
+        splits = {name: type(s)(s.inputs[:300], s.labels[:300]) for name, s in splits.items()}
+    kind = input_kind(spec, splits["test"].inputs.dtype)
+    plan = Plan(spec, kind, codecs.codecs_by_cut(spec.n_blocks, kind))
+    console.print(
+        f"profiling {model_ref} (hash {spec.model_hash}) on {data_ref}: {spec.n_blocks} blocks, "
+        f"input {spec.input_shape} ({kind}), {spec.n_classes} classes"
+    )
+    latency = measure_latency(model, spec, repeats)
+    flops, exit_flops = count_flops(model, spec)
     arrays: dict[str, np.ndarray] = {
         "block_flops": np.array(flops, np.int64),
         "exit_flops": np.array(exit_flops, np.int64),
         "block_params": np.array([sum(p.numel() for p in b.parameters()) for b in model.blocks]),
-        "block_shape": np.array([model.arch.activation_shape(b) for b in range(1, 6)]),
         "block_host_s": np.array(latency["block_s"]),
         "exit_host_s": np.array(latency["exit_s"]),
         "block_ops": np.array([leaf_ops(b) for b in model.blocks]),
         "exit_ops": np.array([leaf_ops(e) for e in model.exits]),
         "dispatch_host_s": np.array(latency["dispatch_s"]),
-        "encode_host_s": measure_encode_time(model, splits["test"].images, 10 if quick else 50),
+        "encode_host_s": measure_encode_time(
+            model, plan, splits["test"].inputs, 10 if quick else 50
+        ),
     }
     decoded_test = None
     with Progress(console=console) as progress:
         for split in SPLITS:
             progress.console.print(f"split {split}: {len(splits[split].labels)} samples")
-            measured = measure_split(model, splits[split].images, splits[split].labels, progress)
+            measured = measure_split(model, plan, splits[split].inputs, splits[split].labels,
+                                     progress)  # fmt: skip
             decoded = measured.pop("_decoded")
             if split == "test":
                 decoded_test = decoded
             arrays.update({f"{split}_{key}": value for key, value in measured.items()})
-        arrays["leakage"] = measure_leakage(
-            model, splits, decoded_test, leak_train, leak_epochs, progress
+        arrays["leakage"], why = measure_leakage(
+            model, plan, splits, decoded_test, leak_train, leak_epochs, progress
         )
     meta = {
-        "model_hash": digest,
-        "weights": weights.name,
-        "arch": model.arch.to_dict(),
-        "dataset": "Fashion-MNIST (Xiao, Rasul, Vollgraf, 2017)",
+        "model_hash": spec.model_hash,
+        "model": model_ref,
+        "data": data_ref,
+        "input_shape": list(spec.input_shape),
+        "input_kind": kind,
+        "n_classes": spec.n_classes,
+        "has_exit": list(spec.has_exit),
+        "activation_shapes": [list(s) for s in spec.activation_shapes],
+        "codecs_by_cut": plan.codecs_by_cut,
         "host": describe_host(),
         "latency_repeats": repeats,
-        "codecs": {
-            "input": list(codecs.INPUT_CODECS),
-            "activation": list(codecs.ACTIVATION_CODECS),
-        },
         "leakage_metric": LEAKAGE_METRIC,
-        "leakage_attack": {"train_images": leak_train, "epochs": leak_epochs, "eval": LEAK_EVAL},
+        "leakage_reason": why,
+        "leakage_attack": {"train_samples": leak_train, "epochs": leak_epochs, "eval": LEAK_EVAL},
         "quick": quick,
     }
     save_profile(out, meta, arrays)
     console.print(f"wrote {out}")
 
 
-def remeasure_latency(weights: Path, path: Path, repeats: int) -> None:
+def remeasure_latency(path: Path, repeats: int, model_ref: str | None = None) -> None:
     """Re-time an existing profile's latencies on this host (blocks, exits, dispatch,
     encoders), keeping everything else. For a quiet machine, or another host."""
     import json
 
-    model = load_model(weights)
+    profile = load_profile(path)
+    model, spec = build_model(model_ref or profile.meta["model"])
+    profile.check_model_hash(spec.model_hash)
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     meta = json.loads(str(arrays.pop("meta_json")))
-    if meta["model_hash"] != model_hash(model):
-        raise SystemExit(
-            f"error: {path}: profile of model {meta['model_hash']}, weights are {model_hash(model)}"
-        )
-    latency = measure_latency(model, repeats)
+    latency = measure_latency(model, spec, repeats)
     arrays["block_host_s"] = np.array(latency["block_s"])
     arrays["exit_host_s"] = np.array(latency["exit_s"])
     arrays["dispatch_host_s"] = np.array(latency["dispatch_s"])
-    images = load_splits()["test"].images
-    arrays["encode_host_s"] = measure_encode_time(model, images, 50)
+    splits = load_data(profile.meta["data"], spec)
+    plan = Plan(spec, profile.input_kind, profile.codecs_by_cut)
+    arrays["encode_host_s"] = measure_encode_time(model, plan, splits["test"].inputs, 50)
     meta["host"] = describe_host()
     meta["latency_repeats"] = repeats
     save_profile(path, meta, arrays)
@@ -265,34 +353,41 @@ def remeasure_latency(weights: Path, path: Path, repeats: int) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Measure a multi-exit model into a profile.")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
-    parser.add_argument("--out", type=Path, default=DEFAULT_PROFILE)
-    parser.add_argument("--repeats", type=int, default=400)
-    parser.add_argument("--leak-train", type=int, default=10000)
-    parser.add_argument("--leak-epochs", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="300 samples per split (tests)")
-    parser.add_argument(
-        "--latency-only",
-        action="store_true",
-        help="re-time the latencies of an existing profile (--out) on this host",
-    )
-    args = parser.parse_args(argv)
-    if args.latency_only:
-        remeasure_latency(args.weights, args.out, args.repeats)
-        return
-    if args.quick:
-        args.repeats, args.leak_train, args.leak_epochs = 30, 600, 1
-    run(
-        args.weights,
-        args.out,
-        quick=args.quick,
-        repeats=args.repeats,
-        leak_train=args.leak_train,
-        leak_epochs=args.leak_epochs,
-    )
+@dataclass
+class ProfileArgs:
+    """The profiler's command line."""
+
+    model: str = option(BUILTIN_MODEL, "the model's build function, module:function or "
+                        "path/to/file.py:function")  # fmt: skip
+    data: str = option(BUILTIN_DATA, "the data's load function, module:function or "
+                       "path/to/file.py:function")  # fmt: skip
+    out: Path = option(DEFAULT_PROFILE, "the profile to write (.npz)", type=Path,
+                       check=output_file)  # fmt: skip
+    repeats: int = option(400, "timing runs per block and exit", check=at_least(3))
+    leak_train: int = option(10000, "training samples of the inversion attack", check=at_least(1))
+    leak_epochs: int = option(3, "epochs of the inversion attack", check=at_least(1))
+    quick: bool = option(False, "300 samples per split, few timing runs (tests)")
+    latency_only: bool = option(False, "re-time the latencies of an existing profile (--out)")
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def run_profile() -> int:
+        args = parse(ProfileArgs, argv, "Measure a multi-exit model into a profile.")
+        if args.latency_only:
+            explicit = args.model if args.model != BUILTIN_MODEL else None
+            remeasure_latency(args.out, args.repeats, explicit)
+            return 0
+        if args.quick:
+            args.repeats, args.leak_train, args.leak_epochs = 30, 600, 1
+        run(args.model, args.data, args.out, quick=args.quick, repeats=args.repeats,
+            leak_train=args.leak_train, leak_epochs=args.leak_epochs)  # fmt: skip
+        return 0
+
+    return run_cli(run_profile)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,15 +3,24 @@
 A profile is one ``.npz`` file (no pickles) written by ``python -m profiles.profile``.
 It holds, for a real trained multi-exit network:
 
-* per block ``b = 1..K``: FLOPs, parameters, output shape, host latency of the block
-  and of its exit head (batch 1, one thread, median of many runs);
+* the model: its hash, the ``module:function`` references of its ``build`` and of
+  its data's ``load`` (``profiles.multiexit``), the input shape and kind (a uint8
+  image, or any tensor), the class count, which blocks have an early exit, and the
+  shape of what leaves the device at each cut;
+* per block ``b = 1..K``: FLOPs, parameters, host latency of the block and of its
+  exit head (batch 1, one thread, median of many runs; 0 where there is no exit);
 * per split (``val``: held out of the train split, used for training agents;
   ``test``: the official test split, used for evaluation) and per sample:
   the label, each exit's max-softmax confidence and correctness;
 * per cut ``c = 0..K-1``, compression level and sample: the encoded size in bytes and
   whether the final answer is still correct after encode -> decode -> tail;
-* per cut and level: a leakage figure in [0, 1] (see ``LEAKAGE_METRIC``);
-* the model hash and a description of the profiling host.
+* per cut and level: the codec's name, its host encode time, and a leakage figure in
+  [0, 1] (see ``LEAKAGE_METRIC``), or NaN everywhere with the reason in
+  ``meta.leakage_reason`` where the attack does not apply (inputs that are not images);
+* a description of the profiling host.
+
+Format 1 (the built-in profile, made before the model contract) is read too: its
+model is the built-in CNN on Fashion-MNIST images, with an exit after every block.
 
 Loading needs only numpy, so the simulator and the device runtime can read it.
 """
@@ -28,7 +37,8 @@ import numpy as np
 from profiles import DEFAULT_PROFILE
 from settings.tables import InputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SPLITS = ("val", "test")
 LEAKAGE_METRIC = (
     "SSIM between the original image and its reconstruction by an inversion decoder "
@@ -60,14 +70,13 @@ class Profile:
     meta: dict
     block_flops: np.ndarray  # (K,)
     block_params: np.ndarray  # (K,)
-    block_shape: np.ndarray  # (K, 3)
     block_host_s: np.ndarray  # (K,)
     exit_host_s: np.ndarray  # (K,)
     encode_host_s: np.ndarray  # (K, L): host time to encode one sample at cut, level
     block_ops: np.ndarray  # (K,) operators dispatched by each block
     exit_ops: np.ndarray  # (K,) operators dispatched by each exit head
     dispatch_host_s: float  # host framework cost of dispatching one operator
-    leakage: np.ndarray  # (K, L) for cuts 0..K-1
+    leakage: np.ndarray  # (K, L) for cuts 0..K-1; NaN where not measured (see meta)
     splits: dict[str, SplitData]
 
     def compute_host_s(self) -> tuple[np.ndarray, np.ndarray]:
@@ -91,11 +100,44 @@ class Profile:
         return self.leakage.shape[1]
 
     @property
-    def codec_names(self) -> dict[str, list[str]]:
-        return self.meta["codecs"]
+    def n_classes(self) -> int:
+        return int(self.meta["n_classes"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["input_shape"])
+
+    @property
+    def input_kind(self) -> str:
+        """``"image"`` (uint8 images: image codecs at cut 0) or ``"tensor"``."""
+        return self.meta["input_kind"]
+
+    @property
+    def has_exit(self) -> tuple[bool, ...]:
+        """Per block, whether the model has an exit there (the last always has)."""
+        return tuple(bool(v) for v in self.meta["has_exit"])
+
+    @property
+    def activation_shapes(self) -> list[tuple[int, ...]]:
+        """The tensor's shape at each cut ``0..K``: the input, then each block's output
+        (what leaves the device at cuts ``0..K-1``)."""
+        return [tuple(v) for v in self.meta["activation_shapes"]]
+
+    @property
+    def codecs_by_cut(self) -> list[list[str]]:
+        return self.meta["codecs_by_cut"]
 
     def codec_name(self, cut: int, level: int) -> str:
-        return self.codec_names["input" if cut == 0 else "activation"][level]
+        return self.codecs_by_cut[cut][level]
+
+    @property
+    def leakage_measured(self) -> bool:
+        return bool(np.isfinite(self.leakage).all())
+
+    def leakage_or_zero(self) -> np.ndarray:
+        """Leakage for the reward: 0 where it was not measured (the profile says why
+        in ``meta.leakage_reason``; the reward's leakage term is then off)."""
+        return np.nan_to_num(self.leakage, nan=0.0)
 
     def check_model_hash(self, model_hash: str, what: str = "model") -> None:
         if model_hash != self.model_hash:
@@ -111,10 +153,12 @@ class Profile:
         exits = [
             {"block": b + 1, "accuracy": round(float(test.exit_correct[b].mean()), 4)}
             for b in range(self.n_blocks)
+            if self.has_exit[b]
         ]
         cuts = []
         for cut in range(self.n_blocks):
             for level in range(self.n_levels):
+                leak = float(self.leakage[cut, level])
                 cuts.append(
                     {
                         "cut": cut,
@@ -122,13 +166,19 @@ class Profile:
                         "codec": self.codec_name(cut, level),
                         "mean_bytes": round(float(test.sent_bytes[cut, level].mean()), 1),
                         "accuracy": round(float(test.final_correct[cut, level].mean()), 4),
-                        "leakage": round(float(self.leakage[cut, level]), 4),
+                        "leakage": round(leak, 4) if np.isfinite(leak) else None,
                     }
                 )
+        shapes = self.activation_shapes[1:]
         return {
             "path": str(self.path),
             "format_version": self.meta["format_version"],
             "model_hash": self.model_hash,
+            "model": self.meta.get("model"),
+            "data": self.meta.get("data"),
+            "input_shape": list(self.input_shape),
+            "input_kind": self.input_kind,
+            "n_classes": self.n_classes,
             "n_blocks": self.n_blocks,
             "final_accuracy": exits[-1]["accuracy"],
             "exits": exits,
@@ -137,7 +187,8 @@ class Profile:
                     "block": b + 1,
                     "flops": int(self.block_flops[b]),
                     "params": int(self.block_params[b]),
-                    "output_shape": [int(v) for v in self.block_shape[b]],
+                    "output_shape": list(shapes[b]),
+                    "has_exit": self.has_exit[b],
                     "host_us": round(float(self.block_host_s[b]) * 1e6, 1),
                     "exit_host_us": round(float(self.exit_host_s[b]) * 1e6, 1),
                     "compute_host_us": round(float(compute[b]) * 1e6, 1),
@@ -148,6 +199,7 @@ class Profile:
             "dispatch_host_us": round(self.dispatch_host_s * 1e6, 2),
             "encode_host_us": (self.encode_host_s * 1e6).round(1).tolist(),
             "leakage_metric": self.meta["leakage_metric"],
+            "leakage_reason": self.meta.get("leakage_reason"),
             "host": self.meta["host"],
         }
 
@@ -155,7 +207,6 @@ class Profile:
 _BLOCK_FIELDS = (
     "block_flops",
     "block_params",
-    "block_shape",
     "block_host_s",
     "exit_host_s",
     "block_ops",
@@ -201,26 +252,50 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
         meta = json.loads(str(need("meta_json")))
     except json.JSONDecodeError as exc:
         raise ProfileError(f"{path}: field 'meta_json' is not JSON ({exc})") from exc
-    for key in ("format_version", "model_hash", "host", "codecs", "leakage_metric"):
+    if meta.get("format_version") not in READABLE_VERSIONS:
+        raise ProfileError(
+            f"{path}: field 'format_version' is {meta.get('format_version')}, "
+            f"this code reads {', '.join(map(str, READABLE_VERSIONS))}"
+        )
+    if meta["format_version"] == 1:
+        meta = _upgrade_v1(meta, need("block_shape"))
+    for key in ("model_hash", "host", "leakage_metric", "input_shape", "input_kind",
+                "n_classes", "has_exit", "activation_shapes", "codecs_by_cut"):  # fmt: skip
         if key not in meta:
             raise ProfileError(f"{path}: field 'meta_json.{key}' is missing")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise ProfileError(
-            f"{path}: field 'format_version' is {meta['format_version']}, "
-            f"this code reads {FORMAT_VERSION}"
-        )
     blocks = {name: need(name) for name in _BLOCK_FIELDS}
     k = len(blocks["block_flops"])
     for name, arr in blocks.items():
         if len(arr) != k or not np.all(np.isfinite(arr)) or np.any(arr < 0):
             raise ProfileError(f"{path}: field '{name}' must hold {k} finite values >= 0")
+    if len(meta["has_exit"]) != k or not meta["has_exit"][-1]:
+        raise ProfileError(f"{path}: field 'meta_json.has_exit' must hold {k} flags, the last "
+                           "true (the final classifier)")  # fmt: skip
+    codecs_by_cut = meta["codecs_by_cut"]
+    n_levels = len(codecs_by_cut[0]) if codecs_by_cut else 0
+    if len(codecs_by_cut) != k or any(len(c) != n_levels for c in codecs_by_cut) or not n_levels:
+        raise ProfileError(f"{path}: field 'meta_json.codecs_by_cut' must list the same number "
+                           f"of codecs for each of the {k} cuts")  # fmt: skip
+    if len(meta["activation_shapes"]) != k + 1:
+        raise ProfileError(
+            f"{path}: field 'meta_json.activation_shapes' must hold {k + 1} shapes (cuts 0..{k})"
+        )
     leakage = need("leakage")
-    n_levels = len(meta["codecs"]["activation"])
     encode = need("encode_host_s")
     if encode.shape != (k, n_levels) or not np.all(np.isfinite(encode)) or np.any(encode < 0):
         raise ProfileError(f"{path}: field 'encode_host_s' must be ({k}, {n_levels}) finite >= 0")
-    if leakage.shape != (k, n_levels) or not np.all((leakage >= 0) & (leakage <= 1)):
-        raise ProfileError(f"{path}: field 'leakage' must be ({k}, {n_levels}) within [0, 1]")
+    measured = np.isfinite(leakage)
+    if (
+        leakage.shape != (k, n_levels)
+        or not (measured.all() or not measured.any())
+        or not np.all((leakage[measured] >= 0) & (leakage[measured] <= 1))
+    ):
+        raise ProfileError(
+            f"{path}: field 'leakage' must be ({k}, {n_levels}) within [0, 1] (or all NaN)"
+        )
+    if not measured.all() and not meta.get("leakage_reason"):
+        raise ProfileError(f"{path}: field 'leakage' is NaN but 'meta_json.leakage_reason' "
+                           "does not say why")  # fmt: skip
     splits = {}
     for split in SPLITS:
         arrays = {name: need(f"{split}_{name}") for name in _SPLIT_FIELDS}
@@ -258,3 +333,24 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
         splits=splits,
         **{name: arr.astype(np.float64) for name, arr in blocks.items()},
     )
+
+
+def _upgrade_v1(meta: dict, block_shape: np.ndarray) -> dict:
+    """A format-1 profile (the built-in CNN on Fashion-MNIST, an exit after every
+    block) in the format-2 fields."""
+    arch = meta.get("arch", {})
+    size, channels = int(arch.get("image_size", 28)), int(arch.get("in_channels", 1))
+    input_shape = [channels, size, size]
+    k = len(block_shape)
+    return {
+        **meta,
+        "model": meta.get("model", "profiles.model:build"),
+        "data": meta.get("data", "profiles.dataset:load"),
+        "input_shape": input_shape,
+        "input_kind": "image",
+        "n_classes": int(arch.get("n_classes", 10)),
+        "has_exit": [True] * k,
+        "activation_shapes": [input_shape] + [[int(v) for v in row] for row in block_shape],
+        "codecs_by_cut": [list(meta["codecs"]["input"])]
+        + [list(meta["codecs"]["activation"]) for _ in range(k - 1)],
+    }
