@@ -83,7 +83,12 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_contex
     pred = Predictor(s)
     exit_thr = s.thresholds.index(0.9) if 0.9 in s.thresholds else s.n_thresholds // 2
     makers = {
-        "ppo": lambda: load_ppo(run_dir, nvec=env.action_space.nvec.tolist(), obs_dim=OBS_DIM),
+        "ppo": lambda: load_ppo(
+            run_dir,
+            nvec=env.action_space.nvec.tolist(),
+            obs_dim=OBS_DIM,
+            model_hash=s.profile.model_hash,
+        ),  # fmt: skip
         "oracle": Oracle,
         "oracle_label_blind": LabelBlindOracle,
         "planner_label_blind": ForesightPlanner,

@@ -122,13 +122,24 @@ def check_run_dir(run_dir: str | Path, best: bool = True) -> tuple[Path, Path, P
 
 
 def load_ppo(
-    run_dir: str | Path, nvec=None, obs_dim: int | None = None, best: bool = True
+    run_dir: str | Path,
+    nvec=None,
+    obs_dim: int | None = None,
+    best: bool = True,
+    model_hash: str | None = None,
 ) -> PPOPolicy:
     """Load a run's best model (or final, ``best=False``) and its normalisation;
-    refuses a model whose action or observation space differs from the scenario's."""
+    refuses a model whose action or observation space differs from the scenario's, or
+    (given ``model_hash``) one trained on a profile of another model."""
     from stable_baselines3 import PPO
 
     run, model_file, norm_file = check_run_dir(run_dir, best)
+    trained_on = read_run_config(run).get("profile_model_hash")
+    if model_hash is not None and trained_on is not None and trained_on != model_hash:
+        raise RunError(
+            f"{run}: trained on a profile of model {trained_on}, this scenario's profile is of "
+            f"model {model_hash}"
+        )
     try:
         model = PPO.load(model_file, device="cpu")
     except Exception as exc:  # zip/ValueError/KeyError on a corrupt or foreign file

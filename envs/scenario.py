@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from profiles import DEFAULT_CATALOG, DEFAULT_PROFILE
+from profiles.multiexit import resolve_reference
 from settings.tables import (
     InputError,
     check_fields,
@@ -105,6 +106,12 @@ def _name(value: Any, where: str) -> str:
     return value
 
 
+def _reference(value: Any, where: str) -> str:
+    if not isinstance(value, str) or ":" not in value or not value.rpartition(":")[2]:
+        raise ValueError(f"expected 'module:function' or 'path/file.py:function', got {value!r}")
+    return value
+
+
 def _threshold_grid(value: Any, where: str) -> tuple[float, ...]:
     if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
         raise ValueError(f"expected a list of numbers, got {value!r}")
@@ -138,6 +145,14 @@ class Scenario:
     name: str = custom(_name, "default")
     profile: str = custom(_name, str(DEFAULT_PROFILE), doc="profile .npz path")
     catalog: str = custom(_name, str(DEFAULT_CATALOG), doc="catalog TOML path")
+    model: str | None = custom(
+        lambda v, w: None if v is None else _reference(v, w), None,
+        doc="the model's build(), module:function or file.py:function (default: the profile's)",
+    )  # fmt: skip
+    data: str | None = custom(
+        lambda v, w: None if v is None else _reference(v, w), None,
+        doc="the data's load(), module:function or file.py:function (default: the profile's)",
+    )  # fmt: skip
     device: str = custom(_name, "mcu", doc="a [devices.*] entry of the catalog")
     cloud: str = custom(_name, "faas", doc="a [clouds.*] entry of the catalog")
     radio_by_family: dict[str, str] = custom(
@@ -214,7 +229,8 @@ def _from_tables(raw: dict, path: Path) -> Scenario:
     head = raw.get("scenario")
     if not isinstance(head, dict):
         raise ScenarioError("[scenario] table is missing")
-    check_keys(head, ("name", "profile", "catalog", "device", "cloud"), "[scenario]", ScenarioError)
+    check_keys(head, ("name", "profile", "catalog", "model", "data", "device", "cloud"),
+               "[scenario]", ScenarioError)  # fmt: skip
     for key in ("device", "cloud"):
         if key not in head:
             raise ScenarioError(f"[scenario].{key}: missing")
@@ -243,6 +259,8 @@ def _from_tables(raw: dict, path: Path) -> Scenario:
         catalog=_resolve_path(
             head.get("catalog"), base, "[scenario].catalog", str(DEFAULT_CATALOG)
         ),
+        model=resolve_reference(_checked_ref(head, "model"), base),
+        data=resolve_reference(_checked_ref(head, "data"), base),
         device=head["device"],
         cloud=head["cloud"],
         radio_by_family=radio,
@@ -254,3 +272,13 @@ def _from_tables(raw: dict, path: Path) -> Scenario:
         reward=from_table(RewardWeights, raw.get("reward"), "[reward]", ScenarioError),
         source=str(path),
     )
+
+
+def _checked_ref(head: dict, key: str) -> str | None:
+    value = head.get(key)
+    if value is None:
+        return None
+    try:
+        return _reference(value, f"[scenario].{key}")
+    except ValueError as exc:
+        raise ScenarioError(f"[scenario].{key}: {exc}") from None

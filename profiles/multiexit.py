@@ -87,6 +87,17 @@ def load_callable(ref: str, what: str = "reference", base: Path | None = None) -
     return fn
 
 
+def resolve_reference(ref: str | None, base: Path) -> str | None:
+    """A ``file.py:function`` reference with a relative path, made absolute from
+    ``base`` (the folder of the file that names it); module references unchanged."""
+    if ref is None:
+        return None
+    target, _, name = ref.rpartition(":")
+    if target.endswith(".py") and not Path(target).is_absolute():
+        return f"{(base / target).resolve()}:{name}"
+    return ref
+
+
 # -- running a model split at a cut --------------------------------------------------------
 def to_model_input(inputs: np.ndarray) -> np.ndarray:
     """Data inputs as the model takes them: uint8 / 255 as float32, float32 as is."""
@@ -315,3 +326,23 @@ def input_kind(spec: ModelSpec, dtype: np.dtype) -> str:
     if np.dtype(dtype) == np.uint8 and len(s) == 3 and s[0] in (1, 3) and min(s[1:]) >= 8:
         return "image"
     return "tensor"
+
+
+# -- a model and its data for a profile ------------------------------------------------------
+def model_for_profile(profile, ref: str | None = None):
+    """``(model, spec)`` of the model a profile was measured on (``ref``: another
+    reference to the same model, such as a scenario's); refused when its hash is not
+    the profile's."""
+    ref = ref or profile.model_ref
+    if ref is None:
+        raise ContractError(f"{profile.path}: names no model; give the scenario a 'model'")
+    model, spec = build_model(ref)
+    profile.check_model_hash(spec.model_hash, f"model {ref}")
+    return model, spec
+
+
+def data_for_profile(profile, spec: ModelSpec, ref: str | None = None) -> dict[str, Split]:
+    ref = ref or profile.data_ref
+    if ref is None:
+        raise ContractError(f"{profile.path}: names no data; give the scenario a 'data'")
+    return load_data(ref, spec)

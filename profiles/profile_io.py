@@ -100,6 +100,20 @@ class Profile:
         return self.leakage.shape[1]
 
     @property
+    def model_ref(self) -> str | None:
+        """The model's ``build`` reference it was measured with (a relative file path
+        is taken from the profile's folder)."""
+        from profiles.multiexit import resolve_reference
+
+        return resolve_reference(self.meta.get("model"), self.path.parent)
+
+    @property
+    def data_ref(self) -> str | None:
+        from profiles.multiexit import resolve_reference
+
+        return resolve_reference(self.meta.get("data"), self.path.parent)
+
+    @property
     def n_classes(self) -> int:
         return int(self.meta["n_classes"])
 

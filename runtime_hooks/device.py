@@ -41,6 +41,7 @@ from typing import IO
 
 import numpy as np
 
+from profiles.multiexit import to_model_input
 from runtime_hooks import protocol as P
 from runtime_hooks.cloud_link import ServerError
 from runtime_hooks.controller import BatteryMonitor, Controller, psutil_battery
@@ -127,8 +128,12 @@ class DeviceLoop:
         self.deadline_s = system.scenario.workload.deadline_s
         self.fallback_after_s = self.deadline_s if fallback_after_s is None else fallback_after_s
         self.log = log
-        self.k = model.n_blocks
-        self.n_classes = model.arch.n_classes
+        p = system.profile
+        self.k = p.n_blocks
+        self.n_classes = p.n_classes
+        self.has_exit = p.has_exit
+        self.input_shape = p.input_shape
+        self.image_input = p.input_kind == "image"
         kwargs = {} if notify is None else {"notify": notify}
         self.link = CloudLink(server, self.n_classes, connect_timeout_s=connect_timeout_s,
                               probe_bytes=probe_bytes, retry_s=retry_s, name=server_name,
@@ -158,31 +163,34 @@ class DeviceLoop:
         catalog=None,
         **kwargs,
     ) -> DeviceLoop:
-        """A loop with the shipped model, a policy (a policy file path, any object with
-        ``act``, or ``None`` for the shipped policy) and the scenario's device, radio
+        """A loop with the scenario's model (a ``Scenario``, a path to one, or ``None``
+        for the built-in one; the model is checked against its profile), a policy (a
+        policy file path, any object with ``act``, or ``None`` for the shipped policy)
+        and the scenario's device, radio
         (``radio``: catalog name, default the scenario's default radio) and battery.
         ``battery_sensor``: ``"psutil"`` (``psutil.sensors_battery`` where the device
         has a battery, else the energy model), ``None`` (always the energy model), or
         any callable returning an object with ``percent``."""
         import torch
 
-        from envs import System, load_scenario
-        from profiles import DEFAULT_WEIGHTS
-        from profiles.model import load_model
+        from envs import Scenario, System, load_scenario
+        from profiles.multiexit import model_for_profile
         from runtime_hooks.policy_file import NumpyPolicy
         from telemetry.observation import OBS_DIM, ObservationContext
 
         torch.set_num_threads(1)
-        scenario = scenario or load_scenario()
+        if not isinstance(scenario, Scenario):
+            scenario = load_scenario(scenario)
         system = System(scenario, catalog=catalog)
-        model = load_model(DEFAULT_WEIGHTS, expected_hash=system.profile.model_hash)
+        model, spec = model_for_profile(system.profile, scenario.model)
         radio_obj = system.catalog.radio(radio or scenario.default_radio)
         if policy is None or isinstance(policy, str | Path):
             policy = NumpyPolicy.load(policy or DEFAULT_POLICY)
         if isinstance(policy, NumpyPolicy):
             policy.check_compatible(
-                (system.n_cuts, system.n_thresholds, system.n_levels), system.thresholds, OBS_DIM
-            )
+                (system.n_cuts, system.n_thresholds, system.n_levels), system.thresholds, OBS_DIM,
+                model_hash=system.profile.model_hash,
+            )  # fmt: skip
         context = ObservationContext(
             scenario.workload.deadline_s, system.n_cuts, system.n_thresholds, system.n_levels,
             radio_obj.tail_s, radio_obj.tail_w, system.cloud.keep_alive_s,
@@ -192,6 +200,7 @@ class DeviceLoop:
         battery = BatteryMonitor(system.battery_capacity_j, battery_level, sensor=battery_sensor)
         controller = Controller(policy, context, battery, rtt_s=radio_obj.rtt_s)
         loop = cls(model, controller, system, radio_obj, server, **kwargs)
+        loop.spec = spec
         loop.warm_up()
         return loop
 
@@ -200,19 +209,22 @@ class DeviceLoop:
         lazy initialisation (tens of ms) that no request should see."""
         from profiles import codecs
 
-        torch = self.torch
-        size = self.model.arch.image_size
-        image = np.zeros((size, size), np.uint8)
-        with torch.inference_mode():
-            h = torch.zeros(1, 1, size, size)
-            for b in range(1, self.k + 1):
-                h = self.model.blocks[b - 1](h)
-                self._exit(b, h)
-                for level in range(codecs.N_LEVELS):
-                    if b < self.k:
-                        codecs.encode(codecs.codec_name(b, level), h[0].numpy())
-        for level in range(codecs.N_LEVELS):
-            codecs.encode(codecs.codec_name(0, level), image)
+        p = self.system.profile
+        with self.torch.inference_mode():
+            h = self.torch.zeros(1, *self.input_shape)
+            for cut in range(self.k + 1):
+                if cut:
+                    h = self.model.blocks[cut - 1](h)
+                    if self.has_exit[cut - 1]:
+                        self._exit(cut, h)
+                if cut == self.k:
+                    break
+                if cut == 0 and self.image_input:
+                    sent = np.zeros(self.input_shape, np.uint8)
+                else:
+                    sent = h[0].numpy()
+                for name in p.codecs_by_cut[cut]:
+                    codecs.encode(name, sent)
 
     # -- device compute --------------------------------------------------------------
     def _compute(self, fn, device_time_s: float):
@@ -262,16 +274,18 @@ class DeviceLoop:
     # -- one request -----------------------------------------------------------------
     def infer(
         self,
-        image: np.ndarray,
+        item: np.ndarray,
         label: int | None = None,
         *,
         arrival: float | None = None,
         queue_len: int = 0,
         sample: int | None = None,
     ) -> RequestResult:
-        """Serve one uint8 28x28 image that arrived at ``arrival`` (monotonic clock;
-        default now). Always returns an answer."""
+        """Serve one input (the model's ``input_shape``, uint8 or float32 as its data;
+        a grey image may come as ``(H, W)``) that arrived at ``arrival`` (monotonic
+        clock; default now). Always returns an answer."""
         s = self.system
+        item = self._check_input(item)
         self._link_ready()
         start = time.monotonic()
         arrival = start if arrival is None else float(arrival)
@@ -282,11 +296,7 @@ class DeviceLoop:
         )
         decide_s = time.perf_counter() - t
         overridden = self.controller.overridden  # the policy's cloud action, not taken
-        image = np.ascontiguousarray(image, np.uint8)
-        size = self.model.arch.image_size
-        if image.shape != (size, size):
-            raise ValueError(f"image must be uint8 ({size}, {size}), got {image.shape}")
-        x = self.torch.from_numpy(image[None, None] / 255.0).float()
+        x = self.torch.from_numpy(to_model_input(item[None]))
         rid = self.link.next_id()
         h, exit_seen = x, None
         if overridden is not None:
@@ -302,7 +312,7 @@ class DeviceLoop:
         sent, network_s, server_s, energy = 0, 0.0, 0.0, 0.0
         if answer is None:
             answer, sent, network_s, server_s, fallback, more_device_s, energy = self._offload(
-                rid, cut, level, image, h, arrival, exit_seen
+                rid, cut, level, item, h, arrival, exit_seen
             )
             device_s += more_device_s
         path, exit_block, pred, conf = answer
@@ -320,6 +330,20 @@ class DeviceLoop:
             self.log.write(json.dumps(asdict(result)) + "\n")
         return result
 
+    def _check_input(self, item) -> np.ndarray:
+        item = np.asarray(item)
+        shape = self.input_shape
+        if self.image_input and shape[0] == 1 and item.shape == shape[1:]:
+            item = item.reshape(shape)
+        if item.shape != shape:
+            raise ValueError(f"input must have the model's shape {shape}, got {item.shape}")
+        if item.dtype not in (np.uint8, np.float32) or (
+            self.image_input and item.dtype != np.uint8
+        ):
+            kind = "uint8" if self.image_input else "uint8 or float32"
+            raise ValueError(f"input must be {kind}, got {item.dtype}")
+        return np.ascontiguousarray(item)
+
     def _head(self, x, cut: int, threshold: float):
         """Blocks ``1..cut`` on the device, each exit checked against ``threshold``
         (above 1: none). Returns ``(answer or None, device seconds, tensor at the cut,
@@ -329,7 +353,7 @@ class DeviceLoop:
         device_s, h, exit_seen = 0.0, x, None
         with self.torch.inference_mode():
             for b in range(1, cut + 1):
-                check = early and b < k
+                check = early and b < k and self.has_exit[b - 1]
                 cost = s.block_dev_s[b - 1] + (s.exit_dev_s[b - 1] if check else 0.0)
 
                 def step(h=h, b=b, check=check):
@@ -347,15 +371,15 @@ class DeviceLoop:
                 return ("local", k, pred, conf), device_s + took, h, exit_seen
         return None, device_s, h, exit_seen
 
-    def _offload(self, rid, cut, level, image, h, arrival, exit_seen):
+    def _offload(self, rid, cut, level, item, h, arrival, exit_seen):
         """Encode, send, await the answer, or fall back. Returns ``(answer, sent bytes,
         network_s, server_s, fallback reason, extra device seconds, radio+idle J)``."""
         from profiles import codecs
 
         s = self.system
-        codec = codecs.codec_name(cut, level)
-        # The input codecs take the uint8 image itself; the others the activation.
-        array = image if cut == 0 else h[0].numpy()
+        codec = s.profile.codec_name(cut, level)
+        # The image codecs take the uint8 image itself; the others the tensor at the cut.
+        array = item if cut == 0 and self.image_input else h[0].numpy()
         payload, took = self._compute(
             lambda: codecs.encode(codec, array), s.encode_dev_s[cut][level]
         )
@@ -411,7 +435,7 @@ class DeviceLoop:
         """The best answer the device can give by the deadline from depth ``cut`` (``h``
         the tensor there; the image at cut 0): the deepest exit at or after the cut,
         the final classifier included, whose remaining blocks and exit fit in the time
-        left, else the cheapest answer at hand. Returns ``(answer, device seconds)``."""
+        left, else the nearest exit. Returns ``(answer, device seconds)``."""
         s, k = self.system, self.k
         left = arrival + self.fallback_after_s - time.monotonic()
         seen_here = exit_seen is not None and exit_seen[0] == cut
@@ -421,8 +445,8 @@ class DeviceLoop:
                 return 0.0
             return float(sum(s.block_dev_s[cut:b])) + s.exit_dev_s[b - 1]
 
-        first = max(cut, 1)
-        target = max((b for b in range(first, k + 1) if cost(b) <= left), default=first)
+        exits = [b for b in range(max(cut, 1), k + 1) if self.has_exit[b - 1]]
+        target = max((b for b in exits if cost(b) <= left), default=exits[0])
         if target == cut and seen_here:
             b, conf, pred = exit_seen
             return ("fallback", b, pred, conf), 0.0
@@ -549,7 +573,8 @@ def run_in_netem(args: DeviceArgs, uplink, port: int, radio: str | None) -> int:
            "--rate", str(args.rate), "--battery", str(args.battery), "--seed", str(args.seed),
            "--log", str(args.log)]  # fmt: skip
     for flag, value in (("--policy", args.policy), ("--radio", radio), ("--json", args.json),
-                        ("--fallback-after-ms", args.fallback_after_ms)):  # fmt: skip
+                        ("--fallback-after-ms", args.fallback_after_ms),
+                        ("--scenario", args.scenario)):  # fmt: skip
         if value is not None:
             cmd += [flag, str(value)]
     if args.host_speed:
@@ -575,6 +600,8 @@ class DeviceArgs:
     """The device loop's command line; checked before anything is written."""
 
     server: str = option(None, "cloud server HOST:PORT", required=True)
+    scenario: Path | None = option(None, "scenario TOML (default: built-in): its model, data, "
+                                   "device and radio", type=Path)  # fmt: skip
     policy: Path | None = option(None, "policy file (default: shipped)", type=Path)
     requests: int = option(100, "requests to serve", check=at_least(1))
     rate: float = option(2.0, "Poisson arrivals per second; 0: back to back", check=non_negative)
@@ -606,14 +633,13 @@ class DeviceArgs:
 
 def run_device(args: DeviceArgs) -> int:
     from envs import load_scenario
-    from profiles.dataset import load_official
+    from profiles.multiexit import data_for_profile
     from runtime_hooks.policy_file import NumpyPolicy
     from runtime_hooks.relay import RelayThread, ShapingRelay, uplink_for
 
-    scenario = load_scenario()
+    scenario = load_scenario(args.scenario)
     server = args.address
     uplink = uplink_for(str(args.trace), scenario) if args.trace else None
-    test = load_official("test")
     policy = NumpyPolicy.load(args.policy or DEFAULT_POLICY)  # refused before any file is written
     radio = args.radio or (scenario.radio_for(uplink.family) if uplink else None)
     if uplink is not None and args.shaper == "tc":
@@ -622,21 +648,22 @@ def run_device(args: DeviceArgs) -> int:
     if uplink is not None:
         relay = RelayThread(ShapingRelay(server, uplink)).start()
         server = ("127.0.0.1", relay.port)
-    rng = np.random.default_rng(args.seed)
-    samples = rng.integers(len(test.labels), size=args.requests)
-    arrivals = np.cumsum(rng.exponential(1.0 / args.rate, args.requests)) if args.rate > 0 else None
     loop = DeviceLoop.create(
         server, policy, scenario, radio=radio, battery_level=args.battery,
         emulate_device=not args.host_speed,
         fallback_after_s=None if args.fallback_after_ms is None else args.fallback_after_ms / 1e3,
         server_name=args.server + (" (through the shaping relay)" if relay else ""),
     )  # fmt: skip
+    test = data_for_profile(loop.system.profile, loop.spec, scenario.data)["test"]
+    rng = np.random.default_rng(args.seed)
+    samples = rng.integers(len(test.labels), size=args.requests)
+    arrivals = np.cumsum(rng.exponential(1.0 / args.rate, args.requests)) if args.rate > 0 else None
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with open(args.log, "w") as log:
         loop.log = log
         if relay is not None:
             relay.relay.start_clock()
-        results = loop.run(test.images[samples], test.labels[samples], arrivals, samples)
+        results = loop.run(test.inputs[samples], test.labels[samples], arrivals, samples)
         loop.close()
     if relay is not None:
         relay.stop()

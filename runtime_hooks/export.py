@@ -28,7 +28,8 @@ def export_run(run_dir: str | Path, best: bool = True):
     scenario = load_scenario(run_scenario_path(run_dir))
     env = OffloadEnv(scenario, trace_source="auto", trace_split="val")
     s = env.system
-    ppo = load_ppo(run_dir, env.action_space.nvec, OBS_DIM, best=best)
+    ppo = load_ppo(run_dir, env.action_space.nvec, OBS_DIM, best=best,
+                   model_hash=s.profile.model_hash)  # fmt: skip
     activation = ppo.model.policy.activation_fn.__name__.lower()
     meta = PolicyMeta(
         nvec=tuple(int(v) for v in env.action_space.nvec),

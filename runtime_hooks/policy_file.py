@@ -175,9 +175,17 @@ class NumpyPolicy:
             raise PolicyFileError(f"{path}: field 'clip' is {clip}")
         return cls(layers, head, mean, var, clip, 0.0, table, meta)
 
-    def check_compatible(self, nvec, thresholds, obs_dim: int, where: str = "scenario") -> None:
-        """Refuse to run where the action grid or observation differs from training."""
+    def check_compatible(
+        self, nvec, thresholds, obs_dim: int, where: str = "scenario", model_hash: str | None = None
+    ) -> None:
+        """Refuse to run where the action grid, the observation or (given
+        ``model_hash``) the profiled model differs from training."""
         m = self.meta
+        if model_hash is not None and model_hash != m.profile_model_hash:
+            raise PolicyFileError(
+                f"policy trained on a profile of model {m.profile_model_hash}, the {where}'s "
+                f"profile is of model {model_hash}"
+            )
         if tuple(int(v) for v in nvec) != m.nvec:
             raise PolicyFileError(
                 f"policy trained for actions {m.nvec}, the {where} has {tuple(nvec)}"

@@ -1,6 +1,12 @@
 """The cloud side: runs the model's tail from any cut for many devices at once.
 
-    python -m runtime_hooks.server --port 9300 [--host 127.0.0.1] [--device cpu|cuda]
+    python -m runtime_hooks.server --port 9300 [--scenario S] [--host 127.0.0.1]
+                                   [--device cpu|cuda]
+
+The model is the scenario's (``model``, else the one its profile was measured on; the
+built-in CNN by default), checked against the profile's model hash: a server never
+runs a model its profile was not measured on. Shapes, codecs and classes come from
+the profile.
 
 asyncio TCP; one coroutine per connection reads frames (``runtime_hooks.protocol``),
 checks each request against the model (cut, codec, dtype, shape, size), decodes the
@@ -34,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from profiles import codecs
+from profiles.multiexit import tail, to_model_input
 from runtime_hooks import protocol as P
 from settings.cli import (
     at_least,
@@ -69,11 +76,13 @@ class _Job:
 
 
 class TailServer:
-    """The tail of a ``MultiExitCNN`` behind the frame protocol."""
+    """The tail of a multi-exit model (``profiles.multiexit``) behind the frame
+    protocol; ``profile`` (default: the built-in one) says what each cut carries."""
 
     def __init__(
         self,
         model,
+        profile=None,
         *,
         device: str = "cpu",
         max_batch: int = 32,
@@ -91,13 +100,21 @@ class TailServer:
         self.read_timeout_s = read_timeout_s
         self.delay_s = delay_s
         self.stats = ServerStats()
-        arch = model.arch
-        self.n_blocks = arch.n_blocks
-        self.n_classes = arch.n_classes
-        # The allowlist: what a request at each cut may carry.
-        self.shapes = {0: (arch.image_size, arch.image_size)}
-        for cut in range(1, self.n_blocks):
-            self.shapes[cut] = tuple(arch.activation_shape(cut))
+        if profile is None:
+            from profiles.profile_io import load_profile
+
+            profile = load_profile()
+        self.profile = profile
+        self.n_blocks = profile.n_blocks
+        self.n_classes = profile.n_classes
+        self.image_input = profile.input_kind == "image"
+        self.input_shape = profile.input_shape
+        self.codecs_by_cut = profile.codecs_by_cut
+        # The allowlist: what a request at each cut may carry (a grey image may also
+        # come as (H, W)).
+        self.shapes = {cut: {tuple(profile.activation_shapes[cut])} for cut in range(self.n_blocks)}
+        if self.image_input and self.input_shape[0] == 1:
+            self.shapes[0].add(tuple(self.input_shape[1:]))
         self._queue: asyncio.Queue[_Job] | None = None
         self._batcher_task: asyncio.Task | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tail")
@@ -112,16 +129,20 @@ class TailServer:
             raise P.FrameError(
                 f"field 'cut' is {h.cut}, the server runs cuts 0..{self.n_blocks - 1}"
             )
-        if not 0 <= h.level < codecs.N_LEVELS:
-            raise P.FrameError(f"field 'level' is {h.level}, expected 0..{codecs.N_LEVELS - 1}")
-        codec = codecs.codec_name(h.cut, h.level)
+        levels = len(self.codecs_by_cut[h.cut])
+        if not 0 <= h.level < levels:
+            raise P.FrameError(f"field 'level' is {h.level}, expected 0..{levels - 1}")
+        codec = self.codecs_by_cut[h.cut][h.level]
         if h.dtype != P.CODEC_DTYPES[codec]:
             raise P.FrameError(
                 f"field 'dtype' is {h.dtype}, codec {codec} at cut {h.cut} carries "
                 f"{P.CODEC_DTYPES[codec]}"
             )
-        if h.shape != self.shapes[h.cut]:
-            raise P.FrameError(f"field 'shape' is {h.shape}, cut {h.cut} has {self.shapes[h.cut]}")
+        if h.shape not in self.shapes[h.cut]:
+            expected = " or ".join(
+                str(s) for s in sorted(self.shapes[h.cut], key=len, reverse=True)
+            )
+            raise P.FrameError(f"field 'shape' is {h.shape}, cut {h.cut} has {expected}")
         limit = self.payload_limit(h)
         if h.payload_length > limit:
             raise P.FrameError(
@@ -135,7 +156,8 @@ class TailServer:
         incompressible data a little); else the protocol's own caps."""
         if h.kind != P.REQUEST or not 0 <= h.cut < self.n_blocks:
             return P.MAX_PAYLOAD
-        return codecs.HEADER_SIZE + 4 * int(np.prod(self.shapes[h.cut])) + 4096
+        elements = max(int(np.prod(shape)) for shape in self.shapes[h.cut])
+        return codecs.HEADER_SIZE + 4 * elements + 4096
 
     def decode(self, h: P.FrameHeader, codec: str, payload: bytes) -> np.ndarray:
         try:
@@ -147,8 +169,8 @@ class TailServer:
             array = codecs.get(codec).decode(payload)
         except codecs.CodecError as exc:
             raise P.FrameError(f"payload: {exc}") from exc
-        if h.cut == 0:
-            return (array.astype(np.float32) / 255.0)[None]
+        if h.cut == 0 and self.image_input:
+            return to_model_input(array.reshape(self.input_shape))
         tensor = np.asarray(array, np.float32)
         if not np.isfinite(tensor).all():
             raise P.FrameError("payload: the tensor holds NaN or infinity")
@@ -160,7 +182,7 @@ class TailServer:
         t0 = time.perf_counter()
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device)
-            logits = self.model.tail(cut, x).float().cpu().numpy()
+            logits = tail(self.model, cut, x).float().cpu().numpy()
         return logits, time.perf_counter() - t0
 
     async def _batcher(self) -> None:
@@ -304,9 +326,8 @@ class TailServer:
     def warm_up(self) -> None:
         """Run every cut's tail once: the first inference of a process pays for lazy
         initialisation (tens of ms), which no device request should see."""
-        for cut, shape in self.shapes.items():
-            zeros = np.zeros((1, 1, *shape) if cut == 0 else (1, *shape), np.float32)
-            self._run_tail(cut, zeros)
+        for cut, shape in enumerate(self.profile.activation_shapes[: self.n_blocks]):
+            self._run_tail(cut, np.zeros((1, *shape), np.float32))
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.base_events.Server:
         self.warm_up()
@@ -317,16 +338,32 @@ class TailServer:
         )
 
 
-def load_server(device: str = "cpu", weights=None, threads: int = 1, **kwargs) -> TailServer:
+def load_server(
+    scenario=None, device: str = "cpu", weights=None, threads: int = 1, **kwargs
+) -> TailServer:
+    """A server for a scenario (path, ``Scenario`` or ``None``: the built-in one): its
+    model, checked against its profile. ``weights``: the built-in CNN with these
+    weights instead (checked the same way)."""
     import torch
 
-    from profiles import DEFAULT_WEIGHTS
-    from profiles.model import load_model
+    from envs.scenario import Scenario, load_scenario
+    from profiles.multiexit import model_for_profile, model_hash
+    from profiles.profile_io import load_profile
 
     torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {device}: CUDA is not available on this machine")
-    return TailServer(load_model(weights or DEFAULT_WEIGHTS), device=device, **kwargs)
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    profile = load_profile(scenario.profile)
+    if weights is not None:
+        from profiles.model import load_model
+
+        model = load_model(weights)
+        profile.check_model_hash(model_hash(model), f"model in --weights {weights}")
+    else:
+        model, _ = model_for_profile(profile, scenario.model)
+    return TailServer(model, profile, device=device, **kwargs)
 
 
 @dataclass
@@ -335,8 +372,11 @@ class ServerArgs:
 
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
     port: int = option(9300, "TCP port; 0: any free port", check=port)
+    scenario: Path | None = option(None, "scenario TOML whose model to serve (default: built-in)",
+                                   type=Path)  # fmt: skip
     device: str = option("cpu", "cpu, or cuda where there is a GPU")
-    weights: Path | None = option(None, "model weights (default: shipped)", type=Path)
+    weights: Path | None = option(None, "weights of the built-in CNN (default: shipped)",
+                                  type=Path)  # fmt: skip
     threads: int = option(1, "torch threads", check=at_least(1))
     max_batch: int = option(32, "most requests in one batch", check=at_least(1))
     idle_timeout: float = option(60.0, "seconds between frames", check=positive)
@@ -350,6 +390,7 @@ class ServerArgs:
 
 async def serve(args: ServerArgs) -> None:
     server = load_server(
+        args.scenario,
         args.device,
         args.weights,
         args.threads,

@@ -1,9 +1,9 @@
 """The same requests through the simulator and the real loop, compared.
 
-    python -m runtime_hooks.sim2real --trace FILE [--requests 60] [--seed 0]
+    python -m runtime_hooks.sim2real --trace FILE [--scenario S] [--requests 60] [--seed 0]
         [--policy runs/default/policy.npz] [--out runs/sim2real]
 
-One episode of the default scenario on ``FILE`` (from ``--offset`` seconds in): the
+One episode of the scenario (default: built-in) on ``FILE`` (from ``--offset`` seconds in): the
 simulator draws the arrivals, the test images and the battery level from ``--seed``.
 The real run serves the very same images at the very same arrival times with the
 same policy, and the simulated device starts from the telemetry the real one measured
@@ -76,24 +76,26 @@ class ReplayActions:
         return np.array(action, dtype=np.int64)
 
 
-def measure_server_overhead(address: tuple[str, int], tail_s: float, n: int = 30) -> float:
+def measure_server_overhead(address: tuple[str, int], tail_s: float, profile, n: int = 30) -> float:
     """Seconds a loopback request to the server takes beyond the model's tail time
-    (framing, decoding, batching, thread hand-off, TCP): the median of ``n`` raw-image
-    requests at cut 0 over a direct connection, less ``tail_s``."""
+    (framing, decoding, batching, thread hand-off, TCP): the median of ``n`` requests
+    of a zero input at cut 0, level 0, over a direct connection, less ``tail_s``."""
     import socket
 
     from profiles import codecs
     from runtime_hooks import protocol as P
 
-    image = np.zeros((28, 28), np.uint8)
-    payload = codecs.encode("raw", image)
+    dtype = np.uint8 if profile.input_kind == "image" else np.float32
+    sample = np.zeros(profile.input_shape, dtype)
+    codec = profile.codec_name(0, 0)
+    payload = codecs.encode(codec, sample)
     times = []
     with socket.create_connection(address, timeout=5.0) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = P.FrameReader(sock)
         for i in range(n):
             t = time.perf_counter()
-            sock.sendall(P.request_frame(i + 1, 0, 0, "raw", image.shape, payload))
+            sock.sendall(P.request_frame(i + 1, 0, 0, codec, sample.shape, payload))
             header, _ = reader.read(5.0)
             if header.kind != P.ANSWER:
                 raise RuntimeError(f"server answered a calibration request with {header}")
@@ -215,7 +217,7 @@ def plot(sim_rows: list[dict], real: list, path: Path, title: str) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from envs import OffloadEnv, System, load_scenario
-    from profiles.dataset import load_official
+    from profiles.multiexit import data_for_profile
     from runtime_hooks.device import DEFAULT_POLICY, DeviceLoop
     from runtime_hooks.policy_file import NumpyPolicy
     from runtime_hooks.relay import RelayThread, ShapingRelay
@@ -223,15 +225,16 @@ def run(args: argparse.Namespace) -> dict:
 
     trace = load_trace(args.trace)
     policy = NumpyPolicy.load(args.policy or DEFAULT_POLICY)
-    test = load_official("test")
-    proc, address = start_server()
+    base = load_scenario(args.scenario)
+    extra = ("--scenario", str(args.scenario)) if args.scenario else ()
+    proc, address = start_server(*extra)
     try:
-        scenario, catalog = loopback_setup(load_scenario())
+        scenario, catalog = loopback_setup(base)
         # The loopback cloud's overhead is measured, as one would calibrate a cloud
         # offer's ``overhead_s`` in the catalog; the relay's own overhead is not.
-        tail_s = System(scenario, catalog=catalog).cloud_tail_s[0]
-        overhead_s = measure_server_overhead(address, tail_s)
-        scenario, catalog = loopback_setup(load_scenario(), overhead_s)
+        system = System(scenario, catalog=catalog)
+        overhead_s = measure_server_overhead(address, system.cloud_tail_s[0], system.profile)
+        scenario, catalog = loopback_setup(base, overhead_s)
         env = OffloadEnv(
             scenario, [trace], sample_split="test", episode_requests=args.requests,
             catalog=catalog,
@@ -247,6 +250,7 @@ def run(args: argparse.Namespace) -> dict:
                 battery_level=battery, battery_sensor=None, catalog=catalog,
                 fallback_after_s=args.fallback_after, log=log,
             )  # fmt: skip
+            test = data_for_profile(loop.system.profile, loop.spec, scenario.data)["test"]
             # The device connects first (RTT ping, throughput probe); the simulated
             # device starts from exactly what it measured, so both begin alike.
             relay.relay.start_clock()
@@ -262,7 +266,7 @@ def run(args: argparse.Namespace) -> dict:
                 loop.controller.policy = ReplayActions([r["action"] for r in sim_rows])
             relay.relay.start_clock(t0)
             real = loop.run(
-                test.images[samples], test.labels[samples], arrivals, samples, start_at=t0
+                test.inputs[samples], test.labels[samples], arrivals, samples, start_at=t0
             )
             loop.close()
             log.close()
@@ -299,6 +303,7 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", required=True, help="two-column or 5G CSV trace file")
+    parser.add_argument("--scenario", type=Path, default=None, help="scenario TOML (built-in)")
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--offset", type=float, default=0.0, help="seconds into the trace")

@@ -476,5 +476,5 @@ def test_bad_inputs_name_the_value_at_fault():
     with pytest.raises(ValueError, match=r"initial battery level must be in \[0, 1\], got 1.5"):
         BatteryMonitor(10.0, 1.5, sensor=None)
     loop = make_loop(None)
-    with pytest.raises(ValueError, match=r"image must be uint8 \(28, 28\), got \(27, 28\)"):
+    with pytest.raises(ValueError, match=r"the model's shape \(1, 28, 28\), got \(27, 28\)"):
         loop.infer(np.zeros((27, 28), np.uint8))
