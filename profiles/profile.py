@@ -264,6 +264,18 @@ def measure_leakage(model, plan: Plan, splits, decoded_test, n_train: int, epoch
 
 
 # -- the command ---------------------------------------------------------------------------
+def portable_reference(ref: str, folder: Path) -> str:
+    """A ``file.py:function`` reference as the profile keeps it: its path relative to
+    the profile's folder (``Profile.model_ref`` resolves it from there), so that the
+    folder can move as a whole; module references unchanged."""
+    import os
+
+    target, _, name = ref.rpartition(":")
+    if not target.endswith(".py"):
+        return ref
+    return f"{os.path.relpath(Path(target).resolve(), folder.resolve())}:{name}"
+
+
 def run(model_ref: str, data_ref: str, out: Path, *, quick: bool, repeats: int,
         leak_train: int, leak_epochs: int) -> None:  # fmt: skip
     model, spec = build_model(model_ref)
@@ -306,8 +318,8 @@ def run(model_ref: str, data_ref: str, out: Path, *, quick: bool, repeats: int,
         )
     meta = {
         "model_hash": spec.model_hash,
-        "model": model_ref,
-        "data": data_ref,
+        "model": portable_reference(model_ref, out.parent),
+        "data": portable_reference(data_ref, out.parent),
         "input_shape": list(spec.input_shape),
         "input_kind": kind,
         "n_classes": spec.n_classes,
