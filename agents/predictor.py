@@ -6,7 +6,7 @@ Here that model is the measured profile itself, on the ``val`` split (never the 
 samples): for every (cut, threshold, level) the expected device time, the probability
 that the request leaves the device, the expected bytes when it does, the expected
 accuracy and leakage. Combined with a bandwidth and RTT estimate it predicts latency
-and energy.
+and energy, with the terms of ``envs.physics`` in expectation.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs import physics
 from envs.system import System, early_exit_conf
 
 
@@ -50,15 +51,15 @@ class Predictor:
                 stop = np.where(first <= min(cut, k - 1), first, 0)  # 0: no early exit
                 exited = stop > 0
                 local_ok = exit_ok[np.maximum(stop - 1, 0), np.arange(len(stop))]
+                # physics.device_seconds for every sample at once, an exit having fired
                 dev_exit = block_cum[stop] + exit_cum[stop]
                 if cut == k:
-                    full = block_cum[k] + (exit_cum[k - 1] if early else 0.0) + s.exit_dev_s[-1]
+                    full = physics.device_seconds(s, k, early, 0, 0)
                     device_s[cut, t, :] = np.where(exited, dev_exit, full).mean()
                     acc[cut, t, :] = np.where(exited, local_ok, exit_ok[k - 1]).mean()
                     continue
                 for lvl in range(n_lvl):
-                    dev_off = block_cum[cut] + (exit_cum[cut] if early else 0.0)
-                    dev_off += s.encode_dev_s[cut][lvl]
+                    dev_off = physics.device_seconds(s, cut, early, 0, lvl)
                     device_s[cut, t, lvl] = np.where(exited, dev_exit, dev_off).mean()
                     p = 1.0 - exited.mean()
                     p_off[cut, t, lvl] = p
@@ -72,9 +73,10 @@ class Predictor:
     def latency_s(self, bandwidth_bps: float, rtt_s: float) -> np.ndarray:
         """Expected latency of every action (C, T, L) under a bandwidth estimate."""
         st = self.stats
-        bw = max(bandwidth_bps, 1.0)
         cloud = np.concatenate([st.cloud_s, [0.0]])[:, None, None]
-        return st.device_s + st.p_offload * (st.bytes_sent * 8.0 / bw + rtt_s + cloud)
+        return physics.expected_latency_s(
+            st.device_s, st.p_offload, st.bytes_sent, cloud, bandwidth_bps, rtt_s
+        )
 
     def energy_j(
         self, bandwidth_bps: float, rtt_s: float, radio, tail_share_s: float

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs import physics
 from envs.scenario import Scenario, load_scenario
 from envs.system import Outcome, System
 from profiles.catalog import Catalog, Radio
@@ -387,112 +388,9 @@ class OffloadEnv(gym.Env):
         return checked[0], checked[1], checked[2]
 
     def simulate(self, cut: int, thr: int, level: int) -> Outcome:
-        """What the current request would do under an action. Pure: changes nothing,
-        so the oracle can ask it about every action."""
-        s, st = self.system, self.state
-        i = st.samples[st.index]
-        arrival = st.arrivals[st.index]
-        start = arrival if arrival > st.free_s else st.free_s
-        early = s.thresholds[thr] <= 1.0
-        k = s.k
-        exit_block = s.first_exit[thr][i]  # the first exit this sample's confidence fires
-        if exit_block > cut:  # ...but the device stops before reaching it
-            exit_block = 0
-        device = s.device
-        level_battery = (st.battery_j if st.battery_j > 0.0 else 0.0) / s.battery_capacity_j
-        if exit_block or cut == k:
-            if exit_block:
-                device_s = s.block_cum[exit_block] + s.exit_cum[exit_block]
-                correct = s.exit_ok[exit_block - 1][i]
-                credit = s.exit_credit[exit_block - 1][i]
-                expected = s.exit_expected[exit_block - 1][i]
-            else:
-                device_s = s.block_cum[k] + (s.exit_cum[k - 1] if early else 0.0)
-                device_s += s.exit_dev_s[k - 1]
-                correct = s.exit_ok[k - 1][i]
-                credit = s.exit_credit[k - 1][i]
-                expected = s.exit_expected[k - 1][i]
-                exit_block = k
-            latency = start - arrival + device_s
-            energy = device.active_power_w * device_s
-            reward = s.reward(credit, latency, energy, 0.0, 0.0, level_battery)
-            done = start + device_s
-            return Outcome(
-                latency,
-                start - arrival,
-                device_s,
-                0.0,
-                0.0,
-                energy,
-                0.0,
-                0,
-                exit_block,
-                False,
-                bool(correct),
-                0.0,
-                False,
-                latency > self._deadline_s,
-                reward,
-                0.0,
-                done,
-                done,
-                done,
-                st.radio_tail_end_s,
-                credit,
-                expected,
-            )
-        device_s = s.block_cum[cut] + (s.exit_cum[cut] if early else 0.0)
-        device_s += s.encode_dev_s[cut][level]
-        nbytes = s.sent[cut][level][i]
-        trace, radio, off = st.trace, st.radio, st.offset_s
-        tx_start = start + device_s
-        tx_end = trace.finish_time(off + tx_start, nbytes) - off
-        tx_s = tx_end - tx_start
-        cloud = s.cloud
-        cold = s.is_faas and tx_end - st.cloud_last_use_s > cloud.keep_alive_s
-        cloud_s = s.cloud_tail_s[cut] + (cloud.cold_start_s if cold else 0.0)
-        rtt = trace.rtt_s
-        network_s = tx_s + rtt
-        done = tx_end + rtt + cloud_s
-        latency = done - arrival
-        # Radio tail (Huang et al. 2012): each upload is charged a full tail; an upload
-        # that starts inside the previous tail gets the unused part of that one back.
-        tail_j = radio.tail_charge_j(tx_start, st.radio_tail_end_s)
-        # Transmit power beta + alpha_u * rate (Huang et al. 2012), times tx_s.
-        tx_j = radio.base_w * tx_s + radio.per_mbps_w * nbytes * 8e-6 if tx_s > 0 else 0.0
-        energy = (
-            device.active_power_w * device_s + tx_j + tail_j + device.idle_power_w * (rtt + cloud_s)
-        )
-        money = nbytes * s.data_usd_per_byte + s.cloud_usd[cut]
-        correct = s.final_ok[cut][level][i]
-        credit = s.final_credit[cut][level][i]
-        expected = s.final_expected[cut][level][i]
-        leak = s.leak[cut][level]
-        reward = s.reward(credit, latency, energy, money, leak, level_battery)
-        return Outcome(
-            latency,
-            start - arrival,
-            device_s,
-            network_s,
-            cloud_s,
-            energy,
-            money,
-            nbytes,
-            0,
-            True,
-            bool(correct),
-            leak,
-            cold,
-            latency > self._deadline_s,
-            reward,
-            tail_j,
-            done,
-            tx_start,
-            tx_end,
-            tx_end + radio.tail_s,
-            credit,
-            expected,
-        )
+        """What the current request would do under an action (``envs.physics``). Pure:
+        changes nothing, so the oracle can ask it about every action."""
+        return physics.request(self.system, self.state, cut, thr, level, self._deadline_s)
 
     def _probe(self, done_s: float, nxt: float) -> tuple[float, float]:
         """A background probe between two requests, if the newest throughput sample is

@@ -23,8 +23,9 @@ from profiles.profile_io import Profile, load_profile
 
 
 class Outcome(NamedTuple):
-    """Everything one request did. Times in seconds, energy in joules, money in USD.
-    (A NamedTuple: the simulator builds one per request, and this is the fastest.)"""
+    """Everything one request did (built by ``envs.physics``, by keyword). Times in
+    seconds, energy in joules, money in USD. (A NamedTuple: the simulator builds one per
+    request, and this is the fastest.)"""
 
     latency_s: float
     wait_s: float
@@ -208,6 +209,7 @@ def _first_exits(conf, threshold: float) -> list[int]:
 def _calibrated_credit(split, n_bins: int = 20) -> tuple[list, list]:
     """Per sample, the accuracy of its confidence bin: per exit (bins of that exit's
     confidence), and per cut and level after the codec (bins of the final exit's)."""
+
     def by_bin(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
         edges = np.unique(np.quantile(conf, np.linspace(0, 1, n_bins + 1)[1:-1]))
         bins = np.searchsorted(edges, conf, side="right")

@@ -25,27 +25,37 @@ from profiles.model import MultiExitCNN, model_hash, save_weights
 console = Console()
 
 
-def exit_accuracies(model: MultiExitCNN, images: np.ndarray, labels: np.ndarray) -> list[float]:
+def exit_accuracies(model, images: np.ndarray, labels: np.ndarray) -> list[float]:
+    """Accuracy of every exit (blocks without an exit are left out)."""
+    from profiles.multiexit import forward_all
+
     model.eval()
-    correct = np.zeros(model.n_blocks)
+    correct: list[float] | None = None
     x_all = torch.from_numpy(to_tensor_input(images))
     with torch.no_grad():
         for start in range(0, len(labels), 1000):
-            outs = model.forward_all(x_all[start : start + 1000])
+            outs = [o for o in forward_all(model, x_all[start : start + 1000]) if o is not None]
             y = torch.from_numpy(labels[start : start + 1000])
-            for i, logits in enumerate(outs):
-                correct[i] += (logits.argmax(1) == y).sum().item()
-    return (correct / len(labels)).tolist()
+            hits = [(logits.argmax(1) == y).sum().item() for logits in outs]
+            correct = (
+                hits if correct is None else [a + b for a, b in zip(correct, hits, strict=True)]
+            )
+    return [c / len(labels) for c in correct]
 
 
-def train(epochs: int, seed: int, batch_size: int = 128, lr: float = 4e-3) -> tuple:
+def fit(model, splits, epochs: int, seed: int, batch_size: int = 128, lr: float = 4e-3,
+        weight_decay: float = 5e-4) -> float:  # fmt: skip
+    """Train every exit of a multi-exit model jointly (the sum of the exits'
+    cross-entropies, BranchyNet-style) with AdamW and a one-cycle schedule, random
+    horizontal flips (garments are left/right symmetric); seconds it took. Works for any
+    model of the ``profiles.multiexit`` contract on Fashion-MNIST-shaped images."""
+    from profiles.multiexit import forward_all
+
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    splits = load_splits()
     x = torch.from_numpy(to_tensor_input(splits["train"].images))
     y = torch.from_numpy(splits["train"].labels)
-    model = MultiExitCNN()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = (len(y) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=epochs * steps_per_epoch
@@ -61,10 +71,10 @@ def train(epochs: int, seed: int, batch_size: int = 128, lr: float = 4e-3) -> tu
             for start in range(0, len(y), batch_size):
                 idx = order[start : start + batch_size]
                 xb = x[idx]
-                # Random horizontal flips: garments are left/right symmetric.
                 flip = torch.rand(len(idx), generator=gen) < 0.5
                 xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-                loss = sum(loss_fn(out, y[idx]) for out in model.forward_all(xb))
+                outs = [o for o in forward_all(model, xb) if o is not None]
+                loss = sum(loss_fn(out, y[idx]) for out in outs)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -74,7 +84,15 @@ def train(epochs: int, seed: int, batch_size: int = 128, lr: float = 4e-3) -> tu
             progress.console.print(
                 f"epoch {epoch + 1}/{epochs}  val exits " + " ".join(f"{a:.3f}" for a in val)
             )
-    seconds = time.perf_counter() - t0
+    model.eval()
+    return time.perf_counter() - t0
+
+
+def train(epochs: int, seed: int, batch_size: int = 128, lr: float = 4e-3) -> tuple:
+    torch.manual_seed(seed)
+    splits = load_splits()
+    model = MultiExitCNN()
+    seconds = fit(model, splits, epochs, seed, batch_size, lr)
     return model, splits, seconds
 
 
