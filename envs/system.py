@@ -4,7 +4,9 @@ Built once per environment from the scenario, the measured profile and the catal
 
 * device time of each block / exit / encoder = host time x ``slowdown``, where
   ``slowdown`` = (host effective GFLOP/s over the whole model) / (device GFLOP/s):
-  the per-block shape stays measured, the overall speed is the device's;
+  the per-block shape stays measured, the overall speed is the device's; or, for a
+  device entry measured on the device itself (``profiles.measure_device``), its
+  measured times;
 * cloud time of the tail from each cut = host time / cloud ``speedup`` + overhead;
 * radio power, tail and uplink scaling per trace family;
 * energy and money references that make the reward weights comparable.
@@ -82,9 +84,15 @@ class System:
         self.host_gflops = host_gflops
         self.slowdown = host_gflops / self.device.gflops
         s = self.slowdown
-        self.block_dev_s = [float(v) * s for v in block_host]
-        self.exit_dev_s = [float(v) * s for v in exit_host]
-        self.encode_dev_s = [[float(v) * s for v in row] for row in p.encode_host_s]
+        if self.device.measured:  # times measured on the device itself, for this model
+            self._check_measured(self.device, p)
+            self.block_dev_s = list(self.device.block_s)
+            self.exit_dev_s = list(self.device.exit_s)
+            self.encode_dev_s = [list(row) for row in self.device.encode_s]
+        else:  # the profile's host times at the device's speed
+            self.block_dev_s = [float(v) * s for v in block_host]
+            self.exit_dev_s = [float(v) * s for v in exit_host]
+            self.encode_dev_s = [[float(v) * s for v in row] for row in p.encode_host_s]
         # Cumulative device times: blocks 1..b and exits 1..b.
         self.block_cum = [0.0]
         self.exit_cum = [0.0]
@@ -147,6 +155,21 @@ class System:
         # that are not images; ``profile.meta["leakage_reason"]`` says why).
         self.leak = p.leakage_or_zero().tolist()
 
+    @staticmethod
+    def _check_measured(device: Device, profile: Profile) -> None:
+        from profiles.catalog import CatalogError
+
+        where = f"[devices.{device.name}]"
+        if device.model_hash != profile.model_hash:
+            raise CatalogError(
+                f"{where}: times measured on model {device.model_hash}, but the profile "
+                f"{profile.path} is of model {profile.model_hash}; measure the device with "
+                "this model (python -m profiles.measure_device)"
+            )
+        k, levels = profile.n_blocks, profile.n_levels
+        if len(device.block_s) != k or any(len(row) != levels for row in device.encode_s):
+            raise CatalogError(f"{where}: measured times are not {k} blocks x {levels} codecs")
+
     def radio(self, family: str) -> Radio:
         return self.catalog.radio(self.scenario.radio_for(family))
 
@@ -182,6 +205,8 @@ class System:
     def describe(self) -> dict:
         return {
             "device": self.device.name,
+            "device_times": "measured on the device" if self.device.measured
+            else "host times scaled by GFLOP/s",
             "device_slowdown_vs_host": round(self.slowdown, 2),
             "host_gflops": round(self.host_gflops, 2),
             "device_full_model_ms": round((self.block_cum[-1] + self.exit_dev_s[-1]) * 1e3, 2),

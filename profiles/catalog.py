@@ -21,12 +21,27 @@ class CatalogError(InputError):
 
 @dataclass(frozen=True)
 class Device:
+    """A device. Its compute times are the profile's host times scaled by ``gflops``,
+    unless it holds times measured on it for one model (``python -m
+    profiles.measure_device``): ``block_s``, ``exit_s`` (0 where the model has no exit)
+    and ``encode_s`` (per cut and level), valid for the model whose hash is
+    ``model_hash``."""
+
     name: str
     description: str
     gflops: float
     active_power_w: float
     idle_power_w: float
     battery_j: float
+    model_hash: str | None = None
+    block_s: tuple[float, ...] | None = None
+    exit_s: tuple[float, ...] | None = None
+    encode_s: tuple[tuple[float, ...], ...] | None = None
+    measured_on: str | None = None
+
+    @property
+    def measured(self) -> bool:
+        return self.model_hash is not None
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,8 @@ def _build(cls: type, name: str, raw: Any, where: str):
         for field_name in _REQUIRED_BY_KIND[kind]:
             if field_name not in raw:
                 raise CatalogError(f"{where}.{field_name}: missing (required for {kind})")
+    if cls is Device:
+        values.update(_measured_times(raw, where))
     for field_name, (required, low, inclusive, high) in _RULES[cls].items():
         if field_name not in raw:
             if required:
@@ -170,6 +187,43 @@ def _build(cls: type, name: str, raw: Any, where: str):
             high=high, error=CatalogError,
         )  # fmt: skip
     return cls(**values)
+
+
+_MEASURED = ("model_hash", "block_s", "exit_s", "encode_s", "measured_on")
+
+
+def _measured_times(raw: dict, where: str) -> dict:
+    """A device's measured times, all of them or none, each a list of seconds >= 0."""
+    given = [k for k in _MEASURED if k in raw]
+    if not given:
+        return {}
+    missing = [k for k in _MEASURED if k not in raw]
+    if missing:
+        raise CatalogError(f"{where}: measured times need {', '.join(missing)} too")
+    if not isinstance(raw["model_hash"], str) or not isinstance(raw["measured_on"], str):
+        raise CatalogError(f"{where}.model_hash / measured_on: expected strings")
+
+    def seconds(values, name: str) -> tuple[float, ...]:
+        if not isinstance(values, list) or not values:
+            raise CatalogError(f"{where}.{name}: expected a list of seconds")
+        return tuple(
+            check_number(v, f"{where}.{name}[{i}]", low=0.0, high=3600.0, error=CatalogError)
+            for i, v in enumerate(values)
+        )
+
+    block_s, exit_s = seconds(raw["block_s"], "block_s"), seconds(raw["exit_s"], "exit_s")
+    if len(exit_s) != len(block_s):
+        raise CatalogError(f"{where}.exit_s: {len(exit_s)} values for {len(block_s)} blocks")
+    encode = raw["encode_s"]
+    if not isinstance(encode, list) or len(encode) != len(block_s):
+        raise CatalogError(f"{where}.encode_s: expected one list per cut 0..{len(block_s) - 1}")
+    return {
+        "model_hash": raw["model_hash"],
+        "measured_on": raw["measured_on"],
+        "block_s": block_s,
+        "exit_s": exit_s,
+        "encode_s": tuple(seconds(row, f"encode_s[{c}]") for c, row in enumerate(encode)),
+    }
 
 
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:

@@ -41,6 +41,7 @@ from typing import IO
 
 import numpy as np
 
+from envs import physics
 from profiles.multiexit import to_model_input
 from runtime_hooks import protocol as P
 from runtime_hooks.cloud_link import ServerError
@@ -354,7 +355,7 @@ class DeviceLoop:
         with self.torch.inference_mode():
             for b in range(1, cut + 1):
                 check = early and b < k and self.has_exit[b - 1]
-                cost = s.block_dev_s[b - 1] + (s.exit_dev_s[b - 1] if check else 0.0)
+                cost = physics.block_seconds(s, b) + (physics.exit_seconds(s, b) if check else 0.0)
 
                 def step(h=h, b=b, check=check):
                     out = self.model.blocks[b - 1](h)
@@ -367,7 +368,9 @@ class DeviceLoop:
                     if seen[0] >= threshold:
                         return ("exit", b, seen[1], seen[0]), device_s, h, exit_seen
             if cut == k:
-                (conf, pred), took = self._compute(lambda: self._exit(k, h), s.exit_dev_s[k - 1])
+                (conf, pred), took = self._compute(
+                    lambda: self._exit(k, h), physics.exit_seconds(s, k)
+                )
                 return ("local", k, pred, conf), device_s + took, h, exit_seen
         return None, device_s, h, exit_seen
 
@@ -423,29 +426,29 @@ class DeviceLoop:
         idle = s.device.idle_power_w * max(time.monotonic() - now - more, 0.0)
         return answer, sent, 0.0, 0.0, reason, extra_device_s + more, idle
 
+    def _exits_from(self, depth: int) -> list[int]:
+        """The blocks with an exit the device can still reach from ``depth``."""
+        return [b for b in range(max(depth, 1), self.k + 1) if self.has_exit[b - 1]]
+
     def _cheap_fallback_s(self, cut: int, exit_seen) -> float:
-        s = self.system
+        """Device time of the nearest local answer from the cut."""
         if exit_seen is not None and exit_seen[0] == cut:
             return 0.0
-        if cut == 0:
-            return s.block_dev_s[0] + s.exit_dev_s[0]
-        return s.exit_dev_s[cut - 1]
+        return physics.seconds_to_exit(self.system, cut, self._exits_from(cut)[0])
 
     def _anytime(self, cut: int, h, arrival: float, exit_seen):
         """The best answer the device can give by the deadline from depth ``cut`` (``h``
         the tensor there; the image at cut 0): the deepest exit at or after the cut,
         the final classifier included, whose remaining blocks and exit fit in the time
         left, else the nearest exit. Returns ``(answer, device seconds)``."""
-        s, k = self.system, self.k
+        s = self.system
         left = arrival + self.fallback_after_s - time.monotonic()
         seen_here = exit_seen is not None and exit_seen[0] == cut
 
         def cost(b: int) -> float:  # device seconds from depth ``cut`` to exit ``b``
-            if b == cut and seen_here:
-                return 0.0
-            return float(sum(s.block_dev_s[cut:b])) + s.exit_dev_s[b - 1]
+            return 0.0 if b == cut and seen_here else physics.seconds_to_exit(s, cut, b)
 
-        exits = [b for b in range(max(cut, 1), k + 1) if self.has_exit[b - 1]]
+        exits = self._exits_from(cut)
         target = max((b for b in exits if cost(b) <= left), default=exits[0])
         if target == cut and seen_here:
             b, conf, pred = exit_seen

@@ -6,10 +6,10 @@ model contract (``profiles.multiexit``), and the kind of network edge devices ru
 Eight blocks of inverted residuals (Sandler et al., "MobileNetV2: Inverted Residuals and
 Linear Bottlenecks", CVPR 2018): a 1x1 expansion, a 3x3 depthwise convolution, a linear
 1x1 projection, with a residual connection where shapes allow; batch norm and ReLU6.
-Block 1 starts with a 3x3 stem of stride 2, as MobileNetV2's (28x28 -> 14x14). Early exits (global average pool + one linear layer)
-after blocks 2, 3, 5 and 7; the final classifier after block 8 (a 1x1 convolution to
-192 channels, global average pool, linear). Blocks 4 and 6 have no exit: the contract's
-``None``.
+Block 1 starts with a 3x3 stem of stride 2, as MobileNetV2's (28x28 -> 14x14). Early
+exits (global average pool + one linear layer) after blocks 2, 3, 5 and 7; the final
+classifier after block 8 (a 1x1 convolution to 192 channels, global average pool,
+linear). Blocks 1, 4 and 6 have no exit: the contract's ``None``.
 
 ``build()`` returns the shipped, trained model; ``profiles.dataset:load`` is its data.
 """
