@@ -157,13 +157,13 @@ class ModelSpec:
 def describe(model) -> dict:
     """What the model hash covers besides the weights: the built-in model's
     architecture (as before this contract existed, so its hash is unchanged), else the
-    class and the input shape."""
+    input shape and which blocks have exits. Not the class's name or module, so that
+    the same weights hash the same however the code is imported."""
     arch = getattr(model, "arch", None)
     if arch is not None and hasattr(arch, "to_dict"):
         return arch.to_dict()
-    cls = type(model)
-    return {"class": f"{cls.__module__}.{cls.__qualname__}",
-            "input_shape": [int(v) for v in model.input_shape]}  # fmt: skip
+    return {"input_shape": [int(v) for v in model.input_shape],
+            "has_exit": [e is not None for e in model.exits]}  # fmt: skip
 
 
 def model_hash(model) -> str:
