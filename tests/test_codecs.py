@@ -118,3 +118,16 @@ def test_bad_arrays_are_refused():
         codecs.encode("lz77", np.zeros(3, np.float32))
     with pytest.raises(CodecError, match="compression level"):
         codecs.codec_name(1, 9)
+
+
+@pytest.mark.parametrize("name", ["raw", "png", "jpeg90", "jpeg40"])
+def test_image_codecs_take_grey_and_colour_images_and_keep_their_shape(name):
+    rng = np.random.default_rng(0)
+    for shape in ((12, 10), (1, 12, 10), (3, 12, 10)):
+        image = (rng.random(shape) * 255).astype(np.uint8)
+        decoded = codecs.decode(codecs.encode(name, image))
+        assert decoded.shape == shape and decoded.dtype == np.uint8
+        if name in ("raw", "png"):
+            np.testing.assert_array_equal(decoded, image)
+    with pytest.raises(codecs.CodecError, match=r"\(H, W\), \(1, H, W\) or \(3, H, W\)"):
+        codecs.encode("png", np.zeros((2, 12, 10), np.uint8))

@@ -308,3 +308,31 @@ def test_bad_data_is_one_line_naming_it(tmp_path, ref, message):
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert ref in proc.stderr and message in proc.stderr
+
+
+def test_a_device_measured_with_the_model_replaces_flop_scaling(own, tmp_path):
+    from envs import System, load_scenario
+    from profiles.catalog import CatalogError
+
+    folder, scenario, _ = own
+    catalog = tmp_path / "device.toml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "profiles.measure_device", "--model", "signal1d.py:build",
+         "--data", "signal1d.py:load", "--name", "bench-host", "--out", str(catalog),
+         "--repeats", "5", "--power-from", "rpizero"],
+        cwd=folder, capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = catalog.read_text()
+    assert "[devices.bench-host]" in text and "[radios.lte]" in text  # a whole catalog
+    measured = load_scenario(scenario).with_updates(catalog=str(catalog), device="bench-host")
+    system = System(measured)
+    device = system.catalog.device("bench-host")
+    assert system.block_dev_s == list(device.block_s) and len(device.block_s) == 3
+    assert device.exit_s[1] == 0.0  # block 2 has no exit
+    assert device.active_power_w == system.catalog.device("rpizero").active_power_w
+    assert "not measured" in device.description
+    builtin = load_scenario().with_updates(catalog=str(catalog), device="bench-host")
+    with pytest.raises(CatalogError, match="measured on model .* the profile .* is of model"):
+        System(builtin)

@@ -331,3 +331,5 @@ def test_model_for_another_action_space_is_refused(tiny_run, tmp_path):
         load_ppo(runs / "tiny", nvec=[6, 4, 5])
     with pytest.raises(RunError, match="config.json is missing"):
         load_ppo(tmp_path)
+    with pytest.raises(RunError, match="trained on a profile of model c66085625bb287aa, this "):
+        load_ppo(runs / "tiny", model_hash="0123456789abcdef")
