@@ -145,16 +145,17 @@ class CloudLink:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Connection(sock, P.FrameReader(sock))
-            connected = time.monotonic()
-            rtt = self._ping(conn, 0)
-            if not self.probe_bytes:
-                return conn, LinkMeasurement(connected, rtt, 0, connected, 0.0)
-            started = time.monotonic()
+            connected = started = time.monotonic()
+            rtt = self.connect_timeout_s
             try:
+                rtt = self._ping(conn, 0)
+                if not self.probe_bytes:
+                    return conn, LinkMeasurement(connected, rtt, 0, connected, 0.0)
+                started = time.monotonic()
                 took = self._ping(conn, self.probe_bytes)
             except TimeoutError:
                 # Connected, but the link carries nothing now (an outage): that is the
-                # measurement; the pong is dropped as stale when it comes.
+                # measurement; the pongs are dropped as stale when they come.
                 waited = time.monotonic() - started
                 return conn, LinkMeasurement(connected, rtt, 1, started, max(waited, 1e-3), True)
             return conn, LinkMeasurement(
