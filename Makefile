@@ -4,7 +4,7 @@ PIP       := .venv/bin/pip
 STAMP     := .venv/.installed
 DATA_DIR  ?= $(or $(FASHION_MNIST_DIR),/usr/share/datasets/fashion-mnist)
 
-.PHONY: setup data demo test bench lint profile train evaluate clean
+.PHONY: setup data demo test bench lint profile mobilenet train evaluate clean
 
 setup: $(STAMP) data
 
@@ -48,6 +48,11 @@ train-model: setup
 	$(PY) -m profiles.train_model
 profile: setup
 	$(PY) -m profiles.profile
+# The worked example of bringing your own model (README): its weights, then its profile.
+mobilenet: setup
+	$(PY) -m profiles.zoo.mobilenet
+	$(PY) -m profiles.profile --model profiles.zoo.mobilenet:build --data profiles.dataset:load \
+		--out profiles/data/profile_mobilenet_fmnist.npz
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

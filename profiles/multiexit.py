@@ -246,14 +246,18 @@ def check_model(model: Any, ref: str = "model") -> ModelSpec:
 
 def build_model(ref: str, base: Path | None = None):
     """``(model, spec)`` from a ``module:function`` reference, checked."""
-    build = load_callable(ref, "model", base)
+    model = _call(load_callable(ref, "model", base), f"model {ref!r}: build()")
+    return model, check_model(model, ref)
+
+
+def _call(fn: Callable, what: str):
+    """A user's function called; what it raises becomes a ``ContractError`` naming it."""
     try:
-        model = build()
+        return fn()
     except ContractError:
         raise
     except Exception as exc:
-        raise ContractError(f"model {ref!r}: build() fails ({type(exc).__name__}: {exc})") from exc
-    return model, check_model(model, ref)
+        raise ContractError(f"{what} fails ({type(exc).__name__}: {exc})") from exc
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -307,13 +311,7 @@ def check_data(data: Any, spec: ModelSpec, ref: str = "data") -> dict[str, Split
 
 
 def load_data(ref: str, spec: ModelSpec, base: Path | None = None) -> dict[str, Split]:
-    load = load_callable(ref, "data", base)
-    try:
-        data = load()
-    except ContractError:
-        raise
-    except Exception as exc:
-        raise ContractError(f"data {ref!r}: load() fails ({type(exc).__name__}: {exc})") from exc
+    data = _call(load_callable(ref, "data", base), f"data {ref!r}: load()")
     return check_data(data, spec, ref)
 
 

@@ -96,6 +96,21 @@ def train(epochs: int, seed: int, batch_size: int = 128, lr: float = 4e-3) -> tu
     return model, splits, seconds
 
 
+def training_record(model, splits, epochs: int, seed: int, seconds: float) -> dict:
+    """What a weights file keeps of its training: data, settings, time, accuracies."""
+    return {
+        "dataset": "Fashion-MNIST (Xiao et al., 2017), Debian dataset-fashion-mnist",
+        "epochs": epochs,
+        "seed": seed,
+        "train_seconds": round(seconds, 1),
+        "val_exit_accuracy": [round(a, 4) for a in exit_accuracies(
+            model, splits["val"].images, splits["val"].labels)],
+        "test_exit_accuracy": [round(a, 4) for a in exit_accuracies(
+            model, splits["test"].images, splits["test"].labels)],
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
@@ -103,17 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     args = parser.parse_args(argv)
     model, splits, seconds = train(args.epochs, args.seed)
-    val = exit_accuracies(model, splits["val"].images, splits["val"].labels)
-    test = exit_accuracies(model, splits["test"].images, splits["test"].labels)
-    meta = {
-        "dataset": "Fashion-MNIST (Xiao et al., 2017), Debian dataset-fashion-mnist",
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "train_seconds": round(seconds, 1),
-        "val_exit_accuracy": [round(a, 4) for a in val],
-        "test_exit_accuracy": [round(a, 4) for a in test],
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-    }
+    meta = training_record(model, splits, args.epochs, args.seed, seconds)
+    test = meta["test_exit_accuracy"]
     save_weights(model, args.out, meta)
     console.print(f"saved {args.out} (hash {model_hash(model)}) in {seconds:.0f} s")
     console.print("test exit accuracy: " + " ".join(f"{a:.4f}" for a in test))

@@ -106,7 +106,7 @@ def build() -> MultiExitMobileNet:
 def main(argv: list[str] | None = None) -> int:
     from profiles.dataset import load_splits
     from profiles.multiexit import model_hash
-    from profiles.train_model import console, exit_accuracies, fit
+    from profiles.train_model import console, fit, training_record
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
@@ -118,15 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_splits()
     model = MultiExitMobileNet()
     seconds = fit(model, splits, args.epochs, args.seed, lr=args.lr)
-    test = exit_accuracies(model, splits["test"].images, splits["test"].labels)
-    meta = {
-        "dataset": "Fashion-MNIST (Xiao et al., 2017), Debian dataset-fashion-mnist",
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "train_seconds": round(seconds, 1),
-        "test_exit_accuracy": [round(a, 4) for a in test],
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-    }
+    meta = training_record(model, splits, args.epochs, args.seed, seconds)
+    test = meta["test_exit_accuracy"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"format": FORMAT, "state_dict": model.state_dict(), "meta": meta}, args.out)
     console.print(f"saved {args.out} (hash {model_hash(model)}) in {seconds:.0f} s; test exits "
