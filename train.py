@@ -238,7 +238,7 @@ def warm_start(model, venv, p: TrainPlan) -> None:
     print(f"imitation: {len(obs)} {cfg.expert} decisions, actor matches {accuracy:.1%}")
 
 
-def resolved_config(p: TrainPlan, nvec, obs_dim: int, model_hash: str) -> dict:
+def resolved_config(p: TrainPlan, nvec, levels_by_cut, obs_dim: int, model_hash: str) -> dict:
     from agents.ppo import portable_path
 
     source = p.scenario.source
@@ -248,6 +248,7 @@ def resolved_config(p: TrainPlan, nvec, obs_dim: int, model_hash: str) -> dict:
         "seed": p.args.seed,
         "trace_source": p.args.trace_source,
         "nvec": list(nvec),
+        "levels_by_cut": list(levels_by_cut),
         "actions": "envs.wrappers.distinct_actions(*nvec): the agent's Discrete index -> action",
         "obs_dim": obs_dim,
         "profile_model_hash": model_hash,
@@ -336,7 +337,7 @@ def train_one(args: TrainArgs) -> int:
     import torch
 
     from agents.training import validation_callback, validation_episodes
-    from envs.wrappers import distinct_actions
+    from envs.wrappers import env_actions
 
     torch.set_num_threads(1)
     hp = p.hp
@@ -348,11 +349,12 @@ def train_one(args: TrainArgs) -> int:
     prepare_run_dir(p)
     nvec = val_env.action_space.nvec.tolist()
     resolved = resolved_config(
-        p, nvec, int(venv.observation_space.shape[0]), val_env.system.profile.model_hash
-    )
+        p, nvec, val_env.system.levels_by_cut, int(venv.observation_space.shape[0]),
+        val_env.system.profile.model_hash,
+    )  # fmt: skip
     (p.run / "config.json").write_text(json.dumps({**p.previous_config, **resolved}, indent=2))
     validation = validation_callback(
-        p.run, venv, val_env, specs, distinct_actions(*nvec), hp.eval.freq,
+        p.run, venv, val_env, specs, env_actions(val_env), hp.eval.freq,
         hp.eval.checkpoint_freq, done_steps,
     )  # fmt: skip
     if done_steps == 0 and hp.imitation.steps > 0:

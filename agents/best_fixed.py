@@ -7,7 +7,7 @@ import numpy as np
 from agents.base import FixedPolicy
 from agents.rollout import make_specs, run_many
 from envs.offload_env import OffloadEnv
-from envs.wrappers import distinct_actions
+from envs.wrappers import env_actions
 from traces.sets import group_by_family
 from traces.trace import Trace
 
@@ -29,7 +29,7 @@ def find_best_fixed(
         for spec in make_specs(by_family[fam], episodes, seed, (b.initial_min, b.initial_max))
     ]
     scores = {}
-    actions = distinct_actions(*env.action_space.nvec)
+    actions = env_actions(env)
     for act in progress(actions) if progress else actions:
         scores[act] = float(np.mean(run_many(env, FixedPolicy(*act), specs)["reward"]))
     best = max(scores, key=scores.get)
@@ -100,7 +100,7 @@ def find_best_fixed_by_context(
         for fam in sorted(by_family)
     }
     sums: dict[tuple, dict[tuple[int, int, int], list[float]]] = {}
-    actions = distinct_actions(*env.action_space.nvec)
+    actions = env_actions(env)
     for act in progress(actions) if progress else actions:
         for fam, fam_specs in specs.items():
             radio = env.system.radio(fam)

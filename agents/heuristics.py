@@ -56,8 +56,9 @@ class CloudOnly:
 class Neurosurgeon:
     """Kang et al., ASPLOS 2017: pick the partition point that minimises predicted
     end-to-end latency (or device energy) from per-layer profiles and the current
-    bandwidth. The original has no early exits and sends tensors uncompressed: cuts
-    only, no exits, level 0."""
+    bandwidth. The original has no early exits: no exits here either; among the
+    partition points it also picks the codec (learned bottlenecks included) with the
+    same prediction."""
 
     def __init__(
         self, system: System, predictor: Predictor, objective: str = "latency", radio=None
@@ -77,15 +78,15 @@ class Neurosurgeon:
             cost = self.predictor.latency_s(view.bandwidth_bps, view.rtt_s)
         else:
             cost = self.predictor.energy_j(view.bandwidth_bps, view.rtt_s, self.radio, 0.0)
-        cut = int(np.argmin(cost[:, self.never, 0]))
-        return action(cut, self.never, 0)
+        cut, level = _argbest(cost[:, self.never, :])
+        return action(cut, self.never, level)
 
 
 class Edgent:
     """Li, Zhou, Chen, "Edge Intelligence: On-Demand DNN Inference with Device-Edge
     Synergy", 2018: the most accurate (exit, partition) whose predicted latency meets
-    the deadline under the estimated bandwidth; the fastest one when none does. As in
-    Edgent, tensors are sent uncompressed (level 0)."""
+    the deadline under the estimated bandwidth; the fastest one when none does. The
+    codec (learned bottlenecks included) is chosen the same way, with the partition."""
 
     name = "edgent"
 
@@ -95,9 +96,9 @@ class Edgent:
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         view = ObservationView(observation)
-        lat = self.predictor.latency_s(view.bandwidth_bps, view.rtt_s)[:, :, :1]
+        lat = self.predictor.latency_s(view.bandwidth_bps, view.rtt_s)
         budget = self.deadline - view.lateness_s
-        acc = self.predictor.stats.accuracy[:, :, :1]
+        acc = self.predictor.stats.accuracy
         feasible = lat <= budget
         if feasible.any():
             # Most accurate; among equals, the fastest.
@@ -111,8 +112,9 @@ class Spinn:
     over Device and Cloud", MobiCom 2020: confidence-threshold early exits on the
     device, and a scheduler that picks the split point and threshold for the estimated
     bandwidth, minimising latency subject to an accuracy floor (here: within
-    ``tolerance`` of the final exit's accuracy). Transfers are 8-bit quantised and
-    losslessly compressed, as SPINN compresses what it sends."""
+    ``tolerance`` of the final exit's accuracy). SPINN compresses what it sends; here
+    the scheduler also picks the codec (learned bottlenecks included) under the same
+    floor."""
 
     name = "spinn"
 
@@ -121,23 +123,12 @@ class Spinn:
         stats = predictor.stats
         final = float(stats.accuracy[system.k, system.n_thresholds - 1, 0])
         self.floor = final - tolerance
-        # int8+zlib for activations; PNG for an image input (else int8+zlib there too).
-        by_cut = system.profile.codecs_by_cut
-        self.level = by_cut[min(1, len(by_cut) - 1)].index("int8+zlib")
-        self.cloud_level = by_cut[0].index("png" if "png" in by_cut[0] else "int8+zlib")
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         view = ObservationView(observation)
         lat = self.predictor.latency_s(view.bandwidth_bps, view.rtt_s)
         acc = self.predictor.stats.accuracy
-        # The candidate level of each cut: int8+zlib for activations, PNG for the input.
-        levels = np.full(self.system.n_cuts, self.level)
-        levels[0] = self.cloud_level
-        cuts = np.arange(self.system.n_cuts)
-        lat_c = lat[cuts, :, levels]  # (C, T)
-        acc_c = acc[cuts, :, levels]
-        ok = acc_c >= self.floor
+        ok = acc >= self.floor
         if not ok.any():
-            ok = acc_c >= acc_c.max()
-        cut, thr = _argbest(lat_c, ok)
-        return action(cut, thr, int(levels[cut]))
+            ok = acc >= acc.max()
+        return action(*_argbest(lat, ok))

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from agents.oracle import Oracle
 from envs.offload_env import OffloadEnv
-from envs.wrappers import distinct_actions
+from envs.wrappers import env_actions
 
 
 class FrozenRunningMeanStd(RunningMeanStd):
@@ -54,7 +54,7 @@ def collect_demonstrations(
     """``steps`` (observation, index into ``distinct_actions``) pairs from episodes the
     expert plays, so the observations are those of the states it visits. ``expert`` is
     any ``agents`` policy; a privileged one is handed the simulator."""
-    table = {a: i for i, a in enumerate(distinct_actions(*env.action_space.nvec))}
+    table = {a: i for i, a in enumerate(env_actions(env))}
     privileged = getattr(expert, "privileged", False)
     rng = np.random.default_rng(seed)
     obs_out = np.empty((steps, env.observation_space.shape[0]), np.float32)

@@ -34,7 +34,7 @@ import numpy as np
 
 from envs.offload_env import OffloadEnv
 from envs.system import Outcome
-from envs.wrappers import distinct_actions
+from envs.wrappers import env_actions
 
 
 class Oracle:
@@ -46,7 +46,7 @@ class Oracle:
 
     def act_privileged(self, env: OffloadEnv) -> np.ndarray:
         if self._actions is None:
-            self._actions = distinct_actions(*env.action_space.nvec)
+            self._actions = env_actions(env)
         st, s = env.state, env.system
         nxt = st.arrivals[st.index + 1] if st.index + 1 < len(st.arrivals) else np.inf
         battery = max(st.battery_j, 0.0) / s.battery_capacity_j

@@ -29,7 +29,7 @@ from dataclasses import replace
 import numpy as np
 
 from envs.offload_env import EpisodeState, OffloadEnv
-from envs.wrappers import distinct_actions
+from envs.wrappers import env_actions
 from telemetry.observation import Telemetry
 from traces.trace import Trace
 
@@ -64,9 +64,7 @@ class ForesightPlanner:
         with ``switch_top`` > 0 also the ``switch_top`` best of those held for ``hold``
         requests and followed by any other action for the rest of the horizon."""
         if self._actions is None:
-            self._actions = [
-                np.array(a, dtype=np.int64) for a in distinct_actions(*env.action_space.nvec)
-            ]
+            self._actions = [np.array(a, dtype=np.int64) for a in env_actions(env)]
         real = env.snapshot()
         starts = self._views(env, real)
         try:

@@ -127,10 +127,12 @@ def load_ppo(
     obs_dim: int | None = None,
     best: bool = True,
     model_hash: str | None = None,
+    levels_by_cut=None,
 ) -> PPOPolicy:
     """Load a run's best model (or final, ``best=False``) and its normalisation;
     refuses a model whose action or observation space differs from the scenario's, or
-    (given ``model_hash``) one trained on a profile of another model."""
+    (given ``model_hash``) one trained on a profile of another model. ``levels_by_cut``:
+    the levels each cut of the scenario offers (default: what the run recorded)."""
     from stable_baselines3 import PPO
 
     run, model_file, norm_file = check_run_dir(run_dir, best)
@@ -154,10 +156,14 @@ def load_ppo(
                 f"this scenario has {[int(v) for v in nvec]}"
             )
     else:
-        trained_nvec = read_run_config(run).get("nvec")
+        config = read_run_config(run)
+        trained_nvec = config.get("nvec")
+        trained_levels = config.get("levels_by_cut")  # absent: every cut had every level
         want = [int(v) for v in (nvec if nvec is not None else trained_nvec)]
-        table = distinct_actions(*want)
-        if trained_nvec != want or int(space.n) != len(table):
+        levels = levels_by_cut if levels_by_cut is not None else trained_levels
+        table = distinct_actions(*want, levels_by_cut=levels)
+        same_levels = trained_levels is None or levels is None or list(levels) == trained_levels
+        if trained_nvec != want or int(space.n) != len(table) or not same_levels:
             raise RunError(
                 f"{model_file}: trained for action space {trained_nvec} "
                 f"({int(space.n)} distinct actions), this scenario has {want} "

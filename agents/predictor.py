@@ -6,7 +6,9 @@ Here that model is the measured profile itself, on the ``val`` split (never the 
 samples): for every (cut, threshold, level) the expected device time, the probability
 that the request leaves the device, the expected bytes when it does, the expected
 accuracy and leakage. Combined with a bandwidth and RTT estimate it predicts latency
-and energy, with the terms of ``envs.physics`` in expectation.
+and energy, with the terms of ``envs.physics`` in expectation. Levels a cut does not
+offer (where a learned bottleneck adds levels at some cuts only) predict infinite
+latency and energy, so that no rule picks them.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class Predictor:
                     acc[cut, t, :] = np.where(exited, local_ok, exit_ok[k - 1]).mean()
                     continue
                 for lvl in range(n_lvl):
+                    if lvl >= s.levels_by_cut[cut]:  # not a level of this cut: never chosen
+                        device_s[cut, t, lvl], p_off[cut, t, lvl] = np.inf, 1.0
+                        nbytes[cut, t, lvl], acc[cut, t, lvl] = np.inf, -np.inf
+                        continue
                     dev_off = physics.device_seconds(s, cut, early, 0, lvl)
                     device_s[cut, t, lvl] = np.where(exited, dev_exit, dev_off).mean()
                     p = 1.0 - exited.mean()

@@ -364,7 +364,8 @@ class OffloadEnv(gym.Env):
         s = self.system
         if type(action) is np.ndarray and action.shape == (3,) and action.dtype.kind in "iu":
             cut, thr, level = action.tolist()  # the common case, from a sampler or a policy
-            if 0 <= cut < s.n_cuts and 0 <= thr < s.n_thresholds and 0 <= level < s.n_levels:
+            valid = 0 <= cut < s.n_cuts and 0 <= thr < s.n_thresholds and 0 <= level < s.n_levels
+            if valid and (cut == s.k or level < s.levels_by_cut[cut]):
                 return cut, thr, level
         values = action.tolist() if isinstance(action, np.ndarray) else action
         if isinstance(values, list) and len(values) == 1 and isinstance(values[0], list):
@@ -385,7 +386,14 @@ class OffloadEnv(gym.Env):
             if not 0 <= value < n:
                 raise ValueError(f"action {name}={value} out of range 0..{n - 1}")
             checked.append(int(value))
-        return checked[0], checked[1], checked[2]
+        cut, thr, level = checked
+        if cut < s.k and level >= s.levels_by_cut[cut]:
+            names = ", ".join(s.profile.codecs_by_cut[cut])
+            raise ValueError(
+                f"action level={level} is not available at cut {cut}, which offers levels "
+                f"0..{s.levels_by_cut[cut] - 1} ({names})"
+            )
+        return cut, thr, level
 
     def simulate(self, cut: int, thr: int, level: int) -> Outcome:
         """What the current request would do under an action (``envs.physics``). Pure:

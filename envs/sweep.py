@@ -25,7 +25,7 @@ from agents.base import FixedPolicy
 from agents.rollout import make_specs, run_many
 from envs.offload_env import OffloadEnv
 from envs.scenario import load_scenario
-from envs.wrappers import distinct_actions
+from envs.wrappers import env_actions
 from traces.sets import load_families
 
 console = Console()
@@ -52,7 +52,7 @@ def sweep(scenario_path, source: str, episodes: int, requests: int, seed: int) -
         for fam in sorted(families)
         for spec in make_specs(families[fam], episodes, seed, (b.initial_min, b.initial_max))
     ]
-    actions = distinct_actions(*env.action_space.nvec)
+    actions = env_actions(env)
     rewards = {}
     ref = None
     for act in track(actions, description="fixed actions", console=console):

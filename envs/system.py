@@ -76,6 +76,8 @@ class System:
         self.k = p.n_blocks
         self.n_cuts = self.k + 1
         self.n_levels = p.n_levels
+        # Levels each cut 0..K-1 offers (a learned bottleneck adds some at its cut only).
+        self.levels_by_cut = [p.levels_at(c) for c in range(self.k)]
         self.thresholds = tuple(float(t) for t in scenario.thresholds)
         self.n_thresholds = len(self.thresholds)
 
@@ -205,7 +207,8 @@ class System:
     def describe(self) -> dict:
         return {
             "device": self.device.name,
-            "device_times": "measured on the device" if self.device.measured
+            "device_times": "measured on the device"
+            if self.device.measured
             else "host times scaled by GFLOP/s",
             "device_slowdown_vs_host": round(self.slowdown, 2),
             "host_gflops": round(self.host_gflops, 2),

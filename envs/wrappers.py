@@ -17,24 +17,35 @@ import numpy as np
 from gymnasium import spaces
 
 
-def distinct_actions(n_cuts: int, n_thresholds: int, n_levels: int) -> list[tuple[int, int, int]]:
+def distinct_actions(
+    n_cuts: int, n_thresholds: int, n_levels: int, levels_by_cut=None
+) -> list[tuple[int, int, int]]:
     """Actions that can behave differently: no exit exists before cut 0 (one threshold
-    suffices there), and the level is irrelevant when everything runs on the device."""
+    suffices there), and the level is irrelevant when everything runs on the device.
+    ``levels_by_cut`` (cuts 0..K-1): where cuts offer different numbers of levels (a
+    learned bottleneck adds levels at its cut), the levels each cut has; default all."""
     k = n_cuts - 1
-    out = [(0, n_thresholds - 1, lvl) for lvl in range(n_levels)]
+    levels = list(levels_by_cut) if levels_by_cut is not None else [n_levels] * k
+    out = [(0, n_thresholds - 1, lvl) for lvl in range(levels[0])]
     out += [
-        (c, t, lvl) for c in range(1, k) for t in range(n_thresholds) for lvl in range(n_levels)
+        (c, t, lvl) for c in range(1, k) for t in range(n_thresholds) for lvl in range(levels[c])
     ]
     out += [(k, t, 0) for t in range(n_thresholds)]
     return [(int(c), int(t), int(lvl)) for c, t, lvl in out]
 
 
+def env_actions(env) -> list[tuple[int, int, int]]:
+    """``distinct_actions`` of an ``OffloadEnv`` (through any wrappers)."""
+    system = env.unwrapped.system
+    return distinct_actions(*env.action_space.nvec, levels_by_cut=system.levels_by_cut)
+
+
 class DistinctActions(gym.ActionWrapper):
-    """``Discrete(n)`` over ``distinct_actions(*env.action_space.nvec)``."""
+    """``Discrete(n)`` over the env's distinct actions (``env_actions``)."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        self.table = distinct_actions(*env.action_space.nvec)
+        self.table = env_actions(env)
         self._arrays = [np.array(a, dtype=np.int64) for a in self.table]
         self.action_space = spaces.Discrete(len(self.table))
 

@@ -175,10 +175,10 @@ def observation_experiment(name: str, wrap: Callable, args: argparse.Namespace, 
     from stable_baselines3.common.monitor import Monitor
 
     from agents.ppo import PPOPolicy
-    from envs.wrappers import distinct_actions
+    from envs.wrappers import env_actions
 
     env, families = evaluation_env()
-    table = distinct_actions(*env.action_space.nvec)
+    table = env_actions(env)
 
     def policy_for(model, norm):
         return PPOPolicy(model, norm, table, name=name)

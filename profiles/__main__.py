@@ -1,4 +1,5 @@
-"""``python -m profiles show [FILE] [--json]``: summarise a profile."""
+"""``python -m profiles show [FILE] [--json]``: summarise a profile;
+``python -m profiles plot [FILE] [--out PNG]``: what each of its codecs buys."""
 
 from __future__ import annotations
 
@@ -19,7 +20,22 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("show", help="summarise a profile")
     show.add_argument("file", nargs="?", default=str(DEFAULT_PROFILE))
     show.add_argument("--json", action="store_true", help="print JSON")
+    plot = sub.add_parser("plot", help="bytes against accuracy and leakage of every codec")
+    plot.add_argument("file", nargs="?", default=str(DEFAULT_PROFILE))
+    plot.add_argument("--out", default="out/codecs.png", help="PNG to write")
     args = parser.parse_args(argv)
+    if args.command == "plot":
+        from pathlib import Path
+
+        from profiles.plots import codec_tradeoff
+
+        try:
+            profile = load_profile(args.file)
+        except ProfileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {codec_tradeoff(profile, Path(args.out))}")
+        return 0
     try:
         summary = load_profile(args.file).summary()
     except ProfileError as exc:

@@ -281,6 +281,59 @@ class _PillowImage:
         return np.ascontiguousarray(out).reshape(h.shape).copy()
 
 
+class _Latent:
+    """A learned bottleneck's latent in [0, 1] on the wire (``profiles.bottleneck``):
+    uniform ``bits``-bit levels (1, 2, 4 or 8), packed, then raw DEFLATE when that is
+    smaller. The header's ``scale`` holds the bits, ``offset`` 1 when DEFLATEd."""
+
+    def __init__(self, bits: int) -> None:
+        self.name, self.bits = f"latent{bits}", bits
+        self.levels = (1 << bits) - 1
+        self.per_byte = 8 // bits
+
+    def encode(self, array: np.ndarray) -> bytes:
+        a = _check_float(array)
+        if a.min() < -1e-6 or a.max() > 1 + 1e-6:
+            raise CodecError(f"{self.name}: a latent lies in [0, 1], got [{a.min()}, {a.max()}]")
+        q = np.rint(np.clip(a, 0, 1).astype(np.float64) * self.levels).astype(np.uint8).ravel()
+        q = np.concatenate([q, np.zeros(-len(q) % self.per_byte, np.uint8)])
+        packed = np.zeros(len(q) // self.per_byte, np.uint8)
+        for i in range(self.per_byte):  # first value in the high bits
+            packed |= q[i :: self.per_byte] << (8 - self.bits * (i + 1))
+        raw = packed.tobytes()
+        deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+        squeezed = deflater.compress(raw) + deflater.flush()
+        if len(squeezed) < len(raw):
+            return _pack(_ID[self.name], a.shape, float(self.bits), 1.0, squeezed)
+        return _pack(_ID[self.name], a.shape, float(self.bits), 0.0, raw)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        h = _expect(data, self.name)
+        if h.scale != self.bits or h.offset not in (0.0, 1.0):
+            raise CodecError(f"{self.name}: fields 'scale'/'offset' are {h.scale}/{h.offset}")
+        n = int(np.prod(h.shape))
+        size = -(-n // self.per_byte)
+        if h.offset:
+            inflater = zlib.decompressobj(-15)
+            try:
+                raw = inflater.decompress(bytes(h.payload), size)
+            except zlib.error as exc:
+                raise CodecError(f"{self.name}: payload is not valid DEFLATE data ({exc})") from exc
+            if len(raw) != size or inflater.unconsumed_tail or not inflater.eof:
+                raise CodecError(f"{self.name}: payload inflates to other than {size} bytes")
+        else:
+            raw = bytes(h.payload)
+            if len(raw) != size:
+                raise CodecError(f"{self.name}: payload is {len(raw)} bytes for shape {h.shape}")
+        packed = np.frombuffer(raw, np.uint8)
+        mask = (1 << self.bits) - 1
+        q = np.stack([(packed >> (8 - self.bits * (i + 1))) & mask for i in range(self.per_byte)],
+                     axis=1).ravel()[:n]  # fmt: skip
+        return (q.astype(np.float32) / np.float32(self.levels)).reshape(h.shape)
+
+
+LATENT_BITS = (1, 2, 4, 8)
+
 CODECS: dict[str, Codec] = {
     "raw": _RawImage(),
     "png": _PillowImage("png", "PNG", None),
@@ -292,6 +345,7 @@ CODECS: dict[str, Codec] = {
     "int8": _Affine("int8", 8, deflate=False),
     "int8+zlib": _Affine("int8+zlib", 8, deflate=True),
     "int4+zlib": _Affine("int4+zlib", 4, deflate=True),
+    **{f"latent{b}": _Latent(b) for b in LATENT_BITS},  # appended: earlier ids unchanged
 }
 _ALL_NAMES = tuple(CODECS)
 _ID = {name: i for i, name in enumerate(_ALL_NAMES)}

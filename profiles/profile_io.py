@@ -97,6 +97,7 @@ class Profile:
 
     @property
     def n_levels(self) -> int:
+        """The most compression levels any cut offers (see ``levels_at``)."""
         return self.leakage.shape[1]
 
     @property
@@ -144,6 +145,23 @@ class Profile:
     def codec_name(self, cut: int, level: int) -> str:
         return self.codecs_by_cut[cut][level]
 
+    def levels_at(self, cut: int) -> int:
+        """How many compression levels cut ``cut`` offers (``n_levels`` is the most)."""
+        return len(self.codecs_by_cut[cut])
+
+    @property
+    def bottlenecks(self) -> dict[str, dict]:
+        """The learned bottleneck levels (``profiles.bottleneck``), by ``cut{c}_{name}``,
+        each with its cut, level, latent shape, wire codec and file (relative to the
+        profile's folder)."""
+        return self.meta.get("bottlenecks", {})
+
+    def bottleneck_at(self, cut: int, level: int) -> dict | None:
+        for entry in self.bottlenecks.values():
+            if entry["cut"] == cut and entry["level"] == level:
+                return entry
+        return None
+
     @property
     def leakage_measured(self) -> bool:
         return bool(np.isfinite(self.leakage).all())
@@ -171,7 +189,7 @@ class Profile:
         ]
         cuts = []
         for cut in range(self.n_blocks):
-            for level in range(self.n_levels):
+            for level in range(self.levels_at(cut)):
                 leak = float(self.leakage[cut, level])
                 cuts.append(
                     {
@@ -214,6 +232,7 @@ class Profile:
             "encode_host_us": (self.encode_host_s * 1e6).round(1).tolist(),
             "leakage_metric": self.meta["leakage_metric"],
             "leakage_reason": self.meta.get("leakage_reason"),
+            "bottlenecks": self.bottlenecks,
             "host": self.meta["host"],
         }
 
@@ -286,10 +305,13 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
         raise ProfileError(f"{path}: field 'meta_json.has_exit' must hold {k} flags, the last "
                            "true (the final classifier)")  # fmt: skip
     codecs_by_cut = meta["codecs_by_cut"]
-    n_levels = len(codecs_by_cut[0]) if codecs_by_cut else 0
-    if len(codecs_by_cut) != k or any(len(c) != n_levels for c in codecs_by_cut) or not n_levels:
-        raise ProfileError(f"{path}: field 'meta_json.codecs_by_cut' must list the same number "
-                           f"of codecs for each of the {k} cuts")  # fmt: skip
+    if len(codecs_by_cut) != k or any(not c for c in codecs_by_cut):
+        raise ProfileError(f"{path}: field 'meta_json.codecs_by_cut' must list codecs for each "
+                           f"of the {k} cuts")  # fmt: skip
+    n_levels = max(len(c) for c in codecs_by_cut)
+    # Cuts may have different numbers of levels (a learned bottleneck adds levels at its
+    # cut only); arrays are padded to the most, and the padding is never read.
+    valid = np.array([[lvl < len(c) for lvl in range(n_levels)] for c in codecs_by_cut])
     if len(meta["activation_shapes"]) != k + 1:
         raise ProfileError(
             f"{path}: field 'meta_json.activation_shapes' must hold {k + 1} shapes (cuts 0..{k})"
@@ -298,15 +320,17 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
     encode = need("encode_host_s")
     if encode.shape != (k, n_levels) or not np.all(np.isfinite(encode)) or np.any(encode < 0):
         raise ProfileError(f"{path}: field 'encode_host_s' must be ({k}, {n_levels}) finite >= 0")
-    measured = np.isfinite(leakage)
-    if (
-        leakage.shape != (k, n_levels)
-        or not (measured.all() or not measured.any())
-        or not np.all((leakage[measured] >= 0) & (leakage[measured] <= 1))
+    if leakage.shape != (k, n_levels):
+        raise ProfileError(f"{path}: field 'leakage' must be ({k}, {n_levels})")
+    measured = np.isfinite(leakage) & valid
+    if not (measured[valid].all() or not measured.any()) or not np.all(
+        (leakage[measured] >= 0) & (leakage[measured] <= 1)
     ):
         raise ProfileError(
             f"{path}: field 'leakage' must be ({k}, {n_levels}) within [0, 1] (or all NaN)"
         )
+    # The padding: 0 beside measured figures, NaN where nothing was measured.
+    leakage = np.where(valid, leakage, 0.0 if measured.any() else np.nan)
     if not measured.all() and not meta.get("leakage_reason"):
         raise ProfileError(f"{path}: field 'leakage' is NaN but 'meta_json.leakage_reason' "
                            "does not say why")  # fmt: skip
@@ -326,7 +350,7 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
                     f"{path}: field '{split}_{name}' has shape {arrays[name].shape}, "
                     f"expected {shape}"
                 )
-        if n == 0 or np.any(arrays["sent_bytes"] <= 0):
+        if n == 0 or np.any(arrays["sent_bytes"][valid] <= 0):
             raise ProfileError(f"{path}: field '{split}_sent_bytes' must be positive")
         conf = arrays["exit_conf"]
         if not np.all((conf >= 0) & (conf <= 1.0001)):

@@ -136,6 +136,7 @@ class DeviceLoop:
         self.input_shape = p.input_shape
         self.image_input = p.input_kind == "image"
         kwargs = {} if notify is None else {"notify": notify}
+        self.bottlenecks: dict = {}  # (cut, level) -> a learned bottleneck (its encoder)
         self.link = CloudLink(server, self.n_classes, connect_timeout_s=connect_timeout_s,
                               probe_bytes=probe_bytes, retry_s=retry_s, name=server_name,
                               **kwargs)  # fmt: skip
@@ -175,6 +176,7 @@ class DeviceLoop:
         import torch
 
         from envs import Scenario, System, load_scenario
+        from profiles.bottleneck import load_for_profile
         from profiles.multiexit import model_for_profile
         from runtime_hooks.policy_file import NumpyPolicy
         from telemetry.observation import OBS_DIM, ObservationContext
@@ -202,6 +204,8 @@ class DeviceLoop:
         controller = Controller(policy, context, battery, rtt_s=radio_obj.rtt_s)
         loop = cls(model, controller, system, radio_obj, server, **kwargs)
         loop.spec = spec
+        # Learned bottlenecks at some cuts: the device runs their encoders.
+        loop.bottlenecks = load_for_profile(system.profile, model, spec)
         loop.warm_up()
         return loop
 
@@ -224,8 +228,14 @@ class DeviceLoop:
                     sent = np.zeros(self.input_shape, np.uint8)
                 else:
                     sent = h[0].numpy()
-                for name in p.codecs_by_cut[cut]:
-                    codecs.encode(name, sent)
+                for level, name in enumerate(p.codecs_by_cut[cut]):
+                    bottleneck = self.bottlenecks.get((cut, level))
+                    if bottleneck is not None:
+                        codecs.encode(
+                            f"latent{bottleneck.rate.bits}", bottleneck.encode(h)[0].numpy()
+                        )
+                    else:
+                        codecs.encode(name, sent)
 
     # -- device compute --------------------------------------------------------------
     def _compute(self, fn, device_time_s: float):
@@ -380,14 +390,26 @@ class DeviceLoop:
         from profiles import codecs
 
         s = self.system
-        codec = s.profile.codec_name(cut, level)
-        # The image codecs take the uint8 image itself; the others the tensor at the cut.
-        array = item if cut == 0 and self.image_input else h[0].numpy()
-        payload, took = self._compute(
-            lambda: codecs.encode(codec, array), s.encode_dev_s[cut][level]
-        )
+        bottleneck = self.bottlenecks.get((cut, level))
+        if bottleneck is not None:  # a learned bottleneck: its encoder, then the latent codec
+            codec = f"latent{bottleneck.rate.bits}"
+            shape = tuple(bottleneck.latent_shape)
+
+            def encode() -> bytes:
+                with self.torch.inference_mode():
+                    return codecs.encode(codec, bottleneck.encode(h)[0].numpy())
+        else:
+            codec = s.profile.codec_name(cut, level)
+            # The image codecs take the uint8 image itself; the others the tensor at the cut.
+            array = item if cut == 0 and self.image_input else h[0].numpy()
+            shape = array.shape
+
+            def encode() -> bytes:
+                return codecs.encode(codec, array)
+
+        payload, took = self._compute(encode, s.encode_dev_s[cut][level])
         extra_device_s = took
-        frame = P.request_frame(rid, cut, level, codec, array.shape, payload)
+        frame = P.request_frame(rid, cut, level, codec, shape, payload)
         now = time.monotonic()
         link = self.link
         sent = 0

@@ -10,7 +10,8 @@ Every frame is a 32-byte little-endian header followed by ``payload_length`` byt
     8      8    request_id      chosen by the device, echoed by the server
     16     1    cut             blocks run on the device (request)
     17     1    level           compression level (request)
-    18     1    dtype           0 none, 1 uint8, 2 float16, 3 float32, 4 uint4 (packed)
+    18     1    dtype           0 none, 1 uint8, 2 float16, 3 float32, 4/5/6 uint4/2/1
+                                (packed)
     19     1    ndim            0..4
     20     8    shape           4 x uint16, unused dims 0
     28     4    payload_length  bytes that follow, at most ``MAX_PAYLOAD``
@@ -40,7 +41,7 @@ MAGIC = b"SPLT"
 VERSION = 1
 REQUEST, ANSWER, ERROR, PING, PONG = 1, 2, 3, 4, 5
 KINDS = {REQUEST: "request", ANSWER: "answer", ERROR: "error", PING: "ping", PONG: "pong"}
-DTYPES = {0: "none", 1: "uint8", 2: "float16", 3: "float32", 4: "uint4"}
+DTYPES = {0: "none", 1: "uint8", 2: "float16", 3: "float32", 4: "uint4", 5: "uint2", 6: "uint1"}
 DTYPE_CODES = {name: code for code, name in DTYPES.items()}
 MAX_NDIM = 4
 MAX_PAYLOAD = 1 << 24  # 16 MiB, a protocol cap; the server limits each cut to its tensor
@@ -61,6 +62,10 @@ CODEC_DTYPES = {
     "int8": "uint8",
     "int8+zlib": "uint8",
     "int4+zlib": "uint4",
+    "latent1": "uint1",
+    "latent2": "uint2",
+    "latent4": "uint4",
+    "latent8": "uint8",
 }
 
 

@@ -69,8 +69,8 @@ class ServerStats:
 
 @dataclass
 class _Job:
-    cut: int
-    tensor: np.ndarray  # (C, H, W) float32, or (1, H, W) image in [0, 1]
+    route: int | tuple[int, int]  # a cut (the model's tail), or (cut, level): a bottleneck
+    tensor: np.ndarray  # the model's input, an activation, or a bottleneck's latent
     future: asyncio.Future
     queued_at: float
 
@@ -84,6 +84,7 @@ class TailServer:
         model,
         profile=None,
         *,
+        bottlenecks: dict | None = None,
         device: str = "cpu",
         max_batch: int = 32,
         idle_timeout_s: float = 60.0,
@@ -115,6 +116,15 @@ class TailServer:
         self.shapes = {cut: {tuple(profile.activation_shapes[cut])} for cut in range(self.n_blocks)}
         if self.image_input and self.input_shape[0] == 1:
             self.shapes[0].add(tuple(self.input_shape[1:]))
+        # Learned bottlenecks (``profiles.bottleneck``): their decoder and fine-tuned tail,
+        # by (cut, level), loaded from the profile's list unless given; such a request
+        # carries the latent in its wire codec.
+        if bottlenecks is None and profile.bottlenecks:
+            from profiles.bottleneck import load_for_profile
+            from profiles.multiexit import check_model
+
+            bottlenecks = load_for_profile(profile, model, check_model(model))
+        self.bottlenecks = {key: b.to(device).eval() for key, b in (bottlenecks or {}).items()}
         self._queue: asyncio.Queue[_Job] | None = None
         self._batcher_task: asyncio.Task | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tail")
@@ -132,13 +142,19 @@ class TailServer:
         levels = len(self.codecs_by_cut[h.cut])
         if not 0 <= h.level < levels:
             raise P.FrameError(f"field 'level' is {h.level}, expected 0..{levels - 1}")
-        codec = self.codecs_by_cut[h.cut][h.level]
+        codec = self.wire_codec(h.cut, h.level)
         if h.dtype != P.CODEC_DTYPES[codec]:
             raise P.FrameError(
                 f"field 'dtype' is {h.dtype}, codec {codec} at cut {h.cut} carries "
                 f"{P.CODEC_DTYPES[codec]}"
             )
-        if h.shape not in self.shapes[h.cut]:
+        bottleneck = self.bottlenecks.get((h.cut, h.level))
+        if bottleneck is not None:
+            if h.shape != tuple(bottleneck.latent_shape):
+                name = self.codecs_by_cut[h.cut][h.level]
+                raise P.FrameError(f"field 'shape' is {h.shape}, the latent of {name} at cut "
+                                   f"{h.cut} is {tuple(bottleneck.latent_shape)}")  # fmt: skip
+        elif h.shape not in self.shapes[h.cut]:
             expected = " or ".join(
                 str(s) for s in sorted(self.shapes[h.cut], key=len, reverse=True)
             )
@@ -149,6 +165,14 @@ class TailServer:
                 f"field 'payload_length' is {h.payload_length}, above {limit} for cut {h.cut}"
             )
         return codec
+
+    def wire_codec(self, cut: int, level: int) -> str:
+        """The codec a frame at ``(cut, level)`` carries: the level's own, or for a
+        learned bottleneck its latent's (``latentN``)."""
+        bottleneck = self.bottlenecks.get((cut, level))
+        if bottleneck is not None:
+            return f"latent{bottleneck.rate.bits}"
+        return self.codecs_by_cut[cut][level]
 
     def payload_limit(self, h: P.FrameHeader) -> int:
         """The most bytes a frame with this header may carry: for a request, the codec
@@ -169,7 +193,7 @@ class TailServer:
             array = codecs.get(codec).decode(payload)
         except codecs.CodecError as exc:
             raise P.FrameError(f"payload: {exc}") from exc
-        if h.cut == 0 and self.image_input:
+        if h.cut == 0 and self.image_input and not codec.startswith("latent"):
             return to_model_input(array.reshape(self.input_shape))
         tensor = np.asarray(array, np.float32)
         if not np.isfinite(tensor).all():
@@ -177,12 +201,17 @@ class TailServer:
         return tensor
 
     # -- inference -------------------------------------------------------------------
-    def _run_tail(self, cut: int, batch: np.ndarray) -> tuple[np.ndarray, float]:
+    def _run_tail(self, route, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """The model's tail from a cut, or a bottleneck's decoder and tail."""
         torch = self.torch
         t0 = time.perf_counter()
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device)
-            logits = tail(self.model, cut, x).float().cpu().numpy()
+            if isinstance(route, tuple):
+                logits = self.bottlenecks[route].decode(x)
+            else:
+                logits = tail(self.model, route, x)
+            logits = logits.float().cpu().numpy()
         return logits, time.perf_counter() - t0
 
     async def _batcher(self) -> None:
@@ -194,15 +223,15 @@ class TailServer:
                 jobs.append(queue.get_nowait())
             self.stats.batches += 1
             self.stats.batch_sizes.append(len(jobs))
-            by_cut: dict[int, list[_Job]] = {}
+            by_route: dict = {}
             for job in jobs:
-                by_cut.setdefault(job.cut, []).append(job)
-            for cut, group in by_cut.items():
+                by_route.setdefault(job.route, []).append(job)
+            for route, group in by_route.items():
                 batch = np.stack([j.tensor for j in group])
                 started = time.perf_counter()
                 try:
                     logits, compute_s = await loop.run_in_executor(
-                        self._pool, self._run_tail, cut, batch
+                        self._pool, self._run_tail, route, batch
                     )
                 except Exception as exc:  # keep serving: fail this group only
                     for j in group:
@@ -213,9 +242,9 @@ class TailServer:
                     if not j.future.done():
                         j.future.set_result((started - j.queued_at, compute_s, row))
 
-    async def infer(self, cut: int, tensor: np.ndarray) -> tuple[float, float, np.ndarray]:
+    async def infer(self, route, tensor: np.ndarray) -> tuple[float, float, np.ndarray]:
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(cut, tensor, future, time.perf_counter()))
+        await self._queue.put(_Job(route, tensor, future, time.perf_counter()))
         return await future
 
     # -- connections -----------------------------------------------------------------
@@ -311,7 +340,8 @@ class TailServer:
             self.stats.errors += 1
             return P.error_frame(h.request_id, str(exc))
         try:
-            queue_s, compute_s, logits = await self.infer(h.cut, tensor)
+            route = (h.cut, h.level) if (h.cut, h.level) in self.bottlenecks else h.cut
+            queue_s, compute_s, logits = await self.infer(route, tensor)
         except Exception as exc:
             self.stats.errors += 1
             return P.error_frame(h.request_id, f"inference failed: {exc}")
@@ -328,6 +358,8 @@ class TailServer:
         initialisation (tens of ms), which no device request should see."""
         for cut, shape in enumerate(self.profile.activation_shapes[: self.n_blocks]):
             self._run_tail(cut, np.zeros((1, *shape), np.float32))
+        for route, bottleneck in self.bottlenecks.items():
+            self._run_tail(route, np.zeros((1, *bottleneck.latent_shape), np.float32))
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.base_events.Server:
         self.warm_up()

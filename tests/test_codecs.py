@@ -131,3 +131,26 @@ def test_image_codecs_take_grey_and_colour_images_and_keep_their_shape(name):
             np.testing.assert_array_equal(decoded, image)
     with pytest.raises(codecs.CodecError, match=r"\(H, W\), \(1, H, W\) or \(3, H, W\)"):
         codecs.encode("png", np.zeros((2, 12, 10), np.uint8))
+
+
+@pytest.mark.parametrize("bits", codecs.LATENT_BITS)
+def test_latent_codecs_round_trip_to_their_levels(bits):
+    rng = np.random.default_rng(bits)
+    for latent in (rng.random((4, 7, 7)).astype(np.float32), np.zeros((3, 5), np.float32)):
+        blob = codecs.encode(f"latent{bits}", latent)
+        levels = (1 << bits) - 1
+        np.testing.assert_allclose(codecs.decode(blob), np.round(latent * levels) / levels)
+    with pytest.raises(CodecError, match=r"a latent lies in \[0, 1\]"):
+        codecs.encode(f"latent{bits}", np.full((2, 2), 1.5, np.float32))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80), st.integers(0, 200))
+def test_corrupt_latent_bytes_are_a_clean_error(junk, cut_at):
+    blob = codecs.encode("latent4", np.random.default_rng(0).random((4, 7, 7)).astype(np.float32))
+    mangled = blob[: min(cut_at, len(blob))] + junk
+    try:
+        out = codecs.decode(mangled)
+    except CodecError:
+        return
+    assert out.dtype == np.float32 and np.isfinite(out).all()

@@ -336,3 +336,115 @@ def test_a_device_measured_with_the_model_replaces_flop_scaling(own, tmp_path):
     builtin = load_scenario().with_updates(catalog=str(catalog), device="bench-host")
     with pytest.raises(CatalogError, match="measured on model .* the profile .* is of model"):
         System(builtin)
+
+
+# -- learned bottlenecks ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def own_bottleneck(own, tmp_path_factory):
+    """A learned bottleneck after block 1 of the 1-D model (2 channels, 4 bits), trained
+    briefly, and a copy of the model's profile with it as a level of cut 1."""
+    from profiles import bottleneck as B
+    from profiles.bottleneck_profile import add_bottlenecks
+    from profiles.multiexit import build_model, load_data
+
+    folder, scenario, _ = own
+    model, spec = build_model(f"{folder / 'signal1d.py'}:build")
+    splits = load_data(f"{folder / 'signal1d.py'}:load", spec)
+    rate = B.Rate(1, 2, 4)
+    bottleneck, meta = B.train(model, spec, splits, rate, epochs=3, seed=0)
+    out = tmp_path_factory.mktemp("bottlenecks")
+    B.save(bottleneck, B.path_for(out, rate), spec.model_hash, meta)
+    profile = folder / "signal1d_bottleneck.npz"
+    add_bottlenecks(folder / "signal1d.npz", out, profile, n_train=100, epochs=1, repeats=3)
+    with_bottleneck = folder / "signal1d_bottleneck.toml"
+    with_bottleneck.write_text(
+        scenario.read_text().replace("signal1d.npz", "signal1d_bottleneck.npz")
+    )
+    return model, spec, splits, bottleneck, out, with_bottleneck
+
+
+def test_a_bottleneck_is_a_level_of_its_cut_only(own_bottleneck):
+    from envs import OffloadEnv, load_scenario
+    from envs.wrappers import env_actions
+
+    *_, scenario = own_bottleneck
+    env = OffloadEnv(load_scenario(scenario), trace_source="builtin", episode_requests=20)
+    s = env.system
+    assert s.levels_by_cut == [5, 6, 5] and list(env.action_space.nvec) == [4, 7, 6]
+    assert s.profile.codec_name(1, 5) == "bottleneck-c2"
+    entry = s.profile.bottleneck_at(1, 5)
+    assert entry["latent_shape"] == [2, 16] and entry["wire"] == "latent4"
+    actions = env_actions(env)
+    assert (1, 0, 5) in actions and not any(a[2] == 5 and a[0] != 1 for a in actions)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"level=5 is not available at cut 0, which offers"):
+        env.step(np.array([0, 6, 5]))
+    *_, info = env.step(np.array([1, 6, 5]))
+    assert info["offloaded"] and info["sent_bytes"] == s.sent[1][5][env.state.samples[0]]
+
+
+def test_the_cloud_answers_a_bottleneck_request_as_the_bottleneck_does(own_bottleneck):
+    import torch
+
+    from agents.base import FixedPolicy
+    from profiles import codecs
+    from profiles.multiexit import head, to_model_input
+    from runtime_hooks import protocol as P
+    from runtime_hooks.device import DeviceLoop
+    from runtime_hooks.sim2real import start_server, stop_server
+
+    model, spec, splits, bottleneck, _, scenario = own_bottleneck
+    test = splits["test"]
+    x = torch.from_numpy(to_model_input(test.inputs[:10]))
+    with torch.inference_mode():
+        latents = bottleneck.encode(head(model, 1, x)).numpy()
+        received = np.stack([codecs.decode(codecs.encode("latent4", z)) for z in latents])
+        expected = bottleneck.decode(torch.from_numpy(received)).argmax(1).numpy()
+    proc, address = start_server("--scenario", str(scenario))
+    try:
+        loop = DeviceLoop.create(address, FixedPolicy(1, 6, 5), scenario, battery_sensor=None,
+                                 emulate_device=False)  # fmt: skip
+        results = loop.run(test.inputs[:10], test.labels[:10], progress=False)
+        loop.close()
+        assert [r.path for r in results] == ["cloud"] * 10
+        assert [r.prediction for r in results] == expected.tolist()
+        # A latent of the wrong shape, of another codec, or corrupt: error frames.
+        import socket
+
+        with socket.create_connection(address, timeout=5) as sock:
+            reader = P.FrameReader(sock)
+            bad_shape = codecs.encode("latent4", np.zeros((2, 8), np.float32))
+            sock.sendall(P.request_frame(1, 1, 5, "latent4", (2, 8), bad_shape))
+            header, body = reader.read(5)
+            assert header.kind == P.ERROR and b"latent of bottleneck-c2 at cut 1" in body
+            fp32 = codecs.encode("fp32", np.zeros((2, 16), np.float32))
+            sock.sendall(P.request_frame(2, 1, 5, "fp32", (2, 16), fp32))
+            header, body = reader.read(5)
+            assert header.kind == P.ERROR and b"dtype" in body
+            blob = bytearray(codecs.encode("latent4", np.full((2, 16), 0.5, np.float32)))
+            blob[-3:] = b"\xff\xff\xff"
+            blob[codecs.HEADER_SIZE - 8 : codecs.HEADER_SIZE - 4] = np.float32(1.0).tobytes()
+            sock.sendall(P.request_frame(3, 1, 5, "latent4", (2, 16), bytes(blob)))
+            header, body = reader.read(5)
+            assert header.kind == P.ERROR and b"payload" in body
+            sock.sendall(P.ping_frame(4))
+            assert reader.read(5)[0].kind == P.PONG  # and the connection lives on
+    finally:
+        stop_server(proc)
+
+
+def test_a_bottleneck_of_another_model_or_rate_is_refused(own_bottleneck):
+    from profiles import bottleneck as B
+    from profiles.multiexit import build_model
+
+    model, spec, _, _, folder, _ = own_bottleneck
+    path = B.path_for(folder, B.Rate(1, 2, 4))
+    with pytest.raises(B.BottleneckError, match="holds bottleneck-c2 at cut 1, not bottleneck-c4"):
+        B.load(path, model, spec, B.Rate(1, 4, 4))
+    builtin, builtin_spec = build_model("profiles.model:build")
+    with pytest.raises(B.BottleneckError, match="made for model .* this model is c66085625bb287aa"):
+        B.load(path, builtin, builtin_spec)
+    broken = folder / "broken.pt"
+    broken.write_bytes(b"not torch")
+    with pytest.raises(B.BottleneckError, match="broken.pt: not a readable bottleneck file"):
+        B.load(broken, model, spec)

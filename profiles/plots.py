@@ -1,0 +1,65 @@
+"""What each codec buys, in the style of the SC2 benchmark's figures (Matsubara et al.,
+TMLR 2023): bytes per sample against accuracy, and against leakage, for the input
+codecs at cut 0, the activation codecs at every cut and the learned bottlenecks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def codec_tradeoff(profile, path: Path) -> Path:
+    """Two panels over the test split: mean bytes (log scale) against accuracy after
+    the codec, and against leakage; one marker per (cut, level)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    test = profile.splits["test"]
+    fig, (ax_acc, ax_leak) = plt.subplots(1, 2, figsize=(12, 4.8))
+    colours = plt.cm.viridis(np.linspace(0, 0.9, profile.n_blocks))
+    for cut in range(profile.n_blocks):
+        for level in range(profile.levels_at(cut)):
+            name = profile.codec_name(cut, level)
+            kind = "bottleneck" if name.startswith("bottleneck") else (
+                "input" if cut == 0 else "activation")  # fmt: skip
+            marker = {"input": "s", "activation": "o", "bottleneck": "*"}[kind]
+            size = 160 if kind == "bottleneck" else 50
+            nbytes = float(test.sent_bytes[cut, level].mean())
+            acc = float(test.final_correct[cut, level].mean())
+            leak = float(profile.leakage[cut, level])
+            style = {"marker": marker, "s": size, "color": colours[cut], "edgecolor": "black",
+                     "linewidth": 0.4}  # fmt: skip
+            ax_acc.scatter(nbytes, acc, **style)
+            if np.isfinite(leak):
+                ax_leak.scatter(nbytes, leak, **style)
+            if kind == "bottleneck" or level == profile.levels_at(cut) - 1 or cut == 0:
+                ax_acc.annotate(f"{cut}:{name}", (nbytes, acc), fontsize=6,
+                                xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    full = float(test.exit_correct[-1].mean())
+    ax_acc.axhline(full, color="grey", lw=0.8, ls="--", label=f"full model {full:.3f}")
+    ax_acc.axhline(full - 0.01, color="grey", lw=0.8, ls=":", label="full model - 1 pp")
+    for ax, ylabel in ((ax_acc, "test accuracy after the codec"),
+                       (ax_leak, "leakage (SSIM of the inversion attack)")):  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("bytes per sample on the wire (mean, test split)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    handles = [plt.Line2D([], [], marker=m, ls="", color="grey", label=lbl)
+               for m, lbl in (("s", "input codec (cut 0)"), ("o", "activation codec"),
+                              ("*", "learned bottleneck"))]  # fmt: skip
+    handles += [plt.Line2D([], [], marker="o", ls="", color=colours[c], label=f"cut {c}")
+                for c in range(profile.n_blocks)]  # fmt: skip
+    ax_acc.legend(handles=handles + ax_acc.get_legend_handles_labels()[0], fontsize=7)
+    if not profile.leakage_measured:
+        why = "leakage not measured:\n" + str(profile.meta.get("leakage_reason"))
+        ax_leak.text(0.5, 0.5, why, ha="center", va="center", transform=ax_leak.transAxes,
+                     fontsize=8, wrap=True)  # fmt: skip
+    fig.suptitle(f"{Path(profile.path).name}: what each codec buys")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
