@@ -331,7 +331,7 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
         )
     # The padding: 0 beside measured figures, NaN where nothing was measured.
     leakage = np.where(valid, leakage, 0.0 if measured.any() else np.nan)
-    if not measured.all() and not meta.get("leakage_reason"):
+    if not measured[valid].all() and not meta.get("leakage_reason"):
         raise ProfileError(f"{path}: field 'leakage' is NaN but 'meta_json.leakage_reason' "
                            "does not say why")  # fmt: skip
     splits = {}
