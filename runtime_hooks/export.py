@@ -46,13 +46,17 @@ def export_run(run_dir: str | Path, best: bool = True):
 
 
 def env_observations(env, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` observations the env produces under a random policy (episodes reseeded)."""
+    """``n`` observations the env produces under a random policy over the valid
+    actions (episodes reseeded)."""
+    from envs.wrappers import env_actions
+
     rng = np.random.default_rng(seed)
+    actions = np.asarray(env_actions(env), dtype=np.int64)  # valid at every cut
     out = np.empty((n, env.observation_space.shape[0]), np.float32)
     obs, _ = env.reset(seed=seed)
     for i in range(n):
         out[i] = obs
-        action = rng.integers(env.action_space.nvec)
+        action = actions[rng.integers(len(actions))]
         obs, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             obs, _ = env.reset(seed=int(rng.integers(2**31)))

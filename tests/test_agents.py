@@ -361,17 +361,17 @@ def test_imitation_learns_the_oracles_choices():
     from stable_baselines3 import PPO
 
     from agents.imitation import collect_oracle, pretrain_actor
-    from envs.wrappers import DistinctActions, distinct_actions
+    from envs.wrappers import DistinctActions, env_actions
 
     env = OffloadEnv(trace_source="builtin", episode_requests=50)
     obs, actions = collect_oracle(env, 600, seed=0)
-    table = distinct_actions(*env.action_space.nvec)
+    table = env_actions(env)
     assert obs.shape == (600, 17) and actions.min() >= 0 and actions.max() < len(table)
     model = PPO("MlpPolicy", DistinctActions(env), seed=0, device="cpu")
     z = (obs - obs.mean(0)) / (obs.std(0) + 1e-6)
     # From the observation alone the oracle's choice is hard to predict (it hinges on
     # what the device cannot see); the actor gets to about the most common choice's
-    # share, far above the untrained policy's 1/152.
+    # share, far above the untrained policy's 1/194.
     most_common = np.bincount(actions).max() / len(actions)
     accuracy = pretrain_actor(model, z, actions, epochs=30, seed=0)
     assert accuracy > 0.9 * most_common and accuracy > 20 / len(table)
@@ -425,11 +425,11 @@ def test_best_fixed_by_context_picks_each_contexts_best_action():
 
 def test_demonstrations_of_a_realizable_expert_are_its_own_actions():
     from agents.imitation import collect_demonstrations
-    from envs.wrappers import distinct_actions
+    from envs.wrappers import env_actions
 
     env = OffloadEnv(trace_source="builtin", episode_requests=20)
     obs, actions = collect_demonstrations(env, FixedPolicy(0, 6, 0), 50, seed=1)
-    table = distinct_actions(*env.action_space.nvec)
+    table = env_actions(env)
     assert obs.shape == (50, 17) and {table[a] for a in actions} == {(0, 6, 0)}
 
 
@@ -532,9 +532,9 @@ class _RankedPolicy:
     name = "ranked"
 
     def __init__(self, env, first, second):
-        from envs.wrappers import distinct_actions
+        from envs.wrappers import env_actions
 
-        self.table = np.asarray(distinct_actions(*env.action_space.nvec), dtype=np.int64)
+        self.table = np.asarray(env_actions(env), dtype=np.int64)
         rows = [tuple(r) for r in self.table.tolist()]
         self._logits = np.zeros(len(rows))
         self._logits[rows.index(tuple(first))] = 2.0

@@ -69,7 +69,7 @@ def test_export_cli_writes_a_loadable_file(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "100.00% of 500" in proc.stdout
-    assert NumpyPolicy.load(out).meta.nvec == (6, 7, 5)
+    assert NumpyPolicy.load(out).meta.nvec == (6, 7, 8)
     bad = subprocess.run(
         [sys.executable, "-m", "runtime_hooks.export", str(tmp_path / "nope"), "--out", str(out)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
@@ -96,7 +96,7 @@ def test_policy_file_errors_name_the_problem(tmp_path):
     with pytest.raises(PolicyFileError, match="actions"):
         policy.check_compatible((6, 4, 5), policy.meta.thresholds, 17)
     with pytest.raises(PolicyFileError, match="thresholds"):
-        policy.check_compatible((6, 7, 5), (0.1,) * 7, 17)
+        policy.check_compatible((6, 7, 8), (0.1,) * 7, 17)
 
 
 def test_device_refuses_a_policy_of_another_scenario(tmp_path):

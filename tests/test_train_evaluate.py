@@ -99,7 +99,7 @@ def test_short_training_beats_random(tmp_path):
     from agents.ppo import ObsNormalizer, PPOPolicy
     from agents.rollout import make_specs, run_many
     from envs import OffloadEnv
-    from envs.wrappers import DistinctActions, distinct_actions
+    from envs.wrappers import DistinctActions, env_actions
     from traces.sets import load_families
 
     kwargs = {"trace_source": "builtin", "episode_requests": 50}
@@ -111,7 +111,7 @@ def test_short_training_beats_random(tmp_path):
     env = OffloadEnv(**kwargs, trace_split="val")
     fam = load_families("builtin", split="val")[0]
     specs = [s for f in sorted(fam) for s in make_specs(fam[f], 2, 9, (0.05, 1.0))]
-    table = distinct_actions(*env.action_space.nvec)
+    table = env_actions(env)
     ppo = run_many(env, PPOPolicy(model, ObsNormalizer.from_vecnormalize(venv), table), specs)
     rnd = run_many(env, RandomPolicy(tuple(env.action_space.nvec), 0), specs)
     assert ppo["reward"].mean() > rnd["reward"].mean() + 0.2
@@ -327,8 +327,8 @@ def test_model_for_another_action_space_is_refused(tiny_run, tmp_path):
     from agents.ppo import RunError, load_ppo
 
     runs, _ = tiny_run
-    with pytest.raises(RunError, match=r"trained for action space \[6, 7, 5\] .* has \[6, 4, 5\]"):
-        load_ppo(runs / "tiny", nvec=[6, 4, 5])
+    with pytest.raises(RunError, match=r"trained for action space \[6, 7, 8\] .* has \[6, 4, 8\]"):
+        load_ppo(runs / "tiny", nvec=[6, 4, 8])
     with pytest.raises(RunError, match="config.json is missing"):
         load_ppo(tmp_path)
     with pytest.raises(RunError, match="trained on a profile of model c66085625bb287aa, this "):
