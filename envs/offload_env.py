@@ -82,8 +82,10 @@ class OffloadEnv(gym.Env):
       ``(0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)``; a value above 1 disables early exits,
       which also saves the exits' compute);
     * ``level`` of compression ``0..L-1`` (see ``profiles.codecs``): raw/PNG/JPEG at cut
-      0, fp32/fp16/int8/int8+zlib/int4+zlib elsewhere. Where the request ends on the
-      device (an exit fired, or cut K), the level has no effect.
+      0, fp32/fp16/int8/int8+zlib/int4+zlib elsewhere, and learned bottlenecks at the
+      cuts that have them (``L`` is the most any cut offers; beyond a cut's own levels,
+      its last one). Where the request ends on the device (an exit fired, or cut K),
+      the level has no effect.
 
     ## Observation space
     ``Box(-10, 10, (17,), float32)`` from ``telemetry.observation.build_observation``: the
@@ -360,12 +362,16 @@ class OffloadEnv(gym.Env):
     def check_action(self, action) -> tuple[int, int, int]:
         """Validate an action; raises ``ValueError`` naming the bad component. Each of
         the three must be an integer (Python or numpy): ``1.7``, ``inf`` or a string is
-        refused, never rounded."""
+        refused, never rounded. Where a cut offers fewer levels than the space's most (a
+        learned bottleneck adds levels at its cut only), a level beyond them means the
+        cut's last, most compressed one: every point of the space is a valid action, as
+        Gymnasium expects; ``envs.wrappers.env_actions`` lists each distinct one once."""
         s = self.system
         if type(action) is np.ndarray and action.shape == (3,) and action.dtype.kind in "iu":
             cut, thr, level = action.tolist()  # the common case, from a sampler or a policy
-            valid = 0 <= cut < s.n_cuts and 0 <= thr < s.n_thresholds and 0 <= level < s.n_levels
-            if valid and (cut == s.k or level < s.levels_by_cut[cut]):
+            if 0 <= cut < s.n_cuts and 0 <= thr < s.n_thresholds and 0 <= level < s.n_levels:
+                if cut < s.k and level >= s.levels_by_cut[cut]:
+                    level = s.levels_by_cut[cut] - 1  # see ``check_action``
                 return cut, thr, level
         values = action.tolist() if isinstance(action, np.ndarray) else action
         if isinstance(values, list) and len(values) == 1 and isinstance(values[0], list):
@@ -388,11 +394,7 @@ class OffloadEnv(gym.Env):
             checked.append(int(value))
         cut, thr, level = checked
         if cut < s.k and level >= s.levels_by_cut[cut]:
-            names = ", ".join(s.profile.codecs_by_cut[cut])
-            raise ValueError(
-                f"action level={level} is not available at cut {cut}, which offers levels "
-                f"0..{s.levels_by_cut[cut] - 1} ({names})"
-            )
+            level = s.levels_by_cut[cut] - 1
         return cut, thr, level
 
     def simulate(self, cut: int, thr: int, level: int) -> Outcome:

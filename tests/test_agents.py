@@ -60,10 +60,11 @@ def test_neurosurgeon_goes_local_on_a_dead_link_and_remote_on_a_fast_one(env, pr
     ns = Neurosurgeon(s, predictor)
     assert ns.act(observation(env, 2e3))[0] == s.k  # 2 kbit/s: nothing beats local
     assert ns.act(observation(env, 100e6, rtt_s=0.01))[0] < s.k  # fast link: offload
-    # Its choice is the argmin of the predicted latency over cuts, no exits, level 0.
+    # Its choice is the argmin of the predicted latency over cuts and codecs, no exits.
     obs = observation(env, 1e6)
-    lat = predictor.latency_s(1e6, 0.07)[:, s.n_thresholds - 1, 0]
-    assert ns.act(obs)[0] == int(np.argmin(lat))
+    lat = predictor.latency_s(1e6, 0.07)[:, s.n_thresholds - 1, :]
+    cut, thr, level = ns.act(obs)
+    assert thr == s.n_thresholds - 1 and lat[cut, level] == lat.min()
 
 
 def test_neurosurgeon_energy_needs_a_radio(env, predictor):
@@ -77,10 +78,10 @@ def test_edgent_meets_the_deadline_when_it_can(env, predictor):
     for bw in (5e4, 1e6, 50e6):
         act = ed.act(observation(env, bw))
         lat = predictor.latency_s(bw, 0.07)
-        feasible = lat[:, :, :1] <= s.scenario.workload.deadline_s
+        feasible = lat <= s.scenario.workload.deadline_s
         if feasible.any():
             assert lat[tuple(act)] <= s.scenario.workload.deadline_s
-            best_acc = predictor.stats.accuracy[:, :, :1][feasible].max()
+            best_acc = predictor.stats.accuracy[feasible].max()
             assert predictor.stats.accuracy[tuple(act)] == pytest.approx(best_acc)
 
 
