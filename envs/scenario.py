@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from envs.cloud_capacity import Capacity
 from profiles import DEFAULT_CATALOG, DEFAULT_PROFILE
 from profiles.multiexit import resolve_reference
 from settings.tables import (
@@ -31,7 +32,9 @@ from settings.tables import (
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "default_scenario.toml"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TABLES = ("scenario", "radio", "thresholds", "workload", "battery", "probe", "reward")
+TABLES = (
+    "scenario", "radio", "thresholds", "workload", "battery", "probe", "reward", "capacity",
+)  # fmt: skip
 
 
 class ScenarioError(InputError):
@@ -169,6 +172,10 @@ class Scenario:
     reward: RewardWeights = custom(
         lambda v, w: _section_of(RewardWeights, v, w), default_factory=RewardWeights
     )
+    capacity: Capacity = custom(
+        lambda v, w: _section_of(Capacity, v, w), default_factory=Capacity,
+        doc="the cloud's size when a fleet shares it (envs.cloud_capacity)",
+    )  # fmt: skip
     source: str = "built-in defaults"
 
     def __post_init__(self) -> None:
@@ -270,8 +277,15 @@ def _from_tables(raw: dict, path: Path) -> Scenario:
         battery=from_table(Battery, raw.get("battery"), "[battery]", ScenarioError),
         probe=from_table(Probe, raw.get("probe"), "[probe]", ScenarioError),
         reward=from_table(RewardWeights, raw.get("reward"), "[reward]", ScenarioError),
+        capacity=_capacity(raw.get("capacity"), base),
         source=str(path),
     )
+
+
+def _capacity(raw: Any, base: Path) -> Capacity:
+    capacity = from_table(Capacity, raw, "[capacity]", ScenarioError)
+    path = _resolve_path(capacity.batch_times, base, "[capacity].batch_times", "builtin")
+    return replace(capacity, batch_times=path)
 
 
 def _checked_ref(head: dict, key: str) -> str | None:

@@ -1,0 +1,183 @@
+"""The cloud's service time per batch: the real server's tail, timed at each batch size.
+
+    python -m profiles.measure_cloud [--scenario S] [--batch-sizes 1,2,4,8,16,32,64]
+                                     [--repeats 15] [--out FILE]
+
+A shared cloud (``envs.cloud_capacity``) serves a fleet's requests in batches: a worker
+takes up to ``max_batch`` waiting requests of one cut and runs their tail at once. How
+long a batch of ``b`` takes is measured here, not assumed: ``TailServer._run_tail`` (the
+exact code the server runs) on real test inputs carried to each cut by the model's
+head, one torch thread (a worker is one core), median of ``--repeats`` runs. The JSON
+keeps the model hash, the machine and the command, so a scenario that names it gets a
+clear error when it belongs to another model. The simulator divides these host times
+by the cloud's ``speedup`` and adds its ``overhead_s``, exactly as for batch 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from profiles.host import describe_machine, median_time
+from settings.cli import at_least, check_options, option, output_file, parse, run_cli
+from settings.tables import InputError
+
+DEFAULT_OUT = Path(__file__).parent / "data" / "cloud_batches_fmnist.json"
+FORMAT = 1
+
+
+class BatchTimesError(InputError):
+    """A batch-times file that is unreadable, malformed or of another model."""
+
+
+@dataclass(frozen=True)
+class BatchTimes:
+    """Host seconds of the tail from each cut for each measured batch size."""
+
+    path: str
+    model_hash: str
+    batch_sizes: tuple[int, ...]
+    seconds: tuple[tuple[float, ...], ...]  # [cut][i]: batch of batch_sizes[i]
+
+    def host_seconds(self, cut: int, batch: int) -> float:
+        """Linear interpolation between measured sizes (beyond the largest: linear in
+        the last two, as a batch that large is compute-bound)."""
+        sizes, times = self.batch_sizes, self.seconds[cut]
+        if batch <= sizes[-1] or len(sizes) == 1:
+            return float(np.interp(batch, sizes, times))
+        slope = (times[-1] - times[-2]) / (sizes[-1] - sizes[-2])
+        return float(times[-1] + slope * (batch - sizes[-1]))
+
+    def table(self, max_batch: int) -> np.ndarray:
+        """``[cut, b]`` host seconds for batches of ``b = 0..max_batch`` (0 for b = 0)."""
+        out = np.zeros((len(self.seconds), max_batch + 1))
+        for cut in range(len(self.seconds)):
+            out[cut, 1:] = [self.host_seconds(cut, b) for b in range(1, max_batch + 1)]
+        return out
+
+
+def _rising_from_one(sizes: tuple[int, ...]) -> bool:
+    return (
+        bool(sizes) and sizes[0] == 1 and all(b > a for a, b in zip(sizes, sizes[1:], strict=False))
+    )
+
+
+def load_batch_times(path: str | Path, model_hash: str | None = None,
+                     n_cuts: int | None = None) -> BatchTimes:  # fmt: skip
+    """Read a file written by this module; ``model_hash`` / ``n_cuts``: what it must
+    match (the scenario's profile)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BatchTimesError(f"{path}: not a readable batch-times file ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise BatchTimesError(f"{path}: not a batch-times file of format {FORMAT}")
+    try:
+        sizes = tuple(int(b) for b in raw["batch_sizes"])
+        seconds = tuple(tuple(float(t) for t in row) for row in raw["seconds"])
+        digest = str(raw["model_hash"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BatchTimesError(f"{path}: missing or malformed field {exc}") from None
+    if not _rising_from_one(sizes):
+        raise BatchTimesError(f"{path}: batch_sizes must rise from 1, got {list(sizes)}")
+    for cut, row in enumerate(seconds):
+        if len(row) != len(sizes) or not all(np.isfinite(t) and t > 0 for t in row):
+            raise BatchTimesError(
+                f"{path}: seconds[{cut}] must hold {len(sizes)} positive times, got {list(row)}"
+            )
+    if model_hash is not None and digest != model_hash:
+        raise BatchTimesError(
+            f"{path}: measured on model {digest}, but the profile's model is {model_hash}"
+        )
+    if n_cuts is not None and len(seconds) != n_cuts:
+        raise BatchTimesError(f"{path}: {len(seconds)} cuts, the profile has {n_cuts}")
+    return BatchTimes(str(path), digest, sizes, seconds)
+
+
+def measure(scenario=None, batch_sizes=(1, 2, 4, 8, 16, 32, 64), repeats: int = 15) -> dict:
+    """Time the server's tail from every cut at every batch size."""
+    import torch
+
+    from profiles.multiexit import data_for_profile, head, to_model_input
+    from runtime_hooks.server import load_server
+
+    server = load_server(scenario, threads=1)
+    profile, model = server.profile, server.model
+    spec_inputs = data_for_profile(profile, _spec(model))["test"].inputs[: max(batch_sizes)]
+    x = torch.from_numpy(to_model_input(spec_inputs))
+    seconds = []
+    for cut in range(profile.n_blocks):
+        with torch.inference_mode():
+            at_cut = head(model, cut, x).numpy()
+        row = []
+        for b in batch_sizes:
+            batch = np.ascontiguousarray(np.resize(at_cut, (b, *at_cut.shape[1:])))
+            row.append(median_time(lambda bt=batch, c=cut: server._run_tail(c, bt), repeats, 3))
+        seconds.append(row)
+    return {
+        "format": FORMAT,
+        "model_hash": profile.model_hash,
+        "batch_sizes": list(batch_sizes),
+        "seconds": seconds,
+        "torch_threads": 1,
+        "repeats": repeats,
+        "machine": describe_machine(),
+        "torch": torch.__version__,
+        "what": "median host seconds of TailServer._run_tail(cut, batch) per cut (rows) "
+        "and batch size (columns)",
+        "command": "python -m " + __spec__.name + " " + " ".join(sys.argv[1:]) if __spec__ else "",
+    }
+
+
+def _spec(model):
+    from profiles.multiexit import check_model
+
+    return check_model(model)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(
+            f"--batch-sizes must be integers separated by commas, got {text!r}"
+        ) from None
+    if not _rising_from_one(sizes):
+        raise InputError(f"--batch-sizes must rise from 1, got {text!r}")
+    return sizes
+
+
+@dataclass
+class MeasureArgs:
+    scenario: Path | None = option(None, "scenario whose model to time", type=Path)
+    batch_sizes: str = option("1,2,4,8,16,32,64", "batch sizes, rising from 1")
+    repeats: int = option(15, "timed runs per point", check=at_least(3))
+    out: Path = option(DEFAULT_OUT, "JSON to write", type=Path, check=output_file)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        _sizes(self.batch_sizes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    def run() -> int:
+        args = parse(MeasureArgs, argv, __doc__.splitlines()[0])
+        result = measure(args.scenario, _sizes(args.batch_sizes), args.repeats)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"{'cut':>4} " + " ".join(f"{b:>8}" for b in result["batch_sizes"]))
+        for cut, row in enumerate(result["seconds"]):
+            print(f"{cut:>4} " + " ".join(f"{t * 1e3:>7.2f}m" for t in row))
+        print(f"wrote {args.out}")
+        return 0
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
