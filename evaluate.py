@@ -245,6 +245,8 @@ class EvalArgs:
     json: Path | None = option(None, "also write results.json here", type=Path,
                                check=output_file)  # fmt: skip
     no_plots: bool = option(False, "no PNG plots")
+    single_policy: Path = option(DEFAULT_RUN, "fleets: the single-device PPO run compared too",
+                                 type=Path)  # fmt: skip
     names: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -287,6 +289,8 @@ def plan(args: EvalArgs) -> EvalPlan:
         scenario = load_scenario(args.scenario or run_scenario_path(run))
     else:
         scenario = load_scenario(args.scenario)
+    if is_fleet(scenario):
+        check_run_dir(args.single_policy)
     if args.traces is not None:
         found, errors = load_directory(args.traces)
         by_family = group_by_family(found)
@@ -325,9 +329,104 @@ def plan(args: EvalArgs) -> EvalPlan:
                                         "best fixed action per context"),
     }  # fmt: skip
     p = EvalPlan(args, scenario, by_family, env, requests, specs, baselines)
-    if "ppo" in args.names:  # refuse a run made for another scenario before anything runs
+    # Refuse a run made for another scenario before anything runs.
+    if is_fleet(scenario):
+        fleet_ppo_policies(p)
+    elif "ppo" in args.names:
         build_policies(["ppo"], env, args.policy, None, args.seed, *baselines.values())
     return p
+
+
+def is_fleet(scenario) -> bool:
+    return scenario.fleet.devices > 1 or bool(scenario.fleet.sizes)
+
+
+# -- fleets: several sizes sharing one cloud ------------------------------------------------
+# Not in a fleet: the clairvoyant references search one device's simulator, and the
+# energy-minimising Neurosurgeon needs the radio of one trace family.
+FLEET_EXCLUDED = (*ORACLES, "planner_device", "neurosurgeon_energy")
+
+
+def fleet_ppo_policies(p: EvalPlan) -> dict:
+    """The fleet-trained PPO (``--policy``, which observes its answers' server queueing
+    time too) and the single-device one (``--single-policy``), as ``(policy, obs_dim)``."""
+    from agents.ppo import load_ppo, read_run_config
+    from telemetry.observation import OBS_DIM
+
+    s = p.env.system
+    out = {}
+    runs = {"ppo_single": p.args.single_policy}
+    if "ppo" in p.args.names:
+        runs = {"ppo": p.args.policy, **runs}
+    for name, run in runs.items():
+        obs_dim = int(read_run_config(run).get("obs_dim", OBS_DIM))
+        policy = load_ppo(run, nvec=p.env.action_space.nvec.tolist(), obs_dim=obs_dim,
+                          model_hash=s.profile.model_hash, levels_by_cut=s.levels_by_cut)  # fmt: skip
+        policy.name = name
+        out[name] = (policy, obs_dim)
+    return out
+
+
+def evaluate_fleet(p: EvalPlan) -> int:
+    from rich.progress import Progress
+
+    from agents.fleet_eval import evaluate_fleets, paired, plot_fleets
+    from telemetry.observation import OBS_DIM
+
+    args, scenario = p.args, p.scenario
+    names = [n for n in args.names if n not in FLEET_EXCLUDED and n != "ppo"]
+    policies = fleet_ppo_policies(p)
+    built = build_policies(names, p.env, args.policy, None, args.seed,
+                           p.fitted["best_fixed"], p.fitted["best_fixed_by_context"])  # fmt: skip
+    policies.update({name: (policy, OBS_DIM) for name, policy in built.items()})
+    sizes = sorted(scenario.fleet.sizes or (scenario.fleet.devices,))
+    traces = [t for fam in sorted(p.by_family) for t in p.by_family[fam]]
+    with Progress(console=console) as progress:
+        task = progress.add_task("fleet episodes", total=len(sizes) * args.episodes * len(policies))
+        results = evaluate_fleets(scenario, traces, policies, sizes, args.episodes, args.seed,
+                                  p.requests, progress=lambda: progress.advance(task))  # fmt: skip
+    deadline = scenario.workload.deadline_s
+    comparisons = {}
+    for n in sizes:
+        table = Table(title=f"{n} devices sharing the cloud ({args.episodes} fleet episodes)")
+        for col in ("policy", "reward ±95%", "acc", "p50 ms", "p95 ms", "miss", "offload",
+                    "server queue ms"):  # fmt: skip
+            table.add_column(col, justify="left" if col == "policy" else "right")
+        ranked = sorted(results[n], key=lambda k: -results[n][k]["reward"])
+        for name in ranked:
+            r = results[n][name]
+            table.add_row(name, f"{r['reward']:.3f} ± {r['reward_ci95']:.3f}",
+                          f"{r['accuracy']:.3f}", f"{r['latency_p50_ms']:.0f}",
+                          f"{r['latency_p95_ms']:.0f}", f"{r['deadline_miss_rate']:.3f}",
+                          f"{r['offload_fraction']:.2f}", f"{r['server_queue_ms']:.1f}")  # fmt: skip
+        console.print(table)
+        lead = "ppo" if "ppo" in results[n] else "ppo_single"
+        comparisons[n] = {
+            other: dict(zip(("difference", "ci95"), paired(results[n], lead, other), strict=True))
+            for other in results[n] if other != lead
+        }
+    payload = {
+        "fleet_sizes": sizes,
+        "episodes_per_size": args.episodes,
+        "requests_per_device": p.requests,
+        "seed": args.seed,
+        "capacity": scenario.capacity.__dict__,
+        "cloud": scenario.cloud,
+        "results": {str(n): results[n] for n in sizes},
+        "ppo_vs": {str(n): comparisons[n] for n in sizes},
+        "policy_run": str(args.policy) if "ppo" in args.names else None,
+        "single_policy_run": str(args.single_policy),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "fleet.json").write_text(json.dumps(payload, indent=2))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2))
+    if not args.no_plots:
+        plot_fleets(results, deadline, args.out / "fleet.png")
+    console.print(f"wrote {args.out / 'fleet.json'}" + ("" if args.no_plots else
+                  f" and {args.out / 'fleet.png'}"))  # fmt: skip
+    return 0
 
 
 # -- stage 2: every policy on the same episodes --------------------------------------
@@ -496,6 +595,8 @@ def write_outputs(p: EvalPlan, summary: dict, results: dict, timings: dict) -> N
 
 def evaluate(args: EvalArgs) -> int:
     p = plan(args)
+    if is_fleet(p.scenario):
+        return evaluate_fleet(p)
     results, timings = run_policies(p)
     summary = summarise_all(p, results)
     report(p, summary, results)

@@ -190,18 +190,31 @@ def build_model(p: TrainPlan):
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agents.training import load_checkpoint, make_env_fn, normalized, ppo_kwargs
+    from agents.training import (
+        fleet_venv,
+        load_checkpoint,
+        make_env_fn,
+        normalized,
+        ppo_kwargs,
+    )
 
     hp, tb = p.hp, str(p.run / "tb")
-    make = make_env_fn(p.scenario, p.train_traces, "val", hp.ppo)
-    venv = DummyVecEnv([make for _ in range(hp.ppo.n_envs)])
+    kwargs = ppo_kwargs(hp.ppo)
+    if p.scenario.fleet.devices > 1:
+        venv = fleet_venv(p.scenario, p.train_traces, hp.ppo)
+        # The fleet's devices replace the n_envs copies: a rollout keeps about as many
+        # decisions as n_envs x n_steps.
+        kwargs["n_steps"] = max(2, round(hp.ppo.n_envs * hp.ppo.n_steps / venv.num_envs))
+    else:
+        make = make_env_fn(p.scenario, p.train_traces, "val", hp.ppo)
+        venv = DummyVecEnv([make for _ in range(hp.ppo.n_envs)])
     venv.seed(p.args.seed)
     if p.resume_from is not None:
         model, venv, ckpt = load_checkpoint(p.run, venv, tb)
         print(f"resuming {p.run} from {ckpt.model.name} at {ckpt.steps} steps")
         return model, venv, ckpt.steps
     venv = normalized(venv, hp.normalize, hp.ppo.gamma)
-    model = PPO("MlpPolicy", venv, **ppo_kwargs(hp.ppo), tensorboard_log=tb,
+    model = PPO("MlpPolicy", venv, **kwargs, tensorboard_log=tb,
                 seed=p.args.seed, device="cpu", verbose=0)  # fmt: skip
     return model, venv, 0
 
@@ -336,7 +349,8 @@ def train_one(args: TrainArgs) -> int:
         return 0
     import torch
 
-    from agents.training import validation_callback, validation_episodes
+    from agents.rollout import run_many
+    from agents.training import fleet_validation, validation_callback, validation_episodes
     from envs.wrappers import env_actions
 
     torch.set_num_threads(1)
@@ -345,6 +359,12 @@ def train_one(args: TrainArgs) -> int:
     val_env, specs = validation_episodes(
         p.scenario, p.val_traces, hp.ppo.episode_requests, hp.eval.episodes_per_family
     )
+    devices = p.scenario.fleet.devices
+    if devices > 1:  # a fleet trains and validates on its shared cloud
+        validate = fleet_validation(p.scenario, p.val_traces, hp.ppo.episode_requests, devices)
+    else:
+        def validate(policy):
+            return run_many(val_env, policy, specs)
     model, venv, done_steps = build_model(p)  # reads only: a failure here loses nothing
     prepare_run_dir(p)
     nvec = val_env.action_space.nvec.tolist()
@@ -354,7 +374,7 @@ def train_one(args: TrainArgs) -> int:
     )  # fmt: skip
     (p.run / "config.json").write_text(json.dumps({**p.previous_config, **resolved}, indent=2))
     validation = validation_callback(
-        p.run, venv, val_env, specs, env_actions(val_env), hp.eval.freq,
+        p.run, venv, validate, env_actions(val_env), hp.eval.freq,
         hp.eval.checkpoint_freq, done_steps,
     )  # fmt: skip
     if done_steps == 0 and hp.imitation.steps > 0:

@@ -51,6 +51,24 @@ def make_env_fn(scenario, traces, sample_split: str, ppo: PPOSettings):
     return make
 
 
+def fleet_venv(scenario, traces, ppo: PPOSettings):
+    """The scenario's fleet (``[fleet] devices``) as SB3's ``VecEnv``: one environment
+    per device, held decisions, the flat action space, episode statistics."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.fleet_vec import FleetVecEnv
+    from envs.fleet_env import OffloadFleetEnv
+
+    if ppo.reward_shaping != "none":
+        raise ValueError("reward shaping is not available for fleets; set reward_shaping "
+                         "= \"none\"")  # fmt: skip
+    fleet = OffloadFleetEnv(
+        scenario.fleet.devices, scenario, list(traces), sample_split="val",
+        episode_requests=ppo.episode_requests, accuracy_credit=ppo.accuracy_credit,
+    )  # fmt: skip
+    return VecMonitor(FleetVecEnv(fleet, ppo.action_repeat))
+
+
 def ppo_kwargs(ppo: PPOSettings) -> dict:
     """The PPO constructor's arguments from the ``[ppo]`` table."""
     return {
@@ -180,16 +198,32 @@ def best_validation(curve_csv: Path) -> float:
     return max((float(r["mean_reward"]) for r in rows), default=-np.inf)
 
 
-def validation_callback(run: Path, venv, val_env, specs, table, freq: int, ckpt_freq: int,
+def fleet_validation(scenario, traces, episode_requests: int, devices: int):
+    """The fleet's counterpart of ``validation_episodes``: one episode of ``devices``
+    devices on the val traces, the same seed at every evaluation. Returns a function
+    of a ``PPOPolicy`` (observing the fleet's 18 features) giving its requests."""
+    from agents.fleet_rollout import for_fleet, run_fleet
+    from envs.fleet_env import FLEET_OBS_DIM, OffloadFleetEnv
+
+    fleet = OffloadFleetEnv(devices, scenario, list(traces), sample_split="val",
+                            episode_requests=episode_requests)  # fmt: skip
+
+    def validate(policy) -> dict:
+        return run_fleet(fleet, for_fleet(policy, devices, FLEET_OBS_DIM), seed=777)
+
+    return validate
+
+
+def validation_callback(run: Path, venv, validate, table, freq: int, ckpt_freq: int,
                         done_steps: int):  # fmt: skip
-    """An SB3 callback that validates every ``freq`` steps on the fixed episodes
-    (one row per step count in ``eval_curve.csv``), keeps the best model, and writes a
-    checkpoint every ``ckpt_freq`` steps."""
+    """An SB3 callback that validates every ``freq`` steps on fixed episodes
+    (``validate(policy)`` returns their requests; one row per step count in
+    ``eval_curve.csv``), keeps the best model, and writes a checkpoint every
+    ``ckpt_freq`` steps."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     from agents.metrics import episode_rewards, mean_ci95
     from agents.ppo import ObsNormalizer, PPOPolicy
-    from agents.rollout import run_many
 
     curve_csv = run / "eval_curve.csv"
 
@@ -207,7 +241,7 @@ def validation_callback(run: Path, venv, val_env, specs, table, freq: int, ckpt_
                 return
             self.last_evaluated = self.num_timesteps
             norm = ObsNormalizer.from_vecnormalize(venv)
-            res = run_many(val_env, PPOPolicy(self.model, norm, table), specs)
+            res = validate(PPOPolicy(self.model, norm, table))
             mean, ci = mean_ci95(episode_rewards(res))
             if log:  # TensorBoard exists once learning has started
                 self.logger.record("eval/mean_reward", mean)

@@ -28,8 +28,8 @@ are busy it is throttled and retried every ``throttle_retry_s`` until one is idl
 
 from __future__ import annotations
 
-import heapq
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,8 +72,71 @@ def _batch_times_path(value, where: str) -> str:
     return value
 
 
+JOIN_SCAN = 8  # batches after an arrival that it may join (see ``SharedCloud``)
+
+
+class _Timeline:
+    """One server's (worker's or instance's) busy intervals, sorted and disjoint, with
+    the requests each holds (per cut) and the end of the newest interval pruned away."""
+
+    __slots__ = ("starts", "ends", "counts", "sizes", "pruned_end")
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.counts: list[dict[int, int]] = []
+        self.sizes: list[int] = []  # requests in each interval
+        self.pruned_end = -math.inf
+
+    def first_fit(self, t: float, duration: float) -> float:
+        """The earliest start ``>= t`` of a free stretch of ``duration`` seconds."""
+        i = bisect_right(self.ends, t)
+        begin = t
+        starts, ends = self.starts, self.ends
+        while i < len(starts):
+            if starts[i] >= begin + duration:
+                break
+            if ends[i] > begin:
+                begin = ends[i]
+            i += 1
+        return begin
+
+    def busy_at(self, t: float) -> bool:
+        i = bisect_right(self.starts, t) - 1
+        return i >= 0 and self.ends[i] > t
+
+    def last_end_before(self, t: float) -> float:
+        """When this server last finished work at or before ``t``."""
+        i = bisect_right(self.ends, t) - 1
+        return self.ends[i] if i >= 0 else self.pruned_end
+
+    def insert(self, begin: float, end: float, counts: dict[int, int]) -> int:
+        i = bisect_right(self.starts, begin)
+        self.starts.insert(i, begin)
+        self.ends.insert(i, end)
+        self.counts.insert(i, counts)
+        self.sizes.insert(i, sum(counts.values()))
+        return i
+
+    def prune(self, horizon: float) -> None:
+        """Forget intervals that ended before ``horizon``."""
+        n = bisect_right(self.ends, horizon)
+        if n:
+            self.pruned_end = self.ends[n - 1]
+            del self.starts[:n], self.ends[:n], self.counts[:n], self.sizes[:n]
+
+
 class SharedCloud:
-    """The state of one shared serving tier during an episode (simulated seconds)."""
+    """The state of one shared serving tier during an episode (simulated seconds).
+
+    Each server keeps a timeline of busy intervals rather than one "free at" time, so
+    that requests may be offered out of time order, as a fleet's are: devices step
+    together but their uploads end at different times (a 3G upload in an outage may
+    reach the cloud seconds after the next step's WiFi uploads). A request that
+    arrives at ``t`` takes the first free stretch at or after ``t``, as it would had
+    it been offered in order, provided the work already placed after ``t`` keeps its
+    place (it arrived "earlier" in the simulation); ``prune(horizon)`` forgets what
+    no future request can reach."""
 
     def __init__(self, system, capacity: Capacity, batch_seconds: np.ndarray | None = None):
         """``batch_seconds[cut, b]``: service seconds of a batch of ``b`` at ``cut``
@@ -88,85 +151,100 @@ class SharedCloud:
             b = np.arange(capacity.max_batch + 1)
             batch_seconds = np.outer(np.asarray(system.cloud_tail_s), b)
         self.batch_seconds = np.asarray(batch_seconds, dtype=float)
+        self._table = self.batch_seconds.tolist()
+        self._single = self.batch_seconds[:, 1].tolist()
         self.reset()
 
     def reset(self) -> None:
-        cap = self.capacity
-        # IaaS: per worker, when it is next idle, and the batch it runs last (its start
-        # and its members per cut), which requests may still join before it starts.
-        self.worker_free = [0.0] * cap.workers
-        self.batch_start = [-math.inf] * cap.workers
-        self.batch_counts: list[dict[int, int]] = [{} for _ in range(cap.workers)]
-        # FaaS: idle instances by when they last finished (a min-heap of -time, so the
-        # most recently used comes first), busy ones by when they finish.
-        self.idle: list[float] = []
-        self.busy: list[float] = []
-        self.busy_batches = 0  # statistics
+        self.servers = [_Timeline() for _ in range(self.capacity.workers)]
         self.served = 0
+        self.throttled = 0
+
+    def prune(self, horizon: float) -> None:
+        """No request will reach the cloud before ``horizon``: forget the past (and,
+        for FaaS, instances whose keep-alive ran out by then)."""
+        for server in self.servers:
+            server.prune(horizon)
+        if self.faas:
+            expiry = horizon - self.keep_alive_s
+            self.servers = [s for s in self.servers if s.starts or s.pruned_end >= expiry]
 
     # -- one request -------------------------------------------------------------------
     def serve(self, arrive_s: float, cut: int) -> tuple[float, float, bool]:
         """``(queue_s, service_s, cold)`` of a request reaching the cloud at
-        ``arrive_s``. Call in order of arrival (see the module's note on fleets)."""
+        ``arrive_s``."""
         self.served += 1
         if self.faas:
             return self._serve_faas(arrive_s, cut)
         if self.capacity.workers == 0:
-            return 0.0, float(self.batch_seconds[cut, 1]), False
+            return 0.0, self._single[cut], False
         return self._serve_iaas(arrive_s, cut)
 
     def _batch_service(self, counts: dict[int, int]) -> float:
-        return float(sum(self.batch_seconds[c, n] for c, n in counts.items()))
+        table = self._table
+        return sum(table[c][n] for c, n in counts.items())
 
-    def _serve_iaas(self, arrive_s: float, cut: int) -> tuple[float, float, bool]:
-        free, start, counts = self.worker_free, self.batch_start, self.batch_counts
-        w = min(range(len(free)), key=free.__getitem__)
-        if free[w] <= arrive_s:  # an idle worker takes it at once, alone
-            service = float(self.batch_seconds[cut, 1])
-            free[w], start[w], counts[w] = arrive_s + service, arrive_s, {cut: 1}
-            self.busy_batches += 1
-            return 0.0, service, False
-        # Every worker is busy. Join a batch that has not started yet and has room (the
-        # earliest to start), else open one on the worker that frees first.
-        cap = self.capacity.max_batch
-        joinable = [v for v in range(len(free)) if start[v] > arrive_s
-                    and sum(counts[v].values()) < cap]  # fmt: skip
-        if joinable:
-            v = min(joinable, key=start.__getitem__)
-            c = counts[v]
-            c[cut] = c.get(cut, 0) + 1
-            service = self._batch_service(c)
-            free[v] = start[v] + service
-            return start[v] - arrive_s, service, False
-        begin = free[w]
-        service = float(self.batch_seconds[cut, 1])
-        free[w], start[w], counts[w] = begin + service, begin, {cut: 1}
-        self.busy_batches += 1
-        return begin - arrive_s, service, False
+    def _serve_iaas(self, t: float, cut: int) -> tuple[float, float, bool]:
+        alone = self._single[cut]
+        fits = [server.first_fit(t, alone) for server in self.servers]
+        w = min(range(len(fits)), key=fits.__getitem__)
+        begin = fits[w]
+        if begin > t:
+            # Every worker is busy at t: join a batch that has not started by t and has
+            # room, the earliest such (it would have taken this request from the
+            # queue), if the longer batch still ends before that worker's next one.
+            cap = self.capacity.max_batch
+            best = None
+            for server in self.servers:
+                starts, sizes, ends = server.starts, server.sizes, server.ends
+                first = bisect_right(starts, t)
+                stop = bisect_left(starts, begin, first)
+                # The batches just after t, and the newest one before ``begin``: where a
+                # batch can still have room (older ones were filled in time order).
+                for i in (*range(first, min(first + JOIN_SCAN, stop)), stop - 1):
+                    if i < first or (best is not None and starts[i] >= best[0]):
+                        continue
+                    nxt = starts[i + 1] if i + 1 < len(starts) else math.inf
+                    # Room in the batch, and (a cheap test first) a gap after it.
+                    if sizes[i] < cap and ends[i] < nxt:
+                        grown = dict(server.counts[i])
+                        grown[cut] = grown.get(cut, 0) + 1
+                        service = self._batch_service(grown)
+                        if starts[i] + service <= nxt:
+                            best = (starts[i], server, i, grown, service)
+            if best is not None:
+                start, server, i, grown, service = best
+                server.counts[i] = grown
+                server.sizes[i] += 1
+                server.ends[i] = start + service
+                return start - t, service, False
+        self.servers[w].insert(begin, begin + alone, {cut: 1})
+        return begin - t, alone, False
 
-    def _serve_faas(self, arrive_s: float, cut: int) -> tuple[float, float, bool]:
-        idle, busy = self.idle, self.busy
-        while busy and busy[0] <= arrive_s:  # instances that finished by now are idle
-            heapq.heappush(idle, -heapq.heappop(busy))
-        begin = arrive_s
+    def _serve_faas(self, t: float, cut: int) -> tuple[float, float, bool]:
+        alone = self._single[cut]
         limit = self.capacity.concurrency
-        if limit and not idle and len(busy) >= limit:
-            # Throttled: retried every throttle_retry_s until an instance is idle.
+        begin = t
+        if limit:
             retry = self.capacity.throttle_retry_s
-            first_free = heapq.heappop(busy)
-            begin = arrive_s + math.ceil((first_free - arrive_s) / retry) * retry
-            heapq.heappush(idle, -first_free)
-            while busy and busy[0] <= begin:
-                heapq.heappush(idle, -heapq.heappop(busy))
-        cold = True
-        while idle:  # the most recently used idle instance; expired ones are gone
-            last = -heapq.heappop(idle)
-            if begin - last <= self.keep_alive_s:
-                cold = False
-                break
-        service = float(self.batch_seconds[cut, 1]) + (self.cold_start_s if cold else 0.0)
-        heapq.heappush(busy, begin + service)
-        return begin - arrive_s, service, cold
+            while sum(s.busy_at(begin) for s in self.servers) >= limit:
+                begin += retry  # throttled (429), retried after a back-off
+            if begin > t:
+                self.throttled += 1
+        # An idle instance still warm, the most recently used first; else a cold one.
+        best, best_last = None, -math.inf
+        for server in self.servers:
+            if server.first_fit(begin, alone) == begin:
+                last = server.last_end_before(begin)
+                if begin - last <= self.keep_alive_s and last > best_last:
+                    best, best_last = server, last
+        cold = best is None
+        service = alone + (self.cold_start_s if cold else 0.0)
+        if cold:
+            best = _Timeline()
+            self.servers.append(best)
+        best.insert(begin, begin + service, {cut: 1})
+        return begin - t, service, cold
 
     # -- many requests -----------------------------------------------------------------
     def serve_many(self, arrive_s: np.ndarray, cut: np.ndarray):

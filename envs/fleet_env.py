@@ -409,6 +409,8 @@ class OffloadFleetEnv(VectorEnv):
         terminated = self.battery <= 0.0
         truncated = last & ~terminated
         ended = terminated | truncated
+        # No request reaches the cloud before every device's next decision.
+        self.cloud.prune(float(nxt.min()))
         obs_index = np.where(last, self.index - 1, self.index)
         obs = self._observe(nxt, obs_index)
         if ended.any():

@@ -34,6 +34,7 @@ DEFAULT_SCENARIO = Path(__file__).resolve().parent / "default_scenario.toml"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TABLES = (
     "scenario", "radio", "thresholds", "workload", "battery", "probe", "reward", "capacity",
+    "fleet",
 )  # fmt: skip
 
 
@@ -101,6 +102,25 @@ class RewardWeights:
 
     def __post_init__(self) -> None:
         check_fields(self, "reward", ScenarioError)
+
+
+def _fleet_sizes(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list | tuple) or any(
+        isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 100_000 for v in value
+    ):
+        raise ValueError(f"{where}: expected a list of device counts 1..100000, got {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """How many devices share the cloud (``OffloadFleet-v0``); 1: a single device."""
+
+    devices: int = integer(1, low=1, high=100_000, doc="devices trained together")
+    sizes: tuple[int, ...] = custom(_fleet_sizes, (), doc="fleet sizes evaluate.py compares")
+
+    def __post_init__(self) -> None:
+        check_fields(self, "fleet", ScenarioError)
 
 
 def _name(value: Any, where: str) -> str:
@@ -172,6 +192,7 @@ class Scenario:
     reward: RewardWeights = custom(
         lambda v, w: _section_of(RewardWeights, v, w), default_factory=RewardWeights
     )
+    fleet: Fleet = custom(lambda v, w: _section_of(Fleet, v, w), default_factory=Fleet)
     capacity: Capacity = custom(
         lambda v, w: _section_of(Capacity, v, w), default_factory=Capacity,
         doc="the cloud's size when a fleet shares it (envs.cloud_capacity)",
@@ -278,6 +299,7 @@ def _from_tables(raw: dict, path: Path) -> Scenario:
         probe=from_table(Probe, raw.get("probe"), "[probe]", ScenarioError),
         reward=from_table(RewardWeights, raw.get("reward"), "[reward]", ScenarioError),
         capacity=_capacity(raw.get("capacity"), base),
+        fleet=from_table(Fleet, raw.get("fleet"), "[fleet]", ScenarioError),
         source=str(path),
     )
 

@@ -1,0 +1,85 @@
+"""Run a policy on every device of a fleet for one episode, and what came of it.
+
+Every policy of ``agents.base`` acts for one device from its own observation; here
+each device gets its own copy (a heuristic may keep state) and reads the first
+``obs_dim`` features of its fleet observation (a single-device policy knows 17, a
+fleet-trained one 18). A PPO policy acts for the whole fleet in one batched call.
+
+Only each device's first episode counts: a fleet evaluation with a seed gives every
+policy the same devices, traces, arrivals and images (common random numbers); a
+device whose battery runs out stops counting there.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from envs.fleet_env import OffloadFleetEnv
+
+FLEET_FIELDS = ("reward", "latency_s", "queue_s", "correct", "deadline_miss", "offloaded",
+                "energy_j", "money_usd", "cut")  # fmt: skip
+
+
+class BatchedPPO:
+    """A ``PPOPolicy`` acting for N devices at once."""
+
+    def __init__(self, policy, obs_dim: int) -> None:
+        self.policy, self.obs_dim, self.name = policy, obs_dim, policy.name
+
+    def act_all(self, obs: np.ndarray) -> np.ndarray:
+        p = self.policy
+        normalized = np.stack([p.normalizer(o) for o in obs[:, : self.obs_dim]])
+        actions, _ = p.model.predict(normalized, deterministic=True)
+        actions = np.asarray(actions, dtype=np.int64)
+        return p.table[actions] if p.table is not None else actions
+
+
+class PerDevice:
+    """Any single-device policy, one copy per device."""
+
+    def __init__(self, policy, n: int, obs_dim: int) -> None:
+        self.copies = [copy.deepcopy(policy) for _ in range(n)]
+        for c in self.copies:
+            if hasattr(c, "reset"):
+                c.reset()
+        self.obs_dim, self.name = obs_dim, policy.name
+
+    def act_all(self, obs: np.ndarray) -> np.ndarray:
+        d = self.obs_dim
+        return np.stack([c.act(o[:d]) for c, o in zip(self.copies, obs, strict=True)])
+
+
+def for_fleet(policy, n: int, obs_dim: int = 17):
+    """``policy`` as something that acts for ``n`` devices: ``act_all(obs) -> (n, 3)``."""
+    from agents.ppo import PPOPolicy
+
+    if getattr(policy, "privileged", False):
+        raise ValueError(f"{policy.name} needs the simulator of one device; not in a fleet")
+    if isinstance(policy, PPOPolicy):
+        return BatchedPPO(policy, obs_dim)
+    return PerDevice(policy, n, obs_dim)
+
+
+def run_fleet(fleet: OffloadFleetEnv, actor, seed: int) -> dict[str, np.ndarray]:
+    """One episode of every device; per request, the fields of ``FLEET_FIELDS`` and
+    ``device`` (also as ``episode``, so ``agents.metrics`` summarises per device)."""
+    obs, _ = fleet.reset(seed=seed)
+    n = fleet.num_envs
+    counting = np.ones(n, dtype=bool)
+    rows: dict[str, list] = {k: [] for k in (*FLEET_FIELDS, "device")}
+    for _ in range(fleet.requests_per_episode):
+        actions = actor.act_all(obs)
+        obs, reward, terminated, truncated, info = fleet.step(actions)
+        live = np.flatnonzero(counting)
+        rows["reward"].append(reward[live])
+        for key in FLEET_FIELDS[1:]:
+            rows[key].append(np.asarray(info[key])[live])
+        rows["device"].append(live)
+        counting &= ~(terminated | truncated)
+        if not counting.any():
+            break
+    out = {k: np.concatenate(v) for k, v in rows.items()}
+    out["episode"] = out["device"]
+    return out
