@@ -360,8 +360,10 @@ def fleet_ppo_policies(p: EvalPlan) -> dict:
         runs = {"ppo": p.args.policy, **runs}
     for name, run in runs.items():
         obs_dim = int(read_run_config(run).get("obs_dim", OBS_DIM))
-        policy = load_ppo(run, nvec=p.env.action_space.nvec.tolist(), obs_dim=obs_dim,
-                          model_hash=s.profile.model_hash, levels_by_cut=s.levels_by_cut)  # fmt: skip
+        policy = load_ppo(
+            run, nvec=p.env.action_space.nvec.tolist(), obs_dim=obs_dim,
+            model_hash=s.profile.model_hash, levels_by_cut=s.levels_by_cut,
+        )  # fmt: skip
         policy.name = name
         out[name] = (policy, obs_dim)
     return out
@@ -395,15 +397,18 @@ def evaluate_fleet(p: EvalPlan) -> int:
         ranked = sorted(results[n], key=lambda k: -results[n][k]["reward"])
         for name in ranked:
             r = results[n][name]
-            table.add_row(name, f"{r['reward']:.3f} ± {r['reward_ci95']:.3f}",
-                          f"{r['accuracy']:.3f}", f"{r['latency_p50_ms']:.0f}",
-                          f"{r['latency_p95_ms']:.0f}", f"{r['deadline_miss_rate']:.3f}",
-                          f"{r['offload_fraction']:.2f}", f"{r['server_queue_ms']:.1f}")  # fmt: skip
+            table.add_row(
+                name, f"{r['reward']:.3f} ± {r['reward_ci95']:.3f}", f"{r['accuracy']:.3f}",
+                f"{r['latency_p50_ms']:.0f}", f"{r['latency_p95_ms']:.0f}",
+                f"{r['deadline_miss_rate']:.3f}", f"{r['offload_fraction']:.2f}",
+                f"{r['server_queue_ms']:.1f}",
+            )  # fmt: skip
         console.print(table)
         lead = "ppo" if "ppo" in results[n] else "ppo_single"
         comparisons[n] = {
             other: dict(zip(("difference", "ci95"), paired(results[n], lead, other), strict=True))
-            for other in results[n] if other != lead
+            for other in results[n]
+            if other != lead
         }
     payload = {
         "fleet_sizes": sizes,

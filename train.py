@@ -363,8 +363,10 @@ def train_one(args: TrainArgs) -> int:
     if devices > 1:  # a fleet trains and validates on its shared cloud
         validate = fleet_validation(p.scenario, p.val_traces, hp.ppo.episode_requests, devices)
     else:
+
         def validate(policy):
             return run_many(val_env, policy, specs)
+
     model, venv, done_steps = build_model(p)  # reads only: a failure here loses nothing
     prepare_run_dir(p)
     nvec = val_env.action_space.nvec.tolist()
