@@ -1,11 +1,12 @@
 """``make bench``: every benchmark, each printing a table and writing JSON."""
 
-from bench import env_speed, model_speed, outage, runtime_speed
+from bench import env_speed, fleet_speed, model_speed, outage, runtime_speed
 
 
 def main() -> None:
     model_speed.main([])
     env_speed.main([])
+    fleet_speed.main([])
     runtime_speed.main([])
     outage.main([])
 

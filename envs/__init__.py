@@ -1,5 +1,7 @@
-"""The Gymnasium environment of split inference. ``import envs`` registers
-``Offload-v0`` so that ``gymnasium.make("Offload-v0", ...)`` works."""
+"""The Gymnasium environments of split inference. ``import envs`` registers
+``Offload-v0`` (one device: ``gymnasium.make("Offload-v0", ...)``) and
+``OffloadFleet-v0`` (N devices sharing one cloud, a ``VectorEnv``:
+``gymnasium.make_vec("OffloadFleet-v0", num_envs=N, ...)``)."""
 
 from gymnasium.envs.registration import register, registry
 
@@ -16,6 +18,12 @@ from telemetry.observation import (
 
 if "Offload-v0" not in registry:
     register(id="Offload-v0", entry_point="envs.offload_env:OffloadEnv")
+if "OffloadFleet-v0" not in registry:
+    register(
+        id="OffloadFleet-v0",
+        entry_point="envs.offload_env:OffloadEnv",  # one device, for make_vec's "sync" mode
+        vector_entry_point="envs.fleet_env:make_fleet",
+    )
 
 __all__ = [
     "OBS_DIM",

@@ -111,8 +111,15 @@ class _Timeline:
         return self.ends[i] if i >= 0 else self.pruned_end
 
     def insert(self, begin: float, end: float, counts: dict[int, int]) -> int:
-        i = bisect_right(self.starts, begin)
-        self.starts.insert(i, begin)
+        starts = self.starts
+        if not starts or begin >= starts[-1]:  # the usual case: after everything else
+            starts.append(begin)
+            self.ends.append(end)
+            self.counts.append(counts)
+            self.sizes.append(sum(counts.values()))
+            return len(starts) - 1
+        i = bisect_right(starts, begin)
+        starts.insert(i, begin)
         self.ends.insert(i, end)
         self.counts.insert(i, counts)
         self.sizes.insert(i, sum(counts.values()))
@@ -186,6 +193,10 @@ class SharedCloud:
 
     def _serve_iaas(self, t: float, cut: int) -> tuple[float, float, bool]:
         alone = self._single[cut]
+        for server in self.servers:  # the common case first: a worker with nothing ahead
+            if not server.ends or server.ends[-1] <= t:
+                server.insert(t, t + alone, {cut: 1})
+                return 0.0, alone, False
         fits = [server.first_fit(t, alone) for server in self.servers]
         w = min(range(len(fits)), key=fits.__getitem__)
         begin = fits[w]

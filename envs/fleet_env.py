@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
@@ -430,12 +429,3 @@ class OffloadFleetEnv(VectorEnv):
 def make_fleet(num_envs: int = 8, **kwargs) -> OffloadFleetEnv:
     """``gymnasium.make_vec``'s vector entry point for ``OffloadFleet-v0``."""
     return OffloadFleetEnv(num_envs, **kwargs)
-
-
-def register() -> None:
-    if "OffloadFleet-v0" not in gym.registry:
-        gym.register(
-            id="OffloadFleet-v0",
-            entry_point="envs.offload_env:OffloadEnv",
-            vector_entry_point="envs.fleet_env:make_fleet",
-        )

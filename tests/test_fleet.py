@@ -6,8 +6,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+import envs  # noqa: F401  (registers OffloadFleet-v0)
 from envs.cloud_capacity import Capacity, SharedCloud
-from envs.fleet_env import FLEET_OBS_DIM, OffloadFleetEnv, register
+from envs.fleet_env import FLEET_OBS_DIM, OffloadFleetEnv
 from envs.offload_env import OffloadEnv
 from envs.scenario import ScenarioError, load_scenario
 from traces.bank import TraceBank
@@ -129,32 +130,31 @@ def test_one_device_fleet_is_the_single_device_env(traces, cloud):
 
 
 def test_make_vec_spaces_determinism_and_autoreset(traces):
-    register()
-    envs = gym.make_vec("OffloadFleet-v0", num_envs=4, traces=traces, episode_requests=30)
-    assert envs.num_envs == 4
-    assert envs.observation_space.shape == (4, FLEET_OBS_DIM)
-    assert envs.single_observation_space.shape == (FLEET_OBS_DIM,)
-    obs_a, _ = envs.reset(seed=3)
-    obs_b, _ = envs.reset(seed=3)
+    vec = gym.make_vec("OffloadFleet-v0", num_envs=4, traces=traces, episode_requests=30)
+    assert vec.num_envs == 4
+    assert vec.observation_space.shape == (4, FLEET_OBS_DIM)
+    assert vec.single_observation_space.shape == (FLEET_OBS_DIM,)
+    obs_a, _ = vec.reset(seed=3)
+    obs_b, _ = vec.reset(seed=3)
     np.testing.assert_array_equal(obs_a, obs_b)
-    assert envs.observation_space.contains(obs_a)
-    envs.action_space.seed(0)
+    assert vec.observation_space.contains(obs_a)
+    vec.action_space.seed(0)
     ended_seen = False
     for _ in range(35):
-        actions = envs.action_space.sample()
-        obs, reward, terminated, truncated, info = envs.step(actions)
-        assert obs.dtype == np.float32 and envs.observation_space.contains(obs)
+        actions = vec.action_space.sample()
+        obs, reward, terminated, truncated, info = vec.step(actions)
+        assert obs.dtype == np.float32 and vec.observation_space.contains(obs)
         assert reward.shape == (4,) and terminated.dtype == bool and truncated.dtype == bool
         assert obs is not obs_a  # a new array every step
         if (terminated | truncated).any():
             ended_seen = True
             mask = info["_final_obs"]
             assert mask.tolist() == (terminated | truncated).tolist()
-            assert envs.single_observation_space.contains(info["final_obs"][mask][0])
+            assert vec.single_observation_space.contains(info["final_obs"][mask][0])
             # SAME_STEP: the returned observation is the next episode's first one.
             assert (obs[mask][:, 7] == 0).all()  # a fresh request, not late
     assert ended_seen
-    envs.close()
+    vec.close()
 
 
 def test_devices_meet_in_the_cloud(traces):
@@ -200,3 +200,61 @@ def test_bad_fleet_input_is_a_clear_error(traces, tmp_path):
     with pytest.raises(Exception, match="not a readable batch-times file"):
         OffloadFleetEnv(2, traces=traces, capacity=Capacity(workers=2,
                         batch_times=str(tmp_path / "missing.json")))  # fmt: skip
+
+
+# -- training and evaluation -------------------------------------------------------------
+def test_sb3_adapter_reports_episode_ends(traces):
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.fleet_vec import FleetVecEnv
+
+    fleet = OffloadFleetEnv(3, traces=traces, episode_requests=12)
+    venv = VecMonitor(FleetVecEnv(fleet, action_repeat=4))
+    venv.seed(0)
+    obs = venv.reset()
+    assert obs.shape == (3, FLEET_OBS_DIM)
+    ends = []
+    for _ in range(3):  # 12 requests = 3 held decisions of 4
+        obs, reward, done, infos = venv.step(np.zeros(3, dtype=np.int64))
+        ends.append(done.copy())
+    assert ends[-1].all() and not ends[0].any()
+    assert all("episode" in info and "terminal_observation" in info for info in infos)
+    assert infos[0]["terminal_observation"].shape == (FLEET_OBS_DIM,)
+
+
+def test_train_and_evaluate_a_fleet_end_to_end(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import TINY_HYPERPARAMS
+
+    root = Path(__file__).resolve().parent.parent
+    scenario = tmp_path / "fleet.toml"
+    text = (root / "envs" / "scenarios" / "fleet.toml").read_text()
+    text = text.replace("episode_requests = 400", "episode_requests = 32")
+    text = text.replace("devices = 128 ", "devices = 4 ").replace("[32, 64, 128, 256]", "[2, 4]")
+    scenario.write_text(text)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_HYPERPARAMS)
+
+    def run(*args):
+        return subprocess.run([sys.executable, *args], cwd=root, capture_output=True, text=True)
+
+    out = run("train.py", "--name", "fleet", "--runs-dir", str(tmp_path), "--config", str(cfg),
+              "--scenario", str(scenario), "--timesteps", "512", "--trace-source", "builtin",
+              "--no-progress")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    config = json.loads((tmp_path / "fleet" / "config.json").read_text())
+    assert config["obs_dim"] == FLEET_OBS_DIM
+    out = run("evaluate.py", "--policy", str(tmp_path / "fleet"), "--scenario", str(scenario),
+              "--episodes", "1", "--requests", "16", "--trace-source", "builtin",
+              "--policies", "ppo,cloud_only,edge_only_exits", "--out", str(tmp_path / "eval"),
+              "--json", str(tmp_path / "fleet.json"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "fleet.json").read_text())
+    assert report["fleet_sizes"] == [2, 4]
+    assert set(report["results"]["4"]) == {"ppo", "ppo_single", "cloud_only", "edge_only_exits"}
+    assert "cloud_only" in report["ppo_vs"]["2"]
+    assert (tmp_path / "eval" / "fleet.png").stat().st_size > 0
