@@ -93,6 +93,7 @@ class RequestResult:
     # "connection_lost"; None when the cloud answered or was not needed.
     fallback: str | None
     deadline_miss: bool
+    server_queue_s: float = 0.0  # the server's queueing alone, as it reports (part of server_s)
 
 
 class DeviceLoop:
@@ -141,6 +142,7 @@ class DeviceLoop:
                               probe_bytes=probe_bytes, retry_s=retry_s, name=server_name,
                               **kwargs)  # fmt: skip
         self._radio_tail_end = -math.inf
+        self._server_queue_s = 0.0
         self.t0 = time.monotonic()
 
     @property
@@ -321,6 +323,7 @@ class DeviceLoop:
             # dead link, so this, too, is counted as a server_down fallback.
             fallback = "server_down" if not cloud and self.server is not None else None
         sent, network_s, server_s, energy = 0, 0.0, 0.0, 0.0
+        self._server_queue_s = 0.0
         if answer is None:
             answer, sent, network_s, server_s, fallback, more_device_s, energy = self._offload(
                 rid, cut, level, item, h, arrival, exit_seen
@@ -335,7 +338,7 @@ class DeviceLoop:
             rid, sample, arrival - self.t0, cut, thr, level, path, exit_block, pred, conf,
             label, None if label is None else pred == int(label), latency, start - arrival,
             decide_s, device_s, network_s, server_s, sent, energy, fallback,
-            latency > self.deadline_s,
+            latency > self.deadline_s, self._server_queue_s,
         )  # fmt: skip
         if self.log is not None:
             self.log.write(json.dumps(asdict(result)) + "\n")
@@ -431,6 +434,7 @@ class DeviceLoop:
                 got = time.monotonic()
                 network_s = got - sent_at
                 energy = self._radio_energy(sent_at, len(frame), network_s, reply.server_s)
+                self._server_queue_s = float(reply.queue_s)
                 probs = np.exp(reply.logits - reply.logits.max())
                 probs /= probs.sum()
                 answer = ("cloud", 0, int(probs.argmax()), float(probs.max()))

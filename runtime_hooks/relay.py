@@ -130,11 +130,15 @@ class ShapingRelay:
 
 
 class RelayThread:
-    """A ``ShapingRelay`` on its own event loop in a background thread (for the
-    synchronous device loop and for tests). ``port`` is set once started."""
+    """A ``ShapingRelay`` (or several: one per device of a fleet, each on its own
+    port) on one event loop in a background thread (for the synchronous device loop
+    and for tests). ``port`` (the first relay's) and ``ports`` are set once started."""
 
-    def __init__(self, relay: ShapingRelay, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.relay, self.host, self.port = relay, host, port
+    def __init__(self, relay: ShapingRelay | list[ShapingRelay], host: str = "127.0.0.1",
+                 port: int = 0) -> None:  # fmt: skip
+        self.relays = relay if isinstance(relay, list) else [relay]
+        self.relay, self.host, self.port = self.relays[0], host, port
+        self.ports: list[int] = []
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="shaping-relay", daemon=True)
@@ -142,17 +146,22 @@ class RelayThread:
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(self.relay.start(self.host, self.port))
-        self.port = server.sockets[0].getsockname()[1]
-        self._server = server
+        servers = []
+        for i, relay in enumerate(self.relays):
+            port = self.port if i == 0 else 0
+            servers.append(self._loop.run_until_complete(relay.start(self.host, port)))
+        self.ports = [server.sockets[0].getsockname()[1] for server in servers]
+        self.port = self.ports[0]
         self._ready.set()
         self._loop.run_forever()
-        server.close()
+        for server in servers:
+            server.close()
         tasks = asyncio.all_tasks(self._loop)
         for task in tasks:  # connections still open: close them before the loop
             task.cancel()
         self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.run_until_complete(server.wait_closed())
+        for server in servers:
+            self._loop.run_until_complete(server.wait_closed())
         self._loop.close()
 
     def start(self) -> RelayThread:

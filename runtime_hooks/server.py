@@ -1,7 +1,8 @@
 """The cloud side: runs the model's tail from any cut for many devices at once.
 
     python -m runtime_hooks.server --port 9300 [--scenario S] [--host 127.0.0.1]
-                                   [--device cpu|cuda]
+                                   [--device cpu|cuda] [--workers W] [--max-batch B]
+                                   [--emulate-cloud]
 
 The model is the scenario's (``model``, else the one its profile was measured on; the
 built-in CNN by default), checked against the profile's model hash: a server never
@@ -12,7 +13,11 @@ asyncio TCP; one coroutine per connection reads frames (``runtime_hooks.protocol
 checks each request against the model (cut, codec, dtype, shape, size), decodes the
 tensor with ``profiles.codecs`` and queues it. One batcher takes whatever requests are
 waiting (up to ``--max-batch``), groups them by cut and runs each group's tail in a
-worker thread, so the event loop keeps serving sockets while the model computes. A
+worker thread, so the event loop keeps serving sockets while the model computes;
+``--workers W`` runs W such batchers, each with its own thread. ``--emulate-cloud``
+pads each batch to the time the scenario's cloud takes for its size, as the fleet
+simulator charges it (``envs.cloud_capacity``): two cores cannot be the serving tier
+a fleet saturates, but they can keep time like it. A
 bad request gets an error frame and the connection lives on; a broken header (the
 stream can no longer be framed) gets an error frame and the connection is closed.
 Timeouts: ``--idle-timeout`` between frames, ``--read-timeout`` within one.
@@ -87,6 +92,8 @@ class TailServer:
         bottlenecks: dict | None = None,
         device: str = "cpu",
         max_batch: int = 32,
+        workers: int = 1,
+        batch_seconds: np.ndarray | None = None,
         idle_timeout_s: float = 60.0,
         read_timeout_s: float = 5.0,
         delay_s: float = 0.0,
@@ -97,6 +104,9 @@ class TailServer:
         self.model = model.to(device).eval()
         self.device = device
         self.max_batch = max_batch
+        self.workers = workers
+        # Cloud emulation: each batch padded to these seconds ([cut, batch size]).
+        self.batch_seconds = None if batch_seconds is None else np.asarray(batch_seconds)
         self.idle_timeout_s = idle_timeout_s
         self.read_timeout_s = read_timeout_s
         self.delay_s = delay_s
@@ -126,8 +136,8 @@ class TailServer:
             bottlenecks = load_for_profile(profile, model, check_model(model))
         self.bottlenecks = {key: b.to(device).eval() for key, b in (bottlenecks or {}).items()}
         self._queue: asyncio.Queue[_Job] | None = None
-        self._batcher_task: asyncio.Task | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tail")
+        self._batchers: list[asyncio.Task] = []
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="tail")
         self._closing = False
         self._connections: set[asyncio.Task] = set()
         self._busy: set[asyncio.Task] = set()  # connections with a request in flight
@@ -202,7 +212,8 @@ class TailServer:
 
     # -- inference -------------------------------------------------------------------
     def _run_tail(self, route, batch: np.ndarray) -> tuple[np.ndarray, float]:
-        """The model's tail from a cut, or a bottleneck's decoder and tail."""
+        """The model's tail from a cut, or a bottleneck's decoder and tail; with cloud
+        emulation, padded to the emulated cloud's time for a batch of this size."""
         torch = self.torch
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -212,6 +223,12 @@ class TailServer:
             else:
                 logits = tail(self.model, route, x)
             logits = logits.float().cpu().numpy()
+        if self.batch_seconds is not None:
+            cut = route[0] if isinstance(route, tuple) else route
+            size = min(len(batch), self.batch_seconds.shape[1] - 1)
+            left = float(self.batch_seconds[cut, size]) - (time.perf_counter() - t0)
+            if left > 0:
+                time.sleep(left)
         return logits, time.perf_counter() - t0
 
     async def _batcher(self) -> None:
@@ -318,10 +335,11 @@ class TailServer:
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._batcher_task is not None:
-            self._batcher_task.cancel()
+        for task in self._batchers:
+            task.cancel()
+        for task in self._batchers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._batcher_task
+                await task
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     async def _respond(self, h: P.FrameHeader, payload: bytes) -> bytes:
@@ -364,15 +382,33 @@ class TailServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.base_events.Server:
         self.warm_up()
         self._queue = asyncio.Queue()
-        self._batcher_task = asyncio.create_task(self._batcher())
+        # One batcher per worker: the first idle one takes what is waiting.
+        self._batchers = [asyncio.create_task(self._batcher()) for _ in range(self.workers)]
         return await asyncio.start_server(
             self.handle, host, port, limit=P.MAX_PAYLOAD + P.HEADER_SIZE
         )
 
 
+def emulated_batch_seconds(scenario, max_batch: int) -> np.ndarray:
+    """``[cut, b]`` seconds the scenario's cloud takes for a batch of ``b``, as the
+    simulator charges them (``envs.fleet_env``): the measured batch times divided by
+    the cloud's speedup, plus its overhead."""
+    from envs.system import System
+    from profiles.measure_cloud import DEFAULT_OUT, load_batch_times
+
+    s = System(scenario)
+    path = scenario.capacity.batch_times
+    times = load_batch_times(DEFAULT_OUT if path == "builtin" else path,
+                             s.profile.model_hash, s.k)  # fmt: skip
+    table = times.table(max_batch) / s.cloud.speedup
+    table[:, 1:] += s.cloud.overhead_s
+    return table
+
+
 def load_server(
-    scenario=None, device: str = "cpu", weights=None, threads: int = 1, **kwargs
-) -> TailServer:
+    scenario=None, device: str = "cpu", weights=None, threads: int = 1,
+    emulate_cloud: bool = False, **kwargs,
+) -> TailServer:  # fmt: skip
     """A server for a scenario (path, ``Scenario`` or ``None``: the built-in one): its
     model, checked against its profile. ``weights``: the built-in CNN with these
     weights instead (checked the same way)."""
@@ -387,6 +423,8 @@ def load_server(
         raise InputError(f"--device {device}: CUDA is not available on this machine")
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
+    if emulate_cloud:
+        kwargs["batch_seconds"] = emulated_batch_seconds(scenario, kwargs.get("max_batch", 32))
     profile = load_profile(scenario.profile)
     if weights is not None:
         from profiles.model import load_model
@@ -411,6 +449,9 @@ class ServerArgs:
                                   type=Path)  # fmt: skip
     threads: int = option(1, "torch threads", check=at_least(1))
     max_batch: int = option(32, "most requests in one batch", check=at_least(1))
+    workers: int = option(1, "batches run at once (one thread each)", check=at_least(1))
+    emulate_cloud: bool = option(False, "pad each batch to the scenario cloud's time for its "
+                                 "size (profiles.measure_cloud / speedup + overhead)")  # fmt: skip
     idle_timeout: float = option(60.0, "seconds between frames", check=positive)
     read_timeout: float = option(5.0, "seconds within a frame", check=positive)
     delay_ms: float = option(0.0, "fault drill: slow answers", check=non_negative)
@@ -427,6 +468,8 @@ async def serve(args: ServerArgs) -> None:
         args.weights,
         args.threads,
         max_batch=args.max_batch,
+        workers=args.workers,
+        emulate_cloud=args.emulate_cloud,
         idle_timeout_s=args.idle_timeout,
         read_timeout_s=args.read_timeout,
         delay_s=args.delay_ms / 1000.0,

@@ -2,6 +2,7 @@
 
     python -m runtime_hooks.sim2real --trace FILE [--scenario S] [--requests 60] [--seed 0]
         [--policy runs/default/policy.npz] [--out runs/sim2real]
+    python -m runtime_hooks.sim2real --fleet 8,32,64 --json F   (see runtime_hooks.fleet_compare)
 
 One episode of the scenario (default: built-in) on ``FILE`` (from ``--offset`` seconds in): the
 simulator draws the arrivals, the test images and the battery level from ``--seed``.
@@ -302,7 +303,10 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", required=True, help="two-column or 5G CSV trace file")
+    parser.add_argument("--trace", help="two-column or 5G CSV trace file (one device)")
+    parser.add_argument("--fleet", help="fleet sizes, e.g. 8,32,64 (runtime_hooks.fleet_compare)")
+    parser.add_argument("--requests-per-device", type=int, default=20, help="with --fleet")
+    parser.add_argument("--json", help="with --fleet: where to write the comparison")
     parser.add_argument("--scenario", type=Path, default=None, help="scenario TOML (built-in)")
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
@@ -318,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds before a cloud request falls back (large: compare the link, not faults)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.fleet:
+        from runtime_hooks.fleet_compare import main_fleet
+
+        return main_fleet(args)
+    if not args.trace:
+        parser.error("--trace is required (or --fleet for a fleet)")
     summary = run(args)
     for key, value in summary.items():
         print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")

@@ -1,0 +1,277 @@
+"""A real fleet: N device loops in one process against one real cloud server.
+
+    python -m runtime_hooks.fleet --server HOST:PORT --devices N --requests R
+        [--policy P] [--trace-dir D] [--scenario S] [--seed 0] [--json F]
+
+Each device is a real ``DeviceLoop`` (the real model's head on real test images, real
+early exits, real codecs, the device's speed emulated by padding its compute) behind
+its own link shaped to a real trace (``runtime_hooks.relay``), all talking to one
+server (start it with ``--workers W --max-batch B``, and ``--emulate-cloud`` to keep
+the scenario cloud's time: two cores cannot be the serving tier a fleet saturates).
+``R`` is the fleet's total: each device serves ``R / N`` requests. What each device
+serves (its trace, offset, arrival times, images and battery) is what the simulator's
+``OffloadFleet-v0`` draws for the same seed, so ``runtime_hooks.sim2real --fleet``
+can compare the two.
+
+The devices share one process, one model and one copy of every table (64 torch
+processes would not fit); each runs in its own thread, which sleeps while its
+emulated device computes. A device that loses its server falls back to a local
+answer in time (counted per reason); every request is accounted for: ``answered`` +
+``lost`` = ``requests``, a request whose device thread failed being ``lost`` with
+the error in ``errors``.
+
+JSON: ``devices``, ``requests``, ``answered``, ``lost``, ``latency_p50_ms``,
+``latency_p95_ms``, ``latency_p99_ms``, ``throughput_rps``, ``server_queue_p95_ms``,
+``deadline_miss_rate``, ``accuracy``, ``cloud_answers``, ``fallbacks`` (by reason),
+``errors``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from settings.cli import at_least, check_options, option, output_file, parse, run_cli
+from settings.tables import InputError
+
+FDS_PER_DEVICE = 4  # the device's socket, the relay's two ends, the relay's listener
+
+
+@dataclass
+class DeviceWork:
+    """What one device of the fleet serves."""
+
+    trace: object  # the uplink as its radio sees it
+    radio: object
+    offset_s: float
+    arrivals_s: np.ndarray
+    samples: np.ndarray
+    battery_level: float
+
+
+def fleet_workload(scenario, traces, devices: int, requests: int, seed: int) -> list[DeviceWork]:
+    """Each device's share of ``requests`` (the fleet's total), drawn as
+    ``OffloadFleet-v0`` draws it for ``seed`` on the test images."""
+    from envs.fleet_env import OffloadFleetEnv
+
+    per = [requests // devices + (1 if d < requests % devices else 0) for d in range(devices)]
+    fleet = OffloadFleetEnv(devices, scenario, list(traces), trace_split=None,
+                            sample_split="test", episode_requests=max(max(per), 1))  # fmt: skip
+    fleet.reset(seed=seed)
+    cap = fleet.system.battery_capacity_j
+    return [
+        DeviceWork(
+            fleet.bank.traces[fleet.row[d]],
+            fleet._radio_rows[fleet.row[d]],
+            float(fleet.offset[d]),
+            fleet.arrivals[d, : per[d]].copy(),
+            fleet.samples[d, : per[d]].copy(),
+            float(fleet.battery[d] / cap),
+        )  # fmt: skip
+        for d in range(devices)
+    ]
+
+
+def ensure_file_descriptors(devices: int) -> None:
+    """Raise the soft limit on open files if the fleet needs it; refuse, naming the
+    limit, when even the hard limit is too low."""
+    need = FDS_PER_DEVICE * devices + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise InputError(
+                f"--devices {devices}: needs about {need} open files, but this process may "
+                f"open at most {hard} (ulimit -n); use fewer devices or raise the limit"
+            )
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+        except (ValueError, OSError) as exc:
+            raise InputError(
+                f"--devices {devices}: needs about {need} open files; raising the limit "
+                f"failed ({exc}); use fewer devices or raise ulimit -n"
+            ) from None
+
+
+def run_fleet(
+    server: tuple[str, int], work: list[DeviceWork], scenario, policy=None,
+    fallback_after_s: float | None = None, lead_s: float | None = None,
+) -> dict:  # fmt: skip
+    """Run every device's work against ``server``; returns the summary (see the
+    module's JSON) and, under ``results``, each device's ``RequestResult`` list."""
+    import torch
+
+    from envs import System
+    from profiles.bottleneck import load_for_profile
+    from profiles.multiexit import data_for_profile, model_for_profile
+    from runtime_hooks.controller import BatteryMonitor, Controller
+    from runtime_hooks.device import DEFAULT_POLICY, DeviceLoop
+    from runtime_hooks.policy_file import NumpyPolicy
+    from runtime_hooks.relay import RelayThread, ShapingRelay
+    from telemetry.observation import OBS_DIM, ObservationContext
+
+    ensure_file_descriptors(len(work))
+    torch.set_num_threads(1)
+    system = System(scenario)
+    model, spec = model_for_profile(system.profile, scenario.model)
+    bottlenecks = load_for_profile(system.profile, model, spec)
+    test = data_for_profile(system.profile, spec, scenario.data)["test"]
+    if policy is None or isinstance(policy, str | Path):
+        policy = NumpyPolicy.load(policy or DEFAULT_POLICY)
+    if isinstance(policy, NumpyPolicy):
+        policy.check_compatible(
+            (system.n_cuts, system.n_thresholds, system.n_levels), system.thresholds, OBS_DIM,
+            model_hash=system.profile.model_hash,
+        )  # fmt: skip
+    relays = [ShapingRelay(server, w.trace, offset_s=w.offset_s) for w in work]
+    relay_thread = RelayThread(relays).start()
+    loops = []
+    try:
+        for w, port in zip(work, relay_thread.ports, strict=True):
+            radio = w.radio
+            context = ObservationContext(
+                scenario.workload.deadline_s, system.n_cuts, system.n_thresholds,
+                system.n_levels, radio.tail_s, radio.tail_w, system.cloud.keep_alive_s,
+            )  # fmt: skip
+            battery = BatteryMonitor(system.battery_capacity_j, w.battery_level, sensor=None)
+            controller = Controller(policy, context, battery, rtt_s=radio.rtt_s)
+            loop = DeviceLoop(model, controller, system, radio, ("127.0.0.1", port),
+                              fallback_after_s=fallback_after_s)  # fmt: skip
+            loop.spec, loop.bottlenecks = spec, bottlenecks
+            loops.append(loop)
+        loops[0].warm_up()  # the first calls of each codec and block pay lazy set-up once
+        results: list[list] = [[] for _ in work]
+        errors: list[str] = []
+        lead = lead_s if lead_s is not None else 2.0 + 0.05 * len(work)
+        t0 = time.monotonic() + lead
+        for relay in relays:
+            relay.start_clock(t0)
+
+        def serve(d: int) -> None:
+            w, loop = work[d], loops[d]
+            try:
+                results[d] = loop.run(
+                    test.inputs[w.samples], test.labels[w.samples], w.arrivals_s, w.samples,
+                    progress=False, start_at=t0,
+                )  # fmt: skip
+            except Exception as exc:  # one device's failure is counted, never a hang
+                errors.append(f"device {d}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=serve, args=(d,), daemon=True)
+                   for d in range(len(work))]  # fmt: skip
+        for t in threads:
+            t.start()
+        horizon = max(float(w.arrivals_s[-1]) for w in work if len(w.arrivals_s)) + 60.0
+        for t in threads:
+            t.join(max(t0 + horizon - time.monotonic(), 0.1))
+        stuck = [d for d, t in enumerate(threads) if t.is_alive()]
+        for d in stuck:
+            errors.append(f"device {d}: still running {horizon:.0f} s after its first arrival")
+        finished = time.monotonic()
+    finally:
+        for loop in loops:
+            loop.close()
+        relay_thread.stop()
+    summary = summarise_fleet([[] if d in stuck else r for d, r in enumerate(results)],
+                              sum(len(w.arrivals_s) for w in work), finished - t0)  # fmt: skip
+    summary["errors"] = errors
+    summary["results"] = results
+    return summary
+
+
+def summarise_fleet(results: list[list], requests: int, seconds: float) -> dict:
+    flat = [r for per_device in results for r in per_device]
+    answered = len(flat)
+    lat = np.array([r.latency_s for r in flat]) * 1e3 if flat else np.zeros(1)
+    cloud = [r for r in flat if r.path == "cloud"]
+    queue = np.array([r.server_queue_s for r in cloud]) * 1e3 if cloud else np.zeros(1)
+    fallbacks: dict[str, int] = {}
+    for r in flat:
+        if r.fallback:
+            fallbacks[r.fallback] = fallbacks.get(r.fallback, 0) + 1
+    last_done = max((r.arrival_s + r.latency_s for r in flat), default=0.0)
+    return {
+        "devices": len(results),
+        "requests": requests,
+        "answered": answered,
+        "lost": requests - answered,
+        "latency_p50_ms": float(np.percentile(lat, 50)),
+        "latency_p95_ms": float(np.percentile(lat, 95)),
+        "latency_p99_ms": float(np.percentile(lat, 99)),
+        "throughput_rps": answered / max(last_done, 1e-9),
+        "server_queue_p95_ms": float(np.percentile(queue, 95)),
+        "deadline_miss_rate": float(np.mean([r.deadline_miss for r in flat])) if flat else 0.0,
+        "accuracy": float(np.mean([bool(r.correct) for r in flat])) if flat else 0.0,
+        "cloud_answers": len(cloud),
+        "fallbacks": fallbacks,
+        "wall_s": seconds,
+    }
+
+
+@dataclass
+class FleetArgs:
+    """``python -m runtime_hooks.fleet``'s command line."""
+
+    server: str = option(None, "the cloud server, HOST:PORT", required=True)
+    devices: int = option(8, "devices in the fleet", check=at_least(1))
+    requests: int = option(400, "requests of the whole fleet", check=at_least(1))
+    policy: Path | None = option(None, "policy file (default: the shipped one)", type=Path)
+    trace_dir: Path | None = option(None, "a directory of trace files (default: test split)",
+                                    type=Path)  # fmt: skip
+    scenario: Path | None = option(None, "scenario TOML (default: envs/scenarios/fleet.toml)",
+                                   type=Path)  # fmt: skip
+    seed: int = option(0, "seed of the fleet's draws", check=at_least(0))
+    fallback_after: float | None = option(None, "seconds before a local fallback "
+                                          "(default: the deadline)", type=float)  # fmt: skip
+    json: Path | None = option(None, "write the summary here", type=Path, check=output_file)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        if self.requests < self.devices:
+            raise InputError(f"--requests {self.requests}: fewer than --devices {self.devices}")
+
+
+FLEET_SCENARIO = Path(__file__).resolve().parents[1] / "envs" / "scenarios" / "fleet.toml"
+
+
+def fleet_traces(trace_dir: Path | None):
+    from traces.sets import group_by_family, load_directory, load_families
+
+    if trace_dir is not None:
+        found, _ = load_directory(trace_dir)
+        by_family = group_by_family(found)
+    else:
+        by_family, _ = load_families("auto", split="test")
+    return [t for fam in sorted(by_family) for t in by_family[fam]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    def run() -> int:
+        from envs import load_scenario
+        from runtime_hooks.device import server_address
+
+        args = parse(FleetArgs, argv, __doc__.splitlines()[0])
+        address = server_address(args.server)
+        ensure_file_descriptors(args.devices)
+        scenario = load_scenario(args.scenario or FLEET_SCENARIO)
+        work = fleet_workload(scenario, fleet_traces(args.trace_dir), args.devices,
+                              args.requests, args.seed)  # fmt: skip
+        summary = run_fleet(address, work, scenario, args.policy, args.fallback_after)
+        summary.pop("results")
+        print(json.dumps(summary, indent=1))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        return 0 if summary["lost"] == 0 else 1
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""A real fleet: device loops in one process, one real server, shaped links."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.base import FixedPolicy
+from envs import load_scenario
+from runtime_hooks.fleet import (
+    FLEET_SCENARIO,
+    ensure_file_descriptors,
+    fleet_traces,
+    fleet_workload,
+    run_fleet,
+)
+from runtime_hooks.sim2real import start_server, stop_server
+from settings.tables import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fleet_setup():
+    scenario = load_scenario(FLEET_SCENARIO)
+    traces = fleet_traces(None)
+    return scenario, traces
+
+
+def test_the_emulated_cloud_keeps_the_simulators_batch_times(fleet_setup):
+    from envs.fleet_env import OffloadFleetEnv
+    from runtime_hooks.server import emulated_batch_seconds
+
+    scenario, traces = fleet_setup
+    fleet = OffloadFleetEnv(2, scenario, traces[:4], trace_split=None)
+    np.testing.assert_allclose(
+        emulated_batch_seconds(scenario, scenario.capacity.max_batch), fleet.cloud.batch_seconds
+    )
+
+
+def test_a_real_fleet_answers_every_request(fleet_setup):
+    scenario, traces = fleet_setup
+    work = fleet_workload(scenario, traces, 4, 16, seed=0)
+    assert [len(w.arrivals_s) for w in work] == [4, 4, 4, 4]
+    proc, address = start_server("--scenario", str(FLEET_SCENARIO), "--workers", "1",
+                                 "--max-batch", "4", "--emulate-cloud")  # fmt: skip
+    try:
+        summary = run_fleet(address, work, scenario, FixedPolicy(0, 6, 0), fallback_after_s=30.0,
+                            lead_s=1.0)  # fmt: skip
+    finally:
+        stop_server(proc)
+    assert summary["requests"] == 16 and summary["answered"] == 16 and summary["lost"] == 0
+    assert summary["cloud_answers"] == 16 and summary["errors"] == []
+    assert summary["latency_p95_ms"] >= summary["latency_p50_ms"] > 0
+
+
+def test_a_fleet_without_its_server_falls_back_and_counts(fleet_setup):
+    import socket
+
+    scenario, traces = fleet_setup
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    work = fleet_workload(scenario, traces, 3, 6, seed=1)
+    summary = run_fleet(("127.0.0.1", port), work, scenario, FixedPolicy(0, 6, 0), lead_s=1.0)
+    assert summary["answered"] == 6 and summary["lost"] == 0
+    assert summary["cloud_answers"] == 0 and sum(summary["fallbacks"].values()) == 6
+
+
+def test_fleet_bad_input_is_one_clear_line(tmp_path):
+    def fleet(*args):
+        return subprocess.run([sys.executable, "-m", "runtime_hooks.fleet", *args], cwd=ROOT,
+                              capture_output=True, text=True)  # fmt: skip
+
+    out = fleet("--server", "127.0.0.1:9", "--devices", "0")
+    assert out.returncode == 2 and "--devices" in out.stderr and "Traceback" not in out.stderr
+    out = fleet("--server", "127.0.0.1:9", "--devices", "8", "--requests", "4")
+    assert out.returncode == 2 and "fewer than --devices 8" in out.stderr
+    out = fleet("--devices", "2")
+    assert out.returncode == 2 and "--server" in out.stderr
+    with pytest.raises(InputError, match="ulimit -n"):
+        ensure_file_descriptors(10**9)
