@@ -96,6 +96,34 @@ class RequestResult:
     server_queue_s: float = 0.0  # the server's queueing alone, as it reports (part of server_s)
 
 
+def device_policy(policy, system):
+    """``policy`` as a device runs it: a policy file's path (``None``: the shipped one)
+    is loaded; a policy file is checked against the system (action grid, thresholds,
+    observation, model). Any other object with ``act`` is taken as it is."""
+    from runtime_hooks.policy_file import NumpyPolicy
+    from telemetry.observation import OBS_DIM
+
+    if policy is None or isinstance(policy, str | Path):
+        policy = NumpyPolicy.load(policy or DEFAULT_POLICY)
+    if isinstance(policy, NumpyPolicy):
+        policy.check_compatible(
+            (system.n_cuts, system.n_thresholds, system.n_levels), system.thresholds, OBS_DIM,
+            model_hash=system.profile.model_hash,
+        )  # fmt: skip
+    return policy
+
+
+def device_context(system, radio):
+    """The fixed part of a device's observation: its deadline, the action grid, its
+    radio's tail and the cloud's keep-alive."""
+    from telemetry.observation import ObservationContext
+
+    return ObservationContext(
+        system.scenario.workload.deadline_s, system.n_cuts, system.n_thresholds,
+        system.n_levels, radio.tail_s, radio.tail_w, system.cloud.keep_alive_s,
+    )  # fmt: skip
+
+
 class DeviceLoop:
     """Serves requests with a ``Controller``, the model head, and a cloud server."""
 
@@ -180,8 +208,6 @@ class DeviceLoop:
         from envs import Scenario, System, load_scenario
         from profiles.bottleneck import load_for_profile
         from profiles.multiexit import model_for_profile
-        from runtime_hooks.policy_file import NumpyPolicy
-        from telemetry.observation import OBS_DIM, ObservationContext
 
         torch.set_num_threads(1)
         if not isinstance(scenario, Scenario):
@@ -189,17 +215,8 @@ class DeviceLoop:
         system = System(scenario, catalog=catalog)
         model, spec = model_for_profile(system.profile, scenario.model)
         radio_obj = system.catalog.radio(radio or scenario.default_radio)
-        if policy is None or isinstance(policy, str | Path):
-            policy = NumpyPolicy.load(policy or DEFAULT_POLICY)
-        if isinstance(policy, NumpyPolicy):
-            policy.check_compatible(
-                (system.n_cuts, system.n_thresholds, system.n_levels), system.thresholds, OBS_DIM,
-                model_hash=system.profile.model_hash,
-            )  # fmt: skip
-        context = ObservationContext(
-            scenario.workload.deadline_s, system.n_cuts, system.n_thresholds, system.n_levels,
-            radio_obj.tail_s, radio_obj.tail_w, system.cloud.keep_alive_s,
-        )  # fmt: skip
+        policy = device_policy(policy, system)
+        context = device_context(system, radio_obj)
         if battery_sensor == "psutil":
             battery_sensor = psutil_battery
         battery = BatteryMonitor(system.battery_capacity_j, battery_level, sensor=battery_sensor)

@@ -111,10 +111,8 @@ def run_fleet(
     from profiles.bottleneck import load_for_profile
     from profiles.multiexit import data_for_profile, model_for_profile
     from runtime_hooks.controller import BatteryMonitor, Controller
-    from runtime_hooks.device import DEFAULT_POLICY, DeviceLoop
-    from runtime_hooks.policy_file import NumpyPolicy
+    from runtime_hooks.device import DeviceLoop, device_context, device_policy
     from runtime_hooks.relay import RelayThread, ShapingRelay
-    from telemetry.observation import OBS_DIM, ObservationContext
 
     ensure_file_descriptors(len(work))
     torch.set_num_threads(1)
@@ -122,23 +120,14 @@ def run_fleet(
     model, spec = model_for_profile(system.profile, scenario.model)
     bottlenecks = load_for_profile(system.profile, model, spec)
     test = data_for_profile(system.profile, spec, scenario.data)["test"]
-    if policy is None or isinstance(policy, str | Path):
-        policy = NumpyPolicy.load(policy or DEFAULT_POLICY)
-    if isinstance(policy, NumpyPolicy):
-        policy.check_compatible(
-            (system.n_cuts, system.n_thresholds, system.n_levels), system.thresholds, OBS_DIM,
-            model_hash=system.profile.model_hash,
-        )  # fmt: skip
+    policy = device_policy(policy, system)
     relays = [ShapingRelay(server, w.trace, offset_s=w.offset_s) for w in work]
     relay_thread = RelayThread(relays).start()
     loops = []
     try:
         for w, port in zip(work, relay_thread.ports, strict=True):
             radio = w.radio
-            context = ObservationContext(
-                scenario.workload.deadline_s, system.n_cuts, system.n_thresholds,
-                system.n_levels, radio.tail_s, radio.tail_w, system.cloud.keep_alive_s,
-            )  # fmt: skip
+            context = device_context(system, radio)
             battery = BatteryMonitor(system.battery_capacity_j, w.battery_level, sensor=None)
             controller = Controller(policy, context, battery, rtt_s=radio.rtt_s)
             loop = DeviceLoop(model, controller, system, radio, ("127.0.0.1", port),
