@@ -37,13 +37,17 @@ class BatchedPPO:
 
 
 class PerDevice:
-    """Any single-device policy, one copy per device."""
+    """Any single-device policy, acting for each device from its own observation."""
 
     def __init__(self, policy, n: int, obs_dim: int) -> None:
-        self.copies = [copy.deepcopy(policy) for _ in range(n)]
-        for c in self.copies:
-            if hasattr(c, "reset"):
+        if hasattr(policy, "reset"):
+            # A policy with state: a shallow copy each (the system and tables it reads
+            # are shared, never copied: they are large), its state made anew.
+            self.copies = [copy.copy(policy) for _ in range(n)]
+            for c in self.copies:
                 c.reset()
+        else:
+            self.copies = [policy] * n
         self.obs_dim, self.name = obs_dim, policy.name
 
     def act_all(self, obs: np.ndarray) -> np.ndarray:

@@ -73,6 +73,7 @@ def _batch_times_path(value, where: str) -> str:
 
 
 JOIN_SCAN = 8  # batches after an arrival that it may join (see ``SharedCloud``)
+GAP_SCAN = 64  # busy intervals after an arrival searched for a gap that fits it
 
 
 class _Timeline:
@@ -93,13 +94,16 @@ class _Timeline:
         i = bisect_right(self.ends, t)
         begin = t
         starts, ends = self.starts, self.ends
-        while i < len(starts):
+        stop = min(len(starts), i + GAP_SCAN)
+        while i < stop:
             if starts[i] >= begin + duration:
-                break
+                return begin
             if ends[i] > begin:
                 begin = ends[i]
             i += 1
-        return begin
+        # A long backlog ahead (an overloaded cloud): behind all of it, as a FIFO queue
+        # would serve it, rather than searching every gap in it.
+        return begin if i == len(starts) else max(begin, ends[-1])
 
     def busy_at(self, t: float) -> bool:
         i = bisect_right(self.starts, t) - 1
