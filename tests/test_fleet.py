@@ -258,3 +258,17 @@ def test_train_and_evaluate_a_fleet_end_to_end(tmp_path):
     assert set(report["results"]["4"]) == {"ppo", "ppo_single", "cloud_only", "edge_only_exits"}
     assert "cloud_only" in report["ppo_vs"]["2"]
     assert (tmp_path / "eval" / "fleet.png").stat().st_size > 0
+
+
+def test_fleet_rollouts_share_stateless_policies_and_copy_stateful_ones(traces):
+    from agents.base import FixedPolicy
+    from agents.fleet_rollout import PerDevice
+
+    class Counting(FixedPolicy):
+        def reset(self):
+            self.calls = 0
+
+    shared = PerDevice(FixedPolicy(0, 6, 0), 3, 17)
+    assert shared.copies[0] is shared.copies[2]  # never a copy of the system it reads
+    own = PerDevice(Counting(0, 6, 0), 3, 17)
+    assert own.copies[0] is not own.copies[1] and own.copies[1].calls == 0
