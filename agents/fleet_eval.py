@@ -76,8 +76,16 @@ def plot_fleets(results: dict, deadline_s: float, path) -> None:
     sizes = sorted(results)
     names = list(results[sizes[0]])
     fig, (ax_r, ax_l) = plt.subplots(1, 2, figsize=(12, 4.5))
+    palette = plt.get_cmap("tab20").colors
+    others = [n for n in names if not n.startswith("ppo")]
     for name in names:
-        style = {"linewidth": 2.5} if name.startswith("ppo") else {"linewidth": 1.2}
+        if name == "ppo":
+            style = {"linewidth": 2.8, "color": "black"}
+        elif name == "ppo_single":
+            style = {"linewidth": 2.2, "color": "tab:red", "linestyle": "--"}
+        else:
+            i = others.index(name)  # tab20's dark shades first, then its light ones
+            style = {"linewidth": 1.2, "color": palette[(2 * i) % 20 + (i >= 10)]}
         rewards = [results[n][name]["reward"] for n in sizes]
         cis = [results[n][name]["reward_ci95"] for n in sizes]
         ax_r.errorbar(sizes, rewards, yerr=cis, marker="o", label=name, capsize=3, **style)

@@ -67,12 +67,13 @@ def for_fleet(policy, n: int, obs_dim: int = 17):
 
 
 def run_fleet(fleet: OffloadFleetEnv, actor, seed: int) -> dict[str, np.ndarray]:
-    """One episode of every device; per request, the fields of ``FLEET_FIELDS`` and
-    ``device`` (also as ``episode``, so ``agents.metrics`` summarises per device)."""
+    """One episode of every device; per request, the fields of ``FLEET_FIELDS``, the
+    ``action`` taken and ``device`` (also as ``episode``, so ``agents.metrics``
+    summarises per device)."""
     obs, _ = fleet.reset(seed=seed)
     n = fleet.num_envs
     counting = np.ones(n, dtype=bool)
-    rows: dict[str, list] = {k: [] for k in (*FLEET_FIELDS, "device")}
+    rows: dict[str, list] = {k: [] for k in (*FLEET_FIELDS, "device", "action")}
     for _ in range(fleet.requests_per_episode):
         actions = actor.act_all(obs)
         obs, reward, terminated, truncated, info = fleet.step(actions)
@@ -81,6 +82,7 @@ def run_fleet(fleet: OffloadFleetEnv, actor, seed: int) -> dict[str, np.ndarray]
         for key in FLEET_FIELDS[1:]:
             rows[key].append(np.asarray(info[key])[live])
         rows["device"].append(live)
+        rows["action"].append(np.asarray(actions)[live])
         counting &= ~(terminated | truncated)
         if not counting.any():
             break

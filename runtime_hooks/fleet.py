@@ -103,8 +103,9 @@ def run_fleet(
     server: tuple[str, int], work: list[DeviceWork], scenario, policy=None,
     fallback_after_s: float | None = None, lead_s: float | None = None,
 ) -> dict:  # fmt: skip
-    """Run every device's work against ``server``; returns the summary (see the
-    module's JSON) and, under ``results``, each device's ``RequestResult`` list."""
+    """Run every device's work against ``server`` with ``policy`` (a policy file, any
+    object with ``act``, or a list of them, one per device); returns the summary (see
+    the module's JSON) and, under ``results``, each device's ``RequestResult`` list."""
     import torch
 
     from envs import System
@@ -120,12 +121,13 @@ def run_fleet(
     model, spec = model_for_profile(system.profile, scenario.model)
     bottlenecks = load_for_profile(system.profile, model, spec)
     test = data_for_profile(system.profile, spec, scenario.data)["test"]
-    policy = device_policy(policy, system)
+    # One policy for every device, or one each (a list: e.g. replayed actions).
+    policies = policy if isinstance(policy, list) else [device_policy(policy, system)] * len(work)
     relays = [ShapingRelay(server, w.trace, offset_s=w.offset_s) for w in work]
     relay_thread = RelayThread(relays).start()
     loops = []
     try:
-        for w, port in zip(work, relay_thread.ports, strict=True):
+        for w, port, policy in zip(work, relay_thread.ports, policies, strict=True):
             radio = w.radio
             context = device_context(system, radio)
             battery = BatteryMonitor(system.battery_capacity_j, w.battery_level, sensor=None)

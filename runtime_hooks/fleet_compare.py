@@ -8,10 +8,14 @@ For each fleet size a server process starts with the scenario's capacity
 simulator charges for its size), and ``runtime_hooks.fleet`` runs the real devices
 (real head, codecs, shaped links, emulated device speed) on exactly what the
 simulator's fleet draws for the seed: the same traces, offsets, arrival times, images
-and batteries, the same policy. What differs is everything the simulator abstracts:
-the network stack, the relays' scheduling, the server's real queue and batcher, the
-devices' own telemetry. Writes ``{"loads": [{"devices", "real_p95_ms", "sim_p95_ms",
-"real_p50_ms", "sim_p50_ms", ...}]}``.
+and batteries, and each real device replays the actions its simulated twin took
+(``--policy`` decides them in the simulator): what is compared is the latency under
+contention, not the policy's reaction to telemetry measured on a real link (the
+single-device ``sim2real`` measures that; on a fleet a device that measures a slower
+link than the simulated one can keep everything local and never load the cloud at
+all). What differs is everything the simulator abstracts: the network stack, the
+relays' scheduling, the server's real queue and batcher. Writes ``{"loads":
+[{"devices", "real_p95_ms", "sim_p95_ms", "real_p50_ms", "sim_p50_ms", ...}]}``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int
     from runtime_hooks.device import DEFAULT_POLICY
     from runtime_hooks.fleet import FLEET_SCENARIO, fleet_traces, fleet_workload, run_fleet
     from runtime_hooks.policy_file import NumpyPolicy
-    from runtime_hooks.sim2real import start_server, stop_server
+    from runtime_hooks.sim2real import ReplayActions, start_server, stop_server
 
     path = scenario_path or FLEET_SCENARIO
     scenario = load_scenario(path)
@@ -52,8 +56,11 @@ def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int
         flags = ["--scenario", str(path), "--workers", str(max(cap.workers, 1)),
                  "--max-batch", str(cap.max_batch), "--emulate-cloud"]  # fmt: skip
         proc, address = start_server(*flags)
+        # Each real device replays its simulated twin's actions.
+        replay = [ReplayActions([tuple(a) for a in sim["action"][sim["device"] == d]])
+                  for d in range(n)]  # fmt: skip
         try:
-            real = run_fleet(address, work, scenario, policy, fallback_after_s)
+            real = run_fleet(address, work, scenario, replay, fallback_after_s)
         finally:
             stop_server(proc)
         real_lat = np.array([r.latency_s for d in real["results"] for r in d]) * 1e3
