@@ -102,6 +102,7 @@ def ensure_file_descriptors(devices: int) -> None:
 def run_fleet(
     server: tuple[str, int], work: list[DeviceWork], scenario, policy=None,
     fallback_after_s: float | None = None, lead_s: float | None = None,
+    started: threading.Event | None = None,
 ) -> dict:  # fmt: skip
     """Run every device's work against ``server`` with ``policy`` (a policy file, any
     object with ``act``, or a list of them, one per device); returns the summary (see
@@ -158,6 +159,8 @@ def run_fleet(
                    for d in range(len(work))]  # fmt: skip
         for t in threads:
             t.start()
+        if started is not None:  # for drills: the devices are set up, t0 is ``lead`` away
+            started.set()
         horizon = max(float(w.arrivals_s[-1]) for w in work if len(w.arrivals_s)) + 60.0
         for t in threads:
             t.join(max(t0 + horizon - time.monotonic(), 0.1))

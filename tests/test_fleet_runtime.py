@@ -84,3 +84,31 @@ def test_fleet_bad_input_is_one_clear_line(tmp_path):
     assert out.returncode == 2 and "--server" in out.stderr
     with pytest.raises(InputError, match="ulimit -n"):
         ensure_file_descriptors(10**9)
+
+
+def test_a_server_that_drops_mid_run_costs_no_request(fleet_setup):
+    """The server is killed while the fleet runs: every request is still answered
+    (by the cloud before, by a counted local fallback after), and nothing hangs."""
+    import threading
+
+    scenario, traces = fleet_setup
+    work = fleet_workload(scenario, traces, 4, 80, seed=2)  # about 10 s of arrivals
+    proc, address = start_server("--scenario", str(FLEET_SCENARIO), "--workers", "1",
+                                 "--max-batch", "4", "--emulate-cloud")  # fmt: skip
+    started = threading.Event()
+
+    def kill_mid_run():  # 1 s of lead, then about 4 s of requests
+        if started.wait(120):
+            threading.Event().wait(5.0)
+            proc.kill()
+
+    killer = threading.Thread(target=kill_mid_run, daemon=True)
+    killer.start()
+    try:
+        summary = run_fleet(address, work, scenario, FixedPolicy(0, 6, 0), lead_s=1.0,
+                            started=started)  # fmt: skip
+    finally:
+        stop_server(proc)
+    assert summary["answered"] == 80 and summary["lost"] == 0 and summary["errors"] == []
+    assert 0 < summary["cloud_answers"] < 80
+    assert sum(summary["fallbacks"].values()) == 80 - summary["cloud_answers"]
