@@ -76,6 +76,21 @@ JOIN_SCAN = 8  # batches after an arrival that it may join (see ``SharedCloud``)
 GAP_SCAN = 64  # busy intervals after an arrival searched for a gap that fits it
 
 
+def batch_seconds(system, capacity: Capacity, max_batch: int | None = None) -> np.ndarray:
+    """``[cut, b]`` seconds the cloud takes for a batch of ``b = 0..max_batch``: the
+    real server's measured host times (``capacity.batch_times``, checked against the
+    profile's model) divided by the cloud's ``speedup``, plus its ``overhead_s``. The
+    simulator charges these and the real server's ``--emulate-cloud`` pads to them."""
+    from profiles.measure_cloud import DEFAULT_OUT, load_batch_times
+
+    path = DEFAULT_OUT if capacity.batch_times == "builtin" else capacity.batch_times
+    times = load_batch_times(path, system.profile.model_hash, system.k)
+    table = times.table(capacity.max_batch if max_batch is None else max_batch)
+    table /= system.cloud.speedup
+    table[:, 1:] += system.cloud.overhead_s
+    return table
+
+
 class _Timeline:
     """One server's (worker's or instance's) busy intervals, sorted and disjoint, with
     the requests each holds (per cut) and the end of the newest interval pruned away."""

@@ -44,7 +44,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from envs.cloud_capacity import Capacity, SharedCloud
+from envs.cloud_capacity import Capacity, SharedCloud, batch_seconds
 from envs.offload_env import OffloadEnv
 from envs.scenario import Scenario, ScenarioError, load_scenario
 from telemetry.observation import N_TPUT_SAMPLES, OBS_DIM, OBS_HIGH, OBS_LOW
@@ -89,7 +89,10 @@ class OffloadFleetEnv(VectorEnv):
         self.scenario = scenario = self.single.scenario
         s = self.system = self.single.system
         self.capacity = capacity if capacity is not None else scenario.capacity
-        self.cloud = SharedCloud(s, self.capacity, self._batch_seconds())
+        # Workers batch by the measured times; with no worker limit, batch 1 is the
+        # single-device env's tail time (``SharedCloud``'s default).
+        table = batch_seconds(s, self.capacity) if self.capacity.workers else None
+        self.cloud = SharedCloud(s, self.capacity, table)
         self.num_envs = n = num_envs
         self.single_action_space = self.single.action_space
         self.single_observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (FLEET_OBS_DIM,),
@@ -106,20 +109,6 @@ class OffloadFleetEnv(VectorEnv):
         self._state_ready = False
 
     # -- constant tables --------------------------------------------------------------
-    def _batch_seconds(self) -> np.ndarray | None:
-        cap = self.capacity if hasattr(self, "capacity") else None
-        if cap is None or cap.workers == 0:
-            return None
-        from profiles.measure_cloud import DEFAULT_OUT, load_batch_times
-
-        s = self.system
-        path = DEFAULT_OUT if cap.batch_times == "builtin" else cap.batch_times
-        times = load_batch_times(path, s.profile.model_hash, s.k)
-        c = s.cloud
-        table = times.table(cap.max_batch) / c.speedup
-        table[:, 1:] += c.overhead_s
-        return table
-
     def _tables(self) -> None:
         """The system's per-sample lists as arrays, indexed ``[..., sample]``."""
         s = self.system
@@ -184,7 +173,7 @@ class OffloadFleetEnv(VectorEnv):
         trace = st.trace
         key = f"{trace.family}/{trace.name}"
         row = self._row_of.get(key)
-        if row is None:  # a trace pinned through options: add it to the bank
+        if row is None:  # a trace pinned through options must be one of the pool's
             raise ValueError(f"trace {key} is not in the fleet's trace pool")
         self.row[d] = row
         self.clock0[d] = start_s
@@ -396,9 +385,6 @@ class OffloadFleetEnv(VectorEnv):
 
         # Episode ends; the others wait idle until their next request.
         last = self.index >= self.requests_per_episode
-        terminated = self.battery <= 0.0
-        truncated = last & ~terminated
-        ended = terminated | truncated
         nxt_index = np.minimum(self.index, self.requests_per_episode - 1)
         nxt_arrival = self.arrivals[ar, nxt_index]
         nxt = np.where(last, done, np.maximum(nxt_arrival, done))

@@ -389,22 +389,6 @@ class TailServer:
         )
 
 
-def emulated_batch_seconds(scenario, max_batch: int) -> np.ndarray:
-    """``[cut, b]`` seconds the scenario's cloud takes for a batch of ``b``, as the
-    simulator charges them (``envs.fleet_env``): the measured batch times divided by
-    the cloud's speedup, plus its overhead."""
-    from envs.system import System
-    from profiles.measure_cloud import DEFAULT_OUT, load_batch_times
-
-    s = System(scenario)
-    path = scenario.capacity.batch_times
-    times = load_batch_times(DEFAULT_OUT if path == "builtin" else path,
-                             s.profile.model_hash, s.k)  # fmt: skip
-    table = times.table(max_batch) / s.cloud.speedup
-    table[:, 1:] += s.cloud.overhead_s
-    return table
-
-
 def load_server(
     scenario=None, device: str = "cpu", weights=None, threads: int = 1,
     emulate_cloud: bool = False, **kwargs,
@@ -424,7 +408,12 @@ def load_server(
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     if emulate_cloud:
-        kwargs["batch_seconds"] = emulated_batch_seconds(scenario, kwargs.get("max_batch", 32))
+        from envs.cloud_capacity import batch_seconds
+        from envs.system import System
+
+        kwargs["batch_seconds"] = batch_seconds(
+            System(scenario), scenario.capacity, kwargs.get("max_batch", 32)
+        )
     profile = load_profile(scenario.profile)
     if weights is not None:
         from profiles.model import load_model

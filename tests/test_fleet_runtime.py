@@ -33,13 +33,12 @@ def fleet_setup():
 
 def test_the_emulated_cloud_keeps_the_simulators_batch_times(fleet_setup):
     from envs.fleet_env import OffloadFleetEnv
-    from runtime_hooks.server import emulated_batch_seconds
+    from runtime_hooks.server import load_server
 
     scenario, traces = fleet_setup
     fleet = OffloadFleetEnv(2, scenario, traces[:4], trace_split=None)
-    np.testing.assert_allclose(
-        emulated_batch_seconds(scenario, scenario.capacity.max_batch), fleet.cloud.batch_seconds
-    )
+    server = load_server(scenario, emulate_cloud=True, max_batch=scenario.capacity.max_batch)
+    np.testing.assert_allclose(server.batch_seconds, fleet.cloud.batch_seconds)
 
 
 def test_a_real_fleet_answers_every_request(fleet_setup):
