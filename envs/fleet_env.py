@@ -350,15 +350,7 @@ class OffloadFleetEnv(VectorEnv):
         correct = np.where(local, self.exit_ok[answered - 1, i], self.final_ok[cut_c, level, i])
         leakage = np.where(off, self.leak[cut_c, level], 0.0)
         ratio = latency * self.system._inv_deadline
-        reward = (
-            self._w_acc * credit
-            - self._w_lat * np.minimum(ratio, 4.0)
-            - np.where(ratio > 1.0, self._w_miss, 0.0)
-            - self._w_energy * (1.0 + self._w_gain * (1.0 - battery_level)) * energy
-            * self.system._inv_energy_ref
-            - self._w_money * money * self.system._inv_money_ref
-            - self._w_leak * leakage
-        )  # fmt: skip
+        reward = self._reward(credit, ratio, energy, money, leakage, battery_level)
 
         # The device's state after the request.
         self.battery -= energy
@@ -383,21 +375,39 @@ class OffloadFleetEnv(VectorEnv):
             "deadline_miss": ratio > 1.0, "cold_start": cold, "cut": cut,
         }  # fmt: skip
 
-        # Episode ends; the others wait idle until their next request.
+        obs, terminated, truncated = self._episode_ends(done, info)
+        return obs, reward, terminated, truncated, info
+
+    def _reward(self, credit, ratio, energy, money, leakage, battery_level) -> np.ndarray:
+        """``System.reward`` over arrays (``ratio``: latency over the deadline)."""
+        s = self.system
+        return (
+            self._w_acc * credit
+            - self._w_lat * np.minimum(ratio, 4.0)
+            - np.where(ratio > 1.0, self._w_miss, 0.0)
+            - self._w_energy * (1.0 + self._w_gain * (1.0 - battery_level)) * energy
+            * s._inv_energy_ref
+            - self._w_money * money * s._inv_money_ref
+            - self._w_leak * leakage
+        )  # fmt: skip
+
+    def _episode_ends(self, done: np.ndarray, info: dict):
+        """After each device's request (finished at ``done``): devices whose episode
+        goes on wait idle until their next request; those whose episode ended start the
+        next one there (``final_obs`` in ``info``). Returns ``(obs, terminated,
+        truncated)``."""
         last = self.index >= self.requests_per_episode
         nxt_index = np.minimum(self.index, self.requests_per_episode - 1)
-        nxt_arrival = self.arrivals[ar, nxt_index]
+        nxt_arrival = self.arrivals[np.arange(self.num_envs), nxt_index]
         nxt = np.where(last, done, np.maximum(nxt_arrival, done))
-        going = ~last
-        self.battery = np.where(going, self.battery - dev.idle_power_w * (nxt - done),
-                                self.battery)  # fmt: skip
+        idle_w = self.system.device.idle_power_w
+        self.battery = np.where(last, self.battery, self.battery - idle_w * (nxt - done))
         terminated = self.battery <= 0.0
         truncated = last & ~terminated
         ended = terminated | truncated
         # No request reaches the cloud before every device's next decision.
         self.cloud.prune(float(nxt.min()))
-        obs_index = np.where(last, self.index - 1, self.index)
-        obs = self._observe(nxt, obs_index)
+        obs = self._observe(nxt, np.where(last, self.index - 1, self.index))
         if ended.any():
             info["final_obs"] = np.where(ended[:, None], obs, 0.0).astype(np.float32)
             info["_final_obs"] = ended.copy()
@@ -406,7 +416,7 @@ class OffloadFleetEnv(VectorEnv):
                 self._reset_device(d, float(nxt[d]))
             fresh = self._observe(self._decision_times())
             obs = np.where(ended[:, None], fresh, obs)
-        return obs, reward, terminated, truncated, info
+        return obs, terminated, truncated
 
     def close_extras(self, **kwargs: Any) -> None:
         self.single.close()
