@@ -343,7 +343,9 @@ def finish(p: TrainPlan, model, venv, validation, resolved: dict, seconds: float
     )
 
 
-def train_one(args: TrainArgs) -> int:
+def train_one(args: TrainArgs, report=None) -> int:
+    """One run, stage by stage; ``report(row)`` receives each validation's row (a
+    sweep's trial reports them to Ray Tune)."""
     p = plan(args)  # before torch is imported: a bad input fails in a second
     if p is None:
         return 0
@@ -377,7 +379,7 @@ def train_one(args: TrainArgs) -> int:
     (p.run / "config.json").write_text(json.dumps({**p.previous_config, **resolved}, indent=2))
     validation = validation_callback(
         p.run, venv, validate, env_actions(val_env), hp.eval.freq,
-        hp.eval.checkpoint_freq, done_steps,
+        hp.eval.checkpoint_freq, done_steps, report,
     )  # fmt: skip
     if done_steps == 0 and hp.imitation.steps > 0:
         warm_start(model, venv, p)

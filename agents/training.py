@@ -215,11 +215,12 @@ def fleet_validation(scenario, traces, episode_requests: int, devices: int):
 
 
 def validation_callback(run: Path, venv, validate, table, freq: int, ckpt_freq: int,
-                        done_steps: int):  # fmt: skip
+                        done_steps: int, report=None):  # fmt: skip
     """An SB3 callback that validates every ``freq`` steps on fixed episodes
     (``validate(policy)`` returns their requests; one row per step count in
     ``eval_curve.csv``), keeps the best model, and writes a checkpoint every
-    ``ckpt_freq`` steps."""
+    ``ckpt_freq`` steps. ``report(row)``, when given, receives each validation's row
+    (the curve's columns by name; a sweep hands it to Ray Tune)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     from agents.metrics import episode_rewards, mean_ci95
@@ -247,15 +248,18 @@ def validation_callback(run: Path, venv, validate, table, freq: int, ckpt_freq: 
                 self.logger.record("eval/mean_reward", mean)
                 self.logger.record("eval/accuracy", float(res["correct"].mean()))
                 self.logger.record("eval/deadline_miss_rate", float(res["deadline_miss"].mean()))
+            row = {"timesteps": int(self.num_timesteps), "mean_reward": float(mean),
+                   "ci95": float(ci), "accuracy": float(res["correct"].mean()),
+                   "deadline_miss_rate": float(res["deadline_miss"].mean())}  # fmt: skip
             with curve_csv.open("a") as fh:
-                fh.write(
-                    f"{self.num_timesteps},{mean:.6f},{ci:.6f},"
-                    f"{res['correct'].mean():.6f},{res['deadline_miss'].mean():.6f}\n"
-                )
+                fh.write(",".join(f"{v:.6f}" if isinstance(v, float) else str(v)
+                                  for v in row.values()) + "\n")  # fmt: skip
             if mean > self.best:
                 self.best = mean
                 self.model.save(run / "best_model.zip")
                 (run / "best_vecnormalize.json").write_text(json.dumps(norm.to_json()))
+            if report is not None:  # after the best model is saved: a stop may follow
+                report(row)
 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next_eval:

@@ -44,13 +44,14 @@ def option(
     choices: tuple[str, ...] | None = None,
     metavar: str | None = None,
     required: bool = False,
+    positional: bool = False,
 ):
     """A command-line argument. ``type`` converts the text (default: the default's
     type); ``check(value)`` returns the value to keep or raises ``ValueError`` saying
     what is wrong (the flag is added to the message). A ``bool`` default of ``False``
-    makes a switch."""
+    makes a switch; ``positional`` an argument without a flag (required)."""
     meta = {"help": help, "type": type, "check": check, "choices": choices,
-            "metavar": metavar, "required": required}  # fmt: skip
+            "metavar": metavar, "required": required, "positional": positional}  # fmt: skip
     return field(default=None if default is MISSING else default, metadata=meta)
 
 
@@ -68,6 +69,9 @@ def parser_for(cls: type, description: str) -> argparse.ArgumentParser:
             parser.add_argument(flag_name(f.name), dest=f.name, action="store_true", help=m["help"])
             continue
         convert = m["type"] or (type(f.default) if f.default is not None else str)
+        if m.get("positional"):
+            parser.add_argument(f.name, type=convert, help=m["help"], metavar=m["metavar"])
+            continue
         parser.add_argument(
             flag_name(f.name), dest=f.name, type=convert, default=f.default, help=m["help"],
             choices=m["choices"], metavar=m["metavar"], required=m["required"],
@@ -86,7 +90,8 @@ def check_options(args: Any) -> None:
         try:
             setattr(args, f.name, check(value))
         except (ValueError, TypeError) as exc:
-            raise UsageError(f"{flag_name(f.name)}: {exc}") from None
+            name = f.name.upper() if f.metadata.get("positional") else flag_name(f.name)
+            raise UsageError(f"{name}: {exc}") from None
 
 
 def parse(cls: type, argv: list[str] | None, description: str):

@@ -1,0 +1,320 @@
+"""Hyperparameter sweeps on Ray Tune: many ordinary ``train.py`` runs, on one machine or a
+Ray cluster.
+
+    python -m agents.sweep SWEEP.toml --name NAME [--address ADDR] [--json FILE]
+                           [--runs-dir runs] [--overwrite]
+
+The sweep file (``agents.sweep_spec``) says how many trials, the metric, the search
+(Optuna's TPE or random), the scheduler (ASHA or FIFO), the fixed settings and the
+space. Every trial is a ``train.py`` run in ``runs/NAME/trial_XXX/`` (model,
+VecNormalize, validation curve, TensorBoard; its settings in
+``runs/NAME/configs/trial_XXX.toml``) that reports each validation to Tune, so ASHA
+can stop the poor ones early. At the end: a table, ``runs/NAME/trials.png``,
+``runs/NAME/sweep.json`` (``--json`` writes a copy) and the best trial copied to
+``runs/NAME/best/`` for ``evaluate.py --policy runs/NAME/best`` and export.
+
+Without ``--address`` Ray starts on this machine and stops with the sweep. With
+``--address HOST:PORT`` (``ray start --head`` prints it) or ``auto`` the trials run on
+that cluster; every node then needs this project installed at the same path, and
+``--runs-dir`` on storage every node shares. A trial that crashes is reported
+``failed`` with its error and the sweep goes on. Interrupted (Ctrl-C), the same
+command resumes it: finished trials are kept, unfinished ones continue from their
+last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents.sweep_spec import SweepError, SweepSpec, load_sweep, plain, to_toml
+from settings.cli import option, output_file, parse, plain_name, run_cli
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INTERRUPTED = 130
+TUNE_DIR = "tune"  # Ray Tune's experiment state, inside runs/NAME
+SPEC_COPY = "sweep_spec.json"  # the validated sweep file a resume must match
+
+
+def trial_name(trial_id: str) -> str:
+    """``trial_003`` from Tune's ``<experiment>_00003``: the same across a resume."""
+    match = re.search(r"_(\d+)$", trial_id)
+    return f"trial_{int(match.group(1)):03d}" if match else f"trial_{trial_id}"
+
+
+# -- one trial (runs in a Ray worker) -------------------------------------------------
+def run_trial(config: dict, spec: SweepSpec, sweep_dir: str) -> None:
+    """Tune's trainable: one ``train.py`` run with the sampled settings, each validation
+    reported to Tune. A resumed sweep continues the trial from its last checkpoint."""
+    from ray import tune
+
+    from agents.training import checkpoints
+    from train import TrainArgs, train_one
+
+    sweep = Path(sweep_dir)
+    name = trial_name(tune.get_context().get_trial_id())
+    settings = sweep / "configs" / f"{name}.toml"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(to_toml(spec.trial_tables(config)))
+    scenario, seed = spec.trial_run(config)
+    resume = (sweep / name).is_dir() and bool(checkpoints(sweep / name))
+    args = TrainArgs(name=name, runs_dir=sweep, config=settings, scenario=scenario,
+                     trace_source=spec.trace_source, seed=seed, resume=resume,
+                     overwrite=not resume, no_progress=True)  # fmt: skip
+
+    def report(row: dict) -> None:
+        tune.report({"validation_reward": row["mean_reward"],
+                     "validation_accuracy": row["accuracy"],
+                     "deadline_miss_rate": row["deadline_miss_rate"],
+                     "decisions": row["timesteps"]})  # fmt: skip
+
+    code = train_one(args, report=report)
+    if code != 0:
+        raise RuntimeError(f"train.py ended {name} with exit code {code}")
+
+
+# -- Ray ----------------------------------------------------------------------------
+ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[^:/\s]+):(?P<port>\d{1,5})$")
+
+
+def check_address(address: str) -> str:
+    """``auto`` or ``[ray://]HOST:PORT``; anything else is refused before Ray starts."""
+    if address != "auto" and not ADDRESS.match(address):
+        raise ValueError(f"expected HOST:PORT, ray://HOST:PORT or auto, got {address!r}")
+    return address
+
+
+def connect(address: str | None, timeout_s: float = 5.0) -> None:
+    """Start Ray on this machine (``None``) or join the cluster at ``address``. An
+    unreachable address is one line naming it, found by a TCP connect before Ray
+    tries (Ray itself retries for about a minute)."""
+    import ray
+
+    quiet = {"log_to_driver": False, "logging_level": "WARNING"}
+    if address is None:
+        ray.init(include_dashboard=False, **quiet)
+        return
+    match = ADDRESS.match(address)
+    if match:
+        host, port = match.group("host").strip("[]"), int(match.group("port"))
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+        except OSError as exc:
+            raise SweepError(
+                f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+                "start one with `ray start --head`, or leave --address out to run on this "
+                "machine"
+            ) from None
+    try:
+        ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise SweepError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+
+
+_BARS: dict = {}  # the driver's progress bars by key (Tune pickles its callbacks)
+
+
+def _advance(key: int) -> None:
+    if key in _BARS:
+        bar, task = _BARS[key]
+        bar.advance(task)
+
+
+def _progress_hook(key: int):
+    """A Tune callback advancing bar ``key`` as trials end; it pickles as its key."""
+    from ray.tune import Callback
+
+    class ProgressHook(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            _advance(key)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            _advance(key)
+
+        def __reduce__(self):
+            return _progress_hook, (key,)
+
+    return ProgressHook()
+
+
+class TrialProgress:
+    """A progress bar of finished trials, fed by Tune's callbacks on the driver."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from rich.progress import Progress
+
+        self.progress = Progress(disable=not enabled)
+        key = len(_BARS)
+        _BARS[key] = (self.progress, self.progress.add_task("trials", total=total))
+        self.callback = _progress_hook(key)
+
+
+def build_tuner(spec: SweepSpec, sweep_dir: Path, callbacks: list):
+    """A new Tuner, or the one of an interrupted sweep restored from its state."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec, sweep_dir=str(sweep_dir)),
+        {"cpu": spec.cpus_per_trial},
+    )
+    state = sweep_dir / TUNE_DIR
+    if state.is_dir() and tune.Tuner.can_restore(str(state)):
+        return tune.Tuner.restore(str(state), trainable, resume_unfinished=True,
+                                  resume_errored=False)  # fmt: skip
+    if spec.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search = OptunaSearch(seed=spec.search_seed)
+    else:
+        search = BasicVariantGenerator(random_state=spec.search_seed)
+    if spec.scheduler == "asha":
+        max_t, grace = spec.budget()
+        scheduler = ASHAScheduler(time_attr="decisions", max_t=max_t, grace_period=grace,
+                                  reduction_factor=2)  # fmt: skip
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        param_space=spec.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode="max", num_samples=spec.trials, search_alg=search,
+            scheduler=scheduler, trial_dirname_creator=lambda trial: trial_name(trial.trial_id),
+        ),  # fmt: skip
+        run_config=tune.RunConfig(
+            name=TUNE_DIR, storage_path=str(sweep_dir), verbose=0, callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        ),  # fmt: skip
+    )
+
+
+def trial_count(spec: SweepSpec) -> int:
+    grid = 1
+    for d in spec.space:
+        if d.distribution == "grid":
+            grid *= len(d.values)
+    return spec.trials * grid
+
+
+# -- the command ----------------------------------------------------------------------
+@dataclass
+class SweepArgs:
+    """``python -m agents.sweep``'s command line, checked before Ray starts."""
+
+    sweep: Path = option(None, "the sweep file (TOML)", type=Path, positional=True,
+                         metavar="SWEEP.toml")  # fmt: skip
+    name: str = option(None, "sweep name: trials land in RUNS_DIR/NAME", check=plain_name,
+                       required=True)  # fmt: skip
+    runs_dir: Path = option(PROJECT_ROOT / "runs", "folder of the runs (shared by every "
+                            "node on a cluster)", type=Path)  # fmt: skip
+    address: str | None = option(None, "Ray cluster: HOST:PORT, ray://HOST:PORT or auto "
+                                 "(default: start Ray here)", type=str,
+                                 check=check_address)  # fmt: skip
+    json: Path | None = option(None, "also write the summary JSON here", type=Path,
+                               check=output_file)  # fmt: skip
+    overwrite: bool = option(False, "replace runs/NAME (a finished or another sweep)")
+    no_progress: bool = option(False, "no progress bar")
+
+    def __post_init__(self) -> None:
+        from settings.cli import check_options
+
+        check_options(self)
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.runs_dir / self.name
+
+
+def check_sweep_dir(args: SweepArgs, spec: SweepSpec) -> bool:
+    """Whether this call resumes an interrupted sweep; refuses to mix two sweeps in one
+    folder or to redo a finished one without ``--overwrite``."""
+    folder = args.sweep_dir
+    if args.overwrite or not folder.exists():
+        return False
+    if not folder.is_dir():
+        raise SweepError(f"{folder}: exists and is not a folder")
+    if (folder / "sweep.json").is_file():
+        raise SweepError(f"{folder}: this sweep is finished (see {folder / 'sweep.json'}); "
+                         "pass --overwrite to run it again")  # fmt: skip
+    copy = folder / SPEC_COPY
+    if not (copy.is_file() and (folder / TUNE_DIR).is_dir()):
+        raise SweepError(f"{folder} exists and is not an interrupted sweep; pick another "
+                         "--name or pass --overwrite to replace it")  # fmt: skip
+    before = json.loads(copy.read_text())
+    if before != json.loads(json.dumps(spec.to_json())):
+        raise SweepError(f"{folder}: an interrupted sweep of another sweep file (or one "
+                         f"since changed: {before.get('path')}); pass --overwrite to start "
+                         "it anew")  # fmt: skip
+    return True
+
+
+def run_sweep(args: SweepArgs) -> int:
+    from agents import sweep_report as report
+
+    spec = load_sweep(args.sweep)
+    resuming = check_sweep_dir(args, spec)
+    connect(args.address)  # before anything is deleted: an unreachable cluster loses nothing
+    import ray
+
+    folder = args.sweep_dir
+    try:
+        if args.overwrite and folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SPEC_COPY).write_text(json.dumps(spec.to_json(), indent=2))
+        total = trial_count(spec)
+        print(f"{'resuming' if resuming else 'running'} sweep {folder}: {total} trials, "
+              f"{spec.search} search, {spec.scheduler} scheduler, "
+              f"{ray.cluster_resources().get('CPU', 0):g} CPUs", flush=True)  # fmt: skip
+        progress = TrialProgress(total, not args.no_progress)
+        t0 = time.perf_counter()
+        with progress.progress:
+            results = build_tuner(spec, folder, [progress.callback]).fit()
+        seconds = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    trials = []
+    for result in results:
+        run = folder / Path(result.path).name
+        config = {k: plain(v) for k, v in (result.config or {}).items()}
+        trials.append(report.summarise_trial(run, config, spec.metric, result.error))
+    interrupted = any(t.status == "pending" for t in trials) or len(trials) < total
+    best = report.best_trial(trials)
+    if best is not None:
+        report.copy_best(folder, best)
+    summary = report.sweep_json(spec, trials, best, seconds, interrupted)
+    report.print_table(trials, spec.metric, best)
+    report.plot_trials(folder, trials, spec.metric, folder / "trials.png")
+    if interrupted:
+        print(f"interrupted after {seconds:.0f} s; the same command resumes it:\n"
+              f"  python -m agents.sweep {args.sweep} --name {args.name}", file=sys.stderr)
+        return INTERRUPTED
+    text = json.dumps(summary, indent=2)
+    (folder / "sweep.json").write_text(text)
+    if args.json is not None:
+        args.json.write_text(text)
+    failed = sum(t.status == "failed" for t in trials)
+    where = "none" if best is None else f"{best.name} ({spec.metric} {best.score:.4f})"
+    print(f"{len(trials)} trials in {seconds:.0f} s ({failed} failed); best: {where}; "
+          f"copied to {folder / 'best'}" if best else f"no trial reported a validation; "
+          f"{failed} failed")  # fmt: skip
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: run_sweep(parse(SweepArgs, argv, __doc__.splitlines()[0])))
+
+
+if __name__ == "__main__":
+    # Run the importable module's main, not __main__'s copy: Ray pickles the trainable
+    # and the callbacks by reference to ``agents.sweep``, which every worker imports.
+    from agents.sweep import main as importable_main
+
+    sys.exit(importable_main())
