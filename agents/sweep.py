@@ -25,6 +25,7 @@ last checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -33,10 +34,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.sweep_spec import SweepError, SweepSpec, load_sweep, plain, to_toml
+from agents.sweep_spec import SweepError, SweepSpec, load_sweep, to_toml
 from settings.cli import option, output_file, parse, plain_name, run_cli
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Tune's classic reporter honours verbose=0 (the newer one prints its own tables); the
+# sweep prints its own progress bar and table.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 INTERRUPTED = 130
 TUNE_DIR = "tune"  # Ray Tune's experiment state, inside runs/NAME
 SPEC_COPY = "sweep_spec.json"  # the validated sweep file a resume must match
@@ -54,6 +58,7 @@ def run_trial(config: dict, spec: SweepSpec, sweep_dir: str) -> None:
     reported to Tune. A resumed sweep continues the trial from its last checkpoint."""
     from ray import tune
 
+    from agents.hyperparams import load_hyperparams
     from agents.training import checkpoints
     from train import TrainArgs, train_one
 
@@ -63,20 +68,37 @@ def run_trial(config: dict, spec: SweepSpec, sweep_dir: str) -> None:
     settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text(to_toml(spec.trial_tables(config)))
     scenario, seed = spec.trial_run(config)
+    total = load_hyperparams(settings).ppo.total_timesteps
     resume = (sweep / name).is_dir() and bool(checkpoints(sweep / name))
     args = TrainArgs(name=name, runs_dir=sweep, config=settings, scenario=scenario,
                      trace_source=spec.trace_source, seed=seed, resume=resume,
                      overwrite=not resume, no_progress=True)  # fmt: skip
+    last = []
 
     def report(row: dict) -> None:
-        tune.report({"validation_reward": row["mean_reward"],
-                     "validation_accuracy": row["accuracy"],
-                     "deadline_miss_rate": row["deadline_miss_rate"],
-                     "decisions": row["timesteps"]})  # fmt: skip
+        # tune.report blocks until Tune lets the trial go on, and a stop (ASHA, or the
+        # budget reached) ends it there; the last validation is therefore reported only
+        # once the run has saved its final model.
+        if row["timesteps"] >= total:
+            last.append(row)
+            return
+        tune.report(tune_metrics(row))
 
     code = train_one(args, report=report)
     if code != 0:
         raise RuntimeError(f"train.py ended {name} with exit code {code}")
+    if last:
+        tune.report(tune_metrics(last[-1]))
+
+
+def tune_metrics(row: dict) -> dict:
+    """A validation row (``eval_curve.csv``'s columns) as the metrics Tune sees."""
+    return {
+        "validation_reward": row["mean_reward"],
+        "validation_accuracy": row["accuracy"],
+        "deadline_miss_rate": row["deadline_miss_rate"],
+        "decisions": row["timesteps"],
+    }
 
 
 # -- Ray ----------------------------------------------------------------------------
@@ -170,8 +192,10 @@ def build_tuner(spec: SweepSpec, sweep_dir: Path, callbacks: list):
         return tune.Tuner.restore(str(state), trainable, resume_unfinished=True,
                                   resume_errored=False)  # fmt: skip
     if spec.search == "optuna":
+        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         search = OptunaSearch(seed=spec.search_seed)
     else:
         search = BasicVariantGenerator(random_state=spec.search_seed)
@@ -185,14 +209,30 @@ def build_tuner(spec: SweepSpec, sweep_dir: Path, callbacks: list):
         trainable,
         param_space=spec.param_space(),
         tune_config=tune.TuneConfig(
-            metric=spec.metric, mode="max", num_samples=spec.trials, search_alg=search,
-            scheduler=scheduler, trial_dirname_creator=lambda trial: trial_name(trial.trial_id),
+            metric=spec.metric,
+            mode="max",
+            num_samples=spec.trials,
+            search_alg=search,
+            scheduler=scheduler,
+            trial_dirname_creator=lambda trial: trial_name(trial.trial_id),
         ),  # fmt: skip
         run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(sweep_dir), verbose=0, callbacks=callbacks,
+            name=TUNE_DIR,
+            storage_path=str(sweep_dir),
+            verbose=0,
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         ),  # fmt: skip
     )
+
+
+def trial_statuses(sweep_dir: Path) -> dict[str, str]:
+    """Tune's status of each trial (``TERMINATED``, ``ERROR``, ``RUNNING``, ...) by
+    name, from the experiment state it saved."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(sweep_dir / TUNE_DIR))
+    return {Path(t.path).name: t.status for t in analysis.trials}
 
 
 def trial_count(spec: SweepSpec) -> int:
@@ -274,6 +314,9 @@ def run_sweep(args: SweepArgs) -> int:
               f"{spec.search} search, {spec.scheduler} scheduler, "
               f"{ray.cluster_resources().get('CPU', 0):g} CPUs", flush=True)  # fmt: skip
         progress = TrialProgress(total, not args.no_progress)
+        if resuming:  # the trials that ended before the interruption
+            ended = [s for s in trial_statuses(folder).values() if s in ("TERMINATED", "ERROR")]
+            progress.progress.advance(progress.progress.task_ids[0], len(ended))
         t0 = time.perf_counter()
         with progress.progress:
             results = build_tuner(spec, folder, [progress.callback]).fit()
@@ -281,11 +324,13 @@ def run_sweep(args: SweepArgs) -> int:
     finally:
         ray.shutdown()
     trials = []
+    statuses = trial_statuses(folder)
     for result in results:
         run = folder / Path(result.path).name
-        config = {k: plain(v) for k, v in (result.config or {}).items()}
-        trials.append(report.summarise_trial(run, config, spec.metric, result.error))
-    interrupted = any(t.status == "pending" for t in trials) or len(trials) < total
+        config = spec.decode(result.config or {})
+        ended = statuses.get(run.name) in ("TERMINATED", "ERROR")
+        trials.append(report.summarise_trial(run, config, spec.metric, result.error, ended))
+    interrupted = any(t.status == "unfinished" for t in trials) or len(trials) < total
     best = report.best_trial(trials)
     if best is not None:
         report.copy_best(folder, best)
@@ -293,8 +338,11 @@ def run_sweep(args: SweepArgs) -> int:
     report.print_table(trials, spec.metric, best)
     report.plot_trials(folder, trials, spec.metric, folder / "trials.png")
     if interrupted:
-        print(f"interrupted after {seconds:.0f} s; the same command resumes it:\n"
-              f"  python -m agents.sweep {args.sweep} --name {args.name}", file=sys.stderr)
+        print(
+            f"interrupted after {seconds:.0f} s; the same command resumes it:\n"
+            f"  python -m agents.sweep {args.sweep} --name {args.name}",
+            file=sys.stderr,
+        )
         return INTERRUPTED
     text = json.dumps(summary, indent=2)
     (folder / "sweep.json").write_text(text)

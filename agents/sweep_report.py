@@ -5,7 +5,7 @@ A trial's outcome is read from its own run directory, the same files ``train.py`
 leaves: its score is the best value of the sweep's metric on its validation curve
 (``eval_curve.csv``), ``completed`` when the run finished (``model.zip`` exists),
 ``stopped`` when the scheduler ended it early (ASHA), ``failed`` with the error Ray
-caught, or ``pending`` when the sweep was interrupted before it ran.
+caught, or ``unfinished`` when the sweep was interrupted before it ended.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class TrialSummary:
     config: dict
     validation_reward: float | None  # the best validation reward (best_model.zip's)
     score: float | None  # the best value of the sweep's metric
-    status: str  # completed, stopped, failed or pending
+    status: str  # completed, stopped, failed or unfinished
     decisions: int  # PPO steps trained (the last validation's)
     error: str | None = None
 
@@ -53,19 +53,22 @@ def error_line(error: BaseException | str | None) -> str | None:
     return (causes or lines or [type(error).__name__])[-1]
 
 
-def summarise_trial(run: Path, config: dict, metric: str, error=None) -> TrialSummary:
+def summarise_trial(run: Path, config: dict, metric: str, error=None,
+                    ended: bool = True) -> TrialSummary:  # fmt: skip
+    """A trial from its run directory; ``ended``: Tune finished with it (not so for a
+    trial still running or waiting when the sweep was interrupted)."""
     rows = curve_rows(run)
     column = METRICS[metric]
     reward = max((r["mean_reward"] for r in rows), default=None)
     score = max((r[column] for r in rows), default=None)
     if error is not None:
         status = "failed"
+    elif not ended:
+        status = "unfinished"
     elif (run / "model.zip").is_file():
         status = "completed"
-    elif rows:
-        status = "stopped"
     else:
-        status = "pending"
+        status = "stopped"
     decisions = int(rows[-1]["timesteps"]) if rows else 0
     return TrialSummary(run.name, config, reward, score, status, decisions, error_line(error))
 
@@ -108,13 +111,18 @@ def print_table(trials: list[TrialSummary], metric: str, best: TrialSummary | No
     table = Table(title=f"sweep trials (metric: {metric}, maximised)")
     for col in ("trial", *keys, "decisions", metric, "status"):
         table.add_column(col, justify="left" if col in ("trial", "status") else "right")
-    for t in sorted(trials, key=lambda t: t.name):
+    for t in trials:
         cells = [_cell(t.config.get(k)) for k in keys]
         score = "-" if t.score is None else f"{t.score:.4f}"
-        status = t.status if t.error is None else f"failed: {t.error}"
         mark = " *" if best is not None and t.name == best.name else ""
-        table.add_row(t.name + mark, *cells, str(t.decisions), score, status)
-    Console().print(table)
+        table.add_row(t.name + mark, *cells, str(t.decisions), score, t.status)
+    console = Console()
+    if not console.is_terminal:  # a log file: no terminal width to fit
+        console = Console(width=200)
+    console.print(table)
+    for t in trials:
+        if t.error is not None:
+            console.print(f"{t.name} failed: {t.error}", markup=False)
 
 
 def _cell(value) -> str:
@@ -132,7 +140,7 @@ def plot_trials(sweep_dir: Path, trials: list[TrialSummary], metric: str, png: P
     import matplotlib.pyplot as plt
 
     colours = {"completed": "tab:blue", "stopped": "tab:orange", "failed": "tab:red",
-               "pending": "tab:gray"}  # fmt: skip
+               "unfinished": "tab:gray"}  # fmt: skip
     column = METRICS[metric]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for t in trials:
@@ -146,19 +154,16 @@ def plot_trials(sweep_dir: Path, trials: list[TrialSummary], metric: str, png: P
     left.set_ylabel(f"{metric} (validation traces)")
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
-    order = sorted(trials, key=lambda t: -np.inf if t.score is None else -t.score)
-    ys = [np.nan if t.score is None else t.score for t in order]
-    right.bar(range(len(order)), np.nan_to_num(ys, nan=0.0),
-              color=[colours[t.status] for t in order])  # fmt: skip
+    order = sorted(trials, key=lambda t: np.inf if t.score is None else -t.score)
     for i, t in enumerate(order):
-        if t.score is None:
-            right.annotate("x", (i, 0), ha="center", va="bottom", color="tab:red")
+        if t.score is None:  # failed before its first validation: marked at the bottom
+            right.plot(i, 0.03, marker="x", color=colours[t.status], markersize=9,
+                       transform=right.get_xaxis_transform())  # fmt: skip
+        else:
+            right.plot(i, t.score, marker="o", color=colours[t.status], markersize=8)
     right.set_xticks(range(len(order)), [t.name.removeprefix("trial_") for t in order],
-                     rotation=90 if len(order) > 12 else 0, fontsize=8)  # fmt: skip
-    finite = [y for y in ys if np.isfinite(y)]
-    if finite:
-        span = max(finite) - min(finite)
-        right.set_ylim(min(finite) - 0.1 * span - 1e-3, max(finite) + 0.1 * span + 1e-3)
+                     rotation=90 if len(order) > 8 else 0, fontsize=8)  # fmt: skip
+    right.set_xlim(-0.5, len(order) - 0.5)
     right.set_xlabel("trial (best first)")
     right.set_ylabel(f"best {metric}")
     right.grid(alpha=0.3, axis="y")

@@ -38,6 +38,7 @@ from settings.tables import (
     check_integer,
     check_keys,
     check_number,
+    closest,
     read_toml,
 )
 from traces.sets import SOURCES
@@ -77,13 +78,26 @@ class Dimension:
             return tune.uniform(a[0], a[1])
         if self.distribution == "int":
             return tune.randint(a[0], a[1] + 1)  # Tune's upper end is exclusive
+        values = [self.encode(v) for v in a]
         if self.distribution == "choice":
-            return tune.choice(list(a))
-        return tune.grid_search(list(a))
+            return tune.choice(values)
+        return tune.grid_search(values)
+
+    @property
+    def scalar(self) -> bool:
+        return all(v is None or isinstance(v, bool | int | float | str) for v in self.values)
+
+    def encode(self, value: Any) -> Any:
+        """A choice as the search sees it: lists (``net_arch``) travel as JSON text,
+        which every searcher can store (Optuna keeps scalars only)."""
+        return value if self.scalar else json.dumps(value)
+
+    def decode(self, value: Any) -> Any:
+        return plain(value) if self.scalar or not isinstance(value, str) else json.loads(value)
 
     def upper(self) -> Any:
-        """The largest value this dimension can take (ASHA's budget)."""
-        return max(self.values) if self.distribution != "choice" or _numeric(self.values) else None
+        """The largest value of a numeric dimension (ASHA's budget)."""
+        return max(self.values)
 
 
 @dataclass
@@ -107,19 +121,25 @@ class SweepSpec:
         """Ray Tune's ``param_space``: one entry per dimension, keyed by its name."""
         return {d.key: d.tune_domain() for d in self.space}
 
+    def decode(self, config: dict) -> dict:
+        """What Tune drew (``config``) as plain values, keyed like ``[space]``."""
+        dims = {d.key: d for d in self.space}
+        return {k: dims[k].decode(v) if k in dims else plain(v) for k, v in config.items()}
+
     def trial_tables(self, config: dict) -> dict[str, dict]:
         """The settings of one trial: the fixed sections with the sampled values laid
         over them (``config`` is what Tune drew)."""
         tables = {name: dict(values) for name, values in self.fixed.items()}
-        for key, value in config.items():
+        for key, value in self.decode(config).items():
             if key in RUN_KEYS:
                 continue
             section, name = key.split(".", 1)
-            tables.setdefault(section, {})[name] = plain(value)
+            tables.setdefault(section, {})[name] = value
         return tables
 
     def trial_run(self, config: dict) -> tuple[Path | None, int]:
         """The trial's scenario and seed (drawn, or the fixed ones)."""
+        config = self.decode(config)
         scenario = config.get("scenario")
         return (Path(scenario) if scenario else self.scenario), int(config.get("seed", self.seed))
 
@@ -185,24 +205,40 @@ def _from_tables(raw: dict, path: Path) -> SweepSpec:
         scenario = _scenario(scenario, path, "[sweep].scenario")
     spec = SweepSpec(
         path=path,
-        trials=check_integer(_need(head, "trials"), "[sweep].trials", low=1, high=100_000,
-                             error=SweepError),  # fmt: skip
-        metric=check_choice(head.get("metric", "validation_reward"), METRICS,
-                            "[sweep].metric", SweepError),  # fmt: skip
-        search=check_choice(head.get("search", "random"), SEARCHES, "[sweep].search",
-                            SweepError),  # fmt: skip
-        scheduler=check_choice(head.get("scheduler", "asha"), SCHEDULERS,
-                               "[sweep].scheduler", SweepError),  # fmt: skip
-        cpus_per_trial=check_number(head.get("cpus_per_trial", 1), "[sweep].cpus_per_trial",
-                                    low=0, low_inclusive=False, high=1024,
-                                    error=SweepError),  # fmt: skip
-        search_seed=check_integer(head.get("search_seed", 0), "[sweep].search_seed", low=0,
-                                  high=2**32 - 1, error=SweepError),  # fmt: skip
+        trials=check_integer(
+            _need(head, "trials"), "[sweep].trials", low=1, high=100_000, error=SweepError
+        ),  # fmt: skip
+        metric=check_choice(
+            head.get("metric", "validation_reward"), METRICS, "[sweep].metric", SweepError
+        ),  # fmt: skip
+        search=check_choice(
+            head.get("search", "random"), SEARCHES, "[sweep].search", SweepError
+        ),  # fmt: skip
+        scheduler=check_choice(
+            head.get("scheduler", "asha"), SCHEDULERS, "[sweep].scheduler", SweepError
+        ),  # fmt: skip
+        cpus_per_trial=check_number(
+            head.get("cpus_per_trial", 1),
+            "[sweep].cpus_per_trial",
+            low=0,
+            low_inclusive=False,
+            high=1024,
+            error=SweepError,
+        ),  # fmt: skip
+        search_seed=check_integer(
+            head.get("search_seed", 0),
+            "[sweep].search_seed",
+            low=0,
+            high=2**32 - 1,
+            error=SweepError,
+        ),  # fmt: skip
         scenario=scenario,
-        trace_source=check_choice(head.get("trace_source", "auto"), SOURCES,
-                                  "[sweep].trace_source", SweepError),  # fmt: skip
-        seed=check_integer(head.get("seed", 0), "[sweep].seed", low=0, high=2**32 - 1,
-                           error=SweepError),  # fmt: skip
+        trace_source=check_choice(
+            head.get("trace_source", "auto"), SOURCES, "[sweep].trace_source", SweepError
+        ),  # fmt: skip
+        seed=check_integer(
+            head.get("seed", 0), "[sweep].seed", low=0, high=2**32 - 1, error=SweepError
+        ),  # fmt: skip
         fixed=fixed,
     )
     space = raw.get("space", {})
@@ -251,7 +287,10 @@ def _dimension(key: str, value: Any, spec: SweepSpec, tables: dict) -> Dimension
                          f"got {value!r}")  # fmt: skip
     ((distribution, values),) = value.items()
     if distribution not in DISTRIBUTIONS:
-        check_keys({distribution: None}, DISTRIBUTIONS, f"{where} distribution", SweepError)
+        hint = closest(distribution, DISTRIBUTIONS)
+        tip = f"did you mean '{hint}'? " if hint else ""
+        raise SweepError(f"{where}: unknown distribution '{distribution}'; {tip}known: "
+                         f"{', '.join(DISTRIBUTIONS)}")  # fmt: skip
     if not isinstance(values, list) or not values:
         raise SweepError(f"{where}: {distribution} takes a non-empty list, got {values!r}")
     values = _bounds(where, distribution, values)
