@@ -28,13 +28,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from agents.sweep_spec import SweepError, SweepSpec, load_sweep, to_toml
+from distributed.ray_cluster import check_address, connect
 from settings.cli import option, output_file, parse, plain_name, run_cli
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -101,44 +101,7 @@ def tune_metrics(row: dict) -> dict:
     }
 
 
-# -- Ray ----------------------------------------------------------------------------
-ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[^:/\s]+):(?P<port>\d{1,5})$")
-
-
-def check_address(address: str) -> str:
-    """``auto`` or ``[ray://]HOST:PORT``; anything else is refused before Ray starts."""
-    if address != "auto" and not ADDRESS.match(address):
-        raise ValueError(f"expected HOST:PORT, ray://HOST:PORT or auto, got {address!r}")
-    return address
-
-
-def connect(address: str | None, timeout_s: float = 5.0) -> None:
-    """Start Ray on this machine (``None``) or join the cluster at ``address``. An
-    unreachable address is one line naming it, found by a TCP connect before Ray
-    tries (Ray itself retries for about a minute)."""
-    import ray
-
-    quiet = {"log_to_driver": False, "logging_level": "WARNING"}
-    if address is None:
-        ray.init(include_dashboard=False, **quiet)
-        return
-    match = ADDRESS.match(address)
-    if match:
-        host, port = match.group("host").strip("[]"), int(match.group("port"))
-        try:
-            socket.create_connection((host, port), timeout=timeout_s).close()
-        except OSError as exc:
-            raise SweepError(
-                f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
-                "start one with `ray start --head`, or leave --address out to run on this "
-                "machine"
-            ) from None
-    try:
-        ray.init(address=address, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise SweepError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
-
-
+# -- the driver ---------------------------------------------------------------------
 _BARS: dict = {}  # the driver's progress bars by key (Tune pickles its callbacks)
 
 

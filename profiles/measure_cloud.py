@@ -5,7 +5,7 @@
 
 A shared cloud (``envs.cloud_capacity``) serves a fleet's requests in batches: a worker
 takes up to ``max_batch`` waiting requests of one cut and runs their tail at once. How
-long a batch of ``b`` takes is measured here, not assumed: ``TailServer._run_tail`` (the
+long a batch of ``b`` takes is measured here, not assumed: ``TailRunner.run`` (the
 exact code the server runs) on real test inputs carried to each cut by the model's
 head, one torch thread (a worker is one core), median of ``--repeats`` runs. The JSON
 keeps the model hash, the machine and the command, so a scenario that names it gets a
@@ -104,10 +104,10 @@ def measure(scenario=None, batch_sizes=(1, 2, 4, 8, 16, 32, 64), repeats: int = 
     import torch
 
     from profiles.multiexit import data_for_profile, head, to_model_input
-    from runtime_hooks.server import load_server
+    from runtime_hooks.tail import load_runner
 
-    server = load_server(scenario, threads=1)
-    profile, model = server.profile, server.model
+    runner = load_runner(scenario, threads=1)
+    profile, model = runner.profile, runner.model
     spec_inputs = data_for_profile(profile, _spec(model))["test"].inputs[: max(batch_sizes)]
     x = torch.from_numpy(to_model_input(spec_inputs))
     seconds = []
@@ -117,7 +117,7 @@ def measure(scenario=None, batch_sizes=(1, 2, 4, 8, 16, 32, 64), repeats: int = 
         row = []
         for b in batch_sizes:
             batch = np.ascontiguousarray(np.resize(at_cut, (b, *at_cut.shape[1:])))
-            row.append(median_time(lambda bt=batch, c=cut: server._run_tail(c, bt), repeats, 3))
+            row.append(median_time(lambda bt=batch, c=cut: runner.run(c, bt), repeats, 3))
         seconds.append(row)
     return {
         "format": FORMAT,
@@ -128,7 +128,7 @@ def measure(scenario=None, batch_sizes=(1, 2, 4, 8, 16, 32, 64), repeats: int = 
         "repeats": repeats,
         "machine": describe_machine(),
         "torch": torch.__version__,
-        "what": "median host seconds of TailServer._run_tail(cut, batch) per cut (rows) "
+        "what": "median host seconds of TailRunner.run(cut, batch) per cut (rows) "
         "and batch size (columns)",
         "command": "python -m " + __spec__.name + " " + " ".join(sys.argv[1:]) if __spec__ else "",
     }

@@ -44,10 +44,14 @@ from pathlib import Path
 
 import numpy as np
 
+from distributed.ray_cluster import check_address
 from profiles import codecs
-from profiles.multiexit import tail, to_model_input
+from profiles.multiexit import to_model_input
 from runtime_hooks import protocol as P
+from runtime_hooks.ray_serve import Replicas
+from runtime_hooks.tail import TailRunner, load_runner
 from settings.cli import (
+    UsageError,
     at_least,
     check_options,
     non_negative,
@@ -60,6 +64,7 @@ from settings.cli import (
 from settings.tables import InputError
 
 SHUTTING_DOWN = "server shutting down"
+BACKENDS = ("inprocess", "ray")
 
 
 @dataclass
@@ -80,64 +85,107 @@ class _Job:
     queued_at: float
 
 
+class LocalBackend:
+    """In-process dynamic batching: ``workers`` batchers share one queue; each takes
+    whatever requests are waiting (up to ``max_batch``), groups them by route and runs
+    each group's tail in its own worker thread, so the event loop keeps serving sockets
+    while the model computes."""
+
+    name = "in-process"
+
+    def __init__(self, runner: TailRunner, max_batch: int = 32, workers: int = 1) -> None:
+        self.runner = runner
+        self.max_batch = max_batch
+        self.workers = workers
+        self.stats: ServerStats | None = None  # the gateway's, set by TailServer
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._batchers: list[asyncio.Task] = []
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="tail")
+
+    async def start(self) -> None:
+        self.runner.warm_up()
+        self._queue = asyncio.Queue()
+        # One batcher per worker: the first idle one takes what is waiting.
+        self._batchers = [asyncio.create_task(self._batcher()) for _ in range(self.workers)]
+
+    async def _batcher(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while True:
+            jobs = [await queue.get()]
+            while len(jobs) < self.max_batch and not queue.empty():
+                jobs.append(queue.get_nowait())
+            self.stats.batches += 1
+            self.stats.batch_sizes.append(len(jobs))
+            by_route: dict = {}
+            for job in jobs:
+                by_route.setdefault(job.route, []).append(job)
+            for route, group in by_route.items():
+                batch = np.stack([j.tensor for j in group])
+                started = time.perf_counter()
+                try:
+                    logits, compute_s = await loop.run_in_executor(
+                        self._pool, self.runner.run, route, batch
+                    )
+                except Exception as exc:  # keep serving: fail this group only
+                    for j in group:
+                        if not j.future.done():
+                            j.future.set_exception(exc)
+                    continue
+                for j, row in zip(group, logits, strict=True):
+                    if not j.future.done():
+                        j.future.set_result((started - j.queued_at, compute_s, row))
+
+    async def infer(self, route, tensor: np.ndarray) -> tuple[float, float, np.ndarray]:
+        """``(seconds queued, seconds of its batch's compute, logits)``."""
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(route, tensor, future, time.perf_counter()))
+        return await future
+
+    async def shutdown(self) -> None:
+        for task in self._batchers:
+            task.cancel()
+        for task in self._batchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class TailServer:
-    """The tail of a multi-exit model (``profiles.multiexit``) behind the frame
-    protocol; ``profile`` (default: the built-in one) says what each cut carries."""
+    """The gateway: a multi-exit model's tail behind the frame protocol. It validates
+    and decodes every request (``runner.profile`` says what each cut carries) and hands
+    the tensor to ``backend`` (default: ``LocalBackend``), which runs the tail."""
 
     def __init__(
         self,
-        model,
-        profile=None,
+        runner: TailRunner,
+        backend=None,
         *,
-        bottlenecks: dict | None = None,
-        device: str = "cpu",
         max_batch: int = 32,
         workers: int = 1,
-        batch_seconds: np.ndarray | None = None,
         idle_timeout_s: float = 60.0,
         read_timeout_s: float = 5.0,
         delay_s: float = 0.0,
     ) -> None:
-        import torch
-
-        self.torch = torch
-        self.model = model.to(device).eval()
-        self.device = device
-        self.max_batch = max_batch
-        self.workers = workers
-        # Cloud emulation: each batch padded to these seconds ([cut, batch size]).
-        self.batch_seconds = None if batch_seconds is None else np.asarray(batch_seconds)
+        self.runner = runner
+        self.backend = backend or LocalBackend(runner, max_batch, workers)
         self.idle_timeout_s = idle_timeout_s
         self.read_timeout_s = read_timeout_s
         self.delay_s = delay_s
         self.stats = ServerStats()
-        if profile is None:
-            from profiles.profile_io import load_profile
-
-            profile = load_profile()
-        self.profile = profile
+        self.backend.stats = self.stats
+        profile = self.profile = runner.profile
         self.n_blocks = profile.n_blocks
         self.n_classes = profile.n_classes
         self.image_input = profile.input_kind == "image"
         self.input_shape = profile.input_shape
         self.codecs_by_cut = profile.codecs_by_cut
         # The allowlist: what a request at each cut may carry (a grey image may also
-        # come as (H, W)).
+        # come as (H, W)); a learned bottleneck's request carries its latent.
         self.shapes = {cut: {tuple(profile.activation_shapes[cut])} for cut in range(self.n_blocks)}
         if self.image_input and self.input_shape[0] == 1:
             self.shapes[0].add(tuple(self.input_shape[1:]))
-        # Learned bottlenecks (``profiles.bottleneck``): their decoder and fine-tuned tail,
-        # by (cut, level), loaded from the profile's list unless given; such a request
-        # carries the latent in its wire codec.
-        if bottlenecks is None and profile.bottlenecks:
-            from profiles.bottleneck import load_for_profile
-            from profiles.multiexit import check_model
-
-            bottlenecks = load_for_profile(profile, model, check_model(model))
-        self.bottlenecks = {key: b.to(device).eval() for key, b in (bottlenecks or {}).items()}
-        self._queue: asyncio.Queue[_Job] | None = None
-        self._batchers: list[asyncio.Task] = []
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="tail")
+        self.bottlenecks = runner.bottlenecks
         self._closing = False
         self._connections: set[asyncio.Task] = set()
         self._busy: set[asyncio.Task] = set()  # connections with a request in flight
@@ -210,60 +258,6 @@ class TailServer:
             raise P.FrameError("payload: the tensor holds NaN or infinity")
         return tensor
 
-    # -- inference -------------------------------------------------------------------
-    def _run_tail(self, route, batch: np.ndarray) -> tuple[np.ndarray, float]:
-        """The model's tail from a cut, or a bottleneck's decoder and tail; with cloud
-        emulation, padded to the emulated cloud's time for a batch of this size."""
-        torch = self.torch
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device)
-            if isinstance(route, tuple):
-                logits = self.bottlenecks[route].decode(x)
-            else:
-                logits = tail(self.model, route, x)
-            logits = logits.float().cpu().numpy()
-        if self.batch_seconds is not None:
-            cut = route[0] if isinstance(route, tuple) else route
-            size = min(len(batch), self.batch_seconds.shape[1] - 1)
-            left = float(self.batch_seconds[cut, size]) - (time.perf_counter() - t0)
-            if left > 0:
-                time.sleep(left)
-        return logits, time.perf_counter() - t0
-
-    async def _batcher(self) -> None:
-        loop = asyncio.get_running_loop()
-        queue = self._queue
-        while True:
-            jobs = [await queue.get()]
-            while len(jobs) < self.max_batch and not queue.empty():
-                jobs.append(queue.get_nowait())
-            self.stats.batches += 1
-            self.stats.batch_sizes.append(len(jobs))
-            by_route: dict = {}
-            for job in jobs:
-                by_route.setdefault(job.route, []).append(job)
-            for route, group in by_route.items():
-                batch = np.stack([j.tensor for j in group])
-                started = time.perf_counter()
-                try:
-                    logits, compute_s = await loop.run_in_executor(
-                        self._pool, self._run_tail, route, batch
-                    )
-                except Exception as exc:  # keep serving: fail this group only
-                    for j in group:
-                        if not j.future.done():
-                            j.future.set_exception(exc)
-                    continue
-                for j, row in zip(group, logits, strict=True):
-                    if not j.future.done():
-                        j.future.set_result((started - j.queued_at, compute_s, row))
-
-    async def infer(self, route, tensor: np.ndarray) -> tuple[float, float, np.ndarray]:
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(route, tensor, future, time.perf_counter()))
-        return await future
-
     # -- connections -----------------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
@@ -335,12 +329,7 @@ class TailServer:
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
-        for task in self._batchers:
-            task.cancel()
-        for task in self._batchers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        await self.backend.shutdown()
 
     async def _respond(self, h: P.FrameHeader, payload: bytes) -> bytes:
         if h.kind == P.PING:
@@ -359,7 +348,7 @@ class TailServer:
             return P.error_frame(h.request_id, str(exc))
         try:
             route = (h.cut, h.level) if (h.cut, h.level) in self.bottlenecks else h.cut
-            queue_s, compute_s, logits = await self.infer(route, tensor)
+            queue_s, compute_s, logits = await self.backend.infer(route, tensor)
         except Exception as exc:
             self.stats.errors += 1
             return P.error_frame(h.request_id, f"inference failed: {exc}")
@@ -371,58 +360,35 @@ class TailServer:
         self.stats.answers += 1
         return P.answer_frame(h.request_id, queue_s, compute_s, logits)
 
-    def warm_up(self) -> None:
-        """Run every cut's tail once: the first inference of a process pays for lazy
-        initialisation (tens of ms), which no device request should see."""
-        for cut, shape in enumerate(self.profile.activation_shapes[: self.n_blocks]):
-            self._run_tail(cut, np.zeros((1, *shape), np.float32))
-        for route, bottleneck in self.bottlenecks.items():
-            self._run_tail(route, np.zeros((1, *bottleneck.latent_shape), np.float32))
-
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> asyncio.base_events.Server:
-        self.warm_up()
-        self._queue = asyncio.Queue()
-        # One batcher per worker: the first idle one takes what is waiting.
-        self._batchers = [asyncio.create_task(self._batcher()) for _ in range(self.workers)]
-        return await asyncio.start_server(
-            self.handle, host, port, limit=P.MAX_PAYLOAD + P.HEADER_SIZE
+        """Bind the port (a port in use fails before the backend starts), start the
+        backend, then accept connections."""
+        tcp = await asyncio.start_server(
+            self.handle, host, port, limit=P.MAX_PAYLOAD + P.HEADER_SIZE, start_serving=False
         )
+        try:
+            await self.backend.start()
+        except BaseException:
+            tcp.close()
+            raise
+        await tcp.start_serving()
+        return tcp
 
 
 def load_server(
     scenario=None, device: str = "cpu", weights=None, threads: int = 1,
-    emulate_cloud: bool = False, **kwargs,
+    emulate_cloud: bool = False, max_batch: int = 32, backend=None, **kwargs,
 ) -> TailServer:  # fmt: skip
     """A server for a scenario (path, ``Scenario`` or ``None``: the built-in one): its
-    model, checked against its profile. ``weights``: the built-in CNN with these
-    weights instead (checked the same way)."""
-    import torch
+    model, checked against its profile (``runtime_hooks.tail.load_runner``), behind
+    ``backend`` (default: in-process batching)."""
+    runner = load_runner(scenario, device, weights, threads, emulate_cloud, max_batch)
+    return TailServer(runner, backend, max_batch=max_batch, **kwargs)
 
-    from envs.scenario import Scenario, load_scenario
-    from profiles.multiexit import model_for_profile, model_hash
-    from profiles.profile_io import load_profile
 
-    torch.set_num_threads(threads)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
-    if not isinstance(scenario, Scenario):
-        scenario = load_scenario(scenario)
-    if emulate_cloud:
-        from envs.cloud_capacity import batch_seconds
-        from envs.system import System
-
-        kwargs["batch_seconds"] = batch_seconds(
-            System(scenario), scenario.capacity, kwargs.get("max_batch", 32)
-        )
-    profile = load_profile(scenario.profile)
-    if weights is not None:
-        from profiles.model import load_model
-
-        model = load_model(weights)
-        profile.check_model_hash(model_hash(model), f"model in --weights {weights}")
-    else:
-        model, _ = model_for_profile(profile, scenario.model)
-    return TailServer(model, profile, device=device, **kwargs)
+def replica_range(text: str) -> str:
+    Replicas.parse(text)  # raises ValueError naming what is wrong
+    return text
 
 
 @dataclass
@@ -441,6 +407,12 @@ class ServerArgs:
     workers: int = option(1, "batches run at once (one thread each)", check=at_least(1))
     emulate_cloud: bool = option(False, "pad each batch to the scenario cloud's time for its "
                                  "size (profiles.measure_cloud / speedup + overhead)")  # fmt: skip
+    backend: str = option("inprocess", "where the tail runs: in this process, or on Ray Serve",
+                          choices=BACKENDS)  # fmt: skip
+    replicas: str | None = option(None, "ray: replicas, N or MIN:MAX (autoscaled; default 1)",
+                                  type=str, check=replica_range)  # fmt: skip
+    ray_address: str | None = option(None, "ray: the cluster, HOST:PORT or auto (default: "
+                                     "start Ray here)", type=str, check=check_address)  # fmt: skip
     idle_timeout: float = option(60.0, "seconds between frames", check=positive)
     read_timeout: float = option(5.0, "seconds within a frame", check=positive)
     delay_ms: float = option(0.0, "fault drill: slow answers", check=non_negative)
@@ -448,17 +420,36 @@ class ServerArgs:
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.backend != "ray":
+            for flag, value in (("--replicas", self.replicas), ("--ray-address", self.ray_address)):
+                if value is not None:
+                    raise UsageError(f"{flag}: only with --backend ray")
+        elif self.workers != 1:
+            raise UsageError("--workers: the in-process backend's; with --backend ray, "
+                             "scale with --replicas")  # fmt: skip
+
+
+def make_backend(args: ServerArgs, runner):
+    """The in-process backend (``None``: the server builds it), or Ray Serve's."""
+    if args.backend != "ray":
+        return None
+    from runtime_hooks.ray_serve import RayServeBackend, RunnerSpec
+
+    scenario = None if args.scenario is None else str(args.scenario.resolve())
+    weights = None if args.weights is None else str(args.weights.resolve())
+    spec = RunnerSpec(scenario, args.device, weights, args.threads, args.emulate_cloud,
+                      args.max_batch)  # fmt: skip
+    return RayServeBackend(spec, Replicas.parse(args.replicas or "1"), args.ray_address)
 
 
 async def serve(args: ServerArgs) -> None:
-    server = load_server(
-        args.scenario,
-        args.device,
-        args.weights,
-        args.threads,
+    runner = load_runner(args.scenario, args.device, args.weights, args.threads,
+                         args.emulate_cloud, args.max_batch)  # fmt: skip
+    server = TailServer(
+        runner,
+        make_backend(args, runner),
         max_batch=args.max_batch,
         workers=args.workers,
-        emulate_cloud=args.emulate_cloud,
         idle_timeout_s=args.idle_timeout,
         read_timeout_s=args.read_timeout,
         delay_s=args.delay_ms / 1000.0,
@@ -480,7 +471,7 @@ async def serve(args: ServerArgs) -> None:
     s = server.stats
     print(
         f"served {s.answers} answers to {s.requests} requests over {s.connections} connections "
-        f"({s.errors} errors, {s.batches} batches)",
+        f"({s.errors} errors, {round(s.batches)} batches, {server.backend.name} backend)",
         flush=True,
     )
 

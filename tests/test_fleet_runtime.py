@@ -38,7 +38,7 @@ def test_the_emulated_cloud_keeps_the_simulators_batch_times(fleet_setup):
     scenario, traces = fleet_setup
     fleet = OffloadFleetEnv(2, scenario, traces[:4], trace_split=None)
     server = load_server(scenario, emulate_cloud=True, max_batch=scenario.capacity.max_batch)
-    np.testing.assert_allclose(server.batch_seconds, fleet.cloud.batch_seconds)
+    np.testing.assert_allclose(server.runner.batch_seconds, fleet.cloud.batch_seconds)
 
 
 def test_a_real_fleet_answers_every_request(fleet_setup):

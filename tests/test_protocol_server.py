@@ -38,7 +38,10 @@ def image_and_label():
 
 @pytest.fixture(scope="module")
 def tail_server(model):
-    return TailServer(model)
+    from profiles.profile_io import load_profile
+    from runtime_hooks.tail import TailRunner
+
+    return TailServer(TailRunner(model, load_profile()))
 
 
 # -- the header ----------------------------------------------------------------------
