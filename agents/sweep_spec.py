@@ -33,6 +33,7 @@ from typing import Any
 
 from agents.hyperparams import SECTIONS, build_hyperparams, load_hyperparams, merge_tables
 from settings.tables import (
+    InputError,
     SettingsError,
     check_choice,
     check_integer,
@@ -186,7 +187,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     raw = read_toml(path, "sweep", SweepError)
     try:
         return _from_tables(raw, path)
-    except SettingsError as exc:
+    except InputError as exc:  # a setting, or a scenario it names
         raise SweepError(f"{path}: {exc}") from None
 
 
