@@ -33,9 +33,11 @@ demo: setup
 	$(PY) train.py --name demo --timesteps 60000 --overwrite
 	$(PY) evaluate.py --policy runs/demo --episodes 8 --out out/demo
 
+# Two workers: much of the suite waits on servers, sockets and emulated devices. The
+# Ray tests share one worker (xdist_group), so one local Ray runs at a time.
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: setup
 	$(PY) -m bench.run_all

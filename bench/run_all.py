@@ -1,6 +1,14 @@
 """``make bench``: every benchmark, each printing a table and writing JSON."""
 
-from bench import env_speed, fleet_speed, model_speed, outage, runtime_speed
+from bench import (
+    env_speed,
+    fleet_speed,
+    model_speed,
+    outage,
+    runtime_speed,
+    serve_backends,
+    sweep_overhead,
+)
 
 
 def main() -> None:
@@ -9,6 +17,8 @@ def main() -> None:
     fleet_speed.main([])
     runtime_speed.main([])
     outage.main([])
+    serve_backends.main([])
+    sweep_overhead.main([])
 
 
 if __name__ == "__main__":

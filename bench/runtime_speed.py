@@ -102,7 +102,9 @@ def controller_vs_sb3(n: int) -> dict:
     }
 
 
-def server_load(clients: int, seconds: float) -> dict:
+def server_load(clients: int, seconds: float, *server_args: str) -> dict:
+    """``clients`` connections sending full-model requests back to back for
+    ``seconds`` to a server started with ``server_args``."""
     from profiles import codecs
     from profiles.dataset import load_official
     from runtime_hooks import protocol as P
@@ -112,7 +114,7 @@ def server_load(clients: int, seconds: float) -> dict:
     frames = [
         P.request_frame(0, 0, 3, "jpeg70", (28, 28), codecs.encode("jpeg70", im)) for im in images
     ]
-    proc, address = start_server()
+    proc, address = start_server(*server_args, timeout_s=180.0)
     sent, answered, latencies, errors = [0] * clients, [0] * clients, [], []
     stop = time.monotonic() + seconds
 

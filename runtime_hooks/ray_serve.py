@@ -8,9 +8,11 @@ decodes every request (nothing a device sent is unpickled, nothing unchecked goe
 and awaits the deployment's answer. Each replica builds the same ``TailRunner`` as the
 gateway (``runtime_hooks.tail.load_runner``: the scenario's model, checked against its
 profile) and answers with ``@serve.batch``: the requests waiting when a batch starts,
-up to ``--max-batch``, grouped by route, the tail run in a worker thread. With
-``MIN < MAX`` Serve's autoscaler adds replicas while more than a batch of requests is
-in flight per replica and removes them when idle. Tensors travel between the gateway
+up to ``--max-batch``, grouped by route, the tail run in a worker thread. The gateway
+sends whatever requests are waiting as one call (Ray's per-call cost, which dominates
+a small model's tail, is then paid once per batch under load). With
+``MIN < MAX`` Serve's autoscaler adds replicas while more than two calls are in flight
+per replica and removes them when idle. Tensors travel between the gateway
 and the replicas on Ray's object transport, inside the cluster.
 """
 
@@ -67,17 +69,20 @@ class TailReplica:
         self.runner = load_runner(**spec)
         self.runner.warm_up()
 
-    async def run_batch(self, requests: list[tuple]) -> list[tuple]:
-        """``(route, tensor)`` requests -> ``(logits, compute seconds, batch size)``."""
+    async def run_batch(self, calls: list[list[tuple]]) -> list[list[tuple]]:
+        """Each call is a gateway's list of ``(route, tensor)`` requests; every request
+        of every call is answered ``(logits, compute seconds, batch size)``, the
+        requests of all calls grouped by route into one batch each."""
         by_route: dict = {}
-        for i, (route, tensor) in enumerate(requests):
-            by_route.setdefault(route, []).append((i, tensor))
-        answers: list = [None] * len(requests)
+        for c, requests in enumerate(calls):
+            for i, (route, tensor) in enumerate(requests):
+                by_route.setdefault(route, []).append((c, i, tensor))
+        answers: list[list] = [[None] * len(requests) for requests in calls]
         for route, group in by_route.items():
-            batch = np.stack([tensor for _, tensor in group])
+            batch = np.stack([tensor for _, _, tensor in group])
             logits, seconds = await asyncio.to_thread(self.runner.run, route, batch)
-            for (i, _), row in zip(group, logits, strict=True):
-                answers[i] = (row, seconds, len(group))
+            for (c, i, _), row in zip(group, logits, strict=True):
+                answers[c][i] = (row, seconds, len(group))
         return answers
 
 
@@ -86,9 +91,11 @@ def deploy(spec: RunnerSpec, replicas: Replicas):
     from ray import serve
 
     class Replica(TailReplica):
-        @serve.batch(max_batch_size=spec.max_batch, batch_wait_timeout_s=0.0)
-        async def __call__(self, requests: list[tuple]) -> list[tuple]:
-            return await self.run_batch(requests)
+        # A batch holds up to max_batch requests, however many calls bring them.
+        @serve.batch(max_batch_size=spec.max_batch, batch_wait_timeout_s=0.0,
+                     batch_size_fn=lambda calls: sum(len(c) for c in calls))  # fmt: skip
+        async def __call__(self, calls: list[list[tuple]]) -> list[list[tuple]]:
+            return await self.run_batch(calls)
 
     options = {
         "name": "tail",
@@ -102,16 +109,27 @@ def deploy(spec: RunnerSpec, replicas: Replicas):
         options["autoscaling_config"] = {
             "min_replicas": replicas.low,
             "max_replicas": replicas.high,
-            "target_ongoing_requests": spec.max_batch,
+            "target_ongoing_requests": 2,  # calls (each a batch) in flight per replica
         }
     app = serve.deployment(Replica).options(**options).bind(asdict(spec))
     serve.start(proxy_location="Disabled")
     return serve.run(app, name=APP, route_prefix=None)
 
 
+@dataclass
+class _Waiting:
+    route: object
+    tensor: np.ndarray
+    future: asyncio.Future
+    queued_at: float
+
+
 class RayServeBackend:
     """The server's backend on Ray Serve: ``start`` joins (or starts) Ray and runs the
-    deployment, ``infer`` awaits a replica's answer, ``shutdown`` removes it."""
+    deployment; ``infer`` queues a request, and a dispatcher sends whatever is waiting
+    (up to ``max_batch``) as one call, with up to two calls in flight per replica, so
+    Ray's per-call cost is paid once per batch under load and a lone request goes at
+    once; ``shutdown`` removes the deployment."""
 
     name = "ray-serve"
 
@@ -121,24 +139,61 @@ class RayServeBackend:
         self.address = address
         self.stats = None  # the gateway's, set by TailServer
         self.handle = None
+        self._queue: asyncio.Queue[_Waiting] | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         # Ray's start-up blocks for seconds; it runs before the port opens.
         await asyncio.to_thread(connect, self.address, "--ray-address")
         self.handle = await asyncio.to_thread(deploy, self.spec, self.replicas)
+        self._queue = asyncio.Queue()
+        self._tasks.add(asyncio.create_task(self._dispatch()))
+
+    async def _dispatch(self) -> None:
+        queue = self._queue
+        # At most two calls in flight per replica: while they run, requests gather into
+        # the next call instead of each paying Ray's per-call cost.
+        slots = asyncio.Semaphore(2 * self.replicas.high)
+        while True:
+            jobs = [await queue.get()]
+            await slots.acquire()
+            while len(jobs) < self.spec.max_batch and not queue.empty():
+                jobs.append(queue.get_nowait())
+            call = asyncio.create_task(self._call(jobs, slots))
+            self._tasks.add(call)
+            call.add_done_callback(self._tasks.discard)
+
+    async def _call(self, jobs: list[_Waiting], slots: asyncio.Semaphore) -> None:
+        try:
+            answers = await self.handle.remote([(j.route, j.tensor) for j in jobs])
+        except Exception as exc:  # this call's requests fail; the server goes on
+            for j in jobs:
+                if not j.future.done():
+                    j.future.set_exception(exc)
+            return
+        finally:
+            slots.release()
+        now = time.perf_counter()
+        for j, (logits, compute_s, size) in zip(jobs, answers, strict=True):
+            self.stats.batch_sizes.append(size)
+            self.stats.batches += 1.0 / size  # each request is its batch's 1/size
+            if not j.future.done():
+                j.future.set_result((max(0.0, now - j.queued_at - compute_s), compute_s, logits))
 
     async def infer(self, route, tensor: np.ndarray) -> tuple[float, float, np.ndarray]:
-        """``(seconds beyond the replica's compute, its batch's compute seconds,
-        logits)``: the first is queueing and Ray's transport."""
-        t0 = time.perf_counter()
-        logits, compute_s, size = await self.handle.remote((route, tensor))
-        self.stats.batch_sizes.append(size)
-        self.stats.batches += 1.0 / size  # each request is its batch's 1/size
-        return max(0.0, time.perf_counter() - t0 - compute_s), compute_s, logits
+        """``(seconds beyond its batch's compute: queueing and Ray's transport, the
+        batch's compute seconds, logits)``."""
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Waiting(route, tensor, future, time.perf_counter()))
+        return await future
 
     async def shutdown(self) -> None:
         import ray
         from ray import serve
+
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
         def stop() -> None:
             serve.delete(APP)

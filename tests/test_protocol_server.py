@@ -115,7 +115,7 @@ def _serve_frame(server: TailServer, frame: bytes) -> None:
 def test_fuzz_mutated_frames(tail_server, image_and_label, cut, level, flips, cut_at):
     images, _ = image_and_label
     x = torch.from_numpy(images[:1, None] / 255.0).float()
-    tensor = images[0] if cut == 0 else tail_server.model.head(cut, x)[0].detach().numpy()
+    tensor = images[0] if cut == 0 else tail_server.runner.model.head(cut, x)[0].detach().numpy()
     frame = bytearray(_request(cut, level, tensor))
     for pos, byte in flips:
         frame[pos % len(frame)] = byte

@@ -14,7 +14,7 @@ from conftest import ROOT
 
 from agents.sweep_spec import SweepError, load_sweep, to_toml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 # A sweep of tiny runs: two envs, short episodes, a validation every 512 decisions.
 TINY = """
@@ -57,9 +57,11 @@ def run_sweep(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         ("trials = 2", "ppo.learning_rate = { loguniform = [0, 1e-3] }", "needs low > 0"),
         ("trials = 2", "ppo.gamma = { uniform = [0.9] }", "takes [low, high]"),
         ("trials = 2", "seed = { choice = [1, 1] }", "lists a value twice"),
-        ('trials = 2\nsearch = "optuna"', "seed = { grid = [0, 1] }", 'grid needs search = "random"'),
+        ('trials = 2\nsearch = "optuna"', "seed = { grid = [0, 1] }",
+         'grid needs search = "random"'),
         ("trails = 2", "seed = { int = [0, 3] }", "unknown key 'trails'; did you mean 'trials'"),
-        ('trials = 2\nsearch = "bayes"', "seed = { int = [0, 3] }", "[sweep].search: must be one of"),
+        ('trials = 2\nsearch = "bayes"', "seed = { int = [0, 3] }",
+         "[sweep].search: must be one of"),
         ("trials = 2", 'scenario = { choice = ["missing.toml"] }', "missing.toml"),
         ("", "seed = { int = [0, 3] }", "[sweep].trials: missing"),
     ],
@@ -75,9 +77,9 @@ def test_a_trials_settings_are_a_config_train_py_reads(tmp_path):
     them, read back by train.py's own loader (lists travel as JSON through Optuna)."""
     from agents.hyperparams import load_hyperparams
 
-    spec = load_sweep(sweep_file(tmp_path, 'trials = 1\nsearch = "optuna"',
-                                 'ppo.net_arch = { choice = [[32, 32], [64]] }\n'
-                                 'ppo.gamma = { uniform = [0.8, 0.95] }\nseed = { int = [3, 9] }'))  # fmt: skip
+    space = ("ppo.net_arch = { choice = [[32, 32], [64]] }\n"
+             "ppo.gamma = { uniform = [0.8, 0.95] }\nseed = { int = [3, 9] }")
+    spec = load_sweep(sweep_file(tmp_path, 'trials = 1\nsearch = "optuna"', space))
     drawn = {"ppo.net_arch": spec.space[0].encode([64]), "ppo.gamma": 0.85, "seed": 7}
     assert drawn["ppo.net_arch"] == "[64]"
     path = tmp_path / "trial.toml"
@@ -206,3 +208,13 @@ def test_a_ray_server_with_an_unreachable_cluster_is_one_line():
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--ray-address 127.0.0.1:1: no Ray cluster answers there" in done.stderr
+
+
+def test_the_default_paths_do_not_import_ray():
+    """Ray is imported by a sweep and by the Ray backend only: the server, the device
+    loop, train.py and evaluate.py start as fast without it."""
+    code = ("import sys, runtime_hooks.server, runtime_hooks.device, train, evaluate, "
+            "agents.sweep; print('ray' in sys.modules or 'optuna' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert out.stdout.strip() == "False"
