@@ -77,8 +77,10 @@ def test_a_trials_settings_are_a_config_train_py_reads(tmp_path):
     them, read back by train.py's own loader (lists travel as JSON through Optuna)."""
     from agents.hyperparams import load_hyperparams
 
-    space = ("ppo.net_arch = { choice = [[32, 32], [64]] }\n"
-             "ppo.gamma = { uniform = [0.8, 0.95] }\nseed = { int = [3, 9] }")
+    space = (
+        "ppo.net_arch = { choice = [[32, 32], [64]] }\n"
+        "ppo.gamma = { uniform = [0.8, 0.95] }\nseed = { int = [3, 9] }"
+    )
     spec = load_sweep(sweep_file(tmp_path, 'trials = 1\nsearch = "optuna"', space))
     drawn = {"ppo.net_arch": spec.space[0].encode([64]), "ppo.gamma": 0.85, "seed": 7}
     assert drawn["ppo.net_arch"] == "[64]"
