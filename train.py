@@ -171,16 +171,20 @@ def _flat(by_family: dict) -> list:
 
 
 # -- stage 2: the run directory ------------------------------------------------------
-def prepare_run_dir(p: TrainPlan) -> None:
-    """Create ``runs/NAME`` (after deleting the old one with ``--overwrite``)."""
+def prepare_run_dir(p: TrainPlan, done_steps: int) -> None:
+    """Create ``runs/NAME`` (after deleting the old one with ``--overwrite``); a run
+    resumed at ``done_steps`` keeps its curve up to there (what came after is trained
+    again: a killed run's last validations can be newer than its last checkpoint)."""
+    from agents.training import CURVE_HEADER, truncate_curve
+
     if p.resume_from is None and p.run.exists():
         shutil.rmtree(p.run)
     (p.run / "checkpoints").mkdir(parents=True, exist_ok=True)
     curve = p.run / "eval_curve.csv"
     if p.resume_from is None or not curve.exists():
-        from agents.training import CURVE_HEADER
-
         curve.write_text(CURVE_HEADER)
+    elif truncate_curve(curve, done_steps):
+        print(f"{curve}: validations after step {done_steps} dropped (trained again)")
 
 
 # -- stage 3: the model --------------------------------------------------------------
@@ -370,7 +374,7 @@ def train_one(args: TrainArgs, report=None) -> int:
             return run_many(val_env, policy, specs)
 
     model, venv, done_steps = build_model(p)  # reads only: a failure here loses nothing
-    prepare_run_dir(p)
+    prepare_run_dir(p, done_steps)
     nvec = val_env.action_space.nvec.tolist()
     resolved = resolved_config(
         p, nvec, val_env.system.levels_by_cut, int(venv.observation_space.shape[0]),

@@ -262,17 +262,34 @@ def validation_callback(run: Path, venv, validate, table, freq: int, ckpt_freq: 
                 report(row)
 
         def _on_step(self) -> bool:
-            if self.num_timesteps >= self.next_eval:
-                while self.next_eval <= self.num_timesteps:
-                    self.next_eval += freq
-                self.evaluate()
+            # The checkpoint first: a validation's report may be the last thing a
+            # stopped trial does (a sweep's tune.report blocks until Tune says go on).
             if self.num_timesteps >= self.next_ckpt:
                 while self.next_ckpt <= self.num_timesteps:
                     self.next_ckpt += ckpt_freq
                 save_checkpoint(run, self.model, venv)
+            if self.num_timesteps >= self.next_eval:
+                while self.next_eval <= self.num_timesteps:
+                    self.next_eval += freq
+                self.evaluate()
             return True
 
     return Validation()
+
+
+def truncate_curve(curve_csv: Path, steps: int) -> int:
+    """Drop the validation rows after ``steps`` (a run resumed from an older checkpoint
+    than its last validation: that future is trained again); returns how many."""
+    if not curve_csv.is_file():
+        return 0
+    rows = list(csv.DictReader(curve_csv.open()))
+    kept = [r for r in rows if int(r["timesteps"]) <= steps]
+    if len(kept) < len(rows):
+        with curve_csv.open("w") as fh:
+            fh.write(CURVE_HEADER)
+            fh.writelines(",".join(r[k] for k in CURVE_HEADER.strip().split(",")) + "\n"
+                          for r in kept)  # fmt: skip
+    return len(rows) - len(kept)
 
 
 def plot_curve(csv_path: Path, png_path: Path, requests_per_step: int = 1) -> None:

@@ -121,6 +121,12 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous(runs):
     assert "warning:" in out.stderr and "model_2048_steps.zip" in out.stderr
     assert "from model_1024_steps.zip at 1024 steps" in out.stdout
     assert "Traceback" not in out.stderr
+    # The validation at 2048 came after the checkpoint it resumed from: trained again,
+    # it is on the curve once.
+    assert "validations after step 1024 dropped" in out.stdout
+    steps = [int(line.split(",")[0]) for line in
+             (copy / "eval_curve.csv").read_text().splitlines()[1:]]  # fmt: skip
+    assert steps == sorted(set(steps)) and steps[-1] == 3072
 
 
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(runs):

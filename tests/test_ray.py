@@ -154,6 +154,45 @@ def test_a_crashing_trial_is_reported_failed_and_the_sweep_goes_on(tmp_path):
     assert f"{failed['name']} failed: ValueError: reward shaping" in done.stdout
 
 
+def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
+    """Ctrl-C after the first validations: exit 130, no summary; the same command then
+    finishes the sweep, each trial continuing from its checkpoint (its curve goes on
+    from where it stopped, it does not start again)."""
+    import csv
+    import signal
+    import time
+
+    head = 'trials = 1\nsearch = "random"\nscheduler = "fifo"\ntrace_source = "builtin"'
+    path = sweep_file(tmp_path, head, "seed = { grid = [0, 1] }")
+    text = path.read_text().replace("total_timesteps = 1024", "total_timesteps = 4096")
+    path.write_text(text)
+    runs = tmp_path / "runs"
+    args = [sys.executable, "-m", "agents.sweep", str(path), "--name", "r", "--runs-dir",
+            str(runs), "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(runs.glob("r/trial_*/checkpoints/model_*_steps.zip"))) >= 2:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "the same command resumes it" in out and not (runs / "r" / "sweep.json").exists()
+    before = {d.name: len(list(csv.DictReader((d / "eval_curve.csv").open())))
+              for d in runs.glob("r/trial_*")}  # fmt: skip
+    assert before and all(n >= 1 for n in before.values())
+    done = run_sweep(*args[3:])
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((runs / "r" / "sweep.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["completed", "completed"]
+    for name in before:
+        steps = [int(r["timesteps"]) for r in csv.DictReader(
+            (runs / "r" / name / "eval_curve.csv").open())]  # fmt: skip
+        assert steps == sorted(set(steps)) and steps[-1] >= 4096  # continued, not restarted
+
+
 # -- the cloud tail on Ray Serve ---------------------------------------------------------------
 def test_ray_serve_answers_the_device_loop_as_the_in_process_backend(tmp_path):
     """Real device loops (two devices: the full model and the tail from cut 2) against
