@@ -268,6 +268,10 @@ def run_sweep(args: SweepArgs) -> int:
 
     folder = args.sweep_dir
     try:
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if spec.cpus_per_trial > cpus:  # Tune would wait for such a node forever
+            raise SweepError(f"{args.sweep}: [sweep].cpus_per_trial is {spec.cpus_per_trial:g}, "
+                             f"the Ray cluster has {cpus:g} CPUs")  # fmt: skip
         if args.overwrite and folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)

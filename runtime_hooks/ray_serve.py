@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from distributed.ray_cluster import connect
+from distributed.ray_cluster import ClusterError, connect
 
 APP = "splitctl-tail"
 
@@ -87,8 +87,18 @@ class TailReplica:
 
 
 def deploy(spec: RunnerSpec, replicas: Replicas):
-    """Run the deployment and return its handle (Ray must be up)."""
+    """Run the deployment and return its handle (Ray must be up). Refuses a minimum
+    of replicas the cluster has no CPUs for (Serve would wait for them forever)."""
+    import ray
     from ray import serve
+
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if replicas.low * spec.threads > cpus:
+        raise ClusterError(
+            f"--replicas {replicas.low}: {replicas.low} replicas of {spec.threads} CPU "
+            f"(--threads) each need {replicas.low * spec.threads} CPUs, the Ray cluster has "
+            f"{cpus:g}"
+        )
 
     class Replica(TailReplica):
         # A batch holds up to max_batch requests, however many calls bring them.
@@ -145,7 +155,14 @@ class RayServeBackend:
     async def start(self) -> None:
         # Ray's start-up blocks for seconds; it runs before the port opens.
         await asyncio.to_thread(connect, self.address, "--ray-address")
-        self.handle = await asyncio.to_thread(deploy, self.spec, self.replicas)
+        try:
+            self.handle = await asyncio.to_thread(deploy, self.spec, self.replicas)
+        except BaseException:
+            if self.address is None:  # Ray was started for this server
+                import ray
+
+                ray.shutdown()
+            raise
         self._queue = asyncio.Queue()
         self._tasks.add(asyncio.create_task(self._dispatch()))
 

@@ -101,6 +101,10 @@ def test_an_unreachable_cluster_is_one_line_and_creates_nothing(tmp_path):
     assert "Traceback" not in done.stderr and not runs.exists()
     bad = run_sweep(path, "--name", "s", "--runs-dir", runs, "--address", "nowhere")
     assert bad.returncode == 2 and "--address: expected HOST:PORT" in bad.stderr
+    big = sweep_file(tmp_path, "trials = 2\ncpus_per_trial = 512", "seed = { int = [0, 3] }")
+    done = run_sweep(big, "--name", "s", "--runs-dir", runs)  # Ray starts, then refuses
+    assert done.returncode == 2 and "cpus_per_trial is 512, the Ray cluster has" in done.stderr
+    assert "Traceback" not in done.stderr and not runs.exists()
 
 
 # -- sweeps on local Ray -------------------------------------------------------------------
@@ -241,14 +245,21 @@ def test_server_backend_flags_are_checked_first(flags, message):
     assert message in str(err.value)
 
 
-def test_a_ray_server_with_an_unreachable_cluster_is_one_line():
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: no Ray cluster answers"),
+        (["--replicas", "64"], "--replicas 64: 64 replicas of 1 CPU (--threads) each need 64 "
+                               "CPUs, the Ray cluster has"),
+    ],
+)  # fmt: skip
+def test_a_ray_server_that_cannot_start_is_one_line(flags, message):
     done = subprocess.run(
-        [sys.executable, "-m", "runtime_hooks.server", "--port", "0", "--backend", "ray",
-         "--ray-address", "127.0.0.1:1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "runtime_hooks.server", "--port", "0", "--backend", "ray", *flags],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "--ray-address 127.0.0.1:1: no Ray cluster answers there" in done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert message in done.stderr
 
 
 def test_the_default_paths_do_not_import_ray():
