@@ -72,7 +72,8 @@ class TailReplica:
     async def run_batch(self, calls: list[list[tuple]]) -> list[list[tuple]]:
         """Each call is a gateway's list of ``(route, tensor)`` requests; every request
         of every call is answered ``(logits, compute seconds, batch size)``, the
-        requests of all calls grouped by route into one batch each."""
+        requests of all calls grouped by route into one batch each; a batch that fails
+        answers its requests with its exception."""
         by_route: dict = {}
         for c, requests in enumerate(calls):
             for i, (route, tensor) in enumerate(requests):
@@ -80,7 +81,12 @@ class TailReplica:
         answers: list[list] = [[None] * len(requests) for requests in calls]
         for route, group in by_route.items():
             batch = np.stack([tensor for _, _, tensor in group])
-            logits, seconds = await asyncio.to_thread(self.runner.run, route, batch)
+            try:
+                logits, seconds = await asyncio.to_thread(self.runner.run, route, batch)
+            except Exception as exc:  # as in-process: this route's requests fail, not all
+                for c, i, _ in group:
+                    answers[c][i] = exc
+                continue
             for (c, i, _), row in zip(group, logits, strict=True):
                 answers[c][i] = (row, seconds, len(group))
         return answers
@@ -191,11 +197,16 @@ class RayServeBackend:
         finally:
             slots.release()
         now = time.perf_counter()
-        for j, (logits, compute_s, size) in zip(jobs, answers, strict=True):
+        for j, answer in zip(jobs, answers, strict=True):
+            if j.future.done():
+                continue
+            if isinstance(answer, Exception):  # its route's batch failed in the replica
+                j.future.set_exception(answer)
+                continue
+            logits, compute_s, size = answer
             self.stats.batch_sizes.append(size)
             self.stats.batches += 1.0 / size  # each request is its batch's 1/size
-            if not j.future.done():
-                j.future.set_result((max(0.0, now - j.queued_at - compute_s), compute_s, logits))
+            j.future.set_result((max(0.0, now - j.queued_at - compute_s), compute_s, logits))
 
     async def infer(self, route, tensor: np.ndarray) -> tuple[float, float, np.ndarray]:
         """``(seconds beyond its batch's compute: queueing and Ray's transport, the
