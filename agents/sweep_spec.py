@@ -205,7 +205,7 @@ def _from_tables(raw: dict, path: Path) -> SweepSpec:
     if scenario is not None:
         scenario = _scenario(scenario, path, "[sweep].scenario")
     spec = SweepSpec(
-        path=path,
+        path=path.resolve(),
         trials=check_integer(
             _need(head, "trials"), "[sweep].trials", low=1, high=100_000, error=SweepError
         ),  # fmt: skip
