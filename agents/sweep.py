@@ -47,7 +47,8 @@ SPEC_COPY = "sweep_spec.json"  # the validated sweep file a resume must match
 
 
 def trial_name(trial_id: str) -> str:
-    """``trial_003`` from Tune's ``<experiment>_00003``: the same across a resume."""
+    """``trial_003`` from Tune's ``<experiment>_00003`` (random search); a searcher's
+    own trial ids (Optuna's) are kept: ``trial_<id>``. Stable across a resume."""
     match = re.search(r"_(\d+)$", trial_id)
     return f"trial_{int(match.group(1)):03d}" if match else f"trial_{trial_id}"
 
