@@ -81,26 +81,7 @@ class System:
         self.thresholds = tuple(float(t) for t in scenario.thresholds)
         self.n_thresholds = len(self.thresholds)
 
-        block_host, exit_host = p.compute_host_s()
-        host_gflops = float(p.block_flops.sum() / block_host.sum()) / 1e9
-        self.host_gflops = host_gflops
-        self.slowdown = host_gflops / self.device.gflops
-        s = self.slowdown
-        if self.device.measured:  # times measured on the device itself, for this model
-            self._check_measured(self.device, p)
-            self.block_dev_s = list(self.device.block_s)
-            self.exit_dev_s = list(self.device.exit_s)
-            self.encode_dev_s = [list(row) for row in self.device.encode_s]
-        else:  # the profile's host times at the device's speed
-            self.block_dev_s = [float(v) * s for v in block_host]
-            self.exit_dev_s = [float(v) * s for v in exit_host]
-            self.encode_dev_s = [[float(v) * s for v in row] for row in p.encode_host_s]
-        # Cumulative device times: blocks 1..b and exits 1..b.
-        self.block_cum = [0.0]
-        self.exit_cum = [0.0]
-        for b in range(self.k):
-            self.block_cum.append(self.block_cum[-1] + self.block_dev_s[b])
-            self.exit_cum.append(self.exit_cum[-1] + self.exit_dev_s[b])
+        self._device_times(p)
         c = self.cloud
         self.cloud_tail_s = [
             float(p.block_host_s[cut:].sum() + p.exit_host_s[-1]) / c.speedup + c.overhead_s
@@ -127,8 +108,39 @@ class System:
         self._inv_deadline = 1.0 / scenario.workload.deadline_s
         self._inv_energy_ref = 1.0 / self.energy_ref_j
         self._inv_money_ref = 1.0 / self.money_ref_usd
-        # Per-sample outcome tables as Python lists: indexing lists is what a step does.
-        split = p.splits[scenario.workload.sample_split]
+        self._sample_tables(p, accuracy_credit)
+        # Leakage the reward charges: 0 where the profile could not measure it (inputs
+        # that are not images; ``profile.meta["leakage_reason"]`` says why).
+        self.leak = p.leakage_or_zero().tolist()
+
+    def _device_times(self, p: Profile) -> None:
+        """Each block's, exit's and codec's time on the device (measured on it for this
+        model, or the profile's host times at its speed), and their running sums."""
+        block_host, exit_host = p.compute_host_s()
+        host_gflops = float(p.block_flops.sum() / block_host.sum()) / 1e9
+        self.host_gflops = host_gflops
+        self.slowdown = host_gflops / self.device.gflops
+        s = self.slowdown
+        if self.device.measured:  # times measured on the device itself, for this model
+            self._check_measured(self.device, p)
+            self.block_dev_s = list(self.device.block_s)
+            self.exit_dev_s = list(self.device.exit_s)
+            self.encode_dev_s = [list(row) for row in self.device.encode_s]
+        else:  # the profile's host times at the device's speed
+            self.block_dev_s = [float(v) * s for v in block_host]
+            self.exit_dev_s = [float(v) * s for v in exit_host]
+            self.encode_dev_s = [[float(v) * s for v in row] for row in p.encode_host_s]
+        # Cumulative device times: blocks 1..b and exits 1..b.
+        self.block_cum = [0.0]
+        self.exit_cum = [0.0]
+        for b in range(self.k):
+            self.block_cum.append(self.block_cum[-1] + self.block_dev_s[b])
+            self.exit_cum.append(self.exit_cum[-1] + self.exit_dev_s[b])
+
+    def _sample_tables(self, p: Profile, accuracy_credit: str) -> None:
+        """Per-sample outcome tables as Python lists: indexing lists is what a step
+        does."""
+        split = p.splits[self.scenario.workload.sample_split]
         self.n_samples = split.n
         # Per threshold and sample, the first early exit (1..K-1) whose confidence
         # reaches the threshold, 0 if none: the exit loop, done once instead of per step.
@@ -153,9 +165,6 @@ class System:
             raise ValueError(
                 f"accuracy_credit must be realized or expected, not {accuracy_credit!r}"
             )
-        # Leakage the reward charges: 0 where the profile could not measure it (inputs
-        # that are not images; ``profile.meta["leakage_reason"]`` says why).
-        self.leak = p.leakage_or_zero().tolist()
 
     @staticmethod
     def _check_measured(device: Device, profile: Profile) -> None:

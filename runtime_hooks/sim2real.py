@@ -216,6 +216,21 @@ def plot(sim_rows: list[dict], real: list, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def write_requests(path: Path, sim_rows: list[dict], real: list) -> None:
+    """One CSV row per request: the simulator's and the real loop's action, latency,
+    path and correctness side by side."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["request", "sim_action", "real_action", "sim_latency_ms", "real_latency_ms",
+                    "sim_offloaded", "real_path", "sim_correct", "real_correct"])  # fmt: skip
+        for i, (s, r) in enumerate(zip(sim_rows, real, strict=True)):
+            w.writerow([
+                i, "/".join(map(str, s["action"])), f"{r.cut}/{r.threshold}/{r.level}",
+                f"{s['latency_s'] * 1e3:.3f}", f"{r.latency_s * 1e3:.3f}", s["offloaded"],
+                r.path, s["correct"], r.correct,
+            ])  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> dict:
     from envs import OffloadEnv, System, load_scenario
     from profiles.multiexit import data_for_profile
@@ -284,16 +299,7 @@ def run(args: argparse.Namespace) -> dict:
         **compare(sim_rows, real),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "requests.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["request", "sim_action", "real_action", "sim_latency_ms", "real_latency_ms",
-                    "sim_offloaded", "real_path", "sim_correct", "real_correct"])  # fmt: skip
-        for i, (s, r) in enumerate(zip(sim_rows, real, strict=True)):
-            w.writerow([
-                i, "/".join(map(str, s["action"])), f"{r.cut}/{r.threshold}/{r.level}",
-                f"{s['latency_s'] * 1e3:.3f}", f"{r.latency_s * 1e3:.3f}", s["offloaded"],
-                r.path, s["correct"], r.correct,
-            ])  # fmt: skip
+    write_requests(args.out / "requests.csv", sim_rows, real)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot(sim_rows, real, args.out / "sim2real.png",
          f"{trace.family}/{trace.name}: latency MAPE {summary['latency_mape']:.1%}, "
