@@ -35,7 +35,7 @@ from pathlib import Path
 
 from agents.sweep_spec import SweepError, SweepSpec, load_sweep, to_toml
 from distributed.ray_cluster import check_address, connect
-from settings.cli import option, output_file, parse, plain_name, run_cli
+from settings.cli import check_options, option, output_file, parse, plain_name, run_cli
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Tune's classic reporter honours verbose=0 (the newer one prints its own tables); the
@@ -44,6 +44,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 INTERRUPTED = 130
 TUNE_DIR = "tune"  # Ray Tune's experiment state, inside runs/NAME
 SPEC_COPY = "sweep_spec.json"  # the validated sweep file a resume must match
+ENDED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial it is done with
 
 
 def trial_name(trial_id: str) -> str:
@@ -227,8 +228,6 @@ class SweepArgs:
     no_progress: bool = option(False, "no progress bar")
 
     def __post_init__(self) -> None:
-        from settings.cli import check_options
-
         check_options(self)
 
     @property
@@ -280,10 +279,10 @@ def run_sweep(args: SweepArgs) -> int:
         total = trial_count(spec)
         print(f"{'resuming' if resuming else 'running'} sweep {folder}: {total} trials, "
               f"{spec.search} search, {spec.scheduler} scheduler, "
-              f"{ray.cluster_resources().get('CPU', 0):g} CPUs", flush=True)  # fmt: skip
+              f"{cpus:g} CPUs", flush=True)  # fmt: skip
         progress = TrialProgress(total, not args.no_progress)
         if resuming:  # the trials that ended before the interruption
-            ended = [s for s in trial_statuses(folder).values() if s in ("TERMINATED", "ERROR")]
+            ended = [s for s in trial_statuses(folder).values() if s in ENDED]
             progress.progress.advance(progress.progress.task_ids[0], len(ended))
         t0 = time.perf_counter()
         with progress.progress:
@@ -296,7 +295,7 @@ def run_sweep(args: SweepArgs) -> int:
     for result in results:
         run = folder / Path(result.path).name
         config = spec.decode(result.config or {})
-        ended = statuses.get(run.name) in ("TERMINATED", "ERROR")
+        ended = statuses.get(run.name) in ENDED
         trials.append(report.summarise_trial(run, config, spec.metric, result.error, ended))
     interrupted = any(t.status == "unfinished" for t in trials) or len(trials) < total
     best = report.best_trial(trials)
@@ -306,21 +305,22 @@ def run_sweep(args: SweepArgs) -> int:
     report.print_table(trials, spec.metric, best)
     report.plot_trials(folder, trials, spec.metric, folder / "trials.png")
     if interrupted:
-        print(
-            f"interrupted after {seconds:.0f} s; the same command resumes it:\n"
-            f"  python -m agents.sweep {args.sweep} --name {args.name}",
-            file=sys.stderr,
-        )
+        again = f"python -m agents.sweep {args.sweep} --name {args.name}"
+        if args.runs_dir != PROJECT_ROOT / "runs":
+            again += f" --runs-dir {args.runs_dir}"
+        if args.address is not None:
+            again += f" --address {args.address}"
+        print(f"interrupted after {seconds:.0f} s; the same command resumes it:\n  {again}",
+              file=sys.stderr)  # fmt: skip
         return INTERRUPTED
     text = json.dumps(summary, indent=2)
     (folder / "sweep.json").write_text(text)
     if args.json is not None:
         args.json.write_text(text)
     failed = sum(t.status == "failed" for t in trials)
-    where = "none" if best is None else f"{best.name} ({spec.metric} {best.score:.4f})"
-    print(f"{len(trials)} trials in {seconds:.0f} s ({failed} failed); best: {where}; "
-          f"copied to {folder / 'best'}" if best else f"no trial reported a validation; "
-          f"{failed} failed")  # fmt: skip
+    where = (f"{best.name} ({spec.metric} {best.score:.4f}), copied to {folder / 'best'}"
+             if best else "none (no trial reported a validation)")  # fmt: skip
+    print(f"{len(trials)} trials in {seconds:.0f} s ({failed} failed); best: {where}")
     return 0
 
 

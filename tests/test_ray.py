@@ -184,6 +184,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "the same command resumes it" in out and not (runs / "r" / "sweep.json").exists()
+    assert f"--name r --runs-dir {runs}" in out  # the command printed is the one to run
     before = {d.name: len(list(csv.DictReader((d / "eval_curve.csv").open())))
               for d in runs.glob("r/trial_*")}  # fmt: skip
     assert before and all(n >= 1 for n in before.values())
