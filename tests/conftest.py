@@ -30,6 +30,9 @@ checkpoint_freq = 1024
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line(
+        "markers", "realtime: asserts wall-clock deadlines; make test runs these on their own"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,9 @@ from runtime_hooks.fleet import (
 from runtime_hooks.sim2real import start_server, stop_server
 from settings.tables import InputError
 
+# Wall-clock deadlines: run without a second worker competing for the cores (Makefile).
+pytestmark = pytest.mark.realtime
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
