@@ -281,7 +281,8 @@ def plan(args: EvalArgs) -> EvalPlan:
 
     from agents.best_fixed import find_best_fixed, find_best_fixed_by_context
     from agents.ppo import check_run_dir, run_scenario_path
-    from envs import OffloadEnv, load_scenario
+    from envs import OffloadEnv
+    from sim import load_scenario
     from traces.sets import group_by_family, load_directory, load_families
 
     if "ppo" in args.names:

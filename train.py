@@ -126,7 +126,7 @@ def plan(args: TrainArgs) -> TrainPlan | None:
     project's input errors (``run_cli`` turns them into one line)."""
     from agents.ppo import RunError, read_run_config
     from agents.training import checkpoints
-    from envs import load_scenario
+    from sim import load_scenario
     from traces.sets import load_families
 
     updates = {"ppo": {}, "eval": {}}

@@ -1,7 +1,8 @@
 """One policy interface for PPO, heuristics, exported policies and the oracle.
 
-Every policy maps an observation (the vector built by ``envs.build_observation``) to
-an action ``(cut, threshold index, compression level)``. Heuristics read the few
+Every policy maps an observation (the vector built by
+``telemetry.observation.build_observation``) to an action ``(cut, threshold index,
+compression level)``. Heuristics read the few
 named features they need through ``ObservationView``. The clairvoyant oracle is the
 one exception: it sets ``privileged = True`` and is handed the simulator instead.
 """

@@ -12,7 +12,7 @@ import numpy as np
 
 from agents.base import ObservationView, action
 from agents.predictor import Predictor
-from envs.system import System
+from sim.system import System
 
 
 def _argbest(values: np.ndarray, mask: np.ndarray | None = None, maximise: bool = False):

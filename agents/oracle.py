@@ -33,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 from envs.offload_env import OffloadEnv
-from envs.system import Outcome
 from envs.wrappers import env_actions
+from sim.system import Outcome
 
 
 class Oracle:

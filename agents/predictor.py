@@ -6,7 +6,7 @@ Here that model is the measured profile itself, on the ``val`` split (never the 
 samples): for every (cut, threshold, level) the expected device time, the probability
 that the request leaves the device, the expected bytes when it does, the expected
 accuracy and leakage. Combined with a bandwidth and RTT estimate it predicts latency
-and energy, with the terms of ``envs.physics`` in expectation. Levels a cut does not
+and energy, with the terms of ``sim.physics`` in expectation. Levels a cut does not
 offer (where a learned bottleneck adds levels at some cuts only) predict infinite
 latency and energy, so that no rule picks them.
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs import physics
-from envs.system import System, early_exit_conf
+from sim import physics
+from sim.system import System, early_exit_conf
 
 
 @dataclass(frozen=True)

@@ -351,7 +351,7 @@ def _check_value(key: str, value: Any, where: str, spec: SweepSpec, tables: dict
 
 def _scenario(value: Any, sweep_file: Path, where: str) -> Path:
     """A scenario path relative to the sweep file, loaded (and so checked) now."""
-    from envs.scenario import load_scenario
+    from sim.scenario import load_scenario
 
     if not isinstance(value, str) or not value:
         raise SweepError(f"{where}: a scenario is a path, got {value!r}")

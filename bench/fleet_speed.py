@@ -44,7 +44,7 @@ def fleet_device_steps_per_second(fleet, steps: int, workload: str, seed: int) -
 
 def main(argv: list[str] | None = None) -> dict:
     from envs.fleet_env import OffloadFleetEnv
-    from envs.scenario import load_scenario
+    from sim.scenario import load_scenario
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,64,256")

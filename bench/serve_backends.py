@@ -54,9 +54,9 @@ def started_in(server_args: list[str]) -> float:
 
 def fleet_load(server_args: list[str], devices: int, requests: int) -> dict:
     from agents.base import FixedPolicy
-    from envs.scenario import load_scenario
     from runtime_hooks.fleet import fleet_traces, fleet_workload, run_fleet
     from runtime_hooks.sim2real import start_server, stop_server
+    from sim.scenario import load_scenario
 
     scenario = load_scenario(ROOT / "envs" / "scenarios" / "fleet.toml")
     work = fleet_workload(scenario, fleet_traces(None), devices, requests, seed=0)

@@ -6,7 +6,7 @@ Each sub-environment is one device of the fleet with its own trace, battery, arr
 and samples, exactly as ``OffloadEnv`` simulates one device (the same physics, written
 over arrays: with N = 1 and an unlimited cloud the two give the same floats). What
 couples the devices is the cloud: every step, the requests the devices offload reach
-the shared serving tier (``envs.cloud_capacity``) in order of their arrival there, and
+the shared serving tier (``sim.cloud``) in order of their arrival there, and
 wait for a worker (IaaS) or an instance (FaaS) when it is full.
 
 ## Action space
@@ -44,9 +44,9 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from envs.cloud_capacity import Capacity, SharedCloud, batch_seconds
 from envs.offload_env import OffloadEnv
-from envs.scenario import Scenario, ScenarioError, load_scenario
+from sim.cloud import Capacity, SharedCloud, batch_seconds
+from sim.scenario import Scenario, ScenarioError, load_scenario
 from telemetry.observation import N_TPUT_SAMPLES, OBS_DIM, OBS_HIGH, OBS_LOW
 from traces.bank import TraceBank
 
@@ -334,7 +334,7 @@ class OffloadFleetEnv(VectorEnv):
         done = np.where(off, tx_end + rtt + cloud_s, start + device_s)
         latency = done - arrival
 
-        # Energy (Huang et al. 2012 for the radio, as ``envs.physics``) and money.
+        # Energy (Huang et al. 2012 for the radio, as ``sim.physics``) and money.
         left = self.radio_tail_end - tx_start
         tail_left_j = np.where(left > 0, self._tail_w * np.minimum(left, self._tail_s), 0.0)
         tail_j = np.where(off, self._tail_w * self._tail_s - tail_left_j, 0.0)

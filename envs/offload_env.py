@@ -14,11 +14,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs import physics
-from envs.scenario import Scenario, load_scenario
-from envs.system import Outcome, System
 from profiles.catalog import Catalog, Radio
 from profiles.profile_io import load_profile
+from sim import physics
+from sim.scenario import Scenario, load_scenario
+from sim.system import Outcome, System
 from telemetry.observation import (
     OBS_DIM,
     OBS_HIGH,
@@ -96,7 +96,7 @@ class OffloadEnv(gym.Env):
     know itself.
 
     ## Rewards
-    Per request, with the scenario's weights (``envs.scenario.RewardWeights``)::
+    Per request, with the scenario's weights (``sim.scenario.RewardWeights``)::
 
         r = accuracy * correct - latency * min(L / D, 4) - deadline_miss * [L > D]
             - energy * (1 + energy_battery_gain * (1 - battery)) * E / E_ref
@@ -398,7 +398,7 @@ class OffloadEnv(gym.Env):
         return cut, thr, level
 
     def simulate(self, cut: int, thr: int, level: int) -> Outcome:
-        """What the current request would do under an action (``envs.physics``). Pure:
+        """What the current request would do under an action (``sim.physics``). Pure:
         changes nothing, so the oracle can ask it about every action."""
         return physics.request(self.system, self.state, cut, thr, level, self._deadline_s)
 

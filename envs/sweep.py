@@ -24,8 +24,8 @@ from rich.table import Table
 from agents.base import FixedPolicy
 from agents.rollout import make_specs, run_many
 from envs.offload_env import OffloadEnv
-from envs.scenario import load_scenario
 from envs.wrappers import env_actions
+from sim.scenario import load_scenario
 from traces.sets import load_families
 
 console = Console()

@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     from agents.metrics import episode_rewards, mean_ci95, paired_difference, subset
     from agents.ppo import load_ppo
     from agents.rollout import run_many
-    from envs import OffloadEnv, load_scenario
+    from envs import OffloadEnv
     from evaluate import episode_specs
+    from sim import load_scenario
     from telemetry.observation import OBS_DIM
     from traces.sets import load_families
 

@@ -31,8 +31,9 @@ def training_env(inner: Callable | None = None):
     the configured accuracy credit, held decisions, the flat action space), with
     ``inner`` wrapped around the ``OffloadEnv`` itself when given."""
     from agents.hyperparams import load_hyperparams
-    from envs import OffloadEnv, load_scenario
+    from envs import OffloadEnv
     from envs.wrappers import ActionRepeat, DistinctActions
+    from sim import load_scenario
 
     cfg = load_hyperparams().ppo
     env = OffloadEnv(
@@ -69,7 +70,7 @@ def train_variant(
     from agents.ppo import ObsNormalizer
     from agents.rollout import run_many
     from agents.training import normalized, ppo_kwargs, validation_episodes
-    from envs import load_scenario
+    from sim import load_scenario
     from traces.sets import load_families
 
     torch.set_num_threads(1)
@@ -128,7 +129,8 @@ def best_normalizer(out: Path):
 
 def evaluation_env():
     """The evaluation's environment: every family's test traces, test images."""
-    from envs import OffloadEnv, load_scenario
+    from envs import OffloadEnv
+    from sim import load_scenario
     from traces.sets import load_families
 
     scenario = load_scenario(None)

@@ -3,7 +3,7 @@
     python -m profiles.measure_cloud [--scenario S] [--batch-sizes 1,2,4,8,16,32,64]
                                      [--repeats 15] [--out FILE]
 
-A shared cloud (``envs.cloud_capacity``) serves a fleet's requests in batches: a worker
+A shared cloud (``sim.cloud``) serves a fleet's requests in batches: a worker
 takes up to ``max_batch`` waiting requests of one cut and runs their tail at once. How
 long a batch of ``b`` takes is measured here, not assumed: ``TailRunner.run`` (the
 exact code the server runs) on real test inputs carried to each cut by the model's

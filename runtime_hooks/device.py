@@ -41,7 +41,6 @@ from typing import IO
 
 import numpy as np
 
-from envs import physics
 from profiles.multiexit import to_model_input
 from runtime_hooks import protocol as P
 from runtime_hooks.cloud_link import ServerError
@@ -59,6 +58,7 @@ from settings.cli import (
     run_cli,
 )
 from settings.cli import seed as seed_range
+from sim import physics
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "runs" / "default" / "policy.npz"
 
@@ -205,9 +205,9 @@ class DeviceLoop:
         any callable returning an object with ``percent``."""
         import torch
 
-        from envs import Scenario, System, load_scenario
         from profiles.bottleneck import load_for_profile
         from profiles.multiexit import model_for_profile
+        from sim import Scenario, System, load_scenario
 
         torch.set_num_threads(1)
         if not isinstance(scenario, Scenario):
@@ -678,10 +678,10 @@ class DeviceArgs:
 
 
 def run_device(args: DeviceArgs) -> int:
-    from envs import load_scenario
     from profiles.multiexit import data_for_profile
     from runtime_hooks.policy_file import NumpyPolicy
     from runtime_hooks.relay import RelayThread, ShapingRelay, uplink_for
+    from sim import load_scenario
 
     scenario = load_scenario(args.scenario)
     server = args.address

@@ -22,7 +22,9 @@ def export_run(run_dir: str | Path, best: bool = True):
     """``(NumpyPolicy, PPOPolicy, OffloadEnv)`` for a run: the exported policy, the SB3
     one it came from, and an environment of the run's scenario to check them on."""
     from agents.ppo import check_run_dir, load_ppo, run_scenario_path
-    from envs import OBS_DIM, OffloadEnv, load_scenario
+    from envs import OffloadEnv
+    from sim import load_scenario
+    from telemetry.observation import OBS_DIM
 
     check_run_dir(run_dir, best)  # a clear error for a missing or incomplete run first
     scenario = load_scenario(run_scenario_path(run_dir))
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", type=int, default=10_000, help="observations to compare")
     args = parser.parse_args(argv)
     from agents.ppo import RunError
-    from envs import ScenarioError
+    from sim import ScenarioError
 
     try:
         policy, ppo, env = export_run(args.run, best=not args.final)

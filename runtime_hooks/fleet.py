@@ -109,12 +109,12 @@ def run_fleet(
     the module's JSON) and, under ``results``, each device's ``RequestResult`` list."""
     import torch
 
-    from envs import System
     from profiles.bottleneck import load_for_profile
     from profiles.multiexit import data_for_profile, model_for_profile
     from runtime_hooks.controller import BatteryMonitor, Controller
     from runtime_hooks.device import DeviceLoop, device_context, device_policy
     from runtime_hooks.relay import RelayThread, ShapingRelay
+    from sim import System
 
     ensure_file_descriptors(len(work))
     torch.set_num_threads(1)
@@ -247,8 +247,8 @@ def fleet_traces(trace_dir: Path | None):
 
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
-        from envs import load_scenario
         from runtime_hooks.device import server_address
+        from sim import load_scenario
 
         args = parse(FleetArgs, argv, __doc__.splitlines()[0])
         address = server_address(args.server)

@@ -184,8 +184,8 @@ class RelayThread:
 
 def uplink_for(trace_path: str, scenario=None) -> Trace:
     """A trace file as the uplink the scenario's radio for its family sees."""
-    from envs import load_scenario
     from profiles.catalog import load_catalog
+    from sim import load_scenario
     from traces.loaders import load_trace
 
     scenario = scenario or load_scenario()

@@ -16,7 +16,7 @@ waiting (up to ``--max-batch``), groups them by cut and runs each group's tail i
 worker thread, so the event loop keeps serving sockets while the model computes;
 ``--workers W`` runs W such batchers, each with its own thread. ``--emulate-cloud``
 pads each batch to the time the scenario's cloud takes for its size, as the fleet
-simulator charges it (``envs.cloud_capacity``): two cores cannot be the serving tier
+simulator charges it (``sim.cloud``): two cores cannot be the serving tier
 a fleet saturates, but they can keep time like it. A
 bad request gets an error frame and the connection lives on; a broken header (the
 stream can no longer be framed) gets an error frame and the connection is closed.

@@ -76,9 +76,9 @@ def load_runner(scenario=None, device: str = "cpu", weights=None, threads: int =
     weights instead (checked the same way)."""
     import torch
 
-    from envs.scenario import Scenario, load_scenario
     from profiles.multiexit import model_for_profile, model_hash
     from profiles.profile_io import load_profile
+    from sim.scenario import Scenario, load_scenario
 
     torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -87,8 +87,8 @@ def load_runner(scenario=None, device: str = "cpu", weights=None, threads: int =
         scenario = load_scenario(scenario)
     batch_seconds = None
     if emulate_cloud:
-        from envs.cloud_capacity import batch_seconds as cloud_batch_seconds
-        from envs.system import System
+        from sim.cloud import batch_seconds as cloud_batch_seconds
+        from sim.system import System
 
         batch_seconds = cloud_batch_seconds(System(scenario), scenario.capacity, max_batch)
     profile = load_profile(scenario.profile)

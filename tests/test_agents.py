@@ -9,7 +9,8 @@ from agents.oracle import LabelBlindOracle, Oracle
 from agents.planner import DevicePlanner, ForesightPlanner
 from agents.predictor import Predictor
 from agents.rollout import make_specs, run_many
-from envs import ObservationContext, OffloadEnv, Telemetry, build_observation
+from envs import OffloadEnv
+from telemetry.observation import ObservationContext, Telemetry, build_observation
 from traces.sets import load_families
 
 

@@ -7,8 +7,10 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs  # noqa: F401  (registers Offload-v0)
-from envs import OffloadEnv, load_scenario
-from envs.scenario import Battery, Workload
+from envs import OffloadEnv
+from sim import load_scenario
+from sim.scenario import Battery, Workload
+from telemetry.observation import OBS_NAMES
 from traces import Trace
 
 RATE = 2e6  # bit/s
@@ -172,7 +174,7 @@ def test_same_seed_same_episode_bit_for_bit():
 def test_restore_replays_a_snapshot_exactly_and_more_than_once():
     """Planners try action sequences from a snapshot: every replay must be the episode
     itself, probes (which change the telemetry) included."""
-    from envs.scenario import Probe
+    from sim.scenario import Probe
 
     env = OffloadEnv(load_scenario().with_updates(probe=Probe(interval_s=2.0, bytes=1500)),
                      trace_source="builtin", episode_requests=40)  # fmt: skip
@@ -232,7 +234,7 @@ def test_out_of_range_actions_are_named(action, message):
 def test_observation_uses_only_device_knowledge():
     env = constant_env()
     obs, _ = env.reset(seed=0)
-    names = envs.OBS_NAMES
+    names = OBS_NAMES
     assert obs.shape == (len(names),)
     view = dict(zip(names, obs, strict=True))
     lte = env.system.catalog.radio("lte")
@@ -246,7 +248,7 @@ def test_observation_uses_only_device_knowledge():
 
 
 def test_background_probes_refresh_the_estimate_and_are_charged():
-    from envs.scenario import Probe
+    from sim.scenario import Probe
 
     env = constant_env(rate_hz=0.5)
     env = OffloadEnv(env.scenario.with_updates(probe=Probe(interval_s=3.0, bytes=1500)),

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers OffloadFleet-v0)
-from envs.cloud_capacity import Capacity, SharedCloud
 from envs.fleet_env import FLEET_OBS_DIM, OffloadFleetEnv
 from envs.offload_env import OffloadEnv
-from envs.scenario import ScenarioError, load_scenario
+from sim.cloud import Capacity, SharedCloud
+from sim.scenario import ScenarioError, load_scenario
 from traces.bank import TraceBank
 from traces.trace import Trace
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from agents.base import FixedPolicy
-from envs import load_scenario
 from runtime_hooks.fleet import (
     FLEET_SCENARIO,
     ensure_file_descriptors,
@@ -20,6 +19,7 @@ from runtime_hooks.fleet import (
 )
 from runtime_hooks.sim2real import start_server, stop_server
 from settings.tables import InputError
+from sim import load_scenario
 
 # Wall-clock deadlines: run without a second worker competing for the cores (Makefile).
 pytestmark = pytest.mark.realtime

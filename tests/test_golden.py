@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from golden.record import FLEET_CASES, GOLDEN, SINGLE_CASES, record_fleet, record_single
 
 

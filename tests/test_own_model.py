@@ -145,7 +145,8 @@ def test_the_profile_follows_the_model(own):
 def test_the_environment_follows_the_profile(own):
     from gymnasium.utils.env_checker import check_env
 
-    from envs import OffloadEnv, load_scenario
+    from envs import OffloadEnv
+    from sim import load_scenario
 
     _, scenario, _ = own
     env = OffloadEnv(load_scenario(scenario), trace_source="builtin", episode_requests=50)
@@ -311,8 +312,8 @@ def test_bad_data_is_one_line_naming_it(tmp_path, ref, message):
 
 
 def test_a_device_measured_with_the_model_replaces_flop_scaling(own, tmp_path):
-    from envs import System, load_scenario
     from profiles.catalog import CatalogError
+    from sim import System, load_scenario
 
     folder, scenario, _ = own
     catalog = tmp_path / "device.toml"
@@ -364,8 +365,9 @@ def own_bottleneck(own, tmp_path_factory):
 
 
 def test_a_bottleneck_is_a_level_of_its_cut_only(own_bottleneck):
-    from envs import OffloadEnv, load_scenario
+    from envs import OffloadEnv
     from envs.wrappers import env_actions
+    from sim import load_scenario
 
     *_, scenario = own_bottleneck
     env = OffloadEnv(load_scenario(scenario), trace_source="builtin", episode_requests=20)

@@ -203,9 +203,9 @@ def test_ray_serve_answers_the_device_loop_as_the_in_process_backend(tmp_path):
     """Real device loops (two devices: the full model and the tail from cut 2) against
     the server with each backend: the same requests get the same answers."""
     from agents.base import FixedPolicy
-    from envs.scenario import load_scenario
     from runtime_hooks.fleet import fleet_traces, fleet_workload, run_fleet
     from runtime_hooks.sim2real import start_server, stop_server
+    from sim.scenario import load_scenario
 
     scenario_path = ROOT / "envs" / "scenarios" / "fleet.toml"
     scenario = load_scenario(scenario_path)

@@ -103,7 +103,7 @@ def test_policy_file_errors_name_the_problem(tmp_path):
 
 
 def test_device_refuses_a_policy_of_another_scenario(tmp_path):
-    from envs import load_scenario
+    from sim import load_scenario
 
     text = (ROOT / "envs" / "default_scenario.toml").read_text()
     other = tmp_path / "other.toml"

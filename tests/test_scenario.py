@@ -1,6 +1,6 @@
 import pytest
 
-from envs.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario
+from sim.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario
 
 
 def test_default_scenario_loads_and_matches_the_dataclass_defaults():
@@ -55,8 +55,9 @@ def test_unknown_device_or_radio_is_named_when_the_scenario_loads(tmp_path):
 
 
 def test_unknown_device_in_a_python_scenario_fails_when_the_env_is_built():
-    from envs import OffloadEnv, Scenario
+    from envs import OffloadEnv
     from profiles.catalog import CatalogError
+    from sim import Scenario
 
     with pytest.raises(CatalogError, match=r"no \[devices.toaster\]"):
         OffloadEnv(Scenario(device="toaster"), trace_source="builtin")
@@ -105,7 +106,7 @@ def test_unknown_keys_and_non_integers_are_refused(tmp_path, old, new, message):
     ],
 )
 def test_a_scenario_built_in_python_is_validated_like_a_file(build, message):
-    from envs import scenario as m
+    from sim import scenario as m
 
     with pytest.raises(ScenarioError, match=message):
         build(m)

@@ -43,7 +43,7 @@ STEPS = 300
 
 
 def _scenario(name: str, probe: bool = False):
-    from envs.scenario import load_scenario
+    from sim.scenario import load_scenario
 
     root = HERE.parent.parent
     if name in ("default", "faas"):
@@ -84,8 +84,8 @@ def record_single(case: dict) -> dict[str, np.ndarray]:
 
 def record_fleet(case: tuple) -> dict[str, np.ndarray]:
     """A fleet's steps (autoreset included) under random actions."""
-    from envs.cloud_capacity import Capacity
     from envs.fleet_env import OffloadFleetEnv
+    from sim.cloud import Capacity
 
     scenario_name, devices, steps, concurrency = case
     capacity = None if concurrency is None else Capacity(concurrency=concurrency)

@@ -19,13 +19,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from envs.scenario import Scenario
 from profiles.catalog import Catalog, Cloud, Device, Radio, load_catalog
 from profiles.profile_io import Profile, load_profile
+from sim.scenario import Scenario
 
 
 class Outcome(NamedTuple):
-    """Everything one request did (built by ``envs.physics``, by keyword). Times in
+    """Everything one request did (built by ``sim.physics``, by keyword). Times in
     seconds, energy in joules, money in USD. (A NamedTuple: the simulator builds one per
     request, and this is the fastest.)"""
 
@@ -201,7 +201,7 @@ class System:
         leakage: float,
         battery_level: float,
     ) -> float:
-        """The scenario's reward for one request (see ``envs.scenario.RewardWeights``)."""
+        """The scenario's reward for one request (see ``sim.scenario.RewardWeights``)."""
         acc, lat, miss, energy, gain, money, leak = self._weights
         ratio = latency_s * self._inv_deadline
         return (

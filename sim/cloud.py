@@ -57,7 +57,7 @@ class Capacity:
     )  # fmt: skip
 
     def __post_init__(self) -> None:
-        from envs.scenario import ScenarioError
+        from sim.scenario import ScenarioError
 
         check_fields(self, "capacity", ScenarioError)
 

@@ -24,7 +24,7 @@ to ``block_seconds`` / ``exit_seconds``, so sim-to-real compares like with like.
 
 from __future__ import annotations
 
-from envs.system import Outcome, System
+from sim.system import Outcome, System
 
 
 # -- the device ------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from envs.cloud_capacity import Capacity
 from profiles import DEFAULT_CATALOG, DEFAULT_PROFILE
 from profiles.multiexit import resolve_reference
 from settings.tables import (
@@ -29,8 +28,9 @@ from settings.tables import (
     number,
     read_toml,
 )
+from sim.cloud import Capacity
 
-DEFAULT_SCENARIO = Path(__file__).resolve().parent / "default_scenario.toml"
+DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "envs" / "default_scenario.toml"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TABLES = (
     "scenario", "radio", "thresholds", "workload", "battery", "probe", "reward", "capacity",
@@ -195,7 +195,7 @@ class Scenario:
     fleet: Fleet = custom(lambda v, w: _section_of(Fleet, v, w), default_factory=Fleet)
     capacity: Capacity = custom(
         lambda v, w: _section_of(Capacity, v, w), default_factory=Capacity,
-        doc="the cloud's size when a fleet shares it (envs.cloud_capacity)",
+        doc="the cloud's size when a fleet shares it (sim.cloud)",
     )  # fmt: skip
     source: str = "built-in defaults"
 
