@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim import physics
-from sim.system import System, early_exit_conf
+from sim.system import System, early_exit_conf, first_exits
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,9 @@ class Predictor:
         block_cum, exit_cum = np.array(s.block_cum), np.array(s.exit_cum)
         for t, threshold in enumerate(s.thresholds):
             early = threshold <= 1.0
-            fires = early_conf >= threshold if early else np.zeros_like(early_conf, bool)
-            # First exit (1-based block) that fires, K when none does before the last block.
-            first = np.where(fires.any(0), fires.argmax(0) + 1, k)
+            first = first_exits(early_conf, threshold)  # 0 where no early exit fires
             for cut in range(k + 1):
-                stop = np.where(first <= min(cut, k - 1), first, 0)  # 0: no early exit
+                stop = np.where(first <= cut, first, 0)  # ``physics.answering_exit``
                 exited = stop > 0
                 local_ok = exit_ok[np.maximum(stop - 1, 0), np.arange(len(stop))]
                 # physics.device_seconds for every sample at once, an exit having fired
@@ -90,9 +88,8 @@ class Predictor:
         """Expected device energy of every action: compute, transmit, and the part of
         the radio tail the request is expected to keep alive (``tail_share_s``)."""
         st, s = self.stats, self.system
-        bw = max(bandwidth_bps, 1.0)
-        tx = st.bytes_sent * 8.0 / bw
         cloud = np.concatenate([st.cloud_s, [0.0]])[:, None, None]
-        radio_j = radio.transmit_power_w(bw) * tx + radio.tail_w * min(tail_share_s, radio.tail_s)
-        idle_j = s.device.idle_power_w * (rtt_s + cloud)
-        return s.device.active_power_w * st.device_s + st.p_offload * (radio_j + idle_j)
+        return physics.expected_energy_j(
+            s.device, radio, st.device_s, st.p_offload, st.bytes_sent, cloud, bandwidth_bps,
+            rtt_s, tail_share_s,
+        )  # fmt: skip

@@ -199,7 +199,6 @@ class OffloadEnv(gym.Env):
             for name, radio in s.catalog.radios.items()
         }  # fmt: skip
         # Looked up once: ``step`` runs hundreds of thousands of times per training run.
-        self._inv_capacity = 1.0 / s.battery_capacity_j
         self._idle_w = s.device.idle_power_w
         self._probe_interval_s = scenario.probe.interval_s
         self._deadline_s = self._w.deadline_s
@@ -231,8 +230,7 @@ class OffloadEnv(gym.Env):
             now = self.decision_time()
         # Requests that arrived by ``now`` and wait behind the current one.
         queue = bisect_right(st.arrivals, now, st.index + 1) - st.index - 1
-        battery = st.battery_j if st.battery_j > 0.0 else 0.0
-        self.telemetry.battery_level = battery * self._inv_capacity
+        self.telemetry.battery_level = physics.battery_level(self.system, st.battery_j)
         return build_observation(self.telemetry, now, now - arrival, queue, st.context)
 
     def observe(self) -> np.ndarray:
@@ -415,8 +413,8 @@ class OffloadEnv(gym.Env):
         if tx_end > nxt:
             return 0.0, 0.0  # would still be in flight at the decision: not sent yet
         tx_s = tx_end - tp
-        tail_j = radio.tail_charge_j(tp, st.radio_tail_end_s)
-        energy = radio.transmit_power_w(probe.bytes * 8.0 / max(tx_s, 1e-9)) * tx_s + tail_j
+        tx_j, tail_j = physics.upload_energy_j(radio, tp, tx_s, probe.bytes, st.radio_tail_end_s)
+        energy = tx_j + tail_j
         st.radio_tail_end_s = tel.radio_tail_end_s = tx_end + radio.tail_s
         st.battery_j -= energy
         tel.record_transfer(tx_end, probe.bytes, tx_s)

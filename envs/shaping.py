@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+from sim import physics
+
 
 class _Potential(gym.Wrapper):
     """Adds ``discount * phi(s') - phi(s)`` to the reward; ``info["unshaped_reward"]``
@@ -44,13 +46,11 @@ class _Potential(gym.Wrapper):
     def potential(self) -> float:
         raise NotImplementedError
 
-    def _battery(self) -> float:
-        env = self.env.unwrapped
-        return max(env.state.battery_j, 0.0) / env.system.battery_capacity_j
-
     def _energy_value(self, joules: float) -> float:
         """The reward's energy term alone for ``joules`` at the current battery level."""
-        return -self.env.unwrapped.system.reward(0.0, 0.0, joules, 0.0, 0.0, self._battery())
+        env = self.env.unwrapped
+        level = physics.battery_level(env.system, env.state.battery_j)
+        return -env.system.reward.energy_only(joules, level)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -75,7 +75,7 @@ class TailPotential(_Potential):
         st = env.state
         if st is None or st.index >= len(st.arrivals):
             return 0.0
-        tail_j = st.radio.tail_left_j(env.decision_time(), st.radio_tail_end_s)
+        tail_j = physics.radio_tail_left_j(st.radio, env.decision_time(), st.radio_tail_end_s)
         return self._energy_value(tail_j) if tail_j > 0.0 else 0.0
 
 
@@ -108,7 +108,7 @@ class RegimePotential(_Potential):
             return 0.0
         now = env.decision_time()
         phi = 0.0
-        if st.radio.tail_left_j(now, st.radio_tail_end_s) > 0.0:
+        if physics.radio_tail_left_j(st.radio, now, st.radio_tail_end_s) > 0.0:
             phi += self.tail_share * self._energy_value(st.radio.tail_w * st.radio.tail_s)
         if s.is_faas and now - st.cloud_last_use_s <= s.cloud.keep_alive_s:
             phi += self.cold_value

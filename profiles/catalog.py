@@ -60,18 +60,6 @@ class Radio:
         """Power while sending at ``uplink_bps`` (Huang et al. 2012: beta + alpha_u * u)."""
         return self.base_w + self.per_mbps_w * uplink_bps / 1e6
 
-    def tail_left_j(self, now_s: float, tail_end_s: float) -> float:
-        """Energy of the high-power tail still to run at ``now_s`` when the last
-        upload's tail ends at ``tail_end_s``."""
-        left = tail_end_s - now_s
-        return self.tail_w * (left if left < self.tail_s else self.tail_s) if left > 0 else 0.0
-
-    def tail_charge_j(self, start_s: float, tail_end_s: float) -> float:
-        """Tail energy an upload starting at ``start_s`` is charged (Huang et al. 2012):
-        a full tail, less the unused part of the previous upload's tail, which ends at
-        ``tail_end_s``."""
-        return self.tail_w * self.tail_s - self.tail_left_j(start_s, tail_end_s)
-
     def uplink(self, trace):
         """A measured capacity trace as this radio's uplink: times ``uplink_ratio``,
         capped at ``max_uplink_bps``, with this radio's RTT."""

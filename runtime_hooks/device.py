@@ -518,11 +518,11 @@ class DeviceLoop:
 
     def _upload_energy(self, sent_at: float, nbytes: int, tx_s: float) -> float:
         """Transmit energy plus the radio tail, less the part of the previous tail this
-        upload reuses (``Radio.tail_charge_j``, as in the simulator)."""
+        upload reuses (``sim.physics.upload_energy_j``, as in the simulator)."""
         radio = self.radio
-        tail_j = radio.tail_charge_j(sent_at, self._radio_tail_end)
+        tx_j, tail_j = physics.upload_energy_j(radio, sent_at, tx_s, nbytes, self._radio_tail_end)
         self._radio_tail_end = sent_at + tx_s + radio.tail_s
-        return radio.transmit_power_w(nbytes * 8.0 / tx_s) * tx_s + tail_j
+        return tx_j + tail_j
 
     # -- many requests ---------------------------------------------------------------
     def run(

@@ -21,6 +21,7 @@ import numpy as np
 
 from profiles.catalog import Catalog, Cloud, Device, Radio, load_catalog
 from profiles.profile_io import Profile, load_profile
+from sim.reward import Reward
 from sim.scenario import Scenario
 
 
@@ -95,19 +96,8 @@ class System:
         w = scenario.reward
         self.energy_ref_j = battery / w.requests_per_charge
         self.money_ref_usd = w.money_ref_usd
-        # Reward constants, unpacked once: the reward is computed for every request.
-        self._weights = (
-            w.accuracy,
-            w.latency,
-            w.deadline_miss,
-            w.energy,
-            w.energy_battery_gain,
-            w.money,
-            w.leakage,
-        )
-        self._inv_deadline = 1.0 / scenario.workload.deadline_s
-        self._inv_energy_ref = 1.0 / self.energy_ref_j
-        self._inv_money_ref = 1.0 / self.money_ref_usd
+        # The reward of a request (``sim.reward``), for one request or a batch.
+        self.reward = Reward(w, scenario.workload.deadline_s, self.energy_ref_j, w.money_ref_usd)
         self._sample_tables(p, accuracy_credit)
         # Leakage the reward charges: 0 where the profile could not measure it (inputs
         # that are not images; ``profile.meta["leakage_reason"]`` says why).
@@ -146,7 +136,7 @@ class System:
         # reaches the threshold, 0 if none: the exit loop, done once instead of per step.
         self.has_exit = p.has_exit
         early = early_exit_conf(split, self.has_exit)
-        self.first_exit = [_first_exits(early, t) for t in self.thresholds]
+        self.first_exit = [first_exits(early, t).tolist() for t in self.thresholds]
         self.exit_ok = split.exit_correct.tolist()
         self.sent = split.sent_bytes.tolist()
         self.final_ok = split.final_correct.tolist()
@@ -192,27 +182,6 @@ class System:
             return c.price_per_request + c.price_per_gb_s * c.memory_gb * billed
         return c.price_per_s * busy_s / c.utilisation
 
-    def reward(
-        self,
-        correct: bool,
-        latency_s: float,
-        energy_j: float,
-        money_usd: float,
-        leakage: float,
-        battery_level: float,
-    ) -> float:
-        """The scenario's reward for one request (see ``sim.scenario.RewardWeights``)."""
-        acc, lat, miss, energy, gain, money, leak = self._weights
-        ratio = latency_s * self._inv_deadline
-        return (
-            acc * correct
-            - lat * (ratio if ratio < 4.0 else 4.0)
-            - (miss if ratio > 1.0 else 0.0)
-            - energy * (1.0 + gain * (1.0 - battery_level)) * energy_j * self._inv_energy_ref
-            - money * money_usd * self._inv_money_ref
-            - leak * leakage
-        )
-
     def describe(self) -> dict:
         return {
             "device": self.device.name,
@@ -235,12 +204,13 @@ def early_exit_conf(split, has_exit) -> np.ndarray:
     return conf
 
 
-def _first_exits(conf, threshold: float) -> list[int]:
-    """For each sample, 1 + the index of the first row of ``conf`` (blocks x samples)
-    at or above ``threshold``; 0 where none is."""
+def first_exits(conf, threshold: float) -> np.ndarray:
+    """For each sample, the first early exit (1-based block: 1 + the index of the first
+    row of ``conf``, blocks x samples) whose confidence reaches ``threshold``; 0 where
+    none does. The exit rule, done once per threshold instead of per request."""
     fires = np.asarray(conf) >= threshold
     first = np.argmax(fires, axis=0) + 1
-    return np.where(fires.any(axis=0), first, 0).tolist()
+    return np.where(fires.any(axis=0), first, 0)
 
 
 def _calibrated_credit(split, n_bins: int = 20) -> tuple[list, list]:

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 N_TPUT_SAMPLES = 5
+RTT_ALPHA = 0.125  # weight of the newest RTT sample in the smoothed RTT (RFC 6298)
+NO_SAMPLE_LOG10_MBPS = -3.0  # the throughput features before any transfer (1 kbit/s)
+NO_SAMPLE_AGE_S = 1e4  # the age of the newest sample when there is none
 OBS_NAMES = (
     "tput_last_log10_mbps",
     "tput_prev_log10_mbps",
@@ -49,7 +52,15 @@ OBS_LOW, OBS_HIGH = -10.0, 10.0
 
 
 def _log_mbps(bps: float) -> float:
+    """A throughput feature: log10 Mbit/s, floored at 1 kbit/s."""
     return math.log10((bps if bps > 1e3 else 1e3) / 1e6)
+
+
+def smoothed(average, sample, weight: float):
+    """An exponentially weighted running average after one more ``sample`` (floats or
+    arrays): every running average of the telemetry (the RTT, a fleet's server
+    queueing time) is this one."""
+    return (1 - weight) * average + weight * sample
 
 
 @dataclass
@@ -77,9 +88,9 @@ class Telemetry:
             self._inverse.append(1.0 / (bps if bps > 1.0 else 1.0))
             self._estimate_bps = len(self._inverse) / sum(self._inverse)
 
-    def record_rtt(self, rtt_s: float, alpha: float = 0.125) -> None:
+    def record_rtt(self, rtt_s: float) -> None:
         """RFC 6298-style smoothed RTT."""
-        self.rtt_est_s = (1 - alpha) * self.rtt_est_s + alpha * rtt_s
+        self.rtt_est_s = smoothed(self.rtt_est_s, rtt_s, RTT_ALPHA)
 
     def relative_to(self, t0: float) -> Telemetry:
         """A copy with every time moved to a clock whose zero is ``t0``."""
@@ -129,10 +140,10 @@ def build_observation(
     deadline_s, tail_s, keep_alive_s = ctx.deadline_s, ctx.tail_s, ctx.keep_alive_s
     logs = tel._logs
     n = len(logs)
-    last = logs[-1] if n else -3.0
+    last = logs[-1] if n else NO_SAMPLE_LOG10_MBPS
     prev = logs[-2] if n > 1 else last
     prev2 = logs[-3] if n > 2 else prev
-    age = now_s - tel.tput[-1][0] if n else 1e4
+    age = now_s - tel.tput[-1][0] if n else NO_SAMPLE_AGE_S
     cut, thr, lvl = tel.last_action
     tail_left = tel.radio_tail_end_s - now_s
     since_cloud = (now_s - tel.last_cloud_use_s) / keep_alive_s if keep_alive_s > 0 else 2.0

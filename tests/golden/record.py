@@ -64,7 +64,8 @@ def record_single(case: dict) -> dict[str, np.ndarray]:
     from envs.offload_env import OffloadEnv
 
     env = OffloadEnv(
-        _scenario("default", case["probe"]), trace_split="test", episode_requests=64,
+        _scenario("default", case["probe"]), trace_source="builtin", trace_split="test",
+        episode_requests=64,
         accuracy_credit=case["accuracy_credit"],
     )  # fmt: skip
     rng = np.random.default_rng(7)
@@ -90,7 +91,8 @@ def record_fleet(case: tuple) -> dict[str, np.ndarray]:
     scenario_name, devices, steps, concurrency = case
     capacity = None if concurrency is None else Capacity(concurrency=concurrency)
     env = OffloadFleetEnv(
-        devices, _scenario(scenario_name), trace_split="test", episode_requests=40,
+        devices, _scenario(scenario_name), trace_source="builtin", trace_split="test",
+        episode_requests=40,
         capacity=capacity,
     )  # fmt: skip
     rng = np.random.default_rng(5)
