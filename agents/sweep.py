@@ -61,8 +61,8 @@ def run_trial(config: dict, spec: SweepSpec, sweep_dir: str) -> None:
     from ray import tune
 
     from agents.hyperparams import load_hyperparams
+    from agents.train_run import TrainArgs, train_one
     from agents.training import checkpoints
-    from train import TrainArgs, train_one
 
     sweep = Path(sweep_dir)
     name = trial_name(tune.get_context().get_trial_id())

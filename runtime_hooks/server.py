@@ -405,8 +405,11 @@ class ServerArgs:
     threads: int = option(1, "torch threads", check=at_least(1))
     max_batch: int = option(32, "most requests in one batch", check=at_least(1))
     workers: int = option(1, "batches run at once (one thread each)", check=at_least(1))
-    emulate_cloud: bool = option(False, "pad each batch to the scenario cloud's time for its "
-                                 "size (profiles.measure_cloud / speedup + overhead)")  # fmt: skip
+    emulate_cloud: bool = option(
+        False,
+        "pad each batch to the scenario cloud's time for its size "
+        "(runtime_hooks.measure_cloud / speedup + overhead)",
+    )
     backend: str = option("inprocess", "where the tail runs: in this process, or on Ray Serve",
                           choices=BACKENDS)  # fmt: skip
     replicas: str | None = option(None, "ray: replicas, N or MIN:MAX (autoscaled; default 1)",

@@ -12,7 +12,7 @@ instance.
 --max-batch B`` does, an idle worker takes a request at once; while every worker is
 busy, requests wait and the first worker to free takes up to B of them in one batch
 (each cut's group run in turn). A batch of ``b`` requests at cut ``c`` takes the real
-server's measured host time (``profiles.measure_cloud``) divided by the cloud's
+server's measured host time (``runtime_hooks.measure_cloud``) divided by the cloud's
 ``speedup``, plus its ``overhead_s`` once per group. A request's answer time is fixed
 when it joins a batch; a later request joining the same batch lengthens that worker's
 busy time (so the next batch starts later) but not the answers already given, an error
@@ -53,7 +53,7 @@ class Capacity:
     )  # fmt: skip
     batch_times: str = custom(
         lambda v, w: _batch_times_path(v, w), "builtin",
-        doc="profiles.measure_cloud JSON (IaaS with workers); builtin: the shipped one",
+        doc="runtime_hooks.measure_cloud JSON (IaaS with workers); builtin: the shipped one",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -81,7 +81,7 @@ def batch_seconds(system, capacity: Capacity, max_batch: int | None = None) -> n
     real server's measured host times (``capacity.batch_times``, checked against the
     profile's model) divided by the cloud's ``speedup``, plus its ``overhead_s``. The
     simulator charges these and the real server's ``--emulate-cloud`` pads to them."""
-    from profiles.measure_cloud import DEFAULT_OUT, load_batch_times
+    from profiles.cloud_batches import DEFAULT_OUT, load_batch_times
 
     path = DEFAULT_OUT if capacity.batch_times == "builtin" else capacity.batch_times
     times = load_batch_times(path, system.profile.model_hash, system.k)

@@ -1,6 +1,6 @@
 """Is the trade-off real? Every fixed action on the same requests, by bandwidth and battery.
 
-    python -m envs.sweep [--scenario FILE] [--episodes-per-family 8] [--requests 200]
+    python -m agents.scenario_sweep [--scenario FILE] [--episodes-per-family 8] [--requests 200]
                          [--source auto] [--json FILE]
 
 Runs every distinct fixed action (cut, threshold, level) over the same episodes of
