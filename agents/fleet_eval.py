@@ -12,23 +12,24 @@ from __future__ import annotations
 import numpy as np
 
 from agents.fleet_rollout import for_fleet, run_fleet
-from agents.metrics import mean_ci95
+from sim import metrics
+from sim.metrics import mean_ci95
 
 
-def summarise_fleet(res: dict, deadline_s: float) -> dict[str, float]:
-    lat = res["latency_s"]
-    offloaded = res["offloaded"].astype(bool)
+def summarise_fleet(res: dict) -> dict[str, float]:
+    """One fleet episode's row (``sim.metrics.summarise`` over all its requests)."""
+    per_request = {k: v for k, v in res.items() if k != "episode"}  # one fleet episode
+    full = metrics.summarise(per_request)
     return {
-        "reward": float(res["reward"].mean()),
-        "accuracy": float(res["correct"].mean()),
-        "latency_p50_ms": float(np.percentile(lat, 50) * 1e3),
-        "latency_p95_ms": float(np.percentile(lat, 95) * 1e3),
-        "deadline_miss_rate": float((lat > deadline_s).mean()),
-        "offload_fraction": float(offloaded.mean()),
-        "server_queue_ms": float(res["queue_s"][offloaded].mean() * 1e3) if offloaded.any()
-        else 0.0,
-        "requests": int(len(lat)),
-    }  # fmt: skip
+        "reward": full["reward_mean"],
+        "accuracy": full["accuracy"],
+        "latency_p50_ms": full["latency_p50_ms"],
+        "latency_p95_ms": full["latency_p95_ms"],
+        "deadline_miss_rate": full["deadline_miss_rate"],
+        "offload_fraction": full["offload_fraction"],
+        "server_queue_ms": full["server_queue_mean_ms"],
+        "requests": full["requests"],
+    }
 
 
 def evaluate_fleets(scenario, traces, policies: dict, sizes, episodes: int, seed: int,
@@ -38,7 +39,6 @@ def evaluate_fleets(scenario, traces, policies: dict, sizes, episodes: int, seed
     per-episode rewards (for paired differences)."""
     from envs.fleet_env import OffloadFleetEnv
 
-    deadline = scenario.workload.deadline_s
     out: dict = {}
     for n in sizes:
         fleet = OffloadFleetEnv(n, scenario, list(traces), trace_split=None,
@@ -47,7 +47,7 @@ def evaluate_fleets(scenario, traces, policies: dict, sizes, episodes: int, seed
         for e in range(episodes):
             for name, (policy, obs_dim) in policies.items():
                 res = run_fleet(fleet, for_fleet(policy, n, obs_dim), seed=seed + e)
-                rows[name].append(summarise_fleet(res, deadline))
+                rows[name].append(summarise_fleet(res))
                 if progress is not None:
                     progress()
         out[n] = {}

@@ -223,8 +223,8 @@ def validation_callback(run: Path, venv, validate, table, freq: int, ckpt_freq: 
     (the curve's columns by name; a sweep hands it to Ray Tune)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from agents.metrics import episode_rewards, mean_ci95
     from agents.ppo import ObsNormalizer, PPOPolicy
+    from sim.metrics import episode_means, mean_ci95
 
     curve_csv = run / "eval_curve.csv"
 
@@ -243,7 +243,7 @@ def validation_callback(run: Path, venv, validate, table, freq: int, ckpt_freq: 
             self.last_evaluated = self.num_timesteps
             norm = ObsNormalizer.from_vecnormalize(venv)
             res = validate(PPOPolicy(self.model, norm, table))
-            mean, ci = mean_ci95(episode_rewards(res))
+            mean, ci = mean_ci95(episode_means(res))
             if log:  # TensorBoard exists once learning has started
                 self.logger.record("eval/mean_reward", mean)
                 self.logger.record("eval/accuracy", float(res["correct"].mean()))

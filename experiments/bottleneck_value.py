@@ -33,12 +33,13 @@ def intermediate_share(res: dict, k: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agents.metrics import episode_rewards, mean_ci95, paired_difference, subset
+    from agents.metrics import paired_difference, subset
     from agents.ppo import load_ppo
     from agents.rollout import run_many
     from envs import OffloadEnv
     from evaluate import episode_specs
     from sim import load_scenario
+    from sim.metrics import episode_means, mean_ci95
     from telemetry.observation import OBS_DIM
     from traces.sets import load_families
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
         diff, ci = paired_difference(of("now"), of("before"))
         report[group] = {
-            **{f"{n}_reward": mean_ci95(episode_rewards(of(n)))[0] for n in envs},
+            **{f"{n}_reward": mean_ci95(episode_means(of(n)))[0] for n in envs},
             "now_minus_before": diff,
             "ci95": ci,
             **{f"{n}_intermediate_share": intermediate_share(of(n), k) for n in envs},

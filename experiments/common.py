@@ -66,11 +66,11 @@ def train_variant(
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from agents.hyperparams import load_hyperparams
-    from agents.metrics import episode_rewards, mean_ci95
     from agents.ppo import ObsNormalizer
     from agents.rollout import run_many
     from agents.training import normalized, ppo_kwargs, validation_episodes
     from sim import load_scenario
+    from sim.metrics import episode_means, mean_ci95
     from traces.sets import load_families
 
     torch.set_num_threads(1)
@@ -98,7 +98,7 @@ def train_variant(
         def validate(self) -> None:
             norm = ObsNormalizer.from_vecnormalize(venv)
             res = run_many(val_env, policy_for(self.model, norm), specs)
-            mean = mean_ci95(episode_rewards(res))[0]
+            mean = mean_ci95(episode_means(res))[0]
             if not curve or mean > max(r for _, r in curve):
                 self.model.save(out / "best_model.zip")
                 (out / "best_vecnormalize.json").write_text(json.dumps(norm.to_json()))

@@ -58,7 +58,7 @@ from settings.cli import (
     run_cli,
 )
 from settings.cli import seed as seed_range
-from sim import physics
+from sim import metrics, physics
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "runs" / "default" / "policy.npz"
 
@@ -561,38 +561,18 @@ class DeviceLoop:
 
 
 def summarise(results: list[RequestResult], requests: int) -> dict:
-    """The run's summary (what ``--json`` writes)."""
-    lat = np.array([r.latency_s for r in results]) * 1e3
-    answered = len(results)
-    judged = [r.correct for r in results if r.correct is not None]
-    decide = np.array([r.decide_s for r in results]) * 1e6
-    fallbacks: dict[str, int] = {}
-    for r in results:
-        if r.fallback:
-            fallbacks[r.fallback] = fallbacks.get(r.fallback, 0) + 1
-    attempted = sum(r.path in ("cloud", "fallback") for r in results)
-    pct = (lambda q: float(np.percentile(lat, q))) if answered else (lambda q: float("nan"))
-    return {
-        "requests": requests,
-        "answered": answered,
-        "lost": requests - answered,
-        "accuracy": float(np.mean(judged)) if judged else None,
-        "latency_p50_ms": pct(50),
-        "latency_p95_ms": pct(95),
-        "latency_p99_ms": pct(99),
-        "deadline_miss_rate": float(np.mean([r.deadline_miss for r in results])),
-        "offload_fraction": attempted / max(answered, 1),
-        "cloud_answered_fraction": sum(r.path == "cloud" for r in results) / max(answered, 1),
-        "early_exit_fraction": sum(r.path == "exit" for r in results) / max(answered, 1),
-        "fallbacks": fallbacks,
-        "energy_mj_per_request": float(np.mean([r.energy_j for r in results]) * 1e3),
-        "sent_bytes_per_request": float(np.mean([r.sent_bytes for r in results])),
-        "controller_decide_p50_us": float(np.percentile(decide, 50)),
-        "controller_decide_p99_us": float(np.percentile(decide, 99)),
-        "controller_share_of_latency": float(
-            np.sum([r.decide_s for r in results]) / max(np.sum(lat) / 1e3, 1e-12)
-        ),
-    }
+    """The run's summary (what ``--json`` writes): ``sim.metrics.summarise``'s figures
+    and the controller's own cost."""
+    summary = metrics.summarise(metrics.records_of_results(results), requests=requests)
+    decide_s = np.array([r.decide_s for r in results])
+    latency_s = sum(r.latency_s for r in results)
+    summary.update(
+        energy_mj_per_request=summary.pop("energy_mj", math.nan),
+        controller_decide_p50_us=float(np.percentile(decide_s * 1e6, 50)) if results else None,
+        controller_decide_p99_us=float(np.percentile(decide_s * 1e6, 99)) if results else None,
+        controller_share_of_latency=float(decide_s.sum() / max(latency_s, 1e-12)),
+    )
+    return summary
 
 
 def peak_rss_mb() -> float:

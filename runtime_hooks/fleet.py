@@ -40,6 +40,7 @@ import numpy as np
 
 from settings.cli import at_least, check_options, option, output_file, parse, run_cli
 from settings.tables import InputError
+from sim import metrics
 
 FDS_PER_DEVICE = 4  # the device's socket, the relay's two ends, the relay's listener
 
@@ -180,30 +181,20 @@ def run_fleet(
 
 
 def summarise_fleet(results: list[list], requests: int, seconds: float) -> dict:
+    """The real fleet's figures (``sim.metrics.summarise`` over every device's answers),
+    its throughput and its wall time."""
     flat = [r for per_device in results for r in per_device]
-    answered = len(flat)
-    lat = np.array([r.latency_s for r in flat]) * 1e3 if flat else np.zeros(1)
-    cloud = [r for r in flat if r.path == "cloud"]
-    queue = np.array([r.server_queue_s for r in cloud]) * 1e3 if cloud else np.zeros(1)
-    fallbacks: dict[str, int] = {}
-    for r in flat:
-        if r.fallback:
-            fallbacks[r.fallback] = fallbacks.get(r.fallback, 0) + 1
+    full = metrics.summarise(metrics.records_of_results(flat), requests=requests)
     last_done = max((r.arrival_s + r.latency_s for r in flat), default=0.0)
+    keys = (
+        "requests", "answered", "lost", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+        "server_queue_p95_ms", "deadline_miss_rate", "accuracy", "unlabelled",
+        "offload_fraction", "cloud_answered_fraction", "cloud_answers", "fallbacks",
+    )  # fmt: skip
     return {
         "devices": len(results),
-        "requests": requests,
-        "answered": answered,
-        "lost": requests - answered,
-        "latency_p50_ms": float(np.percentile(lat, 50)),
-        "latency_p95_ms": float(np.percentile(lat, 95)),
-        "latency_p99_ms": float(np.percentile(lat, 99)),
-        "throughput_rps": answered / max(last_done, 1e-9),
-        "server_queue_p95_ms": float(np.percentile(queue, 95)),
-        "deadline_miss_rate": float(np.mean([r.deadline_miss for r in flat])) if flat else 0.0,
-        "accuracy": float(np.mean([bool(r.correct) for r in flat])) if flat else 0.0,
-        "cloud_answers": len(cloud),
-        "fallbacks": fallbacks,
+        **{key: full[key] for key in keys},
+        "throughput_rps": full["answered"] / max(last_done, 1e-9),
         "wall_s": seconds,
     }
 

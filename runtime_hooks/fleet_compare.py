@@ -15,7 +15,7 @@ single-device ``sim2real`` measures that; on a fleet a device that measures a sl
 link than the simulated one can keep everything local and never load the cloud at
 all). What differs is everything the simulator abstracts: the network stack, the
 relays' scheduling, the server's real queue and batcher. Writes ``{"loads":
-[{"devices", "real_p95_ms", "sim_p95_ms", "real_p50_ms", "sim_p50_ms", ...}]}``.
+[{"devices", "real_latency_p95_ms", "sim_latency_p95_ms", "p95_error", ...}]}``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
+from sim import metrics
+
+COMPARED = ("latency_p50_ms", "latency_p95_ms", "offload_fraction", "server_queue_p95_ms")
 
 
 def simulate_fleet(scenario, traces, devices: int, per_device: int, seed: int, policy) -> dict:
@@ -63,30 +65,23 @@ def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int
             real = run_fleet(address, work, scenario, replay, fallback_after_s)
         finally:
             stop_server(proc)
-        real_lat = np.array([r.latency_s for d in real["results"] for r in d]) * 1e3
-        sim_lat = sim["latency_s"] * 1e3
+        flat = [r for per_device in real["results"] for r in per_device]
+        got = metrics.summarise(metrics.records_of_results(flat))
+        twin = metrics.summarise(sim)
         row = {
             "devices": n,
-            "requests": int(len(sim_lat)),
-            "real_p50_ms": float(np.percentile(real_lat, 50)),
-            "sim_p50_ms": float(np.percentile(sim_lat, 50)),
-            "real_p95_ms": float(np.percentile(real_lat, 95)),
-            "sim_p95_ms": float(np.percentile(sim_lat, 95)),
-            "real_offloaded": float(
-                np.mean([r.path == "cloud" for d in real["results"] for r in d])
-            ),  # fmt: skip
-            "sim_offloaded": float(sim["offloaded"].mean()),
-            "real_server_queue_p95_ms": real["server_queue_p95_ms"],
-            "sim_server_queue_p95_ms": float(
-                np.percentile(sim["queue_s"][sim["offloaded"]], 95) * 1e3
-            )
-            if sim["offloaded"].any()
-            else 0.0,  # fmt: skip
+            "requests": int(len(sim["latency_s"])),
+            **{
+                f"{side}_{key}": summary[key]
+                for key in COMPARED
+                for side, summary in (("real", got), ("sim", twin))
+            },
             "real_lost": real["lost"],
             "real_fallbacks": real["fallbacks"],
         }
-        row["p95_error"] = abs(row["sim_p95_ms"] - row["real_p95_ms"]) / row["real_p95_ms"]
-        row["p50_error"] = abs(row["sim_p50_ms"] - row["real_p50_ms"]) / row["real_p50_ms"]
+        for q in (50, 95):
+            real_ms, sim_ms = row[f"real_latency_p{q}_ms"], row[f"sim_latency_p{q}_ms"]
+            row[f"p{q}_error"] = abs(sim_ms - real_ms) / real_ms
         loads.append(row)
         print(json.dumps(row), flush=True)
     return {"scenario": str(path), "policy": str(policy_path or DEFAULT_POLICY),

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim import metrics
+
 LOOPBACK_CLOUD = "loopback"
 SIM_LEAD_S = 3.0  # the simulated episode runs between connecting and the real start
 
@@ -155,6 +157,10 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+SIM_FIELDS = ("latency_s", "correct", "offloaded", "deadline_miss")
+COMPARED = ("latency_p50_ms", "latency_p95_ms", "accuracy", "offload_fraction")
+
+
 def compare(sim_rows: list[dict], real: list) -> dict:
     """Latency error, accuracy and action agreement of two runs of the same requests."""
     sim_lat = np.array([r["latency_s"] for r in sim_rows])
@@ -168,6 +174,8 @@ def compare(sim_rows: list[dict], real: list) -> dict:
     def mape(mask) -> float | None:
         return float(ape[mask].mean()) if mask.any() else None
 
+    sim = metrics.summarise({k: np.array([r[k] for r in sim_rows]) for k in SIM_FIELDS})
+    got = metrics.summarise(metrics.records_of_results(real))
     return {
         "requests": len(real),
         "latency_mape": float(ape.mean()),
@@ -176,16 +184,13 @@ def compare(sim_rows: list[dict], real: list) -> dict:
         "latency_mape_offloaded": mape(offloaded),
         "latency_mape_local": mape(~offloaded),
         "latency_mape_same_action": mape(same_action),
-        "sim_latency_p50_ms": float(np.percentile(sim_lat, 50) * 1e3),
-        "real_latency_p50_ms": float(np.percentile(real_lat, 50) * 1e3),
-        "sim_latency_p95_ms": float(np.percentile(sim_lat, 95) * 1e3),
-        "real_latency_p95_ms": float(np.percentile(real_lat, 95) * 1e3),
-        "sim_accuracy": float(np.mean([r["correct"] for r in sim_rows])),
-        "real_accuracy": float(np.mean([r.correct for r in real])),
+        **{
+            f"{side}_{key}": summary[key]
+            for key in COMPARED
+            for side, summary in (("sim", sim), ("real", got))
+        },
         "action_agreement": float(same_action.mean()),
-        "sim_offload_fraction": float(offloaded.mean()),
-        "real_offload_fraction": float(np.mean([r.path in ("cloud", "fallback") for r in real])),
-        "real_fallbacks": int(sum(r.fallback is not None for r in real)),
+        "real_fallbacks": sum(got["fallbacks"].values()),
     }
 
 
