@@ -174,7 +174,8 @@ def compare(sim_rows: list[dict], real: list) -> dict:
     def mape(mask) -> float | None:
         return float(ape[mask].mean()) if mask.any() else None
 
-    sim = metrics.summarise({k: np.array([r[k] for r in sim_rows]) for k in SIM_FIELDS})
+    fields = [k for k in SIM_FIELDS if sim_rows and k in sim_rows[0]]
+    sim = metrics.summarise({k: np.array([r[k] for r in sim_rows]) for k in fields})
     got = metrics.summarise(metrics.records_of_results(real))
     return {
         "requests": len(real),
