@@ -56,7 +56,7 @@ def _phase(results: list, k: int) -> dict:
 
 def run(requests: int, kill_at: float, restart_at: float | None, seed: int = 0) -> dict:
     from profiles.dataset import load_official
-    from runtime_hooks.device import DeviceLoop
+    from runtime_hooks.device_loop import DeviceLoop
     from runtime_hooks.sim2real import start_server, stop_server
 
     test = load_official("test")

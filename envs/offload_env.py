@@ -191,13 +191,7 @@ class OffloadEnv(gym.Env):
         self.action_space = spaces.MultiDiscrete([s.n_cuts, s.n_thresholds, s.n_levels])
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (OBS_DIM,), np.float32)
         self._w = scenario.workload
-        self._contexts = {
-            name: ObservationContext(
-                self._w.deadline_s, s.n_cuts, s.n_thresholds, s.n_levels, radio.tail_s,
-                radio.tail_w, s.cloud.keep_alive_s,
-            )
-            for name, radio in s.catalog.radios.items()
-        }  # fmt: skip
+        self._contexts = {name: s.observation_context(r) for name, r in s.catalog.radios.items()}
         # Looked up once: ``step`` runs hundreds of thousands of times per training run.
         self._idle_w = s.device.idle_power_w
         self._probe_interval_s = scenario.probe.interval_s

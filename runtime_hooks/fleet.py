@@ -113,7 +113,7 @@ def run_fleet(
     from profiles.bottleneck import load_for_profile
     from profiles.multiexit import data_for_profile, model_for_profile
     from runtime_hooks.controller import BatteryMonitor, Controller
-    from runtime_hooks.device import DeviceLoop, device_context, device_policy
+    from runtime_hooks.device_loop import DeviceLoop, device_policy
     from runtime_hooks.relay import RelayThread, ShapingRelay
     from sim import System
 
@@ -131,7 +131,7 @@ def run_fleet(
     try:
         for w, port, policy in zip(work, relay_thread.ports, policies, strict=True):
             radio = w.radio
-            context = device_context(system, radio)
+            context = system.observation_context(radio)
             battery = BatteryMonitor(system.battery_capacity_j, w.battery_level, sensor=None)
             controller = Controller(policy, context, battery, rtt_s=radio.rtt_s)
             loop = DeviceLoop(model, controller, system, radio, ("127.0.0.1", port),

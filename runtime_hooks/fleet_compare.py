@@ -40,7 +40,7 @@ def simulate_fleet(scenario, traces, devices: int, per_device: int, seed: int, p
 
 def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int,
                    fallback_after_s: float = 30.0) -> dict:  # fmt: skip
-    from runtime_hooks.device import DEFAULT_POLICY
+    from runtime_hooks.device_loop import DEFAULT_POLICY
     from runtime_hooks.fleet import FLEET_SCENARIO, fleet_traces, fleet_workload, run_fleet
     from runtime_hooks.policy_file import NumpyPolicy
     from runtime_hooks.sim2real import ReplayActions, start_server, stop_server

@@ -146,3 +146,12 @@ class NetemLink:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def run_in_namespace(uplink: Trace, cmd: list[str], port: int) -> int:
+    """Run ``cmd`` (a device command without its ``--server``) inside a ``NetemLink``
+    namespace shaped to ``uplink``, against the server's ``port`` on the host end;
+    returns its exit code. Raises ``NetemUnavailable`` where namespaces or netem are."""
+    with NetemLink(uplink) as link:
+        full = link.exec_prefix() + cmd + ["--server", f"{link.host_ip}:{port}"]
+        return subprocess.run(full).returncode

@@ -240,7 +240,7 @@ def write_requests(path: Path, sim_rows: list[dict], real: list) -> None:
 def run(args: argparse.Namespace) -> dict:
     from envs import OffloadEnv
     from profiles.multiexit import data_for_profile
-    from runtime_hooks.device import DEFAULT_POLICY, DeviceLoop
+    from runtime_hooks.device_loop import DEFAULT_POLICY, DeviceLoop
     from runtime_hooks.policy_file import NumpyPolicy
     from runtime_hooks.relay import RelayThread, ShapingRelay
     from sim import System, load_scenario

@@ -23,6 +23,7 @@ from profiles.catalog import Catalog, Cloud, Device, Radio, load_catalog
 from profiles.profile_io import Profile, load_profile
 from sim.reward import Reward
 from sim.scenario import Scenario
+from telemetry.observation import ObservationContext
 
 
 class Outcome(NamedTuple):
@@ -173,6 +174,16 @@ class System:
 
     def radio(self, family: str) -> Radio:
         return self.catalog.radio(self.scenario.radio_for(family))
+
+    def observation_context(self, radio: Radio) -> ObservationContext:
+        """The fixed part of a device's observation on ``radio``: its deadline, the
+        action grid, the radio's tail and the cloud's keep-alive (the simulator's and
+        the real device's alike)."""
+        return ObservationContext(
+            deadline_s=self.scenario.workload.deadline_s, n_cuts=self.n_cuts,
+            n_thresholds=self.n_thresholds, n_levels=self.n_levels, tail_s=radio.tail_s,
+            tail_w=radio.tail_w, keep_alive_s=self.cloud.keep_alive_s,
+        )  # fmt: skip
 
     def cloud_money(self, busy_s: float) -> float:
         c = self.cloud

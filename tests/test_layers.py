@@ -26,7 +26,10 @@ LAYERS = (
     ("runtime_hooks",),
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
-DEVICE_SIDE = ("controller", "device", "policy_file", "protocol", "cloud_link", "netem")
+DEVICE_SIDE = (
+    "controller", "device", "device_loop", "device_records", "policy_file", "protocol",
+    "cloud_link", "netem",
+)  # fmt: skip
 NEVER_ON_DEVICE = ("envs", "agents", "gymnasium", "stable_baselines3", "sb3_contrib", "ray")
 
 

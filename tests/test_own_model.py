@@ -165,7 +165,7 @@ def test_train_export_serve_and_answer_like_the_model(own, tmp_path):
 
     from agents.base import FixedPolicy
     from profiles.multiexit import build_model, load_data, tail
-    from runtime_hooks.device import DeviceLoop
+    from runtime_hooks.device_loop import DeviceLoop
     from runtime_hooks.sim2real import start_server, stop_server
 
     folder, scenario, cfg = own
@@ -213,7 +213,7 @@ def test_a_server_refuses_a_profile_of_another_model(own):
 
 
 def test_the_shipped_policy_is_refused_for_another_model(own):
-    from runtime_hooks.device import DeviceLoop
+    from runtime_hooks.device_loop import DeviceLoop
     from runtime_hooks.policy_file import PolicyFileError
 
     _, scenario, _ = own
@@ -391,7 +391,7 @@ def test_the_cloud_answers_a_bottleneck_request_as_the_bottleneck_does(own_bottl
     from profiles import codecs
     from profiles.multiexit import head, to_model_input
     from runtime_hooks import protocol as P
-    from runtime_hooks.device import DeviceLoop
+    from runtime_hooks.device_loop import DeviceLoop
     from runtime_hooks.sim2real import start_server, stop_server
 
     model, spec, splits, bottleneck, _, scenario = own_bottleneck

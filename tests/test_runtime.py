@@ -15,7 +15,8 @@ import pytest
 
 from agents.base import FixedPolicy
 from runtime_hooks.controller import BatteryMonitor, Controller
-from runtime_hooks.device import DeviceLoop, summarise
+from runtime_hooks.device_loop import DeviceLoop
+from runtime_hooks.device_records import summarise
 from runtime_hooks.policy_file import NumpyPolicy, PolicyFileError
 from runtime_hooks.relay import RelayThread, ShapedLink, ShapingRelay
 from telemetry.observation import ObservationContext, Telemetry, build_observation
@@ -445,7 +446,7 @@ def test_tc_shaper_runs_the_loop_or_says_why_not(tmp_path):
 
 
 def test_sim2real_compare_and_replay():
-    from runtime_hooks.device import RequestResult
+    from runtime_hooks.device_records import RequestResult
     from runtime_hooks.sim2real import ReplayActions, compare
 
     replay = ReplayActions([(0, 6, 0), (3, 1, 2)])
@@ -453,8 +454,12 @@ def test_sim2real_compare_and_replay():
     assert replay.act(None).tolist() == [3, 1, 2]  # holds the last one past the end
 
     def real(cut, latency):
-        return RequestResult(0, 0, 0.0, cut, 6, 0, "cloud", 0, 1, 0.9, 1, True, latency,
-                             0.0, 0.0, 0.0, 0.0, 0.0, 100, 0.0, None, False)  # fmt: skip
+        return RequestResult(
+            request_id=0, sample=0, arrival_s=0.0, cut=cut, threshold=6, level=0, path="cloud",
+            exit_block=0, prediction=1, confidence=0.9, label=1, correct=True,
+            latency_s=latency, wait_s=0.0, decide_s=0.0, device_s=0.0, network_s=0.0,
+            server_s=0.0, sent_bytes=100, energy_j=0.0, fallback=None, deadline_miss=False,
+        )  # fmt: skip
 
     sim = [
         {"latency_s": 0.10, "offloaded": True, "correct": True, "action": (0, 6, 0)},
