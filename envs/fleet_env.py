@@ -3,11 +3,13 @@
     envs = gymnasium.make_vec("OffloadFleet-v0", num_envs=64, scenario="fleet.toml")
 
 Each sub-environment is one device of the fleet with its own trace, battery, arrivals
-and samples, exactly as ``OffloadEnv`` simulates one device (the same physics, written
-over arrays: with N = 1 and an unlimited cloud the two give the same floats). What
-couples the devices is the cloud: every step, the requests the devices offload reach
-the shared serving tier (``sim.cloud``) in order of their arrival there, and
-wait for a worker (IaaS) or an instance (FaaS) when it is full.
+and samples, exactly as ``OffloadEnv`` simulates one device: both step their devices
+through ``sim.kernel`` (with N = 1 and an unlimited cloud the two give the same
+floats). What couples the devices is the cloud: every step, the requests the devices
+offload reach the shared serving tier (``sim.cloud``) in order of their arrival there,
+and wait for a worker (IaaS) or an instance (FaaS) when it is full. With ``cloud =
+"private"`` each device has the cloud to itself instead (N independent copies of
+``Offload-v0``, stepped as one batch: what training a single-device policy needs).
 
 ## Action space
 ``MultiDiscrete([[K+1, T, L]] * N)``: one ``OffloadEnv`` action per device.
@@ -44,14 +46,33 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from envs.offload_env import OffloadEnv
-from sim import physics
+from sim import kernel as K
 from sim.cloud import Capacity, SharedCloud, batch_seconds
+from sim.devices import Devices
 from sim.scenario import Scenario, ScenarioError, load_scenario
-from telemetry.fleet import FLEET_OBS_DIM, FleetContext, FleetTelemetry
 from telemetry.observation import OBS_HIGH, OBS_LOW
-from traces.bank import TraceBank
 
 __all__ = ["FLEET_OBS_DIM", "OffloadFleetEnv", "make_fleet"]
+
+FLEET_OBS_DIM = K.OBS_COLUMNS
+CLOUDS = ("shared", "private")
+INFO_COLUMNS = {
+    "latency_s": K.O_LATENCY,
+    "device_s": K.O_DEVICE,
+    "network_s": K.O_NETWORK,
+    "cloud_s": K.O_CLOUD,
+    "queue_s": K.O_QUEUE,
+    "energy_j": K.O_ENERGY,
+    "money_usd": K.O_MONEY,
+    "leakage": K.O_LEAKAGE,
+    "accuracy_expected": K.O_EXPECTED,
+}
+INFO_FLAGS = {
+    "offloaded": K.O_OFFLOADED,
+    "correct": K.O_CORRECT,
+    "deadline_miss": K.O_MISS,
+    "cold_start": K.O_COLD,
+}
 
 
 class OffloadFleetEnv(VectorEnv):
@@ -69,49 +90,56 @@ class OffloadFleetEnv(VectorEnv):
         episode_requests: int | None = None,
         accuracy_credit: str = "realized",
         capacity: Capacity | None = None,
+        cloud: str = "shared",
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"a fleet needs at least one device: num_envs={num_envs!r}")
+        if cloud not in CLOUDS:
+            raise ValueError(f"cloud must be one of {', '.join(CLOUDS)}, got {cloud!r}")
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
-        if scenario.probe.interval_s > 0:
+        if scenario.probe.interval_s > 0 and cloud == "shared":
             raise ScenarioError(
                 f"scenario {scenario.name!r}: background probes ([probe] interval_s = "
-                f"{scenario.probe.interval_s}) are not simulated in a fleet; set it to 0"
+                f"{scenario.probe.interval_s}) are not simulated in a shared-cloud fleet; "
+                "set it to 0"
             )
         # One device's environment holds the system, the traces and the draws; the fleet
         # replays its reset for each device and steps all of them in arrays.
         self.single = OffloadEnv(
-            scenario, traces, trace_source=trace_source, trace_split=trace_split,
-            sample_split=sample_split, episode_requests=episode_requests,
+            scenario,
+            traces,
+            trace_source=trace_source,
+            trace_split=trace_split,
+            sample_split=sample_split,
+            episode_requests=episode_requests,
             accuracy_credit=accuracy_credit,
-        )  # fmt: skip
+        )
         self.scenario = scenario = self.single.scenario
         s = self.system = self.single.system
         self.capacity = capacity if capacity is not None else scenario.capacity
-        # Workers batch by the measured times; with no worker limit, batch 1 is the
-        # single-device env's tail time (``SharedCloud``'s default).
-        table = batch_seconds(s, self.capacity) if self.capacity.workers else None
-        self.cloud = SharedCloud(s, self.capacity, table)
+        self.cloud = None
+        if cloud == "shared":
+            # Workers batch by the measured times; with no worker limit, batch 1 is the
+            # single-device env's tail time (``SharedCloud``'s default).
+            table = batch_seconds(s, self.capacity) if self.capacity.workers else None
+            self.cloud = SharedCloud(s, self.capacity, table)
         self.num_envs = n = num_envs
         self.single_action_space = self.single.action_space
-        self.single_observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (FLEET_OBS_DIM,),
-                                                   np.float32)  # fmt: skip
+        self.single_observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (FLEET_OBS_DIM,), np.float32)
         self.action_space = spaces.MultiDiscrete(np.tile(self.single_action_space.nvec, (n, 1)))
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (n, FLEET_OBS_DIM), np.float32)
-        self._tables()
-        # The traces every device may get, as their radios see them, in one bank.
-        uplinks = [self.single.uplink(t) for t in self.single.traces]
-        self.bank = TraceBank([up for up, _ in uplinks])
-        self._row_of = {f"{t.family}/{t.name}": r for r, t in enumerate(self.single.traces)}
-        self._radio_rows = [radio for _, radio in uplinks]
         self.requests_per_episode = scenario.workload.episode_requests
+        # The same trace rows as the single device's, so its draws carry over.
+        self.devices = Devices(s, self.single.bank, n, self.requests_per_episode, self.cloud)
+        self.last_level = self.devices.tables.last_level
+        self.families = [""] * n
         self._state_ready = False
 
-    # -- constant tables --------------------------------------------------------------
-    def _tables(self) -> None:
-        """The system's per-sample lists as arrays (``sim.physics.system_arrays``)."""
-        self.tables = physics.system_arrays(self.system)
+    @property
+    def row(self) -> np.ndarray:
+        """Each device's trace (its index in ``self.single.traces``)."""
+        return self.devices.ints[:, K.I_ROW]
 
     # -- reset ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -119,71 +147,38 @@ class OffloadFleetEnv(VectorEnv):
             # The generator every device draws from, in turn (as N = 1 would in
             # ``OffloadEnv``: the same seed gives that env's episode).
             self.single._np_random, _ = seeding.np_random(seed)
-        n, r = self.num_envs, self.requests_per_episode
-        self.cloud.reset()
-        self.clock0 = np.zeros(n)
-        self.arrivals = np.zeros((n, r))
-        self.samples = np.zeros((n, r), dtype=np.int64)
-        self.row = np.zeros(n, dtype=np.int64)
-        self.offset = np.zeros(n)
-        self.battery = np.zeros(n)
-        self.index = np.zeros(n, dtype=np.int64)
-        self.free = np.zeros(n)
-        self.telemetry = FleetTelemetry(n)
-        # Per device, its radio's constants (set with its trace).
-        zeros = np.zeros
-        self.radios = physics.RadioArrays(zeros(n), zeros(n), zeros(n), zeros(n))
-        self.rtt = zeros(n)
-        s = self.system
-        self.context = FleetContext(
-            self.scenario.workload.deadline_s, s.n_cuts, s.n_thresholds, s.n_levels,
-            s.cloud.keep_alive_s, self.radios.tail_s, self.radios.tail_w,
-        )  # fmt: skip
-        self.families = [""] * n
+        if self.cloud is not None:
+            self.cloud.reset()
         self._state_ready = True
-        for d in range(n):
+        for d in range(self.num_envs):
             self._reset_device(d, 0.0, options)
-        return self._observe(self._decision_times()), {"family": np.array(self.families)}
+        return self.devices.observe().copy(), {"family": np.array(self.families)}
 
     def _reset_device(self, d: int, start_s: float, options=None) -> None:
         """Device ``d`` starts an episode at fleet time ``start_s``: the draws of
         ``OffloadEnv.reset`` (trace, offset, arrivals, samples, battery), in its order."""
         env = self.single
-        options = dict(options or {})
-        env.reset(options=options)  # draws from the shared generator, as one env would
+        env.reset(options=dict(options or {}))  # draws from the shared generator, as one env would
         st = env.state
-        trace = st.trace
-        key = f"{trace.family}/{trace.name}"
-        row = self._row_of.get(key)
+        row = env.row_of(st.trace)
         if row is None:  # a trace pinned through options must be one of the pool's
-            raise ValueError(f"trace {key} is not in the fleet's trace pool")
-        self.row[d] = row
-        self.clock0[d] = start_s
-        self.offset[d] = st.offset_s - start_s  # the trace is read at offset + fleet time
-        self.arrivals[d] = np.asarray(st.arrivals) + start_s
-        self.samples[d] = st.samples
-        self.battery[d] = st.battery_j
-        self.index[d] = 0
-        self.free[d] = start_s
-        self.telemetry.start(d, env.telemetry, start_s)
-        radio, radios = st.radio, self.radios
-        radios.base_w[d], radios.per_mbps_w[d] = radio.base_w, radio.per_mbps_w
-        radios.tail_w[d], radios.tail_s[d] = radio.tail_w, radio.tail_s
-        self.rtt[d] = trace.rtt_s
-        self.families[d] = trace.family
-
-    # -- observations ------------------------------------------------------------------
-    def _decision_times(self) -> np.ndarray:
-        arrival = self.arrivals[np.arange(self.num_envs), self.index]
-        return np.maximum(arrival, self.free)
-
-    def _observe(self, now: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
-        idx = self.index if index is None else index
-        arrival = self.arrivals[np.arange(self.num_envs), idx]
-        # Requests that arrived by ``now`` and wait behind the current one.
-        queue = np.maximum((self.arrivals <= now[:, None]).sum(1) - idx - 1, 0)
-        battery_level = physics.battery_level(self.system, self.battery)
-        return self.telemetry.observations(now, now - arrival, queue, battery_level, self.context)
+            raise ValueError(
+                f"trace {st.trace.family}/{st.trace.name} is not in the fleet's trace pool"
+            )
+        tel = env.telemetry
+        self.devices.load(
+            d,
+            row=row,
+            radio=st.radio,
+            context=st.context,
+            offset_s=st.offset_s,
+            arrivals=st.arrivals,
+            samples=st.samples,
+            battery_j=st.battery_j,
+            telemetry=tel,
+            start_s=start_s,
+        )
+        self.families[d] = st.trace.family
 
     # -- step -------------------------------------------------------------------------------
     def check_actions(self, actions) -> np.ndarray:
@@ -203,86 +198,37 @@ class OffloadFleetEnv(VectorEnv):
                 f"device {d}: action {name}={int(a[d, j])} is outside 0..{int(nvec[j]) - 1}"
             )
         a = a.astype(np.int64, copy=True)
-        a[:, 2] = np.minimum(a[:, 2], self.tables.last_level[a[:, 0]])
+        a[:, 2] = np.minimum(a[:, 2], self.last_level[a[:, 0]])
         return a
 
     def step(self, actions):
         if not self._state_ready:
             raise RuntimeError("call reset() before step()")
         a = self.check_actions(actions)
-        cut, thr, level = a[:, 0], a[:, 1], a[:, 2]
-        ar = np.arange(self.num_envs)
-        idx = self.index
-        arrival = self.arrivals[ar, idx]
-        tel = self.telemetry
-        pending = physics.Pending(
-            sample=self.samples[ar, idx], arrival_s=arrival,
-            start_s=np.maximum(arrival, self.free), battery_j=self.battery,
-            radio_tail_end_s=tel.radio_tail_end, radio=self.radios, rtt_s=self.rtt,
-        )  # fmt: skip
-        out = physics.requests(
-            self.system, self.tables, cut, thr, level, pending,
-            upload_end=self._upload_end, serve=self._serve,
-        )  # fmt: skip
-        # The device's state after the request.
-        self.battery -= out.energy_j
-        self.free = out.done_s
-        sent = np.flatnonzero(out.offloaded)
-        if sent.size:
-            tel.radio_tail_end[sent] = out.tx_end_s[sent] + self.radios.tail_s[sent]
-            tel.cloud_last_use[sent] = out.done_s[sent]
-            moved = sent[(out.tx_s[sent] > 0) & (out.sent_bytes[sent] > 0)]
-            if moved.size:
-                bps = out.sent_bytes[moved] * 8.0 / out.tx_s[moved]
-                tel.record_transfers(moved, out.tx_end_s[moved], bps)
-            tel.record_answers(sent, self.rtt[sent], out.queue_s[sent])
-        tel.last_action = a
-        self.index = idx + 1
-        info = {
-            "latency_s": out.latency_s, "device_s": out.device_s, "network_s": out.network_s,
-            "cloud_s": out.cloud_s, "queue_s": out.queue_s, "energy_j": out.energy_j,
-            "money_usd": out.money_usd, "sent_bytes": out.sent_bytes.astype(np.int64),
-            "exit_block": out.exit_block, "offloaded": out.offloaded, "correct": out.correct,
-            "leakage": out.leakage, "deadline_miss": out.deadline_miss,
-            "cold_start": out.cold_start, "cut": cut,
-        }  # fmt: skip
-        obs, terminated, truncated = self._episode_ends(out.done_s, info)
-        return obs, out.reward, terminated, truncated, info
+        out, obs = self.devices.step(a)
+        info = {key: out[:, col].copy() for key, col in INFO_COLUMNS.items()}
+        info.update({key: out[:, col] > 0.0 for key, col in INFO_FLAGS.items()})
+        info["sent_bytes"] = out[:, K.O_SENT].astype(np.int64)
+        info["exit_block"] = out[:, K.O_EXIT_BLOCK].astype(np.int64)
+        info["cut"] = a[:, 0]
+        reward = out[:, K.O_REWARD].copy()
+        terminated, truncated = out[:, K.O_TERMINATED] > 0.0, out[:, K.O_TRUNCATED] > 0.0
+        obs = self._autoreset(obs.copy(), out[:, K.O_NEXT].copy(), terminated | truncated, info)
+        return obs, reward, terminated, truncated, info
 
-    def _upload_end(self, tx_start: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
-        """When each device's ``nbytes`` handed to its link at ``tx_start`` have crossed."""
-        return self.bank.finish_time(self.row, self.offset + tx_start, nbytes) - self.offset
-
-    def _serve(self, sent: np.ndarray, tx_end: np.ndarray, cut: np.ndarray):
-        """The shared cloud serves the offloaded requests (reaching it at ``tx_end``)."""
-        return self.cloud.serve_many(tx_end, cut)
-
-    def _episode_ends(self, done: np.ndarray, info: dict):
-        """After each device's request (finished at ``done``): devices whose episode
-        goes on wait idle until their next request; those whose episode ended start the
-        next one there (``final_obs`` in ``info``). Returns ``(obs, terminated,
-        truncated)``."""
-        last = self.index >= self.requests_per_episode
-        nxt_index = np.minimum(self.index, self.requests_per_episode - 1)
-        nxt_arrival = self.arrivals[np.arange(self.num_envs), nxt_index]
-        nxt = np.where(last, done, np.maximum(nxt_arrival, done))
-        idle_w = self.system.device.idle_power_w
-        self.battery = np.where(last, self.battery, self.battery - idle_w * (nxt - done))
-        terminated = self.battery <= 0.0
-        truncated = last & ~terminated
-        ended = terminated | truncated
-        # No request reaches the cloud before every device's next decision.
-        self.cloud.prune(float(nxt.min()))
-        obs = self._observe(nxt, np.where(last, self.index - 1, self.index))
+    def _autoreset(self, obs: np.ndarray, nxt: np.ndarray, ended: np.ndarray, info: dict):
+        """Devices whose episode ended (observed after their last request in ``obs``)
+        start the next one where they are in time (``final_obs`` in ``info``)."""
+        if self.cloud is not None:
+            self.cloud.prune(float(nxt.min()))  # no request reaches the cloud before then
         if ended.any():
             info["final_obs"] = np.where(ended[:, None], obs, 0.0).astype(np.float32)
             info["_final_obs"] = ended.copy()
             info["final_info"] = {"family": np.array(self.families)}
             for d in np.flatnonzero(ended).tolist():
                 self._reset_device(d, float(nxt[d]))
-            fresh = self._observe(self._decision_times())
-            obs = np.where(ended[:, None], fresh, obs)
-        return obs, terminated, truncated
+            obs = np.where(ended[:, None], self.devices.observe(), obs)
+        return obs
 
     def close_extras(self, **kwargs: Any) -> None:
         self.single.close()

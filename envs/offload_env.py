@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
-from bisect import bisect_right
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,11 @@ from gymnasium import spaces
 
 from profiles.catalog import Catalog, Radio
 from profiles.profile_io import load_profile
-from sim import physics
+from sim import kernel as K
+from sim.devices import Devices, TraceArrays
 from sim.scenario import Scenario, load_scenario
 from sim.system import Outcome, System
-from telemetry.observation import (
-    OBS_DIM,
-    OBS_HIGH,
-    OBS_LOW,
-    ObservationContext,
-    Telemetry,
-    build_observation,
-)
+from telemetry.observation import OBS_DIM, OBS_HIGH, OBS_LOW, ObservationContext, Telemetry
 from traces.sets import group_by_family, load_families
 from traces.trace import Trace, TraceError
 
@@ -192,18 +186,23 @@ class OffloadEnv(gym.Env):
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (OBS_DIM,), np.float32)
         self._w = scenario.workload
         self._contexts = {name: s.observation_context(r) for name, r in s.catalog.radios.items()}
-        # Looked up once: ``step`` runs hundreds of thousands of times per training run.
-        self._idle_w = s.device.idle_power_w
-        self._probe_interval_s = scenario.probe.interval_s
-        self._deadline_s = self._w.deadline_s
-        self.state: EpisodeState | None = None
-        self.telemetry = Telemetry()
+        # The traces' uplinks as each family's radio sees them, one row each; a trace from
+        # outside the pool (pinned by ``reset`` or ``restore``) gets a bank of its own.
+        uplinks = [self.uplink(t)[0] for t in self.traces]
+        self._row_of = {_key(up): r for r, up in enumerate(uplinks)}
+        self.bank = TraceArrays(uplinks)
+        self._foreign: dict[str, TraceArrays] = {}
+        self.devices = Devices(s, self.bank, 1, self._w.episode_requests)
+        self._action = np.zeros((1, 3), dtype=np.int64)
+        self._trace: Trace | None = None  # the current episode's uplink, and its radio
+        self._radio: Radio | None = None
+        self._ended = True  # no episode to step: not reset yet, or it ended
 
     # -- helpers ---------------------------------------------------------------------
     def uplink(self, trace: Trace) -> tuple[Trace, Radio]:
         """The trace as the family's radio sees it: uplink ratio, cap, RTT."""
         radio = self.system.radio(trace.family)
-        key = f"{trace.family}/{trace.name}"
+        key = _key(trace)
         up = self._uplinks.get(key)
         if up is None:
             up = radio.uplink(trace)
@@ -213,34 +212,93 @@ class OffloadEnv(gym.Env):
     def decision_time(self) -> float:
         """When the current request is decided: its arrival, or when the device
         finishes the previous one if that is later."""
-        st = self.state
-        arrival = st.arrivals[st.index]
-        return arrival if arrival > st.free_s else st.free_s
-
-    def _observe(self, now: float | None = None) -> np.ndarray:
-        st = self.state
-        arrival = st.arrivals[st.index]
-        if now is None:
-            now = self.decision_time()
-        # Requests that arrived by ``now`` and wait behind the current one.
-        queue = bisect_right(st.arrivals, now, st.index + 1) - st.index - 1
-        self.telemetry.battery_level = physics.battery_level(self.system, st.battery_j)
-        return build_observation(self.telemetry, now, now - arrival, queue, st.context)
+        dev = self.devices
+        arrival = dev.arrivals[0, dev.ints[0, K.I_INDEX]]
+        free = dev.fs[0, K.D_FREE]
+        return float(arrival if arrival > free else free)
 
     def observe(self) -> np.ndarray:
         """The current request's observation, as ``reset`` or ``step`` returned it (for
         planners that ``restore`` a snapshot and then follow a policy)."""
-        return self._observe()
+        return self.devices.observe()[0, :OBS_DIM].copy()
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """What the device has measured (a copy; times from the episode's start; assign
+        one to change it)."""
+        return self.devices.telemetry(0)
+
+    @telemetry.setter
+    def telemetry(self, telemetry: Telemetry) -> None:
+        self.restore((self.state, telemetry))
+
+    def reload_system(self) -> None:
+        """Rebuild the arrays the simulator reads from ``self.system``, after its tables
+        were changed in place (a what-if study, a test)."""
+        self.devices.reload_tables()
+
+    @property
+    def state(self) -> EpisodeState | None:
+        """The episode's state (a copy): the trace and radio, the requests' arrivals
+        and samples, the battery, the clock, the radio tail and the cloud's last use."""
+        if self._trace is None:
+            return None
+        dev = self.devices
+        fs, ints = dev.fs[0], dev.ints[0]
+        return EpisodeState(
+            trace=self._trace, radio=self._radio, offset_s=float(fs[K.D_OFFSET]),
+            arrivals=dev.arrivals[0].tolist(), samples=dev.samples[0].astype(int).tolist(),
+            battery_j=float(fs[K.D_BATTERY]), context=self._contexts[self._radio.name],
+            index=int(ints[K.I_INDEX]), free_s=float(fs[K.D_FREE]),
+            radio_tail_end_s=float(fs[K.D_TAIL_END]),
+            cloud_last_use_s=float(fs[K.D_CLOUD_LAST]),
+        )  # fmt: skip
+
+    @state.setter
+    def state(self, state: EpisodeState) -> None:
+        self.restore((state, self.telemetry))
 
     def snapshot(self) -> tuple[EpisodeState, Telemetry]:
         """A copy of everything ``step`` changes (the episode's state and the device's
         telemetry), for planners that try an action sequence and come back."""
-        return replace(self.state), copy.deepcopy(self.telemetry)
+        return self.state, self.telemetry
 
     def restore(self, snapshot: tuple[EpisodeState, Telemetry]) -> None:
-        """Go back to a ``snapshot``; the snapshot stays usable for the next restore."""
+        """Go back to a ``snapshot`` (or to one a planner edited: another trace, other
+        arrivals or samples); the snapshot stays usable for the next restore."""
         state, telemetry = snapshot
-        self.state, self.telemetry = replace(state), copy.deepcopy(telemetry)
+        tel = copy.deepcopy(telemetry)
+        tel.radio_tail_end_s, tel.last_cloud_use_s = state.radio_tail_end_s, state.cloud_last_use_s
+        self._load(state.trace, state.radio, state.offset_s, state.arrivals, state.samples,
+                   state.battery_j, tel)  # fmt: skip
+        dev = self.devices
+        dev.ints[0, K.I_INDEX] = state.index
+        dev.fs[0, K.D_FREE] = state.free_s
+        self._ended = state.index >= len(state.arrivals) or state.battery_j <= 0.0
+
+    def row_of(self, up: Trace) -> int | None:
+        """The row of an uplink in ``bank``; ``None`` for a trace outside the pool."""
+        row = self._row_of.get(_key(up))
+        return row if row is not None and self.bank.traces[row] is up else None
+
+    def _load(self, up: Trace, radio: Radio, offset_s: float, arrivals, samples,
+              battery_j: float, telemetry: Telemetry) -> None:  # fmt: skip
+        """Start the device on ``up`` (an uplink) with these requests and telemetry."""
+        row = self.row_of(up)
+        if row is None:
+            bank = self._foreign.get(_key(up))
+            if bank is None or bank.traces[0] is not up:
+                bank = self._foreign[_key(up)] = TraceArrays([up])
+            row = 0
+        else:
+            bank = self.bank
+        self.devices.traces = bank
+        self._trace, self._radio = up, radio
+        self.devices.load(
+            0, row=row, radio=radio, context=self._contexts[radio.name], offset_s=offset_s,
+            arrivals=arrivals, samples=samples, battery_j=battery_j, telemetry=telemetry,
+        )  # fmt: skip
+        self._ended = battery_j <= 0.0
 
     # -- the Gymnasium API -----------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -260,16 +318,12 @@ class OffloadEnv(gym.Env):
             gaps = rng.exponential(1.0 / self._w.rate_hz, n)
         else:
             gaps = np.full(n, 1.0 / self._w.rate_hz)
-        arrivals = np.cumsum(gaps).tolist()
-        samples = rng.integers(self.system.n_samples, size=n).tolist()
+        arrivals = np.cumsum(gaps)
+        samples = rng.integers(self.system.n_samples, size=n)
         b = self.scenario.battery
         level = float(rng.uniform(b.initial_min, b.initial_max))
         if options and "battery_level" in options:
             level = float(options["battery_level"])
-        self.state = EpisodeState(
-            up, radio, offset, arrivals, samples, level * self.system.battery_capacity_j,
-            self._contexts[radio.name],
-        )  # fmt: skip
         if options and "telemetry" in options:
             # What a real device measured before the episode (sim-to-real comparisons),
             # its times already relative to the episode's start.
@@ -280,75 +334,43 @@ class OffloadEnv(gym.Env):
             # episode; its bytes are what the link carried in the second before.
             tel = Telemetry(rtt_est_s=radio.rtt_s, battery_level=level)
             tel.record_transfer(0.0, max(up.bytes_between(offset - 1.0, offset), 1.0), 1.0)
-        self.telemetry = tel
-        st = self.state
-        st.radio_tail_end_s, st.cloud_last_use_s = tel.radio_tail_end_s, tel.last_cloud_use_s
-        return self._observe(), {"family": trace.family, "trace": trace.name}
+        self._load(up, radio, offset, arrivals, samples, level * self.system.battery_capacity_j,
+                   tel)  # fmt: skip
+        return self.observe(), {"family": trace.family, "trace": trace.name}
 
     def step(self, action):
-        st = self.state
-        if st is None:
-            raise RuntimeError("call reset() before step()")
-        if st.index >= len(st.arrivals) or st.battery_j <= 0.0:
+        if self._ended:
+            if self._trace is None:
+                raise RuntimeError("call reset() before step()")
             raise RuntimeError("the episode has ended (truncated or terminated): call reset()")
-        cut, thr, level = self.check_action(action)
-        index = st.index
-        arrivals = st.arrivals
-        arrival = arrivals[index]
-        now = arrival if arrival > st.free_s else st.free_s
-        tel = self.telemetry
-        battery_level = tel.battery_level  # set by the last observation
-        out = self.simulate(cut, thr, level)
-        energy, money = out.energy_j, out.money_usd
-        st.battery_j -= energy
-        st.free_s = done = out.done_s
-        trace = st.trace
-        if out.offloaded:
-            st.radio_tail_end_s = tel.radio_tail_end_s = out.radio_tail_end_s
-            st.cloud_last_use_s = tel.last_cloud_use_s = done
-            tel.record_transfer(out.tx_end_s, out.sent_bytes, out.tx_end_s - out.tx_start_s)
-            tel.record_rtt(trace.rtt_s)
-        tel.last_action = (cut, thr, level)
-        at_arrival = trace.rate_at(st.offset_s + arrival)
+        dev = self.devices
+        K.step_one(*dev.private_args, *self.check_action(action))  # ``dev.step``, bound once
+        (latency, wait, device_s, network, cloud, energy, money, sent, exit_block, offloaded,
+         correct, expected, leakage, miss, cold, battery, uplink, arrival_uplink, reward,
+         terminated, truncated) = _STEP_COLUMNS(dev.out[0].tolist())  # fmt: skip
+        self._ended = terminated > 0.0 or truncated > 0.0
         info = {
-            "latency_s": out.latency_s,
-            "wait_s": out.wait_s,
-            "device_s": out.device_s,
-            "network_s": out.network_s,
-            "cloud_s": out.cloud_s,
+            "latency_s": latency,
+            "wait_s": wait,
+            "device_s": device_s,
+            "network_s": network,
+            "cloud_s": cloud,
             "energy_j": energy,
             "money_usd": money,
-            "sent_bytes": out.sent_bytes,
-            "exit_block": out.exit_block,
-            "offloaded": out.offloaded,
-            "correct": out.correct,
-            "accuracy_expected": out.expected,
-            "leakage": out.leakage,
-            "deadline_miss": out.deadline_miss,
-            "cold_start": out.cold_start,
-            "battery_level": battery_level,
-            "uplink_bps": at_arrival if now == arrival else trace.rate_at(st.offset_s + now),
-            "arrival_uplink_bps": at_arrival,
-            "family": trace.family,
+            "sent_bytes": int(sent),
+            "exit_block": int(exit_block),
+            "offloaded": offloaded > 0.0,
+            "correct": correct > 0.0,
+            "accuracy_expected": expected,
+            "leakage": leakage,
+            "deadline_miss": miss > 0.0,
+            "cold_start": cold > 0.0,
+            "battery_level": battery,
+            "uplink_bps": uplink,
+            "arrival_uplink_bps": arrival_uplink,
+            "family": self._trace.family,
         }
-        st.index = index = index + 1
-        reward = out.reward
-        if index >= len(arrivals):  # truncated: observe the state after the last request
-            terminated = st.battery_j <= 0.0
-            return self._observe_last(), reward, terminated, not terminated, info
-        arrival = arrivals[index]
-        nxt = arrival if arrival > done else done
-        st.battery_j -= self._idle_w * (nxt - done)
-        if self._probe_interval_s > 0:
-            probe_j, probe_usd = self._probe(done, nxt)
-            if probe_j or probe_usd:  # a background probe happened: charge it here
-                energy += probe_j
-                money += probe_usd
-                reward = self.system.reward(
-                    out.credit, out.latency_s, energy, money, out.leakage, battery_level
-                )
-                info["energy_j"], info["money_usd"] = energy, money
-        return self._observe(nxt), reward, st.battery_j <= 0.0, False, info
+        return dev.obs[0, :OBS_DIM].copy(), reward, terminated > 0.0, truncated > 0.0, info
 
     # -- simulation ------------------------------------------------------------------
     def check_action(self, action) -> tuple[int, int, int]:
@@ -390,33 +412,31 @@ class OffloadEnv(gym.Env):
         return cut, thr, level
 
     def simulate(self, cut: int, thr: int, level: int) -> Outcome:
-        """What the current request would do under an action (``sim.physics``). Pure:
+        """What the current request would do under an action (``sim.kernel``). Pure:
         changes nothing, so the oracle can ask it about every action."""
-        return physics.request(self.system, self.state, cut, thr, level, self._deadline_s)
+        act = self._action
+        act[0, 0], act[0, 1], act[0, 2] = cut, thr, level
+        o = self.devices.outcomes(act)[0].tolist()
+        return Outcome(
+            latency_s=o[K.O_LATENCY], wait_s=o[K.O_WAIT], device_s=o[K.O_DEVICE],
+            network_s=o[K.O_NETWORK], cloud_s=o[K.O_CLOUD], energy_j=o[K.O_ENERGY],
+            money_usd=o[K.O_MONEY], sent_bytes=int(o[K.O_SENT]),
+            exit_block=int(o[K.O_EXIT_BLOCK]), offloaded=o[K.O_OFFLOADED] > 0.0,
+            correct=o[K.O_CORRECT] > 0.0, leakage=o[K.O_LEAKAGE], cold_start=o[K.O_COLD] > 0.0,
+            deadline_miss=o[K.O_MISS] > 0.0, reward=o[K.O_REWARD], tail_j=o[K.O_TAIL_J],
+            done_s=o[K.O_DONE], tx_start_s=o[K.O_TX_START], tx_end_s=o[K.O_TX_END],
+            radio_tail_end_s=o[K.O_TAIL_END], credit=o[K.O_CREDIT], expected=o[K.O_EXPECTED],
+        )  # fmt: skip
 
-    def _probe(self, done_s: float, nxt: float) -> tuple[float, float]:
-        """A background probe between two requests, if the newest throughput sample is
-        older than the probe interval. Returns the probe's (energy, money)."""
-        st, s, tel = self.state, self.system, self.telemetry
-        probe = self.scenario.probe
-        if nxt - tel.last_sample_s < probe.interval_s:
-            return 0.0, 0.0
-        tp = max(tel.last_sample_s + probe.interval_s, done_s)
-        trace, radio, off = st.trace, st.radio, st.offset_s
-        tx_end = trace.finish_time(off + tp, probe.bytes) - off
-        if tx_end > nxt:
-            return 0.0, 0.0  # would still be in flight at the decision: not sent yet
-        tx_s = tx_end - tp
-        tx_j, tail_j = physics.upload_energy_j(radio, tp, tx_s, probe.bytes, st.radio_tail_end_s)
-        energy = tx_j + tail_j
-        st.radio_tail_end_s = tel.radio_tail_end_s = tx_end + radio.tail_s
-        st.battery_j -= energy
-        tel.record_transfer(tx_end, probe.bytes, tx_s)
-        return energy, probe.bytes * s.data_usd_per_byte
 
-    def _observe_last(self) -> np.ndarray:
-        st = self.state
-        st.index -= 1  # the episode is over: observe the state after the last request
-        obs = self._observe()
-        st.index += 1
-        return obs
+# The columns of ``sim.kernel``'s outcome row that a step reports, in ``step``'s order.
+_STEP_COLUMNS = itemgetter(
+    K.O_LATENCY, K.O_WAIT, K.O_DEVICE, K.O_NETWORK, K.O_CLOUD, K.O_ENERGY, K.O_MONEY, K.O_SENT,
+    K.O_EXIT_BLOCK, K.O_OFFLOADED, K.O_CORRECT, K.O_EXPECTED, K.O_LEAKAGE, K.O_MISS, K.O_COLD,
+    K.O_BATTERY_LEVEL, K.O_UPLINK_BPS, K.O_ARRIVAL_UPLINK_BPS, K.O_REWARD, K.O_TERMINATED,
+    K.O_TRUNCATED,
+)  # fmt: skip
+
+
+def _key(trace: Trace) -> str:
+    return f"{trace.family}/{trace.name}"

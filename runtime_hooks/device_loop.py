@@ -59,9 +59,11 @@ def device_policy(policy, system):
         policy = NumpyPolicy.load(policy or DEFAULT_POLICY)
     if isinstance(policy, NumpyPolicy):
         policy.check_compatible(
-            (system.n_cuts, system.n_thresholds, system.n_levels), system.thresholds, OBS_DIM,
+            (system.n_cuts, system.n_thresholds, system.n_levels),
+            system.thresholds,
+            OBS_DIM,
             model_hash=system.profile.model_hash,
-        )  # fmt: skip
+        )
     return policy
 
 
@@ -107,9 +109,15 @@ class DeviceLoop:
         self.image_input = p.input_kind == "image"
         kwargs = {} if notify is None else {"notify": notify}
         self.bottlenecks: dict = {}  # (cut, level) -> a learned bottleneck (its encoder)
-        self.link = CloudLink(server, self.n_classes, connect_timeout_s=connect_timeout_s,
-                              probe_bytes=probe_bytes, retry_s=retry_s, name=server_name,
-                              **kwargs)  # fmt: skip
+        self.link = CloudLink(
+            server,
+            self.n_classes,
+            connect_timeout_s=connect_timeout_s,
+            probe_bytes=probe_bytes,
+            retry_s=retry_s,
+            name=server_name,
+            **kwargs,
+        )
         self._radio_tail_end = -math.inf
         self.t0 = time.monotonic()
 
@@ -291,17 +299,30 @@ class DeviceLoop:
         self.controller.on_energy(energy)
         latency = done - arrival
         result = RequestResult(
-            request_id=rid, sample=sample, arrival_s=arrival - self.t0, cut=cut,
-            threshold=thr, level=level, path=answer.path, exit_block=answer.exit_block,
-            prediction=answer.prediction, confidence=answer.confidence, label=label,
+            request_id=rid,
+            sample=sample,
+            arrival_s=arrival - self.t0,
+            cut=cut,
+            threshold=thr,
+            level=level,
+            path=answer.path,
+            exit_block=answer.exit_block,
+            prediction=answer.prediction,
+            confidence=answer.confidence,
+            label=label,
             correct=None if label is None else answer.prediction == int(label),
-            latency_s=latency, wait_s=start - arrival, decide_s=decide_s, device_s=device_s,
+            latency_s=latency,
+            wait_s=start - arrival,
+            decide_s=decide_s,
+            device_s=device_s,
             network_s=sent.network_s if sent else 0.0,
             server_s=sent.server_s if sent else 0.0,
-            sent_bytes=sent.sent_bytes if sent else 0, energy_j=energy, fallback=fallback,
+            sent_bytes=sent.sent_bytes if sent else 0,
+            energy_j=energy,
+            fallback=fallback,
             deadline_miss=latency > self.deadline_s,
             server_queue_s=sent.server_queue_s if sent else 0.0,
-        )  # fmt: skip
+        )
         if self.log is not None:
             self.log.write(json.dumps(asdict(result)) + "\n")
         return result
@@ -341,8 +362,9 @@ class DeviceLoop:
                 if seen is not None:
                     exit_seen = (b, *seen)
                     if seen[0] >= threshold:
-                        answer = Answer(path="exit", exit_block=b, prediction=seen[1],
-                                        confidence=seen[0])  # fmt: skip
+                        answer = Answer(
+                            path="exit", exit_block=b, prediction=seen[1], confidence=seen[0]
+                        )
                         return answer, device_s, h, exit_seen
             if cut == k:
                 (conf, pred), took = self._compute(
@@ -400,13 +422,22 @@ class DeviceLoop:
                 energy = self._radio_energy(sent_at, len(frame), network_s, reply.server_s)
                 probs = np.exp(reply.logits - reply.logits.max())
                 probs /= probs.sum()
-                answer = Answer(path="cloud", exit_block=0, prediction=int(probs.argmax()),
-                                confidence=float(probs.max()))  # fmt: skip
+                answer = Answer(
+                    path="cloud",
+                    exit_block=0,
+                    prediction=int(probs.argmax()),
+                    confidence=float(probs.max()),
+                )
                 return Offloaded(
-                    answer=answer, sent_bytes=len(frame), network_s=network_s,
-                    server_s=reply.server_s, server_queue_s=float(reply.queue_s),
-                    fallback=None, device_s=extra_device_s, energy_j=energy,
-                )  # fmt: skip
+                    answer=answer,
+                    sent_bytes=len(frame),
+                    network_s=network_s,
+                    server_s=reply.server_s,
+                    server_queue_s=float(reply.queue_s),
+                    fallback=None,
+                    device_s=extra_device_s,
+                    energy_j=energy,
+                )
             except TimeoutError:
                 reason = "timeout" if sent else "connection_lost"
                 if not sent:  # a partial frame spoils the stream
@@ -419,9 +450,15 @@ class DeviceLoop:
         answer, more = self._anytime(cut, h, arrival, exit_seen)
         idle = s.device.idle_power_w * max(time.monotonic() - now - more, 0.0)
         return Offloaded(
-            answer=answer, sent_bytes=sent, network_s=0.0, server_s=0.0, server_queue_s=0.0,
-            fallback=reason, device_s=extra_device_s + more, energy_j=idle,
-        )  # fmt: skip
+            answer=answer,
+            sent_bytes=sent,
+            network_s=0.0,
+            server_s=0.0,
+            server_queue_s=0.0,
+            fallback=reason,
+            device_s=extra_device_s + more,
+            energy_j=idle,
+        )
 
     def _exits_from(self, depth: int) -> list[int]:
         """The blocks with an exit the device can still reach from ``depth``."""

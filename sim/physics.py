@@ -156,8 +156,17 @@ def request(s: System, st, cut: int, thr: int, level: int, deadline_s: float) ->
     return offload_outcome(s, st, i, arrival, start, early, cut, level, level_now, deadline_s)
 
 
-def local_outcome(s: System, st, i: int, arrival: float, start: float, early: bool,
-                  exit_block: int, battery: float, deadline_s: float) -> Outcome:  # fmt: skip
+def local_outcome(
+    s: System,
+    st,
+    i: int,
+    arrival: float,
+    start: float,
+    early: bool,
+    exit_block: int,
+    battery: float,
+    deadline_s: float,
+) -> Outcome:
     """The device answers: at ``exit_block``, or with the final classifier (0: cut K)."""
     k = s.k
     device_s = device_seconds(s, k, early, exit_block, 0)
@@ -168,18 +177,43 @@ def local_outcome(s: System, st, i: int, arrival: float, start: float, early: bo
     energy = request_energy_j(s.device, device_s, 0.0, 0.0, 0.0)
     done = start + device_s
     return Outcome(
-        latency_s=latency, wait_s=start - arrival, device_s=device_s, network_s=0.0,
-        cloud_s=0.0, energy_j=energy, money_usd=0.0, sent_bytes=0, exit_block=answered,
-        offloaded=False, correct=bool(correct), leakage=0.0, cold_start=False,
+        latency_s=latency,
+        wait_s=start - arrival,
+        device_s=device_s,
+        network_s=0.0,
+        cloud_s=0.0,
+        energy_j=energy,
+        money_usd=0.0,
+        sent_bytes=0,
+        exit_block=answered,
+        offloaded=False,
+        correct=bool(correct),
+        leakage=0.0,
+        cold_start=False,
         deadline_miss=latency > deadline_s,
-        reward=s.reward(credit, latency, energy, 0.0, 0.0, battery), tail_j=0.0,
-        done_s=done, tx_start_s=done, tx_end_s=done, radio_tail_end_s=st.radio_tail_end_s,
-        credit=credit, expected=s.exit_expected[answered - 1][i],
-    )  # fmt: skip
+        reward=s.reward(credit, latency, energy, 0.0, 0.0, battery),
+        tail_j=0.0,
+        done_s=done,
+        tx_start_s=done,
+        tx_end_s=done,
+        radio_tail_end_s=st.radio_tail_end_s,
+        credit=credit,
+        expected=s.exit_expected[answered - 1][i],
+    )
 
 
-def offload_outcome(s: System, st, i: int, arrival: float, start: float, early: bool, cut: int,
-                    level: int, battery: float, deadline_s: float) -> Outcome:  # fmt: skip
+def offload_outcome(
+    s: System,
+    st,
+    i: int,
+    arrival: float,
+    start: float,
+    early: bool,
+    cut: int,
+    level: int,
+    battery: float,
+    deadline_s: float,
+) -> Outcome:
     """The tensor at ``cut`` crosses the uplink and the cloud answers."""
     device_s = device_seconds(s, cut, early, 0, level)
     nbytes = s.sent[cut][level][i]
@@ -198,14 +232,29 @@ def offload_outcome(s: System, st, i: int, arrival: float, start: float, early: 
     credit = s.final_credit[cut][level][i]
     leak = s.leak[cut][level]
     return Outcome(
-        latency_s=latency, wait_s=start - arrival, device_s=device_s, network_s=tx_s + rtt,
-        cloud_s=cloud_s, energy_j=energy, money_usd=money, sent_bytes=nbytes, exit_block=0,
-        offloaded=True, correct=bool(s.final_ok[cut][level][i]), leakage=leak, cold_start=cold,
+        latency_s=latency,
+        wait_s=start - arrival,
+        device_s=device_s,
+        network_s=tx_s + rtt,
+        cloud_s=cloud_s,
+        energy_j=energy,
+        money_usd=money,
+        sent_bytes=nbytes,
+        exit_block=0,
+        offloaded=True,
+        correct=bool(s.final_ok[cut][level][i]),
+        leakage=leak,
+        cold_start=cold,
         deadline_miss=latency > deadline_s,
-        reward=s.reward(credit, latency, energy, money, leak, battery), tail_j=tail_j,
-        done_s=done, tx_start_s=tx_start, tx_end_s=tx_end, radio_tail_end_s=tx_end + radio.tail_s,
-        credit=credit, expected=s.final_expected[cut][level][i],
-    )  # fmt: skip
+        reward=s.reward(credit, latency, energy, money, leak, battery),
+        tail_j=tail_j,
+        done_s=done,
+        tx_start_s=tx_start,
+        tx_end_s=tx_end,
+        radio_tail_end_s=tx_end + radio.tail_s,
+        credit=credit,
+        expected=s.final_expected[cut][level][i],
+    )
 
 
 # -- one request of each of N devices ----------------------------------------------------
@@ -319,7 +368,7 @@ def requests(
         exit_block > 0,
         t.block_cum[exit_block] + t.exit_cum[exit_block],
         t.block_cum[k] + early_f * t.exit_cum[k - 1] + s.exit_dev_s[k - 1],
-    )  # fmt: skip
+    )
     cut_c = np.minimum(cut, k - 1)  # table index; unused where the request is local
     off_s = t.block_cum[cut] + early_f * t.exit_cum[cut] + t.encode_dev[cut_c, level]
     device_s = np.where(local, local_s, off_s)
@@ -347,18 +396,32 @@ def requests(
     leakage = np.where(off, t.leak[cut_c, level], 0.0)
     reward = s.reward(credit, latency, energy, money, leakage, battery_level(s, pending.battery_j))
     return Batch(
-        latency_s=latency, device_s=device_s, network_s=np.where(off, tx_s + rtt_s, 0.0),
-        cloud_s=cloud_s, queue_s=queue_s, energy_j=energy, money_usd=money,
-        sent_bytes=nbytes, exit_block=np.where(local, answered, 0),
-        offloaded=off, correct=correct, leakage=leakage,
-        deadline_miss=latency * s.reward.inv_deadline > 1.0, cold_start=cold, reward=reward,
-        done_s=done, tx_start_s=tx_start, tx_end_s=tx_end, tx_s=tx_s,
-    )  # fmt: skip
+        latency_s=latency,
+        device_s=device_s,
+        network_s=np.where(off, tx_s + rtt_s, 0.0),
+        cloud_s=cloud_s,
+        queue_s=queue_s,
+        energy_j=energy,
+        money_usd=money,
+        sent_bytes=nbytes,
+        exit_block=np.where(local, answered, 0),
+        offloaded=off,
+        correct=correct,
+        leakage=leakage,
+        deadline_miss=latency * s.reward.inv_deadline > 1.0,
+        cold_start=cold,
+        reward=reward,
+        done_s=done,
+        tx_start_s=tx_start,
+        tx_end_s=tx_end,
+        tx_s=tx_s,
+    )
 
 
 # -- in expectation, for the heuristics ---------------------------------------------------
-def expected_latency_s(device_s, p_offload, bytes_sent, cloud_s, bandwidth_bps: float,
-                       rtt_s: float):  # fmt: skip
+def expected_latency_s(
+    device_s, p_offload, bytes_sent, cloud_s, bandwidth_bps: float, rtt_s: float
+):
     """The same latency in expectation (arrays over actions): device time, then with
     probability ``p_offload`` the upload at a constant ``bandwidth_bps`` (the estimate a
     device has instead of the trace), the RTT and the warm cloud tail."""

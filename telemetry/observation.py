@@ -13,13 +13,17 @@ feature tells the policy how stale its estimate is, and the scenario's backgroun
 probes (a small transfer whenever the newest sample is older than
 ``probe.interval_s``, its energy and data charged) keep the estimate from going
 blind.
+
+The builder and the telemetry's updates are plain functions over numbers and arrays
+(``log_mbps``, ``smoothed``, ``push_sample``, ``fill_observation``): ``Telemetry``
+and ``build_observation`` call them for one device, and the simulator's compiled
+step (``sim.kernel``) calls the same functions for every device it steps.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,63 +55,166 @@ OBS_DIM = len(OBS_NAMES)
 OBS_LOW, OBS_HIGH = -10.0, 10.0
 
 
-def _log_mbps(bps: float) -> float:
+# The observation's constants, one vector per device (``ObservationContext.vector``).
+(
+    C_DEADLINE,
+    C_KEEP_ALIVE,
+    C_TAIL_S,
+    C_TAIL_W,
+    C_CUT_SCALE,
+    C_THR_SCALE,
+    C_LVL_SCALE,
+    C_LOG_DEADLINE,
+    C_LOG_TAIL,
+) = range(9)
+N_CONTEXT = 9
+
+
+def log_mbps(bps: float) -> float:
     """A throughput feature: log10 Mbit/s, floored at 1 kbit/s."""
     return math.log10((bps if bps > 1e3 else 1e3) / 1e6)
 
 
-def smoothed(average, sample, weight: float):
-    """An exponentially weighted running average after one more ``sample`` (floats or
-    arrays): every running average of the telemetry (the RTT, a fleet's server
-    queueing time) is this one."""
+def smoothed(average: float, sample: float, weight: float) -> float:
+    """An exponentially weighted running average after one more ``sample``: every
+    running average of the telemetry (the RTT, a fleet's server queueing time)."""
     return (1 - weight) * average + weight * sample
+
+
+def push_sample(times, rates, logs, inverses, count: int, done_s: float, bps: float):
+    """Append a throughput sample to the last ``N_TPUT_SAMPLES`` (arrays, oldest first,
+    newest last). Returns ``(count, estimate_bps)``: how many samples there are and
+    their harmonic mean (robust to one lucky transfer, as in Pensieve's and MPC's
+    throughput predictors)."""
+    n = len(times)
+    for j in range(n - 1):
+        times[j], rates[j], logs[j], inverses[j] = (
+            times[j + 1],
+            rates[j + 1],
+            logs[j + 1],
+            inverses[j + 1],
+        )
+    times[n - 1], rates[n - 1] = done_s, bps
+    logs[n - 1] = log_mbps(bps)
+    inverses[n - 1] = 1.0 / (bps if bps > 1.0 else 1.0)
+    count = count + 1 if count < n else n
+    total = 0.0
+    for j in range(n - count, n):
+        total += inverses[j]
+    return count, count / total
+
+
+def fill_observation(
+    obs,
+    times,
+    logs,
+    count: int,
+    estimate_bps: float,
+    rtt_est_s: float,
+    battery_level: float,
+    last_cut: int,
+    last_thr: int,
+    last_lvl: int,
+    radio_tail_end_s: float,
+    last_cloud_use_s: float,
+    now_s: float,
+    lateness_s: float,
+    queue_len: int,
+    ctx,
+) -> None:
+    """Write the policy's input (``OBS_NAMES``, every entry in [-10, 10]) into ``obs``
+    from a device's telemetry (``times``/``logs``: its last samples, newest last) and
+    its constants ``ctx`` (``ObservationContext.vector``)."""
+    n = len(logs)
+    last = logs[n - 1] if count > 0 else NO_SAMPLE_LOG10_MBPS
+    prev = logs[n - 2] if count > 1 else last
+    prev2 = logs[n - 3] if count > 2 else prev
+    age = now_s - times[n - 1] if count > 0 else NO_SAMPLE_AGE_S
+    deadline_s, keep_alive_s, tail_s = ctx[C_DEADLINE], ctx[C_KEEP_ALIVE], ctx[C_TAIL_S]
+    tail_left = radio_tail_end_s - now_s
+    since_cloud = (now_s - last_cloud_use_s) / keep_alive_s if keep_alive_s > 0 else 2.0
+    lateness = lateness_s / deadline_s
+    rtt = rtt_est_s / deadline_s
+    obs[0] = last
+    obs[1] = prev
+    obs[2] = prev2
+    obs[3] = log_mbps(estimate_bps)
+    obs[4] = math.log1p(age if age > 0.0 else 0.0)
+    obs[5] = rtt if rtt < OBS_HIGH else OBS_HIGH
+    obs[6] = battery_level
+    obs[7] = lateness if lateness < OBS_HIGH else OBS_HIGH
+    obs[8] = queue_len / 10.0 if queue_len < 100 else OBS_HIGH
+    obs[9] = last_cut * ctx[C_CUT_SCALE]
+    obs[10] = last_thr * ctx[C_THR_SCALE]
+    obs[11] = last_lvl * ctx[C_LVL_SCALE]
+    obs[12] = (tail_left / tail_s if tail_left > 0.0 else 0.0) if tail_s > 0 else 0.0
+    obs[13] = since_cloud if since_cloud < 2.0 else 2.0
+    obs[14] = ctx[C_LOG_DEADLINE]
+    obs[15] = ctx[C_LOG_TAIL]
+    obs[16] = ctx[C_TAIL_W]
+
+
+def _samples() -> np.ndarray:
+    return np.zeros(N_TPUT_SAMPLES)
 
 
 @dataclass
 class Telemetry:
     """What the device has measured so far. Times are on the device's own clock."""
 
-    tput: deque = field(default_factory=lambda: deque(maxlen=N_TPUT_SAMPLES))  # (t, bps)
     rtt_est_s: float = 0.1
     battery_level: float = 1.0
     last_action: tuple[int, int, int] = (0, 0, 0)
     last_cloud_use_s: float = -math.inf
     radio_tail_end_s: float = -math.inf
-    # Derived from ``tput`` when a sample arrives, so that building an observation is
-    # cheap: log10 Mbit/s of the samples, and the harmonic-mean estimate.
-    _logs: deque = field(default_factory=lambda: deque(maxlen=N_TPUT_SAMPLES), repr=False)
-    _inverse: deque = field(default_factory=lambda: deque(maxlen=N_TPUT_SAMPLES), repr=False)
-    _estimate_bps: float = field(default=0.0, repr=False)
+    # The last ``N_TPUT_SAMPLES`` throughput samples, oldest first (``push_sample``).
+    sample_times: np.ndarray = field(default_factory=_samples, repr=False)
+    sample_bps: np.ndarray = field(default_factory=_samples, repr=False)
+    sample_logs: np.ndarray = field(default_factory=_samples, repr=False)
+    sample_inverses: np.ndarray = field(default_factory=_samples, repr=False)
+    n_samples: int = 0
+    estimate_bps: float = 0.0
 
     def record_transfer(self, done_s: float, nbytes: float, seconds: float) -> None:
         """A finished upload of ``nbytes`` that took ``seconds`` on the wire."""
         if seconds > 0 and nbytes > 0:
-            bps = nbytes * 8.0 / seconds
-            self.tput.append((done_s, bps))
-            self._logs.append(_log_mbps(bps))
-            self._inverse.append(1.0 / (bps if bps > 1.0 else 1.0))
-            self._estimate_bps = len(self._inverse) / sum(self._inverse)
+            self.n_samples, self.estimate_bps = push_sample(
+                self.sample_times,
+                self.sample_bps,
+                self.sample_logs,
+                self.sample_inverses,
+                self.n_samples,
+                done_s,
+                nbytes * 8.0 / seconds,
+            )
 
     def record_rtt(self, rtt_s: float) -> None:
         """RFC 6298-style smoothed RTT."""
         self.rtt_est_s = smoothed(self.rtt_est_s, rtt_s, RTT_ALPHA)
 
+    @property
+    def tput(self) -> list[tuple[float, float]]:
+        """The recent samples as ``(done_s, bps)``, oldest first."""
+        first = N_TPUT_SAMPLES - self.n_samples
+        return list(
+            zip(self.sample_times[first:].tolist(), self.sample_bps[first:].tolist(), strict=True)
+        )
+
     def relative_to(self, t0: float) -> Telemetry:
         """A copy with every time moved to a clock whose zero is ``t0``."""
         out = copy.deepcopy(self)
-        out.tput = deque(((t - t0, bps) for t, bps in self.tput), maxlen=N_TPUT_SAMPLES)
+        out.sample_times = self.sample_times - t0
         out.last_cloud_use_s = self.last_cloud_use_s - t0
         out.radio_tail_end_s = self.radio_tail_end_s - t0
         return out
 
     @property
     def last_sample_s(self) -> float:
-        return self.tput[-1][0] if self.tput else -math.inf
+        return float(self.sample_times[-1]) if self.n_samples else -math.inf
 
     def bandwidth_estimate_bps(self) -> float:
-        """Harmonic mean of the recent samples (robust to one lucky transfer, as in
-        Pensieve's and MPC's throughput predictors); 0 with no sample yet."""
-        return self._estimate_bps
+        """Harmonic mean of the recent samples; 0 with no sample yet."""
+        return self.estimate_bps
 
 
 @dataclass(frozen=True)
@@ -124,50 +231,41 @@ class ObservationContext:
     keep_alive_s: float
 
     def __post_init__(self) -> None:
-        # Constants of every observation, computed once (frozen: set through object).
-        put = object.__setattr__
-        put(self, "_cut_scale", 1.0 / ((self.n_cuts - 1) or 1))
-        put(self, "_thr_scale", 1.0 / ((self.n_thresholds - 1) or 1))
-        put(self, "_lvl_scale", 1.0 / ((self.n_levels - 1) or 1))
-        put(self, "_log_deadline", math.log10(self.deadline_s))
-        put(self, "_log_tail", math.log10(self.tail_s if self.tail_s > 0.01 else 0.01))
+        # The constants of every observation, as ``fill_observation`` reads them (frozen:
+        # set through object).
+        vector = np.zeros(N_CONTEXT)
+        vector[C_DEADLINE], vector[C_KEEP_ALIVE] = self.deadline_s, self.keep_alive_s
+        vector[C_TAIL_S], vector[C_TAIL_W] = self.tail_s, self.tail_w
+        vector[C_CUT_SCALE] = 1.0 / ((self.n_cuts - 1) or 1)
+        vector[C_THR_SCALE] = 1.0 / ((self.n_thresholds - 1) or 1)
+        vector[C_LVL_SCALE] = 1.0 / ((self.n_levels - 1) or 1)
+        vector[C_LOG_DEADLINE] = math.log10(self.deadline_s)
+        vector[C_LOG_TAIL] = math.log10(self.tail_s if self.tail_s > 0.01 else 0.01)
+        object.__setattr__(self, "vector", vector)
 
 
 def build_observation(
     tel: Telemetry, now_s: float, lateness_s: float, queue_len: int, ctx: ObservationContext
 ) -> np.ndarray:
     """The policy's input, float32 of shape ``(OBS_DIM,)``, every entry in [-10, 10]."""
-    deadline_s, tail_s, keep_alive_s = ctx.deadline_s, ctx.tail_s, ctx.keep_alive_s
-    logs = tel._logs
-    n = len(logs)
-    last = logs[-1] if n else NO_SAMPLE_LOG10_MBPS
-    prev = logs[-2] if n > 1 else last
-    prev2 = logs[-3] if n > 2 else prev
-    age = now_s - tel.tput[-1][0] if n else NO_SAMPLE_AGE_S
+    obs = np.empty(OBS_DIM, dtype=np.float32)
     cut, thr, lvl = tel.last_action
-    tail_left = tel.radio_tail_end_s - now_s
-    since_cloud = (now_s - tel.last_cloud_use_s) / keep_alive_s if keep_alive_s > 0 else 2.0
-    lateness = lateness_s / deadline_s
-    rtt = tel.rtt_est_s / deadline_s
-    return np.array(
-        (
-            last,
-            prev,
-            prev2,
-            _log_mbps(tel._estimate_bps),
-            math.log1p(age if age > 0.0 else 0.0),
-            rtt if rtt < OBS_HIGH else OBS_HIGH,
-            tel.battery_level,
-            lateness if lateness < OBS_HIGH else OBS_HIGH,
-            queue_len / 10.0 if queue_len < 100 else OBS_HIGH,
-            cut * ctx._cut_scale,
-            thr * ctx._thr_scale,
-            lvl * ctx._lvl_scale,
-            (tail_left / tail_s if tail_left > 0.0 else 0.0) if tail_s > 0 else 0.0,
-            since_cloud if since_cloud < 2.0 else 2.0,
-            ctx._log_deadline,
-            ctx._log_tail,
-            ctx.tail_w,
-        ),
-        dtype=np.float32,
+    fill_observation(
+        obs,
+        tel.sample_times,
+        tel.sample_logs,
+        tel.n_samples,
+        tel.estimate_bps,
+        tel.rtt_est_s,
+        tel.battery_level,
+        cut,
+        thr,
+        lvl,
+        tel.radio_tail_end_s,
+        tel.last_cloud_use_s,
+        now_s,
+        lateness_s,
+        queue_len,
+        ctx.vector,
     )
+    return obs

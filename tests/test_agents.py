@@ -172,6 +172,7 @@ def test_label_blind_oracle_ignores_labels_and_the_oracle_does_not():
                          episode_requests=40)  # fmt: skip
         if flipped:
             _flip_labels(env.system)
+            env.reload_system()
         options = {"trace": spec.trace, "offset_s": spec.offset_s, "battery_level": 0.6}
         env.reset(seed=spec.seed, options=options)
         out = []
@@ -244,6 +245,7 @@ def test_planner_ignores_labels_and_opens_the_upload_regime_greedy_search_does_n
                          episode_requests=48)  # fmt: skip
         if flipped:
             _flip_labels(env.system)
+            env.reload_system()
         return run_many(env, policy, [spec])
 
     planned, greedy = run(ForesightPlanner()), run(LabelBlindOracle())
@@ -278,8 +280,10 @@ def test_device_planner_plans_only_on_what_the_device_knows():
     )
     env.state = other_future
     assert tuple(DevicePlanner(horizon=40, hold=4).act_privileged(env)) == chosen
+    tel = env.telemetry
     for _ in range(8):  # the device now measures a nearly dead link
-        env.telemetry.record_transfer(now, 100.0, 1.0)
+        tel.record_transfer(now, 100.0, 1.0)
+    env.telemetry = tel
     assert tuple(DevicePlanner(horizon=40, hold=4).act_privileged(env)) != chosen
 
 

@@ -85,7 +85,7 @@ def test_hand_computed_offload_matches_to_the_microsecond():
     assert info["latency_s"] == pytest.approx(latency, abs=1e-6)
     assert info["energy_j"] == pytest.approx(energy, abs=1e-6)
     assert info["money_usd"] == pytest.approx(money, rel=1e-9)
-    assert st.free_s == pytest.approx(arrival + latency, abs=1e-6)
+    assert env.state.free_s == pytest.approx(arrival + latency, abs=1e-6)
     assert info["correct"] == bool(p.splits["test"].final_correct[cut, level, i])
     assert info["leakage"] == pytest.approx(p.leakage[cut, level])
 

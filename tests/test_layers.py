@@ -27,9 +27,15 @@ LAYERS = (
 )
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 DEVICE_SIDE = (
-    "controller", "device", "device_loop", "device_records", "policy_file", "protocol",
-    "cloud_link", "netem",
-)  # fmt: skip
+    "controller",
+    "device",
+    "device_loop",
+    "device_records",
+    "policy_file",
+    "protocol",
+    "cloud_link",
+    "netem",
+)
 NEVER_ON_DEVICE = ("envs", "agents", "gymnasium", "stable_baselines3", "sb3_contrib", "ray")
 
 

@@ -14,10 +14,15 @@ from sim.metrics import records_of_results, summarise
 
 def _result(path, correct, latency_s=0.1, fallback=None, queue_s=0.0, miss=False):
     return SimpleNamespace(
-        path=path, correct=correct, latency_s=latency_s, fallback=fallback,
-        deadline_miss=miss, energy_j=0.01, sent_bytes=100 if path != "exit" else 0,
+        path=path,
+        correct=correct,
+        latency_s=latency_s,
+        fallback=fallback,
+        deadline_miss=miss,
+        energy_j=0.01,
+        sent_bytes=100 if path != "exit" else 0,
         server_queue_s=queue_s,
-    )  # fmt: skip
+    )
 
 
 def test_a_fallback_counts_as_an_offload_but_not_as_a_cloud_answer():
@@ -41,13 +46,16 @@ def test_a_fallback_counts_as_an_offload_but_not_as_a_cloud_answer():
 def test_the_simulator_and_a_real_device_give_the_same_figures_for_the_same_requests():
     latency = np.array([0.05, 0.12, 0.3])
     sim = {
-        "latency_s": latency, "correct": np.array([True, False, True]),
-        "offloaded": np.array([True, True, False]), "deadline_miss": latency > 0.2,
-    }  # fmt: skip
+        "latency_s": latency,
+        "correct": np.array([True, False, True]),
+        "offloaded": np.array([True, True, False]),
+        "deadline_miss": latency > 0.2,
+    }
     real = [
-        _result("cloud", True, 0.05), _result("cloud", False, 0.12),
+        _result("cloud", True, 0.05),
+        _result("cloud", False, 0.12),
         _result("local", True, 0.3, miss=True),
-    ]  # fmt: skip
+    ]
     a, b = summarise(sim), summarise(records_of_results(real))
     for key in ("accuracy", "offload_fraction", "deadline_miss_rate", "latency_p95_ms"):
         assert a[key] == pytest.approx(b[key]), key
@@ -55,10 +63,12 @@ def test_the_simulator_and_a_real_device_give_the_same_figures_for_the_same_requ
 
 def test_rewards_have_an_interval_over_episodes_and_a_calibrated_twin():
     rec = {
-        "latency_s": np.full(4, 0.1), "reward": np.array([1.0, 0.0, 0.5, 0.5]),
-        "episode": np.array([0, 0, 1, 1]), "correct": np.array([1, 0, 1, 0]),
+        "latency_s": np.full(4, 0.1),
+        "reward": np.array([1.0, 0.0, 0.5, 0.5]),
+        "episode": np.array([0, 0, 1, 1]),
+        "correct": np.array([1, 0, 1, 0]),
         "accuracy_expected": np.full(4, 0.5),
-    }  # fmt: skip
+    }
     s = summarise(rec, accuracy_weight=1.0)
     assert s["reward_mean"] == pytest.approx(0.5) and s["reward_ci95"] == pytest.approx(0.0)
     # Credited at 0.5 instead of 1/0: rewards 0.5, 0.5, 0.0, 1.0.

@@ -1,20 +1,19 @@
 """A bandwidth trace: piecewise-constant link capacity over time, plus a round-trip time.
 
 ``finish_time(t, n)`` answers "starting at time t, when have n bytes crossed?" by
-integrating the capacity from ``t``, wrapping around at the end of the trace. Scalar
-queries use ``bisect`` over Python lists: a step of the simulator calls them a few
-times, and numpy's per-call overhead would dominate at that size.
+integrating the capacity from ``t``, wrapping around at the end of the trace
+(``traces.queries``, the same functions the simulator's kernel compiles).
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from settings.tables import InputError
+from traces import queries
 
 
 class TraceError(InputError):
@@ -85,45 +84,29 @@ class Trace:
         return self._cum[-1]
 
     @property
+    def n_segments(self) -> int:
+        return len(self._rates)
+
+    @property
     def mean_bps(self) -> float:
         return self.total_bytes * 8.0 / self.duration_s
 
     def rate_at(self, t: float) -> float:
         """Capacity (bit/s) at time ``t`` (wrapped)."""
-        return self._rates[bisect_right(self._starts, t % self.duration_s) - 1]
-
-    def _bytes_at(self, tm: float) -> float:
-        """Bytes crossed from 0 to ``tm`` within one period."""
-        i = bisect_right(self._starts, tm) - 1
-        return self._cum[i] + (tm - self._starts[i]) * self._rates[i] / 8.0
+        return queries.rate_at(self._starts, self._rates, self.n_segments, self.duration_s, t)
 
     def bytes_between(self, t0: float, t1: float) -> float:
         """Bytes that can cross between ``t0`` and ``t1`` (``t1 >= t0``), wrapping."""
-        d = self.duration_s
-        p0, p1 = math.floor(t0 / d), math.floor(t1 / d)
-        b0 = self._bytes_at(t0 - p0 * d)
-        b1 = self._bytes_at(t1 - p1 * d)
-        return (p1 - p0) * self.total_bytes + b1 - b0
+        return queries.bytes_between(
+            self._starts, self._cum, self._rates, self.n_segments, self.duration_s, t0, t1
+        )
 
     def finish_time(self, t: float, nbytes: float) -> float:
         """Earliest time at which ``nbytes`` sent from time ``t`` have crossed
         (transmission only; add ``rtt_s`` for the answer to come back)."""
-        if nbytes <= 0:
-            return t
-        d, total = self.duration_s, self._cum[-1]
-        period = math.floor(t / d)
-        target = self._bytes_at(t - period * d) + nbytes
-        wraps = math.floor(target / total)
-        rem = target - wraps * total
-        if rem <= 0.0:  # lands exactly on a period boundary
-            return (period + wraps) * d
-        j = bisect_left(self._cum, rem)
-        if self._cum[j] == rem:
-            tm = self._starts[j]
-        else:
-            i = j - 1
-            tm = self._starts[i] + (rem - self._cum[i]) * 8.0 / self._rates[i]
-        return (period + wraps) * d + tm
+        return queries.finish_time(
+            self._starts, self._cum, self._rates, self.n_segments, self.duration_s, t, nbytes
+        )
 
     def transfer_time(self, t: float, nbytes: float) -> float:
         return self.finish_time(t, nbytes) - t

@@ -19,15 +19,41 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "episodes.npz"
 SINGLE_KEYS = (
-    "latency_s", "wait_s", "device_s", "network_s", "cloud_s", "energy_j", "money_usd",
-    "sent_bytes", "exit_block", "offloaded", "correct", "accuracy_expected", "leakage",
-    "deadline_miss", "cold_start", "battery_level", "uplink_bps", "arrival_uplink_bps",
-)  # fmt: skip
-FLEET_KEYS = (
-    "latency_s", "device_s", "network_s", "cloud_s", "queue_s", "energy_j", "money_usd",
-    "sent_bytes", "exit_block", "offloaded", "correct", "leakage", "deadline_miss",
+    "latency_s",
+    "wait_s",
+    "device_s",
+    "network_s",
+    "cloud_s",
+    "energy_j",
+    "money_usd",
+    "sent_bytes",
+    "exit_block",
+    "offloaded",
+    "correct",
+    "accuracy_expected",
+    "leakage",
+    "deadline_miss",
     "cold_start",
-)  # fmt: skip
+    "battery_level",
+    "uplink_bps",
+    "arrival_uplink_bps",
+)
+FLEET_KEYS = (
+    "latency_s",
+    "device_s",
+    "network_s",
+    "cloud_s",
+    "queue_s",
+    "energy_j",
+    "money_usd",
+    "sent_bytes",
+    "exit_block",
+    "offloaded",
+    "correct",
+    "leakage",
+    "deadline_miss",
+    "cold_start",
+)
 SINGLE_CASES = {
     "single_realized": {"accuracy_credit": "realized", "probe": False},
     "single_expected": {"accuracy_credit": "expected", "probe": False},
@@ -64,10 +90,12 @@ def record_single(case: dict) -> dict[str, np.ndarray]:
     from envs.offload_env import OffloadEnv
 
     env = OffloadEnv(
-        _scenario("default", case["probe"]), trace_source="builtin", trace_split="test",
+        _scenario("default", case["probe"]),
+        trace_source="builtin",
+        trace_split="test",
         episode_requests=64,
         accuracy_credit=case["accuracy_credit"],
-    )  # fmt: skip
+    )
     rng = np.random.default_rng(7)
     obs, _ = env.reset(seed=11)
     rows: dict[str, list] = {k: [] for k in (*SINGLE_KEYS, "obs", "reward", "end")}
@@ -91,10 +119,13 @@ def record_fleet(case: tuple) -> dict[str, np.ndarray]:
     scenario_name, devices, steps, concurrency = case
     capacity = None if concurrency is None else Capacity(concurrency=concurrency)
     env = OffloadFleetEnv(
-        devices, _scenario(scenario_name), trace_source="builtin", trace_split="test",
+        devices,
+        _scenario(scenario_name),
+        trace_source="builtin",
+        trace_split="test",
         episode_requests=40,
         capacity=capacity,
-    )  # fmt: skip
+    )
     rng = np.random.default_rng(5)
     obs, _ = env.reset(seed=3)
     rows: dict[str, list] = {k: [] for k in (*FLEET_KEYS, "obs", "reward", "end")}

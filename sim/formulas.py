@@ -1,0 +1,131 @@
+"""Each quantity of a request, as one function over plain numbers and arrays.
+
+These are the simulator's physics (``sim.physics`` says where each comes from). They
+take numbers and numpy arrays only, never objects, and use only what numba compiles:
+Python code calls them as they are (the device loop, the heuristics' predictor, the
+``sim.physics`` helpers that take a ``System``), and ``sim.kernel`` compiles the very
+same functions with numba for the environments' step. Changing a formula here changes
+it everywhere at once.
+"""
+
+from __future__ import annotations
+
+LATENCY_RATIO_CAP = 4.0  # a late answer costs at most four deadlines of latency
+
+# The reward's constants, in ``RewardWeights`` order, then the references' inverses.
+(
+    W_ACCURACY,
+    W_LATENCY,
+    W_MISS,
+    W_ENERGY,
+    W_GAIN,
+    W_MONEY,
+    W_LEAKAGE,
+    INV_DEADLINE,
+    INV_ENERGY_REF,
+    INV_MONEY_REF,
+) = range(10)
+N_REWARD_CONSTANTS = 10
+
+
+# -- the device ------------------------------------------------------------------------
+def answering_exit(first_exit: int, cut: int) -> int:
+    """The early exit (1-based block) that answers a request whose sample's confidence
+    first reaches the threshold at ``first_exit`` (0: none) when the device stops after
+    ``cut`` blocks; 0 when none does."""
+    return first_exit if first_exit <= cut else 0
+
+
+def device_seconds(
+    block_cum,
+    exit_cum,
+    exit_dev,
+    encode_dev,
+    k: int,
+    cut: int,
+    early: bool,
+    exit_block: int,
+    level: int,
+) -> float:
+    """Device compute of a request: up to the exit that answered (``exit_block``, its
+    exit included), else the whole model and the final classifier (``cut == k``), else
+    blocks ``1..cut`` and the encoder of ``level`` (``encode_dev[cut, level]``).
+    ``early``: the exits on the way were checked (a threshold of at most 1).
+    ``block_cum``/``exit_cum``: cumulative device seconds of blocks/exits ``1..b``."""
+    if exit_block > 0:
+        return block_cum[exit_block] + exit_cum[exit_block]
+    if cut == k:
+        return block_cum[k] + (exit_cum[k - 1] if early else 0.0) + exit_dev[k - 1]
+    return block_cum[cut] + (exit_cum[cut] if early else 0.0) + encode_dev[cut, level]
+
+
+# -- the cloud --------------------------------------------------------------------------
+def is_cold(is_faas: bool, arrives_s: float, last_use_s: float, keep_alive_s: float) -> bool:
+    """A FaaS instance is cold when its keep-alive window ran out before the request."""
+    return is_faas and arrives_s - last_use_s > keep_alive_s
+
+
+def cloud_seconds(tail_s: float, cold: bool, cold_start_s: float) -> float:
+    """The tail in the cloud, plus a cold start when the instance is cold."""
+    return tail_s + (cold_start_s if cold else 0.0)
+
+
+# -- energy and money --------------------------------------------------------------------
+def transmit_j(base_w: float, per_mbps_w: float, tx_s: float, nbytes: float) -> float:
+    """Energy of sending ``nbytes`` over ``tx_s`` seconds (Huang et al., MobiSys 2012):
+    power ``base_w + per_mbps_w x rate`` for the transfer's duration."""
+    return base_w * tx_s + per_mbps_w * nbytes * 8e-6 if tx_s > 0 else 0.0
+
+
+def radio_tail_left_j(tail_w: float, tail_s: float, now_s: float, tail_end_s: float) -> float:
+    """Energy of the high-power tail still to run at ``now_s`` when the last upload's
+    tail ends at ``tail_end_s``."""
+    left = tail_end_s - now_s
+    return tail_w * (left if left < tail_s else tail_s) if left > 0 else 0.0
+
+
+def radio_tail_j(tail_w: float, tail_s: float, start_s: float, prev_tail_end_s: float) -> float:
+    """Tail energy an upload starting at ``start_s`` is charged (Huang et al. 2012): a
+    full high-power tail, less the unused part of the previous upload's tail."""
+    return tail_w * tail_s - radio_tail_left_j(tail_w, tail_s, start_s, prev_tail_end_s)
+
+
+def request_energy_j(
+    active_w: float, idle_w: float, device_s: float, tx_j: float, tail_j: float, waiting_s: float
+) -> float:
+    """Device energy of a request: compute, the radio (transmit and tail), and idle
+    power while it waits for the answer (``waiting_s``: RTT and cloud time)."""
+    return active_w * device_s + tx_j + tail_j + idle_w * waiting_s
+
+
+def request_money_usd(nbytes: float, usd_per_byte: float, cloud_usd: float) -> float:
+    """Money of an offloaded request: cellular data plus the cloud's bill for the tail."""
+    return nbytes * usd_per_byte + cloud_usd
+
+
+def battery_level(battery_j: float, capacity_j: float) -> float:
+    """The battery's charge as a fraction of its capacity (0 once it is empty)."""
+    return (battery_j if battery_j > 0.0 else 0.0) / capacity_j
+
+
+# -- the reward ---------------------------------------------------------------------------
+def reward(
+    w,
+    credit: float,
+    latency_s: float,
+    energy_j: float,
+    money_usd: float,
+    leakage: float,
+    battery: float,
+) -> float:
+    """The scenario's reward for one request (``sim.reward`` explains each term); ``w``
+    holds the weights and references in the ``W_*`` / ``INV_*`` order."""
+    ratio = latency_s * w[INV_DEADLINE]
+    return (
+        w[W_ACCURACY] * credit
+        - w[W_LATENCY] * (ratio if ratio < LATENCY_RATIO_CAP else LATENCY_RATIO_CAP)
+        - (w[W_MISS] if ratio > 1.0 else 0.0)
+        - w[W_ENERGY] * (1.0 + w[W_GAIN] * (1.0 - battery)) * energy_j * w[INV_ENERGY_REF]
+        - w[W_MONEY] * money_usd * w[INV_MONEY_REF]
+        - w[W_LEAKAGE] * leakage
+    )

@@ -1,0 +1,458 @@
+"""The simulator's step for N devices in one compiled call (numba).
+
+``Offload-v0`` is a fleet of one: the single-device environment and ``OffloadFleet-v0``
+both keep their devices' state in arrays (``DeviceArrays``) and step them here. The
+physics are ``sim.formulas``, the trace queries ``traces.queries`` and the telemetry
+``telemetry.observation``, compiled (``sim.compile``): the same functions Python
+calls, so a device in the simulator and the device loop in the field are charged by
+one piece of code.
+
+The kernel reads the system's tables packed into a few arrays (``sim.devices.
+system_arrays``: each call pays per array it is handed, and a step is a few
+microseconds), indexed by the constants below. A step runs in three phases, so that
+a shared cloud can sit between them:
+
+1. ``start_requests``: each device's current request under its action: the exits,
+   the device time, and for what is offloaded the upload over its trace;
+2. the cloud: ``private_cloud`` (each device has the cloud to itself, as one device
+   does: a FaaS instance is cold when the device's own keep-alive ran out) or
+   ``sim.cloud.SharedCloud`` (a fleet's shared serving tier, in Python);
+3. ``finish_requests``: latency, energy, money, leakage and reward; then ``advance``
+   applies them to the devices' state (battery, telemetry, the clock, background
+   probes) and writes the observations of the next requests.
+
+``start_requests`` and ``finish_requests`` change nothing but their output rows, so
+the oracle can ask what every action would do (``advance`` is what commits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from sim import formulas
+from sim.compile import compiled
+from telemetry import observation
+from telemetry.observation import N_CONTEXT, N_TPUT_SAMPLES, OBS_HIGH, RTT_ALPHA
+from traces import queries
+
+(
+    answering_exit,
+    device_seconds,
+    is_cold,
+    cloud_seconds,
+    transmit_j,
+    radio_tail_left_j,
+    radio_tail_j,
+    request_energy_j,
+    request_money_usd,
+    battery_level,
+    reward,
+) = compiled(
+    formulas,
+    (
+        "answering_exit",
+        "device_seconds",
+        "is_cold",
+        "cloud_seconds",
+        "transmit_j",
+        "radio_tail_left_j",
+        "radio_tail_j",
+        "request_energy_j",
+        "request_money_usd",
+        "battery_level",
+        "reward",
+    ),
+)
+(bisect_right, bisect_left, bytes_at, rate_at, finish_time) = compiled(
+    queries, ("bisect_right", "bisect_left", "bytes_at", "rate_at", "finish_time")
+)
+(log_mbps, smoothed, push_sample, fill_observation) = compiled(
+    observation, ("log_mbps", "smoothed", "push_sample", "fill_observation")
+)
+QUEUE_EWMA = 0.3  # weight of the newest answer in a device's smoothed server queueing time
+
+# -- the system's tables (``SystemArrays``) ------------------------------------------------
+# ``consts``: scalars, then the reward's constants (``sim.formulas.W_*``) from ``K_REWARD``.
+(
+    K_K,
+    K_ACTIVE_W,
+    K_IDLE_W,
+    K_USD_PER_BYTE,
+    K_BATTERY_J,
+    K_IS_FAAS,
+    K_COLD_START_S,
+    K_KEEP_ALIVE_S,
+    K_DEADLINE_S,
+    K_PROBE_INTERVAL_S,
+    K_PROBE_BYTES,
+    K_REWARD,
+) = range(12)
+N_CONSTS = K_REWARD + formulas.N_REWARD_CONSTANTS
+# ``small``: rows of per-block, per-cut and per-threshold values, and the constants
+# (``small[S_CONSTS]``, the ``K_*`` above), padded.
+S_BLOCK_CUM, S_EXIT_CUM, S_EXIT_DEV, S_CLOUD_TAIL, S_CLOUD_USD, S_THRESHOLDS, S_CONSTS = range(7)
+# ``per_level[P_*, cut, level]``; ``exits[X_*, block - 1, sample]``;
+# ``finals[Y_*, cut, level, sample]``.
+P_ENCODE_DEV, P_LEAK = range(2)
+X_OK, X_CREDIT, X_EXPECTED = range(3)
+Y_SENT, Y_OK, Y_CREDIT, Y_EXPECTED = range(4)
+# The traces: ``tr[R_*, row]`` (starts, cumulative bytes, rates; padded), and
+# ``tr[R_META, row, M_*]`` (segments, duration).
+R_STARTS, R_CUM, R_RATES, R_META = range(4)
+M_SEGMENTS, M_DURATION = range(2)
+
+# -- a device's state: floats ``fs``, integers ``ints`` -------------------------------------
+(
+    D_FREE,
+    D_BATTERY,
+    D_OFFSET,
+    D_TAIL_END,
+    D_CLOUD_LAST,
+    D_RTT_EST,
+    D_SERVER_QUEUE,
+    D_ESTIMATE,
+    D_BASE_W,
+    D_PER_MBPS_W,
+    D_TAIL_W,
+    D_TAIL_S,
+    D_RTT,
+) = range(13)
+# ...then its last throughput samples (``telemetry.observation.push_sample``'s arrays,
+# oldest first) and its observation's constants (``ObservationContext.vector``).
+D_TIMES = 13
+D_RATES = D_TIMES + N_TPUT_SAMPLES
+D_LOGS = D_RATES + N_TPUT_SAMPLES
+D_INVERSES = D_LOGS + N_TPUT_SAMPLES
+D_CONTEXT = D_INVERSES + N_TPUT_SAMPLES
+N_DEVICE_FLOATS = D_CONTEXT + N_CONTEXT
+# ...the request being decided, the trace row, the last action, how many throughput
+# samples it has, and the action its current request is to be served under.
+I_INDEX, I_ROW, I_CUT, I_THR, I_LVL, I_SAMPLES, I_ACT_CUT, I_ACT_THR, I_ACT_LVL = range(9)
+N_DEVICE_INTS = 9
+# Each device's episode: ``requests[Q_ARRIVAL | Q_SAMPLE, device, j]`` (its requests'
+# arrival times and the profile samples they draw).
+Q_ARRIVAL, Q_SAMPLE = range(2)
+
+# -- what a request did (one row per device) -----------------------------------------------
+(
+    O_LATENCY,
+    O_WAIT,
+    O_DEVICE,
+    O_NETWORK,
+    O_CLOUD,
+    O_QUEUE,
+    O_ENERGY,
+    O_MONEY,
+    O_SENT,
+    O_EXIT_BLOCK,
+    O_OFFLOADED,
+    O_CORRECT,
+    O_EXPECTED,
+    O_CREDIT,
+    O_LEAKAGE,
+    O_MISS,
+    O_COLD,
+    O_REWARD,
+    O_BATTERY_LEVEL,
+    O_DONE,
+    O_TX_START,
+    O_TX_END,
+    O_TAIL_J,
+    O_TAIL_END,
+    O_UPLINK_BPS,
+    O_ARRIVAL_UPLINK_BPS,
+    O_TERMINATED,
+    O_TRUNCATED,
+    O_CUT,
+    O_NEXT,
+) = range(30)
+N_OUT = 30  # O_NEXT: when the device decides its next request (after its last: when done)
+OBS_COLUMNS = 18  # the single device's 17 features, then the smoothed server queueing
+
+
+@njit(cache=True, error_model="numpy")
+def step_private(small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out, obs):
+    """A whole step where each device has the cloud to itself (one device, or
+    independent ones): every phase in one call."""
+    outcomes_private(small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out)
+    advance(small, tr, fs, ints, requests, out, obs)
+
+
+@njit(cache=True, error_model="numpy")
+def step_one(
+    small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out, obs, cut, thr, level
+):
+    """``step_private`` for one device, its action given as three integers."""
+    ints[0, I_ACT_CUT], ints[0, I_ACT_THR], ints[0, I_ACT_LVL] = cut, thr, level
+    step_private(small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out, obs)
+
+
+@njit(cache=True, error_model="numpy")
+def outcomes_private(small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out):
+    """What each device's request does under its action with a cloud of its own."""
+    start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out)
+    private_cloud(small, fs, out)
+    finish_requests(small, per_level, finals, fs, ints, requests, out)
+
+
+@njit(cache=True, error_model="numpy")
+def start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out):
+    """Phase 1: each device's current request under its action (``I_ACT_*``), up to
+    its upload. Writes ``out``; changes no state."""
+    c = small[S_CONSTS]
+    k = int(c[K_K])
+    block_cum, exit_cum, exit_dev = small[S_BLOCK_CUM], small[S_EXIT_CUM], small[S_EXIT_DEV]
+    encode_dev = per_level[P_ENCODE_DEV]
+    for d in range(len(fs)):
+        cut, thr, level = ints[d, I_ACT_CUT], ints[d, I_ACT_THR], ints[d, I_ACT_LVL]
+        index = ints[d, I_INDEX]
+        i = int(requests[Q_SAMPLE, d, index])
+        arrival = requests[Q_ARRIVAL, d, index]
+        start = arrival if arrival > fs[d, D_FREE] else fs[d, D_FREE]
+        early = small[S_THRESHOLDS, thr] <= 1.0
+        exit_block = answering_exit(first_exit[thr, i], cut)
+        row = ints[d, I_ROW]
+        starts, cum, rates = tr[R_STARTS, row], tr[R_CUM, row], tr[R_RATES, row]
+        seg, dur = int(tr[R_META, row, M_SEGMENTS]), tr[R_META, row, M_DURATION]
+        off = fs[d, D_OFFSET]
+        o = out[d]
+        o[:] = 0.0
+        o[O_CUT] = cut
+        o[O_WAIT] = start - arrival
+        o[O_BATTERY_LEVEL] = battery_level(fs[d, D_BATTERY], c[K_BATTERY_J])
+        o[O_ARRIVAL_UPLINK_BPS] = rate_at(starts, rates, seg, dur, off + arrival)
+        if start == arrival:
+            o[O_UPLINK_BPS] = o[O_ARRIVAL_UPLINK_BPS]
+        else:
+            o[O_UPLINK_BPS] = rate_at(starts, rates, seg, dur, off + start)
+        o[O_TAIL_END] = fs[d, D_TAIL_END]
+        if exit_block > 0 or cut == k:  # the device answers
+            device_s = device_seconds(
+                block_cum, exit_cum, exit_dev, encode_dev, k, k, early, exit_block, 0
+            )
+            answered = exit_block if exit_block > 0 else k
+            o[O_DEVICE] = device_s
+            o[O_EXIT_BLOCK] = answered
+            o[O_CORRECT] = exits[X_OK, answered - 1, i]
+            o[O_CREDIT] = exits[X_CREDIT, answered - 1, i]
+            o[O_EXPECTED] = exits[X_EXPECTED, answered - 1, i]
+            o[O_DONE] = o[O_TX_START] = o[O_TX_END] = start + device_s
+            continue
+        device_s = device_seconds(
+            block_cum, exit_cum, exit_dev, encode_dev, k, cut, early, 0, level
+        )
+        nbytes = finals[Y_SENT, cut, level, i]
+        tx_start = start + device_s
+        tx_end = finish_time(starts, cum, rates, seg, dur, off + tx_start, nbytes) - off
+        o[O_DEVICE] = device_s
+        o[O_OFFLOADED] = 1.0
+        o[O_SENT] = nbytes
+        o[O_TX_START] = tx_start
+        o[O_TX_END] = tx_end
+
+
+@njit(cache=True, error_model="numpy")
+def private_cloud(small, fs, out):
+    """Phase 2 where each device has the cloud to itself: no queue; a FaaS instance is
+    cold when the device's own keep-alive ran out."""
+    c = small[S_CONSTS]
+    for d in range(len(fs)):
+        o = out[d]
+        if o[O_OFFLOADED] == 0.0:
+            continue
+        cold = is_cold(c[K_IS_FAAS] > 0, o[O_TX_END], fs[d, D_CLOUD_LAST], c[K_KEEP_ALIVE_S])
+        o[O_COLD] = 1.0 if cold else 0.0
+        o[O_CLOUD] = cloud_seconds(small[S_CLOUD_TAIL, int(o[O_CUT])], cold, c[K_COLD_START_S])
+
+
+@njit(cache=True, error_model="numpy")
+def finish_requests(small, per_level, finals, fs, ints, requests, out):
+    """Phase 3: latency, energy, money, leakage and reward of each request (the cloud's
+    ``O_QUEUE`` and service time ``O_CLOUD`` filled in). Writes ``out``; changes no
+    state."""
+    c = small[S_CONSTS]
+    reward_w = c[K_REWARD:N_CONSTS]
+    for d in range(len(fs)):
+        o = out[d]
+        if o[O_OFFLOADED] > 0.0:
+            cut, level = ints[d, I_ACT_CUT], ints[d, I_ACT_LVL]
+            i = int(requests[Q_SAMPLE, d, ints[d, I_INDEX]])
+            rtt = fs[d, D_RTT]
+            cloud_s = o[O_CLOUD] + o[O_QUEUE]
+            o[O_CLOUD] = cloud_s
+            tx_s = o[O_TX_END] - o[O_TX_START]
+            done = o[O_TX_END] + rtt + cloud_s
+            o[O_DONE] = done
+            o[O_LATENCY] = done - requests[Q_ARRIVAL, d, ints[d, I_INDEX]]
+            o[O_NETWORK] = tx_s + rtt
+            nbytes = o[O_SENT]
+            tx_j = transmit_j(fs[d, D_BASE_W], fs[d, D_PER_MBPS_W], tx_s, nbytes)
+            tail_j = radio_tail_j(
+                fs[d, D_TAIL_W], fs[d, D_TAIL_S], o[O_TX_START], fs[d, D_TAIL_END]
+            )
+            o[O_TAIL_J] = tail_j
+            o[O_ENERGY] = request_energy_j(
+                c[K_ACTIVE_W], c[K_IDLE_W], o[O_DEVICE], tx_j, tail_j, rtt + cloud_s
+            )
+            o[O_MONEY] = request_money_usd(nbytes, c[K_USD_PER_BYTE], small[S_CLOUD_USD, cut])
+            o[O_CORRECT] = finals[Y_OK, cut, level, i]
+            o[O_CREDIT] = finals[Y_CREDIT, cut, level, i]
+            o[O_EXPECTED] = finals[Y_EXPECTED, cut, level, i]
+            o[O_LEAKAGE] = per_level[P_LEAK, cut, level]
+            o[O_TAIL_END] = o[O_TX_END] + fs[d, D_TAIL_S]
+        else:
+            o[O_LATENCY] = o[O_WAIT] + o[O_DEVICE]
+            o[O_ENERGY] = request_energy_j(c[K_ACTIVE_W], c[K_IDLE_W], o[O_DEVICE], 0.0, 0.0, 0.0)
+        o[O_MISS] = 1.0 if o[O_LATENCY] > c[K_DEADLINE_S] else 0.0
+        o[O_REWARD] = reward(
+            reward_w,
+            o[O_CREDIT],
+            o[O_LATENCY],
+            o[O_ENERGY],
+            o[O_MONEY],
+            o[O_LEAKAGE],
+            o[O_BATTERY_LEVEL],
+        )
+
+
+@njit(cache=True, error_model="numpy")
+def advance(small, tr, fs, ints, requests, out, obs):
+    """Apply each device's request (``out``) to its state, wait idle for its next
+    request (a background probe on the way where the scenario has them), and write the
+    observation of that request into ``obs``. A device whose episode ends (its last
+    request: truncated; an empty battery: terminated) is observed after its last
+    request; ``O_TERMINATED`` / ``O_TRUNCATED`` say which."""
+    c = small[S_CONSTS]
+    arrivals = requests[Q_ARRIVAL]
+    for d in range(len(fs)):
+        o = out[d]
+        done = o[O_DONE]
+        fs[d, D_BATTERY] -= o[O_ENERGY]
+        fs[d, D_FREE] = done
+        if o[O_OFFLOADED] > 0.0:
+            fs[d, D_TAIL_END] = o[O_TAIL_END]
+            fs[d, D_CLOUD_LAST] = done
+            tx_s, nbytes = o[O_TX_END] - o[O_TX_START], o[O_SENT]
+            if tx_s > 0 and nbytes > 0:
+                record_sample(fs, ints, d, o[O_TX_END], nbytes * 8.0 / tx_s)
+            fs[d, D_RTT_EST] = smoothed(fs[d, D_RTT_EST], fs[d, D_RTT], RTT_ALPHA)
+            fs[d, D_SERVER_QUEUE] = smoothed(fs[d, D_SERVER_QUEUE], o[O_QUEUE], QUEUE_EWMA)
+        ints[d, I_CUT], ints[d, I_THR] = ints[d, I_ACT_CUT], ints[d, I_ACT_THR]
+        ints[d, I_LVL] = ints[d, I_ACT_LVL]
+        index = ints[d, I_INDEX] + 1
+        ints[d, I_INDEX] = index
+        if index >= arrivals.shape[1]:  # the episode's last request: observe the state after it
+            terminated = fs[d, D_BATTERY] <= 0.0
+            o[O_TERMINATED] = 1.0 if terminated else 0.0
+            o[O_TRUNCATED] = 0.0 if terminated else 1.0
+            o[O_NEXT] = done
+            observe(c, fs, ints, arrivals, d, index - 1, done, obs[d])
+            continue
+        nxt = arrivals[d, index] if arrivals[d, index] > done else done
+        o[O_NEXT] = nxt
+        fs[d, D_BATTERY] -= c[K_IDLE_W] * (nxt - done)
+        if c[K_PROBE_INTERVAL_S] > 0:
+            probe(c, tr, fs, ints, d, done, nxt, o)
+        o[O_TERMINATED] = 1.0 if fs[d, D_BATTERY] <= 0.0 else 0.0
+        observe(c, fs, ints, arrivals, d, index, nxt, obs[d])
+
+
+@njit(cache=True, error_model="numpy")
+def record_sample(fs, ints, d, done_s, bps):
+    """Device ``d`` measured a transfer of ``bps`` that finished at ``done_s``."""
+    n = N_TPUT_SAMPLES
+    ints[d, I_SAMPLES], fs[d, D_ESTIMATE] = push_sample(
+        fs[d, D_TIMES : D_TIMES + n],
+        fs[d, D_RATES : D_RATES + n],
+        fs[d, D_LOGS : D_LOGS + n],
+        fs[d, D_INVERSES : D_INVERSES + n],
+        ints[d, I_SAMPLES],
+        done_s,
+        bps,
+    )
+
+
+@njit(cache=True, error_model="numpy")
+def probe(c, tr, fs, ints, d, done_s, nxt, o):
+    """A background probe between two requests, if the newest throughput sample is
+    older than the probe interval; its energy and data are charged to the request just
+    finished (its reward recomputed)."""
+    last_sample = fs[d, D_TIMES + N_TPUT_SAMPLES - 1] if ints[d, I_SAMPLES] > 0 else -np.inf
+    interval, nbytes = c[K_PROBE_INTERVAL_S], c[K_PROBE_BYTES]
+    if nxt - last_sample < interval:
+        return
+    tp = last_sample + interval if last_sample + interval > done_s else done_s
+    row, off = ints[d, I_ROW], fs[d, D_OFFSET]
+    tx_end = (
+        finish_time(
+            tr[R_STARTS, row],
+            tr[R_CUM, row],
+            tr[R_RATES, row],
+            int(tr[R_META, row, M_SEGMENTS]),
+            tr[R_META, row, M_DURATION],
+            off + tp,
+            nbytes,
+        )
+        - off
+    )
+    if tx_end > nxt:
+        return  # would still be in flight at the decision: not sent yet
+    tx_s = tx_end - tp
+    energy = transmit_j(fs[d, D_BASE_W], fs[d, D_PER_MBPS_W], tx_s, nbytes) + radio_tail_j(
+        fs[d, D_TAIL_W], fs[d, D_TAIL_S], tp, fs[d, D_TAIL_END]
+    )
+    fs[d, D_TAIL_END] = tx_end + fs[d, D_TAIL_S]
+    fs[d, D_BATTERY] -= energy
+    if tx_s > 0:
+        record_sample(fs, ints, d, tx_end, nbytes * 8.0 / tx_s)
+    o[O_ENERGY] += energy
+    o[O_MONEY] += nbytes * c[K_USD_PER_BYTE]
+    o[O_REWARD] = reward(
+        c[K_REWARD:N_CONSTS],
+        o[O_CREDIT],
+        o[O_LATENCY],
+        o[O_ENERGY],
+        o[O_MONEY],
+        o[O_LEAKAGE],
+        o[O_BATTERY_LEVEL],
+    )
+
+
+@njit(cache=True, error_model="numpy")
+def observe(c, fs, ints, arrivals, d, index, now, obs):
+    """Device ``d``'s observation of request ``index`` at ``now`` (its decision time)."""
+    # Requests that arrived by ``now`` and wait behind this one.
+    queue = bisect_right(arrivals[d], now, index + 1, arrivals.shape[1]) - index - 1
+    fill_observation(
+        obs,
+        fs[d, D_TIMES : D_TIMES + N_TPUT_SAMPLES],
+        fs[d, D_LOGS : D_LOGS + N_TPUT_SAMPLES],
+        ints[d, I_SAMPLES],
+        fs[d, D_ESTIMATE],
+        fs[d, D_RTT_EST],
+        battery_level(fs[d, D_BATTERY], c[K_BATTERY_J]),
+        ints[d, I_CUT],
+        ints[d, I_THR],
+        ints[d, I_LVL],
+        fs[d, D_TAIL_END],
+        fs[d, D_CLOUD_LAST],
+        now,
+        now - arrivals[d, index],
+        queue,
+        fs[d, D_CONTEXT : D_CONTEXT + N_CONTEXT],
+    )
+    q = fs[d, D_SERVER_QUEUE] / c[K_DEADLINE_S]
+    obs[OBS_COLUMNS - 1] = q if q < OBS_HIGH else OBS_HIGH
+
+
+@njit(cache=True, error_model="numpy")
+def observe_all(small, fs, ints, requests, obs):
+    """Every device's observation of its current request at its decision time."""
+    c = small[S_CONSTS]
+    arrivals = requests[Q_ARRIVAL]
+    for d in range(len(fs)):
+        index = ints[d, I_INDEX]
+        arrival = arrivals[d, index]
+        now = arrival if arrival > fs[d, D_FREE] else fs[d, D_FREE]
+        observe(c, fs, ints, arrivals, d, index, now, obs[d])
