@@ -43,16 +43,18 @@ class Predictor:
         shape = (k + 1, n_thr, n_lvl)
         device_s, p_off = np.zeros(shape), np.zeros(shape)
         nbytes, acc, leak = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-        block_cum, exit_cum = np.array(s.block_cum), np.array(s.exit_cum)
+        # Device time when the exit after block b answers (index 0: unused).
+        exit_time = np.array(
+            [0.0] + [physics.device_seconds(s, k, True, b, 0) for b in range(1, k)]
+        )
         for t, threshold in enumerate(s.thresholds):
             early = threshold <= 1.0
             first = first_exits(early_conf, threshold)  # 0 where no early exit fires
             for cut in range(k + 1):
-                stop = np.where(first <= cut, first, 0)  # ``physics.answering_exit``
+                stop = np.where(first <= cut, first, 0)  # ``formulas.answering_exit``
                 exited = stop > 0
                 local_ok = exit_ok[np.maximum(stop - 1, 0), np.arange(len(stop))]
-                # physics.device_seconds for every sample at once, an exit having fired
-                dev_exit = block_cum[stop] + exit_cum[stop]
+                dev_exit = exit_time[stop]
                 if cut == k:
                     full = physics.device_seconds(s, k, early, 0, 0)
                     device_s[cut, t, :] = np.where(exited, dev_exit, full).mean()
@@ -90,6 +92,6 @@ class Predictor:
         st, s = self.stats, self.system
         cloud = np.concatenate([st.cloud_s, [0.0]])[:, None, None]
         return physics.expected_energy_j(
-            s.device, radio, st.device_s, st.p_offload, st.bytes_sent, cloud, bandwidth_bps,
+            s, radio, st.device_s, st.p_offload, st.bytes_sent, cloud, bandwidth_bps,
             rtt_s, tail_share_s,
         )  # fmt: skip

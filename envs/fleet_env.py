@@ -45,7 +45,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from envs.offload_env import OffloadEnv
+from envs.offload_env import EpisodeState, OffloadEnv
 from sim import kernel as K
 from sim.cloud import Capacity, SharedCloud, batch_seconds
 from sim.devices import Devices
@@ -134,6 +134,7 @@ class OffloadFleetEnv(VectorEnv):
         self.devices = Devices(s, self.single.bank, n, self.requests_per_episode, self.cloud)
         self.last_level = self.devices.tables.last_level
         self.families = [""] * n
+        self.radios: list = [None] * n
         self._state_ready = False
 
     @property
@@ -179,6 +180,22 @@ class OffloadFleetEnv(VectorEnv):
             start_s=start_s,
         )
         self.families[d] = st.trace.family
+        self.radios[d] = st.radio
+
+    def device_state(self, d: int) -> EpisodeState:
+        """Device ``d``'s episode (a copy, times on the fleet's clock: its trace is
+        read at ``offset_s`` + fleet time)."""
+        dev = self.devices
+        fs, ints = dev.fs[d], dev.ints[d]
+        radio = self.radios[d]
+        return EpisodeState(
+            trace=self.single.bank.traces[ints[K.I_ROW]], radio=radio,
+            offset_s=float(fs[K.D_OFFSET]), arrivals=dev.arrivals[d].tolist(),
+            samples=dev.samples[d].astype(int).tolist(), battery_j=float(fs[K.D_BATTERY]),
+            context=self.system.observation_context(radio), index=int(ints[K.I_INDEX]),
+            free_s=float(fs[K.D_FREE]), radio_tail_end_s=float(fs[K.D_TAIL_END]),
+            cloud_last_use_s=float(fs[K.D_CLOUD_LAST]),
+        )  # fmt: skip
 
     # -- step -------------------------------------------------------------------------------
     def check_actions(self, actions) -> np.ndarray:

@@ -293,9 +293,7 @@ class DeviceLoop:
             answer, fallback = sent.answer, sent.fallback
             device_s += sent.device_s
         done = time.monotonic()
-        energy = physics.request_energy_j(
-            s.device, device_s, sent.energy_j if sent else 0.0, 0.0, 0.0
-        )
+        energy = physics.request_energy_j(s, device_s, sent.energy_j if sent else 0.0, 0.0)
         self.controller.on_energy(energy)
         latency = done - arrival
         result = RequestResult(

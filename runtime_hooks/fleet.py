@@ -67,16 +67,17 @@ def fleet_workload(scenario, traces, devices: int, requests: int, seed: int) -> 
                             sample_split="test", episode_requests=max(max(per), 1))  # fmt: skip
     fleet.reset(seed=seed)
     cap = fleet.system.battery_capacity_j
+    states = [fleet.device_state(d) for d in range(devices)]
     return [
         DeviceWork(
-            fleet.bank.traces[fleet.row[d]],
-            fleet._radio_rows[fleet.row[d]],
-            float(fleet.offset[d]),
-            fleet.arrivals[d, : per[d]].copy(),
-            fleet.samples[d, : per[d]].copy(),
-            float(fleet.battery[d] / cap),
+            st.trace,
+            st.radio,
+            st.offset_s,
+            np.asarray(st.arrivals[: per[d]]),
+            np.asarray(st.samples[: per[d]]),
+            st.battery_j / cap,
         )  # fmt: skip
-        for d in range(devices)
+        for d, st in enumerate(states)
     ]
 
 

@@ -121,6 +121,7 @@ class System:
             self.block_dev_s = [float(v) * s for v in block_host]
             self.exit_dev_s = [float(v) * s for v in exit_host]
             self.encode_dev_s = [[float(v) * s for v in row] for row in p.encode_host_s]
+        self.encode_dev = np.asarray(self.encode_dev_s, dtype=np.float64)  # [cut, level]
         # Cumulative device times: blocks 1..b and exits 1..b.
         self.block_cum = [0.0]
         self.exit_cum = [0.0]
