@@ -23,15 +23,22 @@ from envs.wrappers import env_actions
 
 
 class FleetVecEnv(VecEnv):
-    def __init__(self, fleet: OffloadFleetEnv, action_repeat: int = 1) -> None:
+    def __init__(
+        self, fleet: OffloadFleetEnv, action_repeat: int = 1, obs_dim: int | None = None
+    ) -> None:
+        """``obs_dim``: the observation's first features the policy sees (17 for a
+        single-device policy trained on independent devices; default: all 18)."""
         if action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         self.fleet = fleet
         self.action_repeat = action_repeat
         self.table = np.asarray(env_actions(fleet.single), dtype=np.int64)
-        super().__init__(
-            fleet.num_envs, fleet.single_observation_space, spaces.Discrete(len(self.table))
-        )
+        space = fleet.single_observation_space
+        self.obs_dim = obs_dim or space.shape[0]
+        if self.obs_dim != space.shape[0]:
+            space = spaces.Box(space.low[: self.obs_dim], space.high[: self.obs_dim],
+                               dtype=space.dtype)  # fmt: skip
+        super().__init__(fleet.num_envs, space, spaces.Discrete(len(self.table)))
         self._seed: int | None = None
         self._actions: np.ndarray | None = None
 
@@ -42,7 +49,7 @@ class FleetVecEnv(VecEnv):
     def reset(self) -> np.ndarray:
         obs, _ = self.fleet.reset(seed=self._seed)
         self._seed = None  # later resets continue the generator
-        return obs
+        return obs[:, : self.obs_dim]
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = self.table[np.asarray(actions, dtype=np.int64).reshape(-1)]
@@ -60,14 +67,14 @@ class FleetVecEnv(VecEnv):
             ended = (term | trunc) & live
             if ended.any():
                 for d in np.flatnonzero(ended).tolist():
-                    terminal[d] = info["final_obs"][d]
+                    terminal[d] = info["final_obs"][d, : self.obs_dim]
                     truncated[d] = bool(trunc[d]) and not bool(term[d])
                 done |= ended
         infos = [{} for _ in range(n)]
         for d in np.flatnonzero(done).tolist():
             infos[d]["terminal_observation"] = terminal[d]
             infos[d]["TimeLimit.truncated"] = bool(truncated[d])
-        return obs, total, done, infos
+        return obs[:, : self.obs_dim], total, done, infos
 
     def close(self) -> None:
         self.fleet.close()

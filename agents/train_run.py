@@ -194,6 +194,7 @@ def build_model(p: TrainPlan):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from agents.training import (
+        batched_venv,
         fleet_venv,
         load_checkpoint,
         make_env_fn,
@@ -208,7 +209,9 @@ def build_model(p: TrainPlan):
         # The fleet's devices replace the n_envs copies: a rollout keeps about as many
         # decisions as n_envs x n_steps.
         kwargs["n_steps"] = max(2, round(hp.ppo.n_envs * hp.ppo.n_steps / venv.num_envs))
-    else:
+    elif hp.ppo.reward_shaping == "none":  # independent devices, stepped as one batch
+        venv = batched_venv(p.scenario, p.train_traces, hp.ppo)
+    else:  # shaping wraps each device's environment
         make = make_env_fn(p.scenario, p.train_traces, "val", hp.ppo)
         venv = DummyVecEnv([make for _ in range(hp.ppo.n_envs)])
     venv.seed(p.args.seed)

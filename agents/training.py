@@ -69,6 +69,26 @@ def fleet_venv(scenario, traces, ppo: PPOSettings):
     return VecMonitor(FleetVecEnv(fleet, ppo.action_repeat))
 
 
+def batched_venv(scenario, traces, ppo: PPOSettings):
+    """``n_envs`` independent devices (each with the cloud to itself, as ``Offload-v0``)
+    stepped as one batch, as SB3's ``VecEnv``: held decisions, the flat action space, a
+    single device's 17 features, episode statistics. What ``make_env_fn``'s copies do,
+    without a Python environment per device (no reward shaping: its potentials are
+    per-environment wrappers)."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.fleet_vec import FleetVecEnv
+    from envs.fleet_env import OffloadFleetEnv
+    from telemetry.observation import OBS_DIM
+
+    devices = OffloadFleetEnv(
+        ppo.n_envs, scenario, list(traces), sample_split="val",
+        episode_requests=ppo.episode_requests, accuracy_credit=ppo.accuracy_credit,
+        cloud="private",
+    )  # fmt: skip
+    return VecMonitor(FleetVecEnv(devices, ppo.action_repeat, obs_dim=OBS_DIM))
+
+
 def ppo_kwargs(ppo: PPOSettings) -> dict:
     """The PPO constructor's arguments from the ``[ppo]`` table."""
     return {

@@ -276,6 +276,10 @@ class OffloadEnv(gym.Env):
         dev.fs[0, K.D_FREE] = state.free_s
         self._ended = state.index >= len(state.arrivals) or state.battery_j <= 0.0
 
+    @property
+    def episode_requests(self) -> int:
+        return self._w.episode_requests
+
     def row_of(self, up: Trace) -> int | None:
         """The row of an uplink in ``bank``; ``None`` for a trace outside the pool."""
         row = self._row_of.get(_key(up))

@@ -225,6 +225,13 @@ class Devices:
         self.arrivals[d] = np.asarray(arrivals) + start_s
         self.samples[d] = samples
 
+    def copy_from(self, other: Devices, source: int, d: int | None = None) -> None:
+        """Device ``d`` (default ``source``) takes device ``source`` of ``other``'s
+        state and episode (the same system and traces)."""
+        d = source if d is None else d
+        self.fs[d], self.ints[d] = other.fs[source], other.ints[source]
+        self.requests[:, d] = other.requests[:, source]
+
     def telemetry(self, d: int, start_s: float = 0.0) -> Telemetry:
         """Device ``d``'s telemetry (times relative to ``start_s``)."""
         fs, ints, n = self.fs[d], self.ints[d], N_TPUT_SAMPLES

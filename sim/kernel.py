@@ -207,6 +207,9 @@ def start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, re
     for d in range(len(fs)):
         cut, thr, level = ints[d, I_ACT_CUT], ints[d, I_ACT_THR], ints[d, I_ACT_LVL]
         index = ints[d, I_INDEX]
+        if index >= requests.shape[2]:  # its episode is over: nothing to serve
+            out[d, :] = 0.0
+            continue
         i = int(requests[Q_SAMPLE, d, index])
         arrival = requests[Q_ARRIVAL, d, index]
         start = arrival if arrival > fs[d, D_FREE] else fs[d, D_FREE]
@@ -326,6 +329,8 @@ def advance(small, tr, fs, ints, requests, out, obs):
     c = small[S_CONSTS]
     arrivals = requests[Q_ARRIVAL]
     for d in range(len(fs)):
+        if ints[d, I_INDEX] >= arrivals.shape[1]:  # its episode is over
+            continue
         o = out[d]
         done = o[O_DONE]
         fs[d, D_BATTERY] -= o[O_ENERGY]
