@@ -48,13 +48,17 @@ class Capacity:
     max_batch: int = integer(8, low=1, high=4096, doc="IaaS: most requests in one batch")
     concurrency: int = integer(0, low=0, high=1_000_000, doc="FaaS instances; 0: no limit")
     throttle_retry_s: float = number(
-        0.1, low=0.0, low_inclusive=False, high=3600.0,
+        0.1,
+        low=0.0,
+        low_inclusive=False,
+        high=3600.0,
         doc="FaaS: a throttled request retries after this",
-    )  # fmt: skip
+    )
     batch_times: str = custom(
-        lambda v, w: _batch_times_path(v, w), "builtin",
+        lambda v, w: _batch_times_path(v, w),
+        "builtin",
         doc="runtime_hooks.measure_cloud JSON (IaaS with workers); builtin: the shipped one",
-    )  # fmt: skip
+    )
 
     def __post_init__(self) -> None:
         from sim.scenario import ScenarioError
@@ -120,15 +124,6 @@ class _Timeline:
         # would serve it, rather than searching every gap in it.
         return begin if i == len(starts) else max(begin, ends[-1])
 
-    def busy_at(self, t: float) -> bool:
-        i = bisect_right(self.starts, t) - 1
-        return i >= 0 and self.ends[i] > t
-
-    def last_end_before(self, t: float) -> float:
-        """When this server last finished work at or before ``t``."""
-        i = bisect_right(self.ends, t) - 1
-        return self.ends[i] if i >= 0 else self.pruned_end
-
     def insert(self, begin: float, end: float, counts: dict[int, int]) -> int:
         starts = self.starts
         if not starts or begin >= starts[-1]:  # the usual case: after everything else
@@ -179,21 +174,40 @@ class SharedCloud:
         self.batch_seconds = np.asarray(batch_seconds, dtype=float)
         self._table = self.batch_seconds.tolist()
         self._single = self.batch_seconds[:, 1].tolist()
+        # FaaS instances come and go with the load: compiled (``sim.faas_pool``).
+        self._faas = None
+        if self.faas:
+            from sim.faas_pool import FaasPool
+
+            self._faas = FaasPool(
+                self.batch_seconds[:, 1],
+                capacity.concurrency,
+                capacity.throttle_retry_s,
+                self.keep_alive_s,
+                self.cold_start_s,
+            )
         self.reset()
 
     def reset(self) -> None:
         self.servers = [_Timeline() for _ in range(self.capacity.workers)]
         self.served = 0
-        self.throttled = 0
+        self._throttled = 0
+        if self._faas is not None:
+            self._faas.reset()
+
+    @property
+    def throttled(self) -> int:
+        """Requests a FaaS cloud throttled (answered 429 and retried)."""
+        return self._faas.throttled if self._faas is not None else self._throttled
 
     def prune(self, horizon: float) -> None:
         """No request will reach the cloud before ``horizon``: forget the past (and,
         for FaaS, instances whose keep-alive ran out by then)."""
+        if self._faas is not None:
+            self._faas.prune(horizon)
+            return
         for server in self.servers:
             server.prune(horizon)
-        if self.faas:
-            expiry = horizon - self.keep_alive_s
-            self.servers = [s for s in self.servers if s.starts or s.pruned_end >= expiry]
 
     # -- one request -------------------------------------------------------------------
     def serve(self, arrive_s: float, cut: int) -> tuple[float, float, bool]:
@@ -252,34 +266,16 @@ class SharedCloud:
         return begin - t, alone, False
 
     def _serve_faas(self, t: float, cut: int) -> tuple[float, float, bool]:
-        alone = self._single[cut]
-        limit = self.capacity.concurrency
-        begin = t
-        if limit:
-            retry = self.capacity.throttle_retry_s
-            while sum(s.busy_at(begin) for s in self.servers) >= limit:
-                begin += retry  # throttled (429), retried after a back-off
-            if begin > t:
-                self.throttled += 1
-        # An idle instance still warm, the most recently used first; else a cold one.
-        best, best_last = None, -math.inf
-        for server in self.servers:
-            if server.first_fit(begin, alone) == begin:
-                last = server.last_end_before(begin)
-                if begin - last <= self.keep_alive_s and last > best_last:
-                    best, best_last = server, last
-        cold = best is None
-        service = alone + (self.cold_start_s if cold else 0.0)
-        if cold:
-            best = _Timeline()
-            self.servers.append(best)
-        best.insert(begin, begin + service, {cut: 1})
-        return begin - t, service, cold
+        queue, service, cold = self._faas.serve_many(np.array([t]), np.array([cut]))
+        return float(queue[0]), float(service[0]), bool(cold[0])
 
     # -- many requests -----------------------------------------------------------------
     def serve_many(self, arrive_s: np.ndarray, cut: np.ndarray):
         """``serve`` for requests in any order: taken in order of arrival (ties in the
         given order). Returns arrays ``(queue_s, service_s, cold)`` in the given order."""
+        if self._faas is not None:
+            self.served += len(arrive_s)
+            return self._faas.serve_many(arrive_s, cut)
         n = len(arrive_s)
         queue, service = np.zeros(n), np.zeros(n)
         cold = np.zeros(n, dtype=bool)
