@@ -279,6 +279,12 @@ class SharedCloud:
         n = len(arrive_s)
         queue, service = np.zeros(n), np.zeros(n)
         cold = np.zeros(n, dtype=bool)
+        if self.capacity.workers == 0:  # no queue: every request served at once, alone
+            service[:] = self.batch_seconds[np.asarray(cut), 1]
+            self.served += n
+            return queue, service, cold
+        serve, times, cuts = self._serve_iaas, arrive_s.tolist(), np.asarray(cut).tolist()
         for i in np.argsort(arrive_s, kind="stable").tolist():
-            queue[i], service[i], cold[i] = self.serve(float(arrive_s[i]), int(cut[i]))
+            queue[i], service[i], _ = serve(times[i], cuts[i])
+        self.served += n
         return queue, service, cold
