@@ -47,7 +47,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from envs.offload_env import EpisodeState, OffloadEnv
 from sim import kernel as K
-from sim.cloud import Capacity, SharedCloud, batch_seconds
+from sim.capacity import Capacity
+from sim.cloud import SharedCloud, batch_seconds
 from sim.devices import Devices
 from sim.scenario import Scenario, ScenarioError, load_scenario
 from telemetry.observation import OBS_HIGH, OBS_LOW

@@ -28,7 +28,7 @@ from settings.tables import (
     number,
     read_toml,
 )
-from sim.cloud import Capacity
+from sim.capacity import Capacity
 
 DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "envs" / "default_scenario.toml"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

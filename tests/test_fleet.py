@@ -9,7 +9,8 @@ import pytest
 import envs  # noqa: F401  (registers OffloadFleet-v0)
 from envs.fleet_env import FLEET_OBS_DIM, OffloadFleetEnv
 from envs.offload_env import OffloadEnv
-from sim.cloud import Capacity, SharedCloud
+from sim.capacity import Capacity
+from sim.cloud import SharedCloud
 from sim.scenario import ScenarioError, load_scenario
 from traces.bank import TraceBank
 from traces.trace import Trace

@@ -36,7 +36,15 @@ DEVICE_SIDE = (
     "cloud_link",
     "netem",
 )
-NEVER_ON_DEVICE = ("envs", "agents", "gymnasium", "stable_baselines3", "sb3_contrib", "ray")
+NEVER_ON_DEVICE = (
+    "envs",
+    "agents",
+    "gymnasium",
+    "stable_baselines3",
+    "sb3_contrib",
+    "ray",
+    "numba",
+)
 
 
 def _module_files() -> dict[str, Path]:

@@ -114,7 +114,7 @@ def record_single(case: dict) -> dict[str, np.ndarray]:
 def record_fleet(case: tuple) -> dict[str, np.ndarray]:
     """A fleet's steps (autoreset included) under random actions."""
     from envs.fleet_env import OffloadFleetEnv
-    from sim.cloud import Capacity
+    from sim.capacity import Capacity
 
     scenario_name, devices, steps, concurrency = case
     capacity = None if concurrency is None else Capacity(concurrency=concurrency)
