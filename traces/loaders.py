@@ -178,9 +178,10 @@ class LoadReport:
     errors: list[str] = field(default_factory=list)
 
 
-def load_dir(root: str | Path, family: str | None = None) -> LoadReport:
-    """Every trace file under ``root`` (recursively; README/licence files skipped).
-    Bad files are reported, not fatal: the good ones still load."""
+def load_dir(root: str | Path, family: str | None = None, keep=None) -> LoadReport:
+    """Every trace file under ``root`` (recursively; README/licence files skipped),
+    or those whose name ``keep(name)`` accepts. Bad files are reported, not fatal: the
+    good ones still load."""
     root = Path(root)
     if not root.is_dir():
         raise TraceError(f"{root}: not a directory")
@@ -189,6 +190,8 @@ def load_dir(root: str | Path, family: str | None = None) -> LoadReport:
         if path.name.startswith(".") or path.suffix.lower() in {".md", ".txt_license", ".json"}:
             continue
         if path.name.upper().startswith(("README", "LICENSE", "CITATION")):
+            continue
+        if keep is not None and not keep(path.name):
             continue
         try:
             report.traces.append(load_trace(path, family))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from traces.loaders import FAMILIES, LoadReport, load_dir
@@ -77,8 +78,8 @@ def load_families(
         if source == "synthetic" or (source == "builtin" and not folder.is_dir()):
             found = synthetic_traces(family)
         else:
-            report: LoadReport = load_dir(folder, family)
-            found, errors = report.traces, errors + report.errors
+            traces, bad = _load_folder(folder, family, split)
+            found, errors = list(traces), errors + list(bad)
         if split is not None:
             found = [t for t in found if split_of(t.name) == split]
         if found:
@@ -86,6 +87,16 @@ def load_families(
     if not out:
         raise TraceError(f"no traces found for {families} in source {source!r} (split {split})")
     return out, errors
+
+
+@lru_cache(maxsize=64)
+def _load_folder(folder: Path, family: str, split: str | None):
+    """A family's folder, parsed once per process (the files of ``split`` only): a
+    training run, its validation and an evaluation read the same thousands of files.
+    Traces are frozen, so sharing them is safe."""
+    keep = None if split is None else (lambda name: split_of(name) == split)
+    report: LoadReport = load_dir(folder, family, keep)
+    return tuple(report.traces), tuple(report.errors)
 
 
 def load_directory(path: str | Path, split: str | None = None) -> tuple[list[Trace], list[str]]:
