@@ -12,7 +12,6 @@ from envs.offload_env import OffloadEnv
 from sim.capacity import Capacity
 from sim.cloud import SharedCloud
 from sim.scenario import ScenarioError, load_scenario
-from traces.bank import TraceBank
 from traces.trace import Trace
 
 
@@ -35,22 +34,34 @@ class _System:
         self.cloud_tail_s = list(tail)
 
 
-# -- the trace bank ------------------------------------------------------------------------
-def test_trace_bank_answers_as_each_trace_does(traces):
+# -- the traces as the kernel reads them ---------------------------------------------------
+def test_the_kernels_trace_rows_answer_as_each_trace_does(traces):
+    from sim import kernel as K
+    from sim.devices import TraceArrays
+
     pool = [*traces, Trace("outage", "x", (0.0, 1.0, 2.0), (8e3, 0.0, 16e3), 3.0, 0.05)]
-    bank = TraceBank(pool)
+    bank = TraceArrays(pool)
     rng = np.random.default_rng(0)
     rows = rng.integers(len(pool), size=5000)
-    t = rng.uniform(0, 3 * bank.duration[rows])
+    duration = bank.tr[K.R_META, :, K.M_DURATION]
+    t = rng.uniform(0, 3 * duration[rows])
     nbytes = rng.choice([0.0, 1.0, 82.0, 383.0, 1500.0, 2e4, 1e6], size=5000)
-    got = bank.finish_time(rows, t, nbytes)
+
+    def row(r):
+        tr = bank.tr
+        return (tr[K.R_STARTS, r], tr[K.R_CUM, r], tr[K.R_RATES, r],
+                int(tr[K.R_META, r, K.M_SEGMENTS]))  # fmt: skip
+
+    got = [
+        K.finish_time(*row(r), duration[r], a, b) for r, a, b in zip(rows, t, nbytes, strict=True)
+    ]
     want = [pool[r].finish_time(a, b) for r, a, b in zip(rows, t, nbytes, strict=True)]
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(
-        bank.rate_at(rows, t), [pool[r].rate_at(a) for r, a in zip(rows, t, strict=True)]
-    )
+    for r, a in zip(rows[:500], t[:500], strict=True):
+        s, _, rt, n = row(r)
+        assert K.rate_at(s, rt, n, duration[r], a) == pool[r].rate_at(a)
     # An upload started in the outage waits for the link to return.
-    assert bank.finish_time(np.array([len(pool) - 1]), np.array([1.5]), np.array([1000.0]))[0] > 2
+    assert K.finish_time(*row(len(pool) - 1), 3.0, 1.5, 1000.0) > 2
 
 
 # -- the shared cloud ----------------------------------------------------------------------
