@@ -220,18 +220,26 @@ class OffloadFleetEnv(VectorEnv):
         return a
 
     def step(self, actions):
-        if not self._state_ready:
-            raise RuntimeError("call reset() before step()")
-        a = self.check_actions(actions)
-        out, obs = self.devices.step(a)
-        info = {key: out[:, col].copy() for key, col in INFO_COLUMNS.items()}
+        obs, reward, terminated, truncated, info = self.advance(actions)
+        out = self.devices.out
+        info.update({key: out[:, col].copy() for key, col in INFO_COLUMNS.items()})
         info.update({key: out[:, col] > 0.0 for key, col in INFO_FLAGS.items()})
         info["sent_bytes"] = out[:, K.O_SENT].astype(np.int64)
         info["exit_block"] = out[:, K.O_EXIT_BLOCK].astype(np.int64)
-        info["cut"] = a[:, 0]
+        info["cut"] = out[:, K.O_CUT].astype(np.int64)
+        return obs, reward, terminated, truncated, info
+
+    def advance(self, actions):
+        """``step`` without the per-request metrics: ``(obs, reward, terminated,
+        truncated, info)``, ``info`` holding only the episode ends (``final_obs``), for
+        learners that read the reward alone. The metrics stay in ``devices.out``."""
+        if not self._state_ready:
+            raise RuntimeError("call reset() before step()")
+        out, obs = self.devices.step(self.check_actions(actions))
         reward = out[:, K.O_REWARD].copy()
         terminated, truncated = out[:, K.O_TERMINATED] > 0.0, out[:, K.O_TRUNCATED] > 0.0
-        obs = self._autoreset(obs.copy(), out[:, K.O_NEXT].copy(), terminated | truncated, info)
+        info: dict = {}
+        obs = self._autoreset(obs.copy(), out[:, K.O_NEXT], terminated | truncated, info)
         return obs, reward, terminated, truncated, info
 
     def _autoreset(self, obs: np.ndarray, nxt: np.ndarray, ended: np.ndarray, info: dict):
