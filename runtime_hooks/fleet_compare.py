@@ -39,7 +39,7 @@ def simulate_fleet(scenario, traces, devices: int, per_device: int, seed: int, p
 
 
 def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int,
-                   fallback_after_s: float = 30.0) -> dict:  # fmt: skip
+                   fallback_after_s: float = 30.0, replay: bool = False) -> dict:  # fmt: skip
     from runtime_hooks.device_loop import DEFAULT_POLICY
     from runtime_hooks.fleet import FLEET_SCENARIO, fleet_traces, fleet_workload, run_fleet
     from runtime_hooks.policy_file import NumpyPolicy
@@ -58,11 +58,14 @@ def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int
         flags = ["--scenario", str(path), "--workers", str(max(cap.workers, 1)),
                  "--max-batch", str(cap.max_batch), "--emulate-cloud"]  # fmt: skip
         proc, address = start_server(*flags)
-        # Each real device replays its simulated twin's actions.
-        replay = [ReplayActions([tuple(a) for a in sim["action"][sim["device"] == d]])
-                  for d in range(n)]  # fmt: skip
+        # Closed loop: each real device's policy decides on what that device measures.
+        # Replayed: each real device takes its simulated twin's actions.
+        deciders = policy
+        if replay:
+            deciders = [ReplayActions([tuple(a) for a in sim["action"][sim["device"] == d]])
+                        for d in range(n)]  # fmt: skip
         try:
-            real = run_fleet(address, work, scenario, replay, fallback_after_s)
+            real = run_fleet(address, work, scenario, deciders, fallback_after_s)
         finally:
             stop_server(proc)
         flat = [r for per_device in real["results"] for r in per_device]
@@ -93,7 +96,7 @@ def main_fleet(args) -> int:
     if not sizes or any(n < 1 for n in sizes):
         raise SystemExit(f"--fleet: device counts >= 1 separated by commas, got {args.fleet!r}")
     report = compare_fleets(sizes, args.scenario, args.policy, args.requests_per_device,
-                            args.seed, args.fallback_after)  # fmt: skip
+                            args.seed, args.fallback_after, args.replay)  # fmt: skip
     out = Path(args.json) if args.json else args.out / "fleet_sim2real.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
