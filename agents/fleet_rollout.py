@@ -66,11 +66,12 @@ def for_fleet(policy, n: int, obs_dim: int = 17):
     return PerDevice(policy, n, obs_dim)
 
 
-def run_fleet(fleet: OffloadFleetEnv, actor, seed: int) -> dict[str, np.ndarray]:
-    """One episode of every device; per request, the fields of ``FLEET_FIELDS``, the
-    ``action`` taken and ``device`` (also as ``episode``, so ``agents.metrics``
-    summarises per device)."""
-    obs, _ = fleet.reset(seed=seed)
+def run_fleet(fleet: OffloadFleetEnv, actor, seed: int, options: dict | None = None
+              ) -> dict[str, np.ndarray]:  # fmt: skip
+    """One episode of every device (``options``: the fleet's reset options); per
+    request, the fields of ``FLEET_FIELDS``, the ``action`` taken and ``device`` (also
+    as ``episode``, so ``agents.metrics`` summarises per device)."""
+    obs, _ = fleet.reset(seed=seed, options=options)
     n = fleet.num_envs
     counting = np.ones(n, dtype=bool)
     rows: dict[str, list] = {k: [] for k in (*FLEET_FIELDS, "device", "action")}

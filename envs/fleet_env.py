@@ -29,6 +29,11 @@ trace, battery and requests), the others going on (``AutoresetMode.SAME_STEP``: 
 step that ends an episode returns the next one's first observation, the last one in
 ``info["final_obs"]``).
 
+## Reset options
+As ``OffloadEnv.reset``'s, for every device; ``telemetry_by_device`` (a list, one
+``Telemetry`` per device) gives each device its own starting telemetry (what a real
+device measured before its episode, for sim-to-real).
+
 ## A note on time
 A step takes each device's next request. Devices drift apart by their arrival noise
 (a few seconds over an episode at the default rate); the cloud serves each step's
@@ -160,7 +165,11 @@ class OffloadFleetEnv(VectorEnv):
         """Device ``d`` starts an episode at fleet time ``start_s``: the draws of
         ``OffloadEnv.reset`` (trace, offset, arrivals, samples, battery), in its order."""
         env = self.single
-        env.reset(options=dict(options or {}))  # draws from the shared generator, as one env would
+        options = dict(options or {})
+        by_device = options.pop("telemetry_by_device", None)
+        if by_device is not None:  # what each real device measured before its episode
+            options["telemetry"] = by_device[d]
+        env.reset(options=options)  # draws from the shared generator, as one env would
         st = env.state
         row = env.row_of(st.trace)
         if row is None:  # a trace pinned through options must be one of the pool's

@@ -104,11 +104,14 @@ def ensure_file_descriptors(devices: int) -> None:
 def run_fleet(
     server: tuple[str, int], work: list[DeviceWork], scenario, policy=None,
     fallback_after_s: float | None = None, lead_s: float | None = None,
-    started: threading.Event | None = None,
+    started: threading.Event | None = None, before_start=None,
 ) -> dict:  # fmt: skip
     """Run every device's work against ``server`` with ``policy`` (a policy file, any
     object with ``act``, or a list of them, one per device); returns the summary (see
-    the module's JSON) and, under ``results``, each device's ``RequestResult`` list."""
+    the module's JSON) and, under ``results``, each device's ``RequestResult`` list.
+    Every device connects first (an RTT ping and a throughput probe through its shaped
+    link); ``before_start(telemetry, t0)``, when given, is then told what each one
+    measured (times relative to ``t0``, when the devices' first requests are due)."""
     import torch
 
     from profiles.bottleneck import load_for_profile
@@ -142,8 +145,17 @@ def run_fleet(
         loops[0].warm_up()  # the first calls of each codec and block pay lazy set-up once
         results: list[list] = [[] for _ in work]
         errors: list[str] = []
+        for relay in relays:  # the links as their traces' first seconds, to connect on
+            relay.start_clock()
+        connecting = [threading.Thread(target=loop.connect, daemon=True) for loop in loops]
+        for t in connecting:  # at once, as the devices of a fleet would
+            t.start()
+        for t in connecting:
+            t.join()
         lead = lead_s if lead_s is not None else 2.0 + 0.05 * len(work)
         t0 = time.monotonic() + lead
+        if before_start is not None:
+            before_start([loop.controller.telemetry.relative_to(t0) for loop in loops], t0)
         for relay in relays:
             relay.start_clock(t0)
 

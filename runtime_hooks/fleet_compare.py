@@ -1,21 +1,23 @@
 """Contention sim-to-real: the same fleets through ``OffloadFleet-v0`` and for real.
 
     python -m runtime_hooks.sim2real --fleet 8,32,64 [--scenario S] [--policy P]
-        [--requests-per-device 20] [--seed 0] --json F
+        [--requests-per-device 20] [--seed 0] [--replay] --json F
 
 For each fleet size a server process starts with the scenario's capacity
 (``--workers``, ``--max-batch``) and ``--emulate-cloud`` (each batch takes the time the
 simulator charges for its size), and ``runtime_hooks.fleet`` runs the real devices
 (real head, codecs, shaped links, emulated device speed) on exactly what the
 simulator's fleet draws for the seed: the same traces, offsets, arrival times, images
-and batteries, and each real device replays the actions its simulated twin took
-(``--policy`` decides them in the simulator): what is compared is the latency under
-contention, not the policy's reaction to telemetry measured on a real link (the
-single-device ``sim2real`` measures that; on a fleet a device that measures a slower
-link than the simulated one can keep everything local and never load the cloud at
-all). What differs is everything the simulator abstracts: the network stack, the
-relays' scheduling, the server's real queue and batcher. Writes ``{"loads":
-[{"devices", "real_latency_p95_ms", "sim_latency_p95_ms", "p95_error", ...}]}``.
+and batteries. Closed loop (the default), the policy decides on each real device from
+what that device measures, and each simulated twin starts from what its real device
+measured when it connected (its RTT ping and throughput probe through its shaped link),
+as the single-device ``sim2real`` does: both then decide from the same knowledge, and
+what is compared is the behaviour (the offload fraction) and the latency under
+contention. ``--replay``: each real device takes its twin's actions instead (the
+latency model alone). What differs is everything the simulator abstracts: the network
+stack, the relays' scheduling, the server's real queue and batcher. Writes
+``{"loads": [{"devices", "real_latency_p95_ms", "sim_latency_p95_ms", "p95_error",
+"real_offload_fraction", "sim_offload_fraction", ...}]}``.
 """
 
 from __future__ import annotations
@@ -28,14 +30,27 @@ from sim import metrics
 COMPARED = ("latency_p50_ms", "latency_p95_ms", "offload_fraction", "server_queue_p95_ms")
 
 
-def simulate_fleet(scenario, traces, devices: int, per_device: int, seed: int, policy) -> dict:
+def simulate_fleet(scenario, traces, devices: int, per_device: int, seed: int, policy,
+                   options: dict | None = None) -> dict:  # fmt: skip
     from agents.fleet_rollout import PerDevice, run_fleet
     from envs.fleet_env import OffloadFleetEnv
     from telemetry.observation import OBS_DIM
 
     fleet = OffloadFleetEnv(devices, scenario, list(traces), trace_split=None,
                             sample_split="test", episode_requests=per_device)  # fmt: skip
-    return run_fleet(fleet, PerDevice(policy, devices, OBS_DIM), seed=seed)
+    return run_fleet(fleet, PerDevice(policy, devices, OBS_DIM), seed=seed, options=options)
+
+
+def _twin_simulator(scenario, traces, n: int, per_device: int, seed: int, policy, into: dict):
+    """``run_fleet``'s ``before_start``: simulate the twins into ``into["sim"]``, each
+    starting from what its real device measured when it connected (closed loop, as the
+    single-device sim2real does), or from the simulator's own start (``measured`` None)."""
+
+    def simulate(measured, t0) -> None:
+        options = None if measured is None else {"telemetry_by_device": measured}
+        into["sim"] = simulate_fleet(scenario, traces, n, per_device, seed, policy, options)
+
+    return simulate
 
 
 def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int,
@@ -53,21 +68,24 @@ def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int
     cap = scenario.capacity
     loads = []
     for n in sizes:
-        sim = simulate_fleet(scenario, traces, n, per_device, seed, policy)
         work = fleet_workload(scenario, traces, n, n * per_device, seed)
         flags = ["--scenario", str(path), "--workers", str(max(cap.workers, 1)),
                  "--max-batch", str(cap.max_batch), "--emulate-cloud"]  # fmt: skip
-        proc, address = start_server(*flags)
-        # Closed loop: each real device's policy decides on what that device measures.
-        # Replayed: each real device takes its simulated twin's actions.
+        twins: dict = {}
+        simulate_twins = _twin_simulator(scenario, traces, n, per_device, seed, policy, twins)
         deciders = policy
-        if replay:
+        if replay:  # each real device takes its simulated twin's actions
+            simulate_twins(None, 0.0)
+            sim = twins["sim"]
             deciders = [ReplayActions([tuple(a) for a in sim["action"][sim["device"] == d]])
                         for d in range(n)]  # fmt: skip
+        proc, address = start_server(*flags)
         try:
-            real = run_fleet(address, work, scenario, deciders, fallback_after_s)
+            real = run_fleet(address, work, scenario, deciders, fallback_after_s,
+                             before_start=None if replay else simulate_twins)  # fmt: skip
         finally:
             stop_server(proc)
+        sim = twins["sim"]
         flat = [r for per_device in real["results"] for r in per_device]
         got = metrics.summarise(metrics.records_of_results(flat))
         twin = metrics.summarise(sim)
