@@ -34,6 +34,7 @@ import numpy as np
 
 from envs.offload_env import OffloadEnv
 from envs.wrappers import env_actions
+from sim import physics
 from sim.system import Outcome
 
 
@@ -54,9 +55,8 @@ class Oracle:
         for a in self._actions:
             out = env.simulate(*a)
             energy = out.energy_j
-            if out.offloaded:
-                radio = st.radio
-                burned = radio.tail_w * min(max(nxt - out.tx_end_s, 0.0), radio.tail_s)
+            if out.offloaded:  # the part of its radio tail that runs before the next request
+                burned = physics.radio_tail_left_j(st.radio, out.tx_end_s, nxt)
                 energy = energy - out.tail_j + burned
             score = s.reward(
                 self._credit(out), out.latency_s, energy, out.money_usd, out.leakage, battery
