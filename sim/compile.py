@@ -10,9 +10,36 @@ imports it without numba) and is written once.
 
 from __future__ import annotations
 
+import hashlib
 import types
+from pathlib import Path
 
+import numba
 from numba import njit
+
+ROOT = Path(__file__).resolve().parent.parent
+# Every file whose functions end up in a compiled step. numba keys its disk cache on
+# the decorated function's own file only: a change to a formula would leave the
+# kernel that calls it stale. So the cache lives in a folder named after these files'
+# contents, and any change to any of them compiles everything afresh.
+SOURCES = (
+    "sim/compile.py",
+    "sim/formulas.py",
+    "sim/kernel.py",
+    "sim/faas_pool.py",
+    "traces/queries.py",
+    "telemetry/observation.py",
+)
+
+
+def _cache_dir() -> Path:
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((ROOT / name).read_bytes())
+    return ROOT / ".cache" / "numba" / digest.hexdigest()[:16]
+
+
+numba.config.CACHE_DIR = str(_cache_dir())
 
 
 def compiled(module: types.ModuleType, names: tuple[str, ...]) -> tuple:
