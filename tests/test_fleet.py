@@ -284,3 +284,14 @@ def test_fleet_rollouts_share_stateless_policies_and_copy_stateful_ones(traces):
     assert shared.copies[0] is shared.copies[2]  # never a copy of the system it reads
     own = PerDevice(Counting(0, 6, 0), 3, 17)
     assert own.copies[0] is not own.copies[1] and own.copies[1].calls == 0
+
+
+def test_each_device_of_a_fleet_can_start_from_its_own_telemetry(traces):
+    from telemetry.observation import OBS_NAMES, Telemetry
+
+    fleet = OffloadFleetEnv(3, None, traces, trace_split=None, episode_requests=5)
+    measured = [Telemetry(rtt_est_s=r) for r in (0.05, 0.2, 0.4)]
+    obs, _ = fleet.reset(seed=1, options={"telemetry_by_device": measured})
+    rtt = obs[:, OBS_NAMES.index("rtt_over_deadline")] * fleet.scenario.workload.deadline_s
+    np.testing.assert_allclose(rtt, [0.05, 0.2, 0.4], rtol=1e-6)
+    assert (obs[:, OBS_NAMES.index("tput_age_log1p_s")] > 9.0).all()  # no sample measured

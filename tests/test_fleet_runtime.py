@@ -114,3 +114,31 @@ def test_a_server_that_drops_mid_run_costs_no_request(fleet_setup):
     assert summary["answered"] == 80 and summary["lost"] == 0 and summary["errors"] == []
     assert 0 < summary["cloud_answers"] < 80
     assert sum(summary["fallbacks"].values()) == 80 - summary["cloud_answers"]
+
+
+def test_closed_loop_fleet_sim2real_starts_each_twin_from_its_real_device():
+    """The real devices decide on what they measure; each simulated twin starts from
+    what its real device measured when it connected (before the first request)."""
+    from runtime_hooks import fleet_compare
+
+    seen = []
+    real_simulate = fleet_compare.simulate_fleet
+
+    def spy(*args, **kwargs):
+        seen.append(args[-1] if len(args) > 6 else kwargs.get("options"))
+        return real_simulate(*args, **kwargs)
+
+    fleet_compare.simulate_fleet = spy
+    try:
+        report = fleet_compare.compare_fleets([2], None, None, per_device=4, seed=0)
+    finally:
+        fleet_compare.simulate_fleet = real_simulate
+    row = report["loads"][0]
+    assert row["devices"] == 2 and row["requests"] == 8 and row["real_lost"] == 0
+    for side in ("real", "sim"):
+        assert 0.0 <= row[f"{side}_offload_fraction"] <= 1.0
+    (options,) = seen
+    measured = options["telemetry_by_device"]
+    assert len(measured) == 2
+    # Each device connected (an RTT ping and a throughput probe) before its episode.
+    assert all(t.n_samples >= 1 and t.last_sample_s < 0.0 for t in measured)
