@@ -29,11 +29,20 @@ class BatchedPPO:
         self.policy, self.obs_dim, self.name = policy, obs_dim, policy.name
 
     def act_all(self, obs: np.ndarray) -> np.ndarray:
+        """The deterministic action of every row of ``obs`` (SB3's ``predict``, minus
+        its per-call checks: the most probable action of the policy's distribution)."""
+        import torch
+
         p = self.policy
-        normalized = np.stack([p.normalizer(o) for o in obs[:, : self.obs_dim]])
-        actions, _ = p.model.predict(normalized, deterministic=True)
-        actions = np.asarray(actions, dtype=np.int64)
-        return p.table[actions] if p.table is not None else actions
+        normalized = p.normalizer(obs[:, : self.obs_dim])  # row by row, as ``act`` would
+        policy = p.model.policy
+        with torch.no_grad():
+            features = torch.as_tensor(normalized, device=policy.device)
+            actions = policy.get_distribution(features).mode().cpu().numpy()
+        actions = np.asarray(actions, dtype=np.int64).reshape(len(obs), -1)
+        if p.table is not None:
+            return p.table[actions[:, 0]]
+        return actions
 
 
 class PerDevice:

@@ -61,7 +61,7 @@ class FleetVecEnv(VecEnv):
         truncated = np.zeros(n, dtype=bool)
         terminal = [None] * n
         for _ in range(self.action_repeat):
-            obs, reward, term, trunc, info = self.fleet.advance(self._actions)
+            obs, reward, term, trunc, info = self.fleet.advance(self._actions, checked=True)
             live = ~done
             total[live] += reward[live]
             ended = (term | trunc) & live

@@ -238,13 +238,15 @@ class OffloadFleetEnv(VectorEnv):
         info["cut"] = out[:, K.O_CUT].astype(np.int64)
         return obs, reward, terminated, truncated, info
 
-    def advance(self, actions):
+    def advance(self, actions, checked: bool = False):
         """``step`` without the per-request metrics: ``(obs, reward, terminated,
         truncated, info)``, ``info`` holding only the episode ends (``final_obs``), for
-        learners that read the reward alone. The metrics stay in ``devices.out``."""
+        learners that read the reward alone. The metrics stay in ``devices.out``.
+        ``checked``: ``actions`` are already valid int64 actions, each level within its
+        cut's (as ``envs.wrappers.env_actions`` lists them)."""
         if not self._state_ready:
             raise RuntimeError("call reset() before step()")
-        out, obs = self.devices.step(self.check_actions(actions))
+        out, obs = self.devices.step(actions if checked else self.check_actions(actions))
         reward = out[:, K.O_REWARD].copy()
         terminated, truncated = out[:, K.O_TERMINATED] > 0.0, out[:, K.O_TRUNCATED] > 0.0
         info: dict = {}
