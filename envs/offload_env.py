@@ -6,7 +6,6 @@ import copy
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -348,10 +347,12 @@ class OffloadEnv(gym.Env):
                 raise RuntimeError("call reset() before step()")
             raise RuntimeError("the episode has ended (truncated or terminated): call reset()")
         dev = self.devices
-        K.step_one(*dev.private_args, *self.check_action(action))  # ``dev.step``, bound once
+        cut, thr, level = self.check_action(action)
+        K.step_one(*dev.private_args, cut, thr, level)  # ``dev.step``, its arguments bound once
+        # The outcome's first columns are what a step reports, in this order (``sim.kernel``).
         (latency, wait, device_s, network, cloud, energy, money, sent, exit_block, offloaded,
          correct, expected, leakage, miss, cold, battery, uplink, arrival_uplink, reward,
-         terminated, truncated) = _STEP_COLUMNS(dev.out[0].tolist())  # fmt: skip
+         terminated, truncated) = dev.out[0, : K.N_REPORTED].tolist()  # fmt: skip
         self._ended = terminated > 0.0 or truncated > 0.0
         info = {
             "latency_s": latency,
@@ -431,15 +432,6 @@ class OffloadEnv(gym.Env):
             done_s=o[K.O_DONE], tx_start_s=o[K.O_TX_START], tx_end_s=o[K.O_TX_END],
             radio_tail_end_s=o[K.O_TAIL_END], credit=o[K.O_CREDIT], expected=o[K.O_EXPECTED],
         )  # fmt: skip
-
-
-# The columns of ``sim.kernel``'s outcome row that a step reports, in ``step``'s order.
-_STEP_COLUMNS = itemgetter(
-    K.O_LATENCY, K.O_WAIT, K.O_DEVICE, K.O_NETWORK, K.O_CLOUD, K.O_ENERGY, K.O_MONEY, K.O_SENT,
-    K.O_EXIT_BLOCK, K.O_OFFLOADED, K.O_CORRECT, K.O_EXPECTED, K.O_LEAKAGE, K.O_MISS, K.O_COLD,
-    K.O_BATTERY_LEVEL, K.O_UPLINK_BPS, K.O_ARRIVAL_UPLINK_BPS, K.O_REWARD, K.O_TERMINATED,
-    K.O_TRUNCATED,
-)  # fmt: skip
 
 
 def _key(trace: Trace) -> str:

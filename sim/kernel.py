@@ -135,13 +135,13 @@ N_DEVICE_INTS = 9
 Q_ARRIVAL, Q_SAMPLE = range(2)
 
 # -- what a request did (one row per device) -----------------------------------------------
+# The first ``N_REPORTED`` columns are what ``Offload-v0``'s step reports, in its order.
 (
     O_LATENCY,
     O_WAIT,
     O_DEVICE,
     O_NETWORK,
     O_CLOUD,
-    O_QUEUE,
     O_ENERGY,
     O_MONEY,
     O_SENT,
@@ -149,24 +149,26 @@ Q_ARRIVAL, Q_SAMPLE = range(2)
     O_OFFLOADED,
     O_CORRECT,
     O_EXPECTED,
-    O_CREDIT,
     O_LEAKAGE,
     O_MISS,
     O_COLD,
-    O_REWARD,
     O_BATTERY_LEVEL,
+    O_UPLINK_BPS,
+    O_ARRIVAL_UPLINK_BPS,
+    O_REWARD,
+    O_TERMINATED,
+    O_TRUNCATED,
+    O_QUEUE,
+    O_CREDIT,
     O_DONE,
     O_TX_START,
     O_TX_END,
     O_TAIL_J,
     O_TAIL_END,
-    O_UPLINK_BPS,
-    O_ARRIVAL_UPLINK_BPS,
-    O_TERMINATED,
-    O_TRUNCATED,
     O_CUT,
     O_NEXT,
 ) = range(30)
+N_REPORTED = O_TRUNCATED + 1
 N_OUT = 30  # O_NEXT: when the device decides its next request (after its last: when done)
 OBS_COLUMNS = 18  # the single device's 17 features, then the smoothed server queueing
 
