@@ -277,7 +277,6 @@ def finish_requests(small, per_level, finals, fs, ints, requests, out):
     ``O_QUEUE`` and service time ``O_CLOUD`` filled in). Writes ``out``; changes no
     state."""
     c = small[S_CONSTS]
-    reward_w = c[K_REWARD:N_CONSTS]
     for d in range(len(fs)):
         o = out[d]
         if o[O_OFFLOADED] > 0.0:
@@ -310,15 +309,21 @@ def finish_requests(small, per_level, finals, fs, ints, requests, out):
             o[O_LATENCY] = o[O_WAIT] + o[O_DEVICE]
             o[O_ENERGY] = request_energy_j(c[K_ACTIVE_W], c[K_IDLE_W], o[O_DEVICE], 0.0, 0.0, 0.0)
         o[O_MISS] = 1.0 if o[O_LATENCY] > c[K_DEADLINE_S] else 0.0
-        o[O_REWARD] = reward(
-            reward_w,
-            o[O_CREDIT],
-            o[O_LATENCY],
-            o[O_ENERGY],
-            o[O_MONEY],
-            o[O_LEAKAGE],
-            o[O_BATTERY_LEVEL],
-        )
+        charge_reward(c, o)
+
+
+@njit(cache=True, error_model="numpy")
+def charge_reward(c, o) -> None:
+    """A request's reward from its outcome row ``o`` (``formulas.reward``)."""
+    o[O_REWARD] = reward(
+        c[K_REWARD:N_CONSTS],
+        o[O_CREDIT],
+        o[O_LATENCY],
+        o[O_ENERGY],
+        o[O_MONEY],
+        o[O_LEAKAGE],
+        o[O_BATTERY_LEVEL],
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -415,15 +420,7 @@ def probe(c, tr, fs, ints, d, done_s, nxt, o):
         record_sample(fs, ints, d, tx_end, nbytes * 8.0 / tx_s)
     o[O_ENERGY] += energy
     o[O_MONEY] += nbytes * c[K_USD_PER_BYTE]
-    o[O_REWARD] = reward(
-        c[K_REWARD:N_CONSTS],
-        o[O_CREDIT],
-        o[O_LATENCY],
-        o[O_ENERGY],
-        o[O_MONEY],
-        o[O_LEAKAGE],
-        o[O_BATTERY_LEVEL],
-    )
+    charge_reward(c, o)  # again, with the probe's energy and data
 
 
 @njit(cache=True, error_model="numpy")
