@@ -36,6 +36,7 @@ from settings.cli import (
 )
 from settings.cli import seed as seed_range
 from settings.tables import closest
+from sim import metrics
 from traces.sets import SOURCES
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -478,17 +479,6 @@ def summarise_all(p: EvalPlan, results: dict) -> dict[str, dict]:
     return summary
 
 
-def closure(ppo: float, heuristic: float, reference: float) -> float:
-    """The share of the gap from the best heuristic to ``reference`` that PPO closes."""
-    gap = reference - heuristic
-    return (ppo - heuristic) / gap if gap > 0 else float("nan")
-
-
-def cut_share(res: dict, n_cuts: int) -> list[float]:
-    """The share of requests decided at each cut 0..K."""
-    return (np.bincount(res["cut"], minlength=n_cuts) / max(len(res["cut"]), 1)).tolist()
-
-
 def heuristic_names(summary: dict) -> list[str]:
     """The literature's rules and the single best fixed action: what the gap is
     measured from (best_fixed_by_context, a table per radio and battery band, apart)."""
@@ -519,17 +509,17 @@ def report(p: EvalPlan, summary: dict, results: dict) -> None:
     # which sees the answers, stays reported.
     if "planner_label_blind" in overall:
         plan_r = overall["planner_label_blind"]["reward_mean"]
-        summary["gap_closed"] = closure(ppo_r, best_r, plan_r)
+        summary["gap_closed"] = metrics.gap_closed(ppo_r, best_r, plan_r)
         line += (
             f"; label-blind planner {plan_r:.4f}: PPO closes {summary['gap_closed']:.1%} of "
             "the gap (the headline)"
         )
     if "oracle" in overall:
         oracle_r = overall["oracle"]["reward_mean"]
-        summary["gap_closed_oracle"] = closure(ppo_r, best_r, oracle_r)
+        summary["gap_closed_oracle"] = metrics.gap_closed(ppo_r, best_r, oracle_r)
         line += f"\noracle {oracle_r:.4f}: PPO closes {summary['gap_closed_oracle']:.1%} of its gap"
         # The oracle's choices scored at calibrated accuracy: what is left of its lead
-        # without its knowledge of each image's answer (see agents/metrics.py).
+        # without its knowledge of each image's answer (see sim/metrics.py).
         calibrated = overall["oracle"]["reward_calibrated"]
         line += (
             f"\noracle at calibrated accuracy {calibrated:.4f}: knowing each image's "
@@ -557,9 +547,9 @@ def write_outputs(p: EvalPlan, summary: dict, results: dict, timings: dict) -> N
                 writer.writerow([group, name, *[row[k] for k in keys]])
     n_cuts = p.env.system.n_cuts
     for name, res in results.items():
-        summary["overall"][name]["cut_share"] = cut_share(res, n_cuts)
+        summary["overall"][name]["cut_share"] = metrics.cut_share(res, n_cuts)
         for fam in p.families:
-            summary[fam][name]["cut_share"] = cut_share(
+            summary[fam][name]["cut_share"] = metrics.cut_share(
                 {"cut": res["cut"][res["family"] == fam]}, n_cuts
             )
     payload = {

@@ -25,11 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def intermediate_share(res: dict, k: int) -> float:
-    """The share of requests offloaded at a cut strictly inside the model."""
-    inside = (res["cut"] > 0) & (res["cut"] < k) & res["offloaded"]
-    return float(inside.mean())
+from sim import metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             **{f"{n}_reward": mean_ci95(episode_means(of(n)))[0] for n in envs},
             "now_minus_before": diff,
             "ci95": ci,
-            **{f"{n}_intermediate_share": intermediate_share(of(n), k) for n in envs},
+            **{f"{n}_intermediate_share": metrics.intermediate_share(of(n), k) for n in envs},
         }
         print(group, json.dumps({key: round(v, 4) for key, v in report[group].items()}))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,9 @@ waiting to disagree, so each one is defined here:
 * ``energy_mj`` and ``cost_usd_per_million`` per answered request; ``leakage`` its mean;
 * ``reward_mean`` with a 95% interval over episodes (the independent units; requests
   within one are not), and ``reward_calibrated`` (see ``summarise``);
-* ``lost``: requests that got no answer at all (``requests`` minus ``answered``).
+* ``lost``: requests that got no answer at all (``requests`` minus ``answered``);
+* ``cut_share``: the share of requests decided at each cut; ``gap_closed``: the share
+  of the gap from the best heuristic to a reference that a policy closes.
 
 A figure whose fields the records lack is left out of the summary rather than guessed.
 """
@@ -163,6 +165,26 @@ def _reward(rec: dict, accuracy_weight: float) -> dict:
         calibrated = {**rec, "reward": rec["reward"] - luck}
         out["reward_calibrated"] = float(episode_means(calibrated).mean())
     return out
+
+
+def cut_share(records: dict, n_cuts: int) -> list[float]:
+    """The share of requests decided at each cut ``0..n_cuts - 1``."""
+    cuts = np.asarray(records["cut"], dtype=np.int64)
+    return (np.bincount(cuts, minlength=n_cuts) / max(len(cuts), 1)).tolist()
+
+
+def intermediate_share(records: dict, k: int) -> float:
+    """The share of requests offloaded at a cut strictly inside a ``k``-block model."""
+    cut = np.asarray(records["cut"])
+    inside = (cut > 0) & (cut < k) & np.asarray(records["offloaded"], dtype=bool)
+    return float(inside.mean())
+
+
+def gap_closed(policy: float, baseline: float, reference: float) -> float:
+    """The share of the gap from ``baseline`` (the best heuristic) to ``reference`` (a
+    clairvoyant or label-blind planner) that ``policy``'s reward closes."""
+    gap = reference - baseline
+    return (policy - baseline) / gap if gap > 0 else float("nan")
 
 
 def records_of_results(results: list) -> dict:
