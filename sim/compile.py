@@ -11,6 +11,8 @@ imports it without numba) and is written once.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import types
 from pathlib import Path
 
@@ -33,10 +35,21 @@ SOURCES = (
 
 
 def _cache_dir() -> Path:
+    """The project's ``.cache/numba/<hash>``, or the user's cache folder where the
+    project's folder cannot be written (an installed copy)."""
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((ROOT / name).read_bytes())
-    return ROOT / ".cache" / "numba" / digest.hexdigest()[:16]
+    key = digest.hexdigest()[:16]
+    for base in (ROOT / ".cache", Path.home() / ".cache" / "splitctl", Path(tempfile.gettempdir())):
+        folder = base / "numba" / key
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    return folder
 
 
 numba.config.CACHE_DIR = str(_cache_dir())
