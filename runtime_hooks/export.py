@@ -30,8 +30,9 @@ def export_run(run_dir: str | Path, best: bool = True):
     scenario = load_scenario(run_scenario_path(run_dir))
     env = OffloadEnv(scenario, trace_source="auto", trace_split="val")
     s = env.system
-    ppo = load_ppo(run_dir, env.action_space.nvec, OBS_DIM, best=best,
-                   model_hash=s.profile.model_hash)  # fmt: skip
+    ppo = load_ppo(
+        run_dir, env.action_space.nvec, OBS_DIM, best=best, model_hash=s.profile.model_hash
+    )
     activation = ppo.model.policy.activation_fn.__name__.lower()
     meta = PolicyMeta(
         nvec=tuple(int(v) for v in env.action_space.nvec),
@@ -74,10 +75,13 @@ def agreement(a, b, observations: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="training run directory (runs/NAME)")
-    parser.add_argument("--out", required=True, type=Path, help="policy file to write (.npz)")
+    parser.add_argument("--out", type=Path, help="policy file to write (.npz)")
+    parser.add_argument("--bundle", type=Path, help="device bundle folder to write (numpy and C)")
     parser.add_argument("--final", action="store_true", help="the final model, not the best")
     parser.add_argument("--check", type=int, default=10_000, help="observations to compare")
     args = parser.parse_args(argv)
+    if (args.out is None) == (args.bundle is None):
+        parser.error("give one of --out FILE (a policy file) or --bundle DIR (a device bundle)")
     from agents.ppo import RunError
     from sim import ScenarioError
 
@@ -86,7 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     except (RunError, PolicyFileError, ScenarioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    path = policy.save(args.out)
+    if args.bundle is not None:
+        from agents.ppo import run_scenario_path
+        from runtime_hooks.bundle import check_bundle, write_bundle
+
+        manifest = write_bundle(
+            policy, args.bundle, system=env.system, scenario_path=str(run_scenario_path(args.run))
+        )
+        check_bundle(args.bundle)
+        print(
+            f"wrote {manifest.parent}: "
+            + ", ".join(sorted(p.name for p in manifest.parent.iterdir()))
+        )
+        path = args.bundle / "policy.npz"
+    else:
+        path = policy.save(args.out)
     loaded = NumpyPolicy.load(path)
     print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
     if not args.check:

@@ -35,6 +35,8 @@ DEVICE_SIDE = (
     "protocol",
     "cloud_link",
     "netem",
+    "c_policy",
+    "bundle",
 )
 NEVER_ON_DEVICE = (
     "envs",

@@ -1,0 +1,161 @@
+"""The controller in C (``runtime_hooks.c_policy``), compiled with the system's C
+compiler: the same decisions as the numpy policy on observations of Offload-v0's test
+split, and the same observations as the Python builder on a recorded sequence of
+measurements."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime_hooks.c_policy import write_c_policy
+from runtime_hooks.policy_file import NumpyPolicy
+from telemetry.observation import N_CONTEXT, N_TPUT_SAMPLES, OBS_DIM, Telemetry, build_observation
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPILER = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+pytestmark = pytest.mark.skipif(COMPILER is None, reason="no C compiler on this machine")
+
+
+class CTelemetry(ctypes.Structure):
+    _fields_ = [
+        ("sample_times", ctypes.c_double * N_TPUT_SAMPLES),
+        ("sample_logs", ctypes.c_double * N_TPUT_SAMPLES),
+        ("sample_inverses", ctypes.c_double * N_TPUT_SAMPLES),
+        ("n_samples", ctypes.c_int),
+        ("estimate_bps", ctypes.c_double),
+        ("rtt_est_s", ctypes.c_double),
+        ("battery_level", ctypes.c_double),
+        ("last_action", ctypes.c_int * 3),
+        ("last_cloud_use_s", ctypes.c_double),
+        ("radio_tail_end_s", ctypes.c_double),
+    ]
+
+
+class CContext(ctypes.Structure):
+    _fields_ = [("values", ctypes.c_double * N_CONTEXT)]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return NumpyPolicy.load(ROOT / "runs" / "default" / "policy.npz")
+
+
+@pytest.fixture(scope="module")
+def library(shipped, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("c_policy")
+    _, source = write_c_policy(shipped, folder)
+    lib = folder / "libpolicy.so"
+    flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror", "-shared", "-fPIC"]
+    subprocess.run([COMPILER, *flags, str(source), "-lm", "-o", str(lib)], check=True)
+    c = ctypes.CDLL(str(lib))
+    c.splitctl_decide.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int)]
+    c.splitctl_init.argtypes = [ctypes.POINTER(CTelemetry), ctypes.c_double]
+    c.splitctl_record_transfer.argtypes = [ctypes.POINTER(CTelemetry)] + [ctypes.c_double] * 3
+    c.splitctl_record_rtt.argtypes = [ctypes.POINTER(CTelemetry), ctypes.c_double]
+    c.splitctl_observe.argtypes = [
+        ctypes.POINTER(CTelemetry),
+        ctypes.POINTER(CContext),
+        ctypes.c_double,
+        ctypes.c_double,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_float),
+    ]
+    return c
+
+
+def _decide(library, observation: np.ndarray) -> tuple[int, int, int]:
+    obs = np.ascontiguousarray(observation, dtype=np.float32)
+    action = (ctypes.c_int * 3)()
+    library.splitctl_decide(obs.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), action)
+    return tuple(action)
+
+
+def test_the_c_policy_decides_as_the_numpy_policy_on_10000_test_observations(library, shipped):
+    from envs import OffloadEnv
+    from runtime_hooks.export import env_observations
+
+    env = OffloadEnv(trace_source="builtin", trace_split="test", sample_split="test")
+    observations = env_observations(env, 10_000, seed=3)
+    same = sum(_decide(library, o) == tuple(shipped.act(o)) for o in observations)
+    assert same / len(observations) >= 0.999, f"{same} of {len(observations)} agree"
+
+
+def test_the_c_observation_builder_equals_the_python_one(library, shipped):
+    rng = np.random.default_rng(0)
+    radios = sorted(shipped.meta.radios)
+    contexts = (CContext * len(radios)).in_dll(library, "SPLITCTL_CONTEXTS")
+    from telemetry.observation import ObservationContext
+
+    m = shipped.meta
+    for r, name in enumerate(radios):
+        tail_s, tail_w = m.radios[name]
+        ctx = ObservationContext(m.deadline_s, *m.nvec, tail_s, tail_w, m.keep_alive_s)
+        c_tel, py_tel = CTelemetry(), Telemetry(rtt_est_s=0.08)
+        library.splitctl_init(ctypes.byref(c_tel), 0.08)
+        now = 0.0
+        for step in range(300):  # a recorded sequence of what a device measures
+            now += float(rng.exponential(0.5))
+            if rng.random() < 0.6:
+                nbytes, seconds = (
+                    float(rng.choice([0.0, 82.0, 383.0, 2e4])),
+                    float(rng.exponential(0.2)),
+                )
+                py_tel.record_transfer(now, nbytes, seconds)
+                library.splitctl_record_transfer(ctypes.byref(c_tel), now, nbytes, seconds)
+            if rng.random() < 0.5:
+                rtt = float(rng.uniform(0.01, 0.5))
+                py_tel.record_rtt(rtt)
+                library.splitctl_record_rtt(ctypes.byref(c_tel), rtt)
+            action = tuple(int(v) for v in rng.integers(m.nvec))
+            battery = float(rng.uniform(0, 1))
+            tail_end, cloud = now + float(rng.uniform(-5, 5)), now - float(rng.exponential(100))
+            py_tel.last_action, py_tel.battery_level = action, battery
+            py_tel.radio_tail_end_s, py_tel.last_cloud_use_s = tail_end, cloud
+            c_tel.last_action[:] = action
+            c_tel.battery_level, c_tel.radio_tail_end_s, c_tel.last_cloud_use_s = (
+                battery,
+                tail_end,
+                cloud,
+            )
+            lateness, queue = float(rng.exponential(0.1)), int(rng.integers(0, 120))
+            want = build_observation(py_tel, now, lateness, queue, ctx)
+            got = np.zeros(OBS_DIM, dtype=np.float32)
+            library.splitctl_observe(
+                ctypes.byref(c_tel),
+                ctypes.byref(contexts[r]),
+                now,
+                lateness,
+                queue,
+                got.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+            )
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{name}, step {step}")
+
+
+def test_a_bundle_lists_its_files_by_hash_and_refuses_a_changed_one(shipped, tmp_path):
+    from runtime_hooks.bundle import check_bundle, write_bundle
+    from runtime_hooks.policy_file import PolicyFileError
+    from sim import System, load_scenario
+
+    system = System(load_scenario(None))
+    write_bundle(shipped, tmp_path, system=system, scenario_path="envs/default_scenario.toml")
+    manifest = check_bundle(tmp_path)
+    assert sorted(manifest["files"]) == ["policy.c", "policy.h", "policy.npz"]
+    assert (
+        manifest["observation"][0] == "tput_last_log10_mbps"
+        and len(manifest["observation"]) == OBS_DIM
+    )
+    assert manifest["model_hash"] == system.profile.model_hash
+    assert len(manifest["actions"]["table"]) == len(shipped.table)
+    source = tmp_path / "policy.c"
+    source.write_text(source.read_text().replace("0.", "1.", 1))
+    with pytest.raises(PolicyFileError, match=r"policy\.c: its SHA-256 does not match"):
+        check_bundle(tmp_path)
+    (tmp_path / "policy.h").unlink()
+    with pytest.raises(PolicyFileError, match="policy.h is listed in the manifest but missing"):
+        check_bundle(tmp_path)
