@@ -47,10 +47,22 @@ def shipped():
 
 
 @pytest.fixture(scope="module")
-def library(shipped, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("c_policy")
-    _, source = write_c_policy(shipped, folder)
-    lib = folder / "libpolicy.so"
+def sources(shipped, tmp_path_factory):
+    return write_c_policy(shipped, tmp_path_factory.mktemp("c_policy"))[1:]
+
+
+@pytest.fixture(scope="module")
+def library(sources):
+    return _compiled(sources[0])
+
+
+@pytest.fixture(scope="module")
+def library_int8(sources):
+    return _compiled(sources[1])
+
+
+def _compiled(source: Path):
+    lib = source.with_suffix(".so")
     flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror", "-shared", "-fPIC"]
     subprocess.run([COMPILER, *flags, str(source), "-lm", "-o", str(lib)], check=True)
     c = ctypes.CDLL(str(lib))
@@ -76,14 +88,38 @@ def _decide(library, observation: np.ndarray) -> tuple[int, int, int]:
     return tuple(action)
 
 
-def test_the_c_policy_decides_as_the_numpy_policy_on_10000_test_observations(library, shipped):
+@pytest.fixture(scope="module")
+def test_observations():
     from envs import OffloadEnv
     from runtime_hooks.export import env_observations
 
     env = OffloadEnv(trace_source="builtin", trace_split="test", sample_split="test")
-    observations = env_observations(env, 10_000, seed=3)
-    same = sum(_decide(library, o) == tuple(shipped.act(o)) for o in observations)
-    assert same / len(observations) >= 0.999, f"{same} of {len(observations)} agree"
+    return env_observations(env, 10_000, seed=3)
+
+
+def test_the_c_policy_decides_as_the_numpy_policy_on_10000_test_observations(
+    library, shipped, test_observations
+):
+    same = sum(_decide(library, o) == tuple(shipped.act(o)) for o in test_observations)
+    assert same / len(test_observations) >= 0.999, f"{same} of {len(test_observations)} agree"
+
+
+def test_the_int8_c_policy_agrees_on_99_percent_and_fits_in_64_kb(
+    library_int8, sources, shipped, test_observations
+):
+    same = sum(_decide(library_int8, o) == tuple(shipped.act(o)) for o in test_observations)
+    assert same / len(test_observations) >= 0.99, f"{same} of {len(test_observations)} agree"
+    obj = sources[1].with_suffix(".o")
+    subprocess.run([COMPILER, "-std=c99", "-O2", "-c", str(sources[1]), "-o", str(obj)], check=True)
+    size = shutil.which("size")
+    if size is None:
+        pytest.skip("no size(1) to measure the object with")
+    text, data = (
+        subprocess.run([size, str(obj)], capture_output=True, text=True, check=True)
+        .stdout.splitlines()[1]
+        .split()[:2]
+    )
+    assert int(text) + int(data) <= 64 * 1024, f"text {text} + data {data} bytes"
 
 
 def test_the_c_observation_builder_equals_the_python_one(library, shipped):
@@ -145,7 +181,7 @@ def test_a_bundle_lists_its_files_by_hash_and_refuses_a_changed_one(shipped, tmp
     system = System(load_scenario(None))
     write_bundle(shipped, tmp_path, system=system, scenario_path="envs/default_scenario.toml")
     manifest = check_bundle(tmp_path)
-    assert sorted(manifest["files"]) == ["policy.c", "policy.h", "policy.npz"]
+    assert sorted(manifest["files"]) == ["policy.c", "policy.h", "policy.npz", "policy_int8.c"]
     assert (
         manifest["observation"][0] == "tput_last_log10_mbps"
         and len(manifest["observation"]) == OBS_DIM
