@@ -164,13 +164,17 @@ def _network(policy: NumpyPolicy, int8: bool = False) -> str:
         last = i == len(dims) - 1
         src, dst = ("x" if i % 2 == 0 else "y"), ("y" if i % 2 == 0 else "x")
         value = "acc" if last else act
-        if int8:
-            dot = f"""float dot = 0.0f;
-        for (int j = 0; j < {in_dim}; ++j) dot += (float)W{i}[i * {in_dim} + j] * {src}[j];
-        float acc = B{i}[i] + S{i}[i] * dot;"""
-        else:
-            dot = f"""float acc = B{i}[i];
-        for (int j = 0; j < {in_dim}; ++j) acc += W{i}[i * {in_dim} + j] * {src}[j];"""
+        weight = f"(float)W{i}[row + j]" if int8 else f"W{i}[row + j]"
+        # Eight running sums (independent, so the compiler can pipeline or vectorise them),
+        # then the rest of the row.
+        dot = f"""const int row = i * {in_dim};
+        float part[8] = {{0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f}};
+        int j = 0;
+        for (; j + 8 <= {in_dim}; j += 8)
+            for (int k = 0; k < 8; ++k) part[k] += {weight.replace("row + j", "row + j + k")} * {src}[j + k];
+        float dot = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+        for (; j < {in_dim}; ++j) dot += {weight} * {src}[j];
+        float acc = {f"B{i}[i] + S{i}[i] * dot" if int8 else f"B{i}[i] + dot"};"""
         steps.append(f"""    for (int i = 0; i < {out_dim}; ++i) {{
         {dot}
         {dst}[i] = {value};
