@@ -1,6 +1,7 @@
 """``make bench``: every benchmark, each printing a table and writing JSON."""
 
 from bench import (
+    c_policy_speed,
     env_speed,
     fleet_speed,
     model_speed,
@@ -16,6 +17,7 @@ def main() -> None:
     env_speed.main([])
     fleet_speed.main([])
     runtime_speed.main([])
+    c_policy_speed.main([])
     outage.main([])
     serve_backends.main([])
     sweep_overhead.main([])
