@@ -2,9 +2,11 @@
 
     python -m runtime_hooks.export runs/default --bundle out/bundle
 
-writes ``policy.npz`` (the numpy policy, ``runtime_hooks.policy_file``), ``policy.c`` and
-``policy.h`` (the policy and the observation builder in C99, ``runtime_hooks.c_policy``)
-and ``manifest.json``: the observation's fields in order, the action tables (cuts,
+writes ``policy.npz`` (the numpy policy, ``runtime_hooks.policy_file``),
+``policy.onnx`` (raw observation in, the action's three indices out, for onnxruntime:
+``runtime_hooks.onnx_policy``), ``policy.c``, ``policy_int8.c`` and ``policy.h`` (the
+policy and the observation builder in C99, ``runtime_hooks.c_policy``) and
+``manifest.json``: the observation's fields in order, the action tables (cuts,
 thresholds, the codec of every level at every cut), the deadline and the radios'
 figures the observation uses, the model and scenario the run was trained on, and a
 SHA-256 of every other file. ``check_bundle`` refuses a bundle whose files do not match
@@ -18,6 +20,7 @@ import json
 from pathlib import Path
 
 from runtime_hooks.c_policy import write_c_policy
+from runtime_hooks.onnx_policy import write_onnx_policy
 from runtime_hooks.policy_file import NumpyPolicy, PolicyFileError
 from telemetry.observation import OBS_NAMES
 
@@ -33,7 +36,11 @@ def write_bundle(policy: NumpyPolicy, folder: str | Path, *, system, scenario_pa
     """Write the bundle of ``policy`` (exported for ``system``) into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = [policy.save(folder / "policy.npz"), *write_c_policy(policy, folder)]
+    files = [
+        policy.save(folder / "policy.npz"),
+        write_onnx_policy(policy, folder / "policy.onnx"),
+        *write_c_policy(policy, folder),
+    ]
     m, p = policy.meta, system.profile
     manifest = {
         "format": FORMAT,

@@ -171,8 +171,10 @@ def _network(policy: NumpyPolicy, int8: bool = False) -> str:
         float part[8] = {{0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f}};
         int j = 0;
         for (; j + 8 <= {in_dim}; j += 8)
-            for (int k = 0; k < 8; ++k) part[k] += {weight.replace("row + j", "row + j + k")} * {src}[j + k];
-        float dot = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+            for (int k = 0; k < 8; ++k)
+                part[k] += {weight.replace("row + j", "row + j + k")} * {src}[j + k];
+        float dot = ((part[0] + part[1]) + (part[2] + part[3]))
+                    + ((part[4] + part[5]) + (part[6] + part[7]));
         for (; j < {in_dim}; ++j) dot += {weight} * {src}[j];
         float acc = {f"B{i}[i] + S{i}[i] * dot" if int8 else f"B{i}[i] + dot"};"""
         steps.append(f"""    for (int i = 0; i < {out_dim}; ++i) {{

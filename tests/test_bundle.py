@@ -1,7 +1,8 @@
-"""The controller in C (``runtime_hooks.c_policy``), compiled with the system's C
-compiler: the same decisions as the numpy policy on observations of Offload-v0's test
-split, and the same observations as the Python builder on a recorded sequence of
-measurements."""
+"""The device bundle: the controller in C (``runtime_hooks.c_policy``, compiled with
+the system's C compiler) and in ONNX (``runtime_hooks.onnx_policy``, run by
+onnxruntime) make the numpy policy's decisions on observations of Offload-v0's test
+split, the C observation builder makes the Python one's observations on a recorded
+sequence of measurements, and the manifest's hashes catch a changed file."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from telemetry.observation import N_CONTEXT, N_TPUT_SAMPLES, OBS_DIM, Telemetry,
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILER = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-pytestmark = pytest.mark.skipif(COMPILER is None, reason="no C compiler on this machine")
 
 
 class CTelemetry(ctypes.Structure):
@@ -62,6 +62,8 @@ def library_int8(sources):
 
 
 def _compiled(source: Path):
+    if COMPILER is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on this machine")
     lib = source.with_suffix(".so")
     flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror", "-shared", "-fPIC"]
     subprocess.run([COMPILER, *flags, str(source), "-lm", "-o", str(lib)], check=True)
@@ -102,6 +104,18 @@ def test_the_c_policy_decides_as_the_numpy_policy_on_10000_test_observations(
 ):
     same = sum(_decide(library, o) == tuple(shipped.act(o)) for o in test_observations)
     assert same / len(test_observations) >= 0.999, f"{same} of {len(test_observations)} agree"
+
+
+def test_the_onnx_policy_decides_as_the_numpy_policy(shipped, test_observations, tmp_path):
+    from runtime_hooks.onnx_policy import OnnxPolicy, write_onnx_policy
+
+    onnx = OnnxPolicy(write_onnx_policy(shipped, tmp_path / "policy.onnx"))
+    got = onnx.act_all(test_observations)
+    want = np.stack([shipped.act(o) for o in test_observations])
+    assert got.shape == (len(test_observations), 3) and got.dtype == np.int64
+    agree = (got == want).all(axis=1).mean()
+    assert agree >= 0.999, f"{agree:.2%} agree"
+    assert tuple(onnx.act(test_observations[0])) == tuple(want[0])
 
 
 def test_the_int8_c_policy_agrees_on_99_percent_and_fits_in_64_kb(
@@ -181,7 +195,13 @@ def test_a_bundle_lists_its_files_by_hash_and_refuses_a_changed_one(shipped, tmp
     system = System(load_scenario(None))
     write_bundle(shipped, tmp_path, system=system, scenario_path="envs/default_scenario.toml")
     manifest = check_bundle(tmp_path)
-    assert sorted(manifest["files"]) == ["policy.c", "policy.h", "policy.npz", "policy_int8.c"]
+    assert sorted(manifest["files"]) == [
+        "policy.c",
+        "policy.h",
+        "policy.npz",
+        "policy.onnx",
+        "policy_int8.c",
+    ]
     assert (
         manifest["observation"][0] == "tput_last_log10_mbps"
         and len(manifest["observation"]) == OBS_DIM
