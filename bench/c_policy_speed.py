@@ -1,4 +1,5 @@
-"""The C policy (``runtime_hooks.c_policy``): object size and time per decision.
+"""The bundle's policies (``runtime_hooks.c_policy``, ``runtime_hooks.onnx_policy``):
+object size and time per decision.
 
     python -m bench.c_policy_speed [--policy runs/default/policy.npz] [--decisions 200000]
 
@@ -6,7 +7,8 @@ Generates the shipped policy's C (float32 and int8), compiles each with the syst
 compiler (``-O2``) into an object (its text and data sizes, ``size``), into a timing
 program (``splitctl_decide`` on observations of Offload-v0's test split, in a loop,
 timed with ``clock_gettime``) and into a shared library called from Python through
-``ctypes``; beside them, the numpy policy's ``act`` in the same run.
+``ctypes``; beside them, the numpy policy's ``act`` and the ONNX policy's (onnxruntime,
+one thread) in the same run.
 """
 
 from __future__ import annotations
@@ -79,11 +81,16 @@ def main(argv: list[str] | None = None) -> dict:
     policy = NumpyPolicy.load(args.policy)
     env = OffloadEnv(trace_source="builtin", trace_split="test", sample_split="test")
     observations = env_observations(env, 1000, seed=1)
-    numpy_us = _numpy_us(policy, observations)
+    numpy_us = _act_us(policy, observations)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         _, float_c, int8_c = write_c_policy(policy, folder)
+        from runtime_hooks.onnx_policy import OnnxPolicy, write_onnx_policy
+
+        onnx_us = _act_us(
+            OnnxPolicy(write_onnx_policy(policy, folder / "policy.onnx")), observations
+        )
         (folder / "obs.bin").write_bytes(np.ascontiguousarray(observations, np.float32).tobytes())
         (folder / "timer.c").write_text(
             TIMER % {"n": len(observations), "decisions": args.decisions}
@@ -127,13 +134,21 @@ def main(argv: list[str] | None = None) -> dict:
             f"{r['ctypes_us_per_decision']:.2f}",
         )
     Console().print(table)
-    print(f"numpy policy act(): {numpy_us:.1f} µs per decision (same observations)")
-    payload = {"rows": rows, "numpy_us_per_decision": numpy_us, "decisions": args.decisions}
+    print(
+        f"numpy policy act(): {numpy_us:.1f} µs per decision, ONNX (onnxruntime) "
+        f"act(): {onnx_us:.1f} µs (same observations)"
+    )
+    payload = {
+        "rows": rows,
+        "numpy_us_per_decision": numpy_us,
+        "onnx_us_per_decision": onnx_us,
+        "decisions": args.decisions,
+    }
     print("wrote", write("c_policy_speed", payload))
     return payload
 
 
-def _numpy_us(policy, observations: np.ndarray) -> float:
+def _act_us(policy, observations: np.ndarray) -> float:
     t0 = time.perf_counter()
     for _ in range(5):
         for o in observations:
