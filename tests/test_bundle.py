@@ -215,3 +215,16 @@ def test_a_bundle_lists_its_files_by_hash_and_refuses_a_changed_one(shipped, tmp
     (tmp_path / "policy.h").unlink()
     with pytest.raises(PolicyFileError, match="policy.h is listed in the manifest but missing"):
         check_bundle(tmp_path)
+
+
+def test_a_bundle_is_checked_against_the_run_it_came_from(tmp_path):
+    from runtime_hooks.bundle import check_against_run, main
+    from runtime_hooks.export import main as export
+
+    assert (
+        export([str(ROOT / "runs" / "default"), "--bundle", str(tmp_path), "--check", "200"]) == 0
+    )
+    assert check_against_run(tmp_path, ROOT / "runs" / "default", 300) == 1.0
+    assert check_against_run(tmp_path, ROOT / "runs" / "fleet_single", 300) < 1.0
+    (tmp_path / "policy_int8.c").write_text("/* changed */")
+    assert main([str(tmp_path)]) == 2
