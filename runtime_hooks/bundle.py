@@ -5,12 +5,14 @@
 writes ``policy.npz`` (the numpy policy, ``runtime_hooks.policy_file``),
 ``policy.onnx`` (raw observation in, the action's three indices out, for onnxruntime:
 ``runtime_hooks.onnx_policy``), ``policy.c``, ``policy_int8.c`` and ``policy.h`` (the
-policy and the observation builder in C99, ``runtime_hooks.c_policy``) and
-``manifest.json``: the observation's fields in order, the action tables (cuts,
-thresholds, the codec of every level at every cut), the deadline and the radios'
-figures the observation uses, the model and scenario the run was trained on, and a
-SHA-256 of every other file. ``check_bundle`` refuses a bundle whose files do not match
-their hashes, naming the file.
+policy and the observation builder in C99, ``runtime_hooks.c_policy``), the device's
+part of the model as ONNX files (each block, each early exit, each learned bottleneck's
+encoder: ``runtime_hooks.head``) and ``manifest.json``: the observation's fields in
+order, the action tables (cuts, thresholds, the codec of every level at every cut), the
+deadline and the radios' figures the observation uses, the model and scenario the run
+was trained on, and a SHA-256 of every other file. ``check_bundle`` refuses a bundle
+whose files do not match their hashes, naming the file (``runtime_hooks.check_bundle``
+is its command line, and checks a bundle against its run).
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_bundle(policy: NumpyPolicy, folder: str | Path, *, system, scenario_path: str) -> Path:
-    """Write the bundle of ``policy`` (exported for ``system``) into ``folder``."""
+def write_bundle(
+    policy: NumpyPolicy, folder: str | Path, *, system, scenario_path: str, model=None
+) -> Path:
+    """Write the bundle of ``policy`` (exported for ``system``) into ``folder``; with
+    ``model`` (``(model, spec)`` of the scenario), its device part as ONNX files too."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = [
@@ -41,6 +46,10 @@ def write_bundle(policy: NumpyPolicy, folder: str | Path, *, system, scenario_pa
         write_onnx_policy(policy, folder / "policy.onnx"),
         *write_c_policy(policy, folder),
     ]
+    head = None
+    if model is not None:
+        head = _write_head(folder, system, *model)
+        files += [folder / name for name in head["files"]]
     m, p = policy.meta, system.profile
     manifest = {
         "format": FORMAT,
@@ -58,11 +67,33 @@ def write_bundle(policy: NumpyPolicy, folder: str | Path, *, system, scenario_pa
         "model_hash": m.profile_model_hash,
         "scenario": scenario_path,
         "source_run": m.source,
+        "head": head,
         "files": {f.name: sha256(f) for f in files},
     }
     path = folder / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def _write_head(folder: Path, system, model, spec) -> dict:
+    """The model's device part as ONNX files (``runtime_hooks.head``), as the manifest
+    lists it."""
+    from profiles.bottleneck import load_for_profile
+    from runtime_hooks.head import export_head
+
+    bottlenecks = load_for_profile(system.profile, model, spec)
+    written = export_head(model, spec, bottlenecks, folder)
+    encoders = [
+        {
+            "cut": cut,
+            "level": level,
+            "file": f"encoder_cut{cut}_level{level}.onnx",
+            "codec": f"latent{b.rate.bits}",
+            "latent_shape": list(b.latent_shape),
+        }
+        for (cut, level), b in sorted(bottlenecks.items())
+    ]
+    return {"files": written, "input_shape": list(spec.input_shape), "encoders": encoders}
 
 
 def check_bundle(folder: str | Path) -> dict:
@@ -85,51 +116,3 @@ def check_bundle(folder: str | Path) -> dict:
                 "after it was written (export it again)"
             )
     return manifest
-
-
-def check_against_run(folder: str | Path, run: str | Path, observations: int = 1000) -> float:
-    """The bundle's hashes, its model against the run's, and the share of ``observations``
-    observations of the run's scenario on which the bundle's policy decides as the run's
-    model does (1.0 for a bundle exported from this run)."""
-    from runtime_hooks.export import agreement, env_observations, export_run
-
-    manifest = check_bundle(folder)
-    _, ppo, env = export_run(run)
-    if manifest["model_hash"] != env.system.profile.model_hash:
-        raise PolicyFileError(
-            f"{folder}: bundle for model {manifest['model_hash']}, the run {run} is of model "
-            f"{env.system.profile.model_hash}"
-        )
-    bundled = NumpyPolicy.load(Path(folder) / "policy.npz")
-    return agreement(bundled, ppo, env_observations(env, observations))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m runtime_hooks.bundle DIR [--run RUN]``: check a bundle's files against
-    its manifest and, given its run, its decisions against the run's model."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    parser.add_argument("bundle", type=Path)
-    parser.add_argument("--run", type=Path, help="the training run it was exported from")
-    parser.add_argument("--observations", type=int, default=1000)
-    args = parser.parse_args(argv)
-    try:
-        if args.run is None:
-            manifest = check_bundle(args.bundle)
-            print(f"{args.bundle}: {len(manifest['files'])} files match their SHA-256")
-            return 0
-        agree = check_against_run(args.bundle, args.run, args.observations)
-    except PolicyFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"{args.bundle}: files match; decides as {args.run} on {agree:.2%} of "
-        f"{args.observations} observations"
-    )
-    return 0 if agree == 1.0 else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

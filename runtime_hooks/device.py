@@ -51,6 +51,10 @@ class DeviceArgs:
     scenario: Path | None = option(None, "scenario TOML (default: built-in): its model, data, "
                                    "device and radio", type=Path)  # fmt: skip
     policy: Path | None = option(None, "policy file (default: shipped)", type=Path)
+    bundle: Path | None = option(
+        None, "device bundle (runtime_hooks.export --bundle): its ONNX head and policy, no "
+        "torch", type=Path,
+    )  # fmt: skip
     requests: int = option(100, "requests to serve", check=at_least(1))
     rate: float = option(2.0, "Poisson arrivals per second; 0: back to back", check=non_negative)
     trace: Path | None = option(None, "shape the link to this trace file", type=Path)
@@ -87,7 +91,8 @@ def run_in_netem(args: DeviceArgs, uplink, port: int, radio: str | None) -> int:
     cmd = [sys.executable, "-m", "runtime_hooks.device", "--requests", str(args.requests),
            "--rate", str(args.rate), "--battery", str(args.battery), "--seed", str(args.seed),
            "--log", str(args.log)]  # fmt: skip
-    for flag, value in (("--policy", args.policy), ("--radio", radio), ("--json", args.json),
+    for flag, value in (("--policy", args.policy), ("--bundle", args.bundle), ("--radio", radio),
+                        ("--json", args.json),
                         ("--fallback-after-ms", args.fallback_after_ms),
                         ("--scenario", args.scenario)):  # fmt: skip
         if value is not None:
@@ -110,7 +115,12 @@ def run_device(args: DeviceArgs) -> int:
     scenario = load_scenario(args.scenario)
     server = args.address
     uplink = uplink_for(str(args.trace), scenario) if args.trace else None
-    policy = NumpyPolicy.load(args.policy or DEFAULT_POLICY)  # refused before any file is written
+    # A policy or a bundle is refused before any file is written.
+    policy = None if args.bundle else NumpyPolicy.load(args.policy or DEFAULT_POLICY)
+    if args.bundle:
+        from runtime_hooks.bundle import check_bundle
+
+        check_bundle(args.bundle)
     radio = args.radio or (scenario.radio_for(uplink.family) if uplink else None)
     if uplink is not None and args.shaper == "tc":
         return run_in_netem(args, uplink, server[1], radio)
@@ -119,7 +129,7 @@ def run_device(args: DeviceArgs) -> int:
         relay = RelayThread(ShapingRelay(server, uplink)).start()
         server = ("127.0.0.1", relay.port)
     loop = DeviceLoop.create(
-        server, policy, scenario, radio=radio, battery_level=args.battery,
+        server, policy, scenario, radio=radio, battery_level=args.battery, bundle=args.bundle,
         emulate_device=not args.host_speed,
         fallback_after_s=None if args.fallback_after_ms is None else args.fallback_after_ms / 1e3,
         server_name=args.server + (" (through the shaping relay)" if relay else ""),

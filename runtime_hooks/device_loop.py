@@ -72,7 +72,7 @@ class DeviceLoop:
 
     def __init__(
         self,
-        model,
+        head,
         controller: Controller,
         system,
         radio,
@@ -86,13 +86,14 @@ class DeviceLoop:
         log: IO[str] | None = None,
         notify=None,
         server_name: str | None = None,
+        bottlenecks: dict | None = None,
     ) -> None:
-        import torch
-
+        """``head``: the model's device part (``runtime_hooks.head``: ``TorchHead`` or
+        ``OnnxHead``); ``bottlenecks``: ``(cut, level) -> (codec, latent shape)`` of the
+        learned bottlenecks whose encoders the head runs."""
         from runtime_hooks.cloud_link import CloudLink
 
-        self.torch = torch
-        self.model = model.eval()
+        self.head = head
         self.controller = controller
         self.system = system
         self.radio = radio
@@ -108,7 +109,8 @@ class DeviceLoop:
         self.input_shape = p.input_shape
         self.image_input = p.input_kind == "image"
         kwargs = {} if notify is None else {"notify": notify}
-        self.bottlenecks: dict = {}  # (cut, level) -> a learned bottleneck (its encoder)
+        self.bottlenecks: dict = dict(bottlenecks or {})  # (cut, level) -> (codec, shape)
+        self.spec = None  # the model's ``ModelSpec`` when the loop built it (torch)
         self.link = CloudLink(
             server,
             self.n_classes,
@@ -141,27 +143,28 @@ class DeviceLoop:
         battery_level: float = 1.0,
         battery_sensor="psutil",
         catalog=None,
+        bundle: str | Path | None = None,
         **kwargs,
     ) -> DeviceLoop:
         """A loop with the scenario's model (a ``Scenario``, a path to one, or ``None``
         for the built-in one; the model is checked against its profile), a policy (a
         policy file path, any object with ``act``, or ``None`` for the shipped policy)
-        and the scenario's device, radio
-        (``radio``: catalog name, default the scenario's default radio) and battery.
-        ``battery_sensor``: ``"psutil"`` (``psutil.sensors_battery`` where the device
-        has a battery, else the energy model), ``None`` (always the energy model), or
-        any callable returning an object with ``percent``."""
-        import torch
-
-        from profiles.bottleneck import load_for_profile
-        from profiles.multiexit import model_for_profile
+        and the scenario's device, radio (``radio``: catalog name, default the
+        scenario's default radio) and battery. ``bundle``: a device bundle
+        (``runtime_hooks.bundle``) whose ONNX head and policy run instead of torch and
+        the policy argument (numpy and onnxruntime only). ``battery_sensor``:
+        ``"psutil"`` (``psutil.sensors_battery`` where the device has a battery, else
+        the energy model), ``None`` (always the energy model), or any callable
+        returning an object with ``percent``."""
         from sim import Scenario, System, load_scenario
 
-        torch.set_num_threads(1)
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
         system = System(scenario, catalog=catalog)
-        model, spec = model_for_profile(system.profile, scenario.model)
+        if bundle is not None:
+            head, bottlenecks, policy, spec = _bundle_head(bundle, system)
+        else:
+            head, bottlenecks, spec = _torch_head(system, scenario)
         radio_obj = system.catalog.radio(radio or scenario.default_radio)
         policy = device_policy(policy, system)
         context = system.observation_context(radio_obj)
@@ -169,10 +172,8 @@ class DeviceLoop:
             battery_sensor = psutil_battery
         battery = BatteryMonitor(system.battery_capacity_j, battery_level, sensor=battery_sensor)
         controller = Controller(policy, context, battery, rtt_s=radio_obj.rtt_s)
-        loop = cls(model, controller, system, radio_obj, server, **kwargs)
+        loop = cls(head, controller, system, radio_obj, server, bottlenecks=bottlenecks, **kwargs)
         loop.spec = spec
-        # Learned bottlenecks at some cuts: the device runs their encoders.
-        loop.bottlenecks = load_for_profile(system.profile, model, spec)
         loop.warm_up()
         return loop
 
@@ -182,27 +183,21 @@ class DeviceLoop:
         from profiles import codecs
 
         p = self.system.profile
-        with self.torch.inference_mode():
-            h = self.torch.zeros(1, *self.input_shape)
-            for cut in range(self.k + 1):
-                if cut:
-                    h = self.model.blocks[cut - 1](h)
-                    if self.has_exit[cut - 1]:
-                        self._exit(cut, h)
-                if cut == self.k:
-                    break
-                if cut == 0 and self.image_input:
-                    sent = np.zeros(self.input_shape, np.uint8)
+        h = np.zeros((1, *self.input_shape), np.float32)
+        for cut in range(self.k + 1):
+            if cut:
+                h = self.head.block(cut, h)
+                if self.has_exit[cut - 1]:
+                    self.head.exit(cut, h)
+            if cut == self.k:
+                break
+            sent = np.zeros(self.input_shape, np.uint8) if cut == 0 and self.image_input else h[0]
+            for level, name in enumerate(p.codecs_by_cut[cut]):
+                if (cut, level) in self.bottlenecks:
+                    codec, _ = self.bottlenecks[(cut, level)]
+                    codecs.encode(codec, self.head.latent(cut, level, h)[0])
                 else:
-                    sent = h[0].numpy()
-                for level, name in enumerate(p.codecs_by_cut[cut]):
-                    bottleneck = self.bottlenecks.get((cut, level))
-                    if bottleneck is not None:
-                        codecs.encode(
-                            f"latent{bottleneck.rate.bits}", bottleneck.encode(h)[0].numpy()
-                        )
-                    else:
-                        codecs.encode(name, sent)
+                    codecs.encode(name, sent)
 
     # -- device compute --------------------------------------------------------------
     def _compute(self, fn, device_time_s: float):
@@ -215,11 +210,6 @@ class DeviceLoop:
             time.sleep(device_time_s - host_s)
             return out, device_time_s
         return out, host_s
-
-    def _exit(self, block: int, h):
-        probs = self.torch.softmax(self.model.exits[block - 1](h), dim=1)[0]
-        conf, pred = probs.max(0)
-        return float(conf), int(pred)
 
     # -- the cloud link --------------------------------------------------------------
     def _link_ready(self) -> bool:
@@ -274,7 +264,7 @@ class DeviceLoop:
         )
         decide_s = time.perf_counter() - t
         overridden = self.controller.overridden  # the policy's cloud action, not taken
-        x = self.torch.from_numpy(to_model_input(item[None]))
+        x = to_model_input(item[None])
         rid = self.link.next_id()
         h, exit_seen = x, None
         if overridden is not None:
@@ -346,30 +336,29 @@ class DeviceLoop:
         s, k = self.system, self.k
         early = threshold <= 1.0
         device_s, h, exit_seen = 0.0, x, None
-        with self.torch.inference_mode():
-            for b in range(1, cut + 1):
-                check = early and b < k and self.has_exit[b - 1]
-                cost = physics.block_seconds(s, b) + (physics.exit_seconds(s, b) if check else 0.0)
+        for b in range(1, cut + 1):
+            check = early and b < k and self.has_exit[b - 1]
+            cost = physics.block_seconds(s, b) + (physics.exit_seconds(s, b) if check else 0.0)
 
-                def step(h=h, b=b, check=check):
-                    out = self.model.blocks[b - 1](h)
-                    return out, (self._exit(b, out) if check else None)
+            def step(h=h, b=b, check=check):
+                out = self.head.block(b, h)
+                return out, (self.head.exit(b, out) if check else None)
 
-                (h, seen), took = self._compute(step, cost)
-                device_s += took
-                if seen is not None:
-                    exit_seen = (b, *seen)
-                    if seen[0] >= threshold:
-                        answer = Answer(
-                            path="exit", exit_block=b, prediction=seen[1], confidence=seen[0]
-                        )
-                        return answer, device_s, h, exit_seen
-            if cut == k:
-                (conf, pred), took = self._compute(
-                    lambda: self._exit(k, h), physics.exit_seconds(s, k)
-                )
-                answer = Answer(path="local", exit_block=k, prediction=pred, confidence=conf)
-                return answer, device_s + took, h, exit_seen
+            (h, seen), took = self._compute(step, cost)
+            device_s += took
+            if seen is not None:
+                exit_seen = (b, *seen)
+                if seen[0] >= threshold:
+                    answer = Answer(
+                        path="exit", exit_block=b, prediction=seen[1], confidence=seen[0]
+                    )
+                    return answer, device_s, h, exit_seen
+        if cut == k:
+            (conf, pred), took = self._compute(
+                lambda: self.head.exit(k, h), physics.exit_seconds(s, k)
+            )
+            answer = Answer(path="local", exit_block=k, prediction=pred, confidence=conf)
+            return answer, device_s + took, h, exit_seen
         return None, device_s, h, exit_seen
 
     def _offload(self, rid, cut, level, item, h, arrival, exit_seen) -> Offloaded:
@@ -377,18 +366,15 @@ class DeviceLoop:
         from profiles import codecs
 
         s = self.system
-        bottleneck = self.bottlenecks.get((cut, level))
-        if bottleneck is not None:  # a learned bottleneck: its encoder, then the latent codec
-            codec = f"latent{bottleneck.rate.bits}"
-            shape = tuple(bottleneck.latent_shape)
+        if (cut, level) in self.bottlenecks:  # a learned bottleneck: its encoder, then its codec
+            codec, shape = self.bottlenecks[(cut, level)]
 
             def encode() -> bytes:
-                with self.torch.inference_mode():
-                    return codecs.encode(codec, bottleneck.encode(h)[0].numpy())
+                return codecs.encode(codec, self.head.latent(cut, level, h)[0])
         else:
             codec = s.profile.codec_name(cut, level)
             # The image codecs take the uint8 image itself; the others the tensor at the cut.
-            array = item if cut == 0 and self.image_input else h[0].numpy()
+            array = item if cut == 0 and self.image_input else h[0]
             shape = array.shape
 
             def encode() -> bytes:
@@ -488,11 +474,10 @@ class DeviceLoop:
 
         def run(h=h):
             for b in range(cut + 1, target + 1):
-                h = self.model.blocks[b - 1](h)
-            return self._exit(target, h)
+                h = self.head.block(b, h)
+            return self.head.exit(target, h)
 
-        with self.torch.inference_mode():
-            (conf, pred), took = self._compute(run, cost(target))
+        (conf, pred), took = self._compute(run, cost(target))
         answer = Answer(path="fallback", exit_block=target, prediction=pred, confidence=conf)
         return answer, took
 
@@ -548,3 +533,59 @@ class DeviceLoop:
 
     def close(self) -> None:
         self.link.close()
+
+
+def _torch_head(system, scenario):
+    """The scenario's model in torch: ``(TorchHead, bottleneck codecs, ModelSpec)``."""
+    import torch
+
+    from profiles.bottleneck import load_for_profile
+    from profiles.multiexit import model_for_profile
+    from runtime_hooks.head import TorchHead
+
+    torch.set_num_threads(1)
+    model, spec = model_for_profile(system.profile, scenario.model)
+    bottlenecks = load_for_profile(system.profile, model, spec)
+    codecs = {
+        key: (f"latent{b.rate.bits}", tuple(b.latent_shape)) for key, b in bottlenecks.items()
+    }
+    return TorchHead(model, bottlenecks), codecs, spec
+
+
+def _bundle_head(folder, system):
+    """A device bundle's ONNX head and policy: ``(OnnxHead, bottleneck codecs, policy,
+    ModelSpec)``, once its files match the manifest and its model is the profile's."""
+    from runtime_hooks.bundle import check_bundle
+    from runtime_hooks.head import OnnxHead
+    from runtime_hooks.policy_file import NumpyPolicy, PolicyFileError
+
+    folder = Path(folder)
+    manifest = check_bundle(folder)
+    if manifest["model_hash"] != system.profile.model_hash:
+        raise PolicyFileError(
+            f"{folder}: bundle for model {manifest['model_hash']}, the scenario's profile is "
+            f"of model {system.profile.model_hash}"
+        )
+    head = manifest.get("head")
+    if not head:
+        raise PolicyFileError(f"{folder}: the bundle holds no model head; export it again")
+    encoders = {(e["cut"], e["level"]): e["file"] for e in head["encoders"]}
+    codecs = {
+        (e["cut"], e["level"]): (e["codec"], tuple(e["latent_shape"])) for e in head["encoders"]
+    }
+    p = system.profile
+    onnx_head = OnnxHead(folder, p.n_blocks, p.has_exit, encoders)
+    return onnx_head, codecs, NumpyPolicy.load(folder / "policy.npz"), _profile_spec(p)
+
+
+def _profile_spec(profile):
+    """The model's ``ModelSpec`` as its profile recorded it (what loading its data
+    needs), without building the model."""
+    from profiles.multiexit import ModelSpec
+
+    return ModelSpec(
+        ref=profile.model_ref or "bundle", n_blocks=profile.n_blocks,
+        input_shape=tuple(profile.input_shape), n_classes=profile.n_classes,
+        has_exit=tuple(bool(v) for v in profile.has_exit),
+        activation_shapes=tuple(profile.activation_shapes), model_hash=profile.model_hash,
+    )  # fmt: skip

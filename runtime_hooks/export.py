@@ -92,10 +92,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.bundle is not None:
         from agents.ppo import run_scenario_path
+        from profiles.multiexit import model_for_profile
         from runtime_hooks.bundle import check_bundle, write_bundle
 
+        scenario = env.system.scenario
+        model = model_for_profile(env.system.profile, scenario.model)
         manifest = write_bundle(
-            policy, args.bundle, system=env.system, scenario_path=str(run_scenario_path(args.run))
+            policy,
+            args.bundle,
+            system=env.system,
+            scenario_path=str(run_scenario_path(args.run)),
+            model=model,
         )
         check_bundle(args.bundle)
         print(

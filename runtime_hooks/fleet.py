@@ -114,18 +114,16 @@ def run_fleet(
     measured (times relative to ``t0``, when the devices' first requests are due)."""
     import torch
 
-    from profiles.bottleneck import load_for_profile
-    from profiles.multiexit import data_for_profile, model_for_profile
+    from profiles.multiexit import data_for_profile
     from runtime_hooks.controller import BatteryMonitor, Controller
-    from runtime_hooks.device_loop import DeviceLoop, device_policy
+    from runtime_hooks.device_loop import DeviceLoop, _torch_head, device_policy
     from runtime_hooks.relay import RelayThread, ShapingRelay
     from sim import System
 
     ensure_file_descriptors(len(work))
     torch.set_num_threads(1)
     system = System(scenario)
-    model, spec = model_for_profile(system.profile, scenario.model)
-    bottlenecks = load_for_profile(system.profile, model, spec)
+    head, bottlenecks, spec = _torch_head(system, scenario)  # one model for every device
     test = data_for_profile(system.profile, spec, scenario.data)["test"]
     # One policy for every device, or one each (a list: e.g. replayed actions).
     policies = policy if isinstance(policy, list) else [device_policy(policy, system)] * len(work)
@@ -138,9 +136,11 @@ def run_fleet(
             context = system.observation_context(radio)
             battery = BatteryMonitor(system.battery_capacity_j, w.battery_level, sensor=None)
             controller = Controller(policy, context, battery, rtt_s=radio.rtt_s)
-            loop = DeviceLoop(model, controller, system, radio, ("127.0.0.1", port),
-                              fallback_after_s=fallback_after_s)  # fmt: skip
-            loop.spec, loop.bottlenecks = spec, bottlenecks
+            loop = DeviceLoop(
+                head, controller, system, radio, ("127.0.0.1", port),
+                fallback_after_s=fallback_after_s, bottlenecks=bottlenecks,
+            )  # fmt: skip
+            loop.spec = spec
             loops.append(loop)
         loops[0].warm_up()  # the first calls of each codec and block pay lazy set-up once
         results: list[list] = [[] for _ in work]

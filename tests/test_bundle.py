@@ -218,7 +218,7 @@ def test_a_bundle_lists_its_files_by_hash_and_refuses_a_changed_one(shipped, tmp
 
 
 def test_a_bundle_is_checked_against_the_run_it_came_from(tmp_path):
-    from runtime_hooks.bundle import check_against_run, main
+    from runtime_hooks.check_bundle import check_against_run, main
     from runtime_hooks.export import main as export
 
     assert (
@@ -228,3 +228,53 @@ def test_a_bundle_is_checked_against_the_run_it_came_from(tmp_path):
     assert check_against_run(tmp_path, ROOT / "runs" / "fleet_single", 300) < 1.0
     (tmp_path / "policy_int8.c").write_text("/* changed */")
     assert main([str(tmp_path)]) == 2
+
+
+NO_TORCH_LOOP = """
+import json, sys
+from profiles.dataset import load_official
+from runtime_hooks.device_loop import DeviceLoop
+test = load_official("test")
+loop = DeviceLoop.create(None, bundle=sys.argv[1], emulate_device=False, battery_sensor=None)
+out = [loop.infer(img, int(label))
+       for img, label in zip(test.images[:1000], test.labels[:1000], strict=True)]
+loop.close()
+torch = sorted(name for name in sys.modules if name == "torch" or name.startswith("torch."))
+print(json.dumps({"torch": torch, "answers": [[r.path, r.exit_block, r.prediction] for r in out]}))
+"""
+
+
+def test_the_device_loop_runs_a_bundle_without_torch_and_answers_as_torch(tmp_path):
+    """The bundle's ONNX head and policy in a process that never imports torch give the
+    answers the torch device loop gives on 1,000 test images (no server: every request
+    is answered on the device, by an exit or a fallback)."""
+    import json
+    import sys
+
+    from profiles.dataset import load_official
+    from runtime_hooks.device_loop import DeviceLoop
+    from runtime_hooks.export import main as export
+
+    assert export([str(ROOT / "runs" / "default"), "--bundle", str(tmp_path), "--check", "10"]) == 0
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_LOOP, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["torch"] == [], f"the bundle's device loop imported {report['torch']}"
+    test = load_official("test")
+    loop = DeviceLoop.create(None, emulate_device=False, battery_sensor=None)
+    torch_answers = [
+        [r.path, r.exit_block, r.prediction]
+        for r in (
+            loop.infer(img, int(lbl))
+            for img, lbl in zip(test.images[:1000], test.labels[:1000], strict=True)
+        )
+    ]
+    loop.close()
+    same = sum(a == b for a, b in zip(report["answers"], torch_answers, strict=True))
+    assert same >= 999, f"{same} of 1000 answers equal"

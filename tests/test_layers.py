@@ -37,6 +37,7 @@ DEVICE_SIDE = (
     "netem",
     "c_policy",
     "bundle",
+    "head",
     "onnx_policy",
 )
 NEVER_ON_DEVICE = (

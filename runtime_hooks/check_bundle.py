@@ -1,0 +1,60 @@
+"""Check a device bundle: its files against its manifest, and its decisions against
+the run it was exported from.
+
+    python -m runtime_hooks.check_bundle out/bundle [--run runs/default]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime_hooks.bundle import check_bundle
+from runtime_hooks.policy_file import NumpyPolicy, PolicyFileError
+
+
+def check_against_run(folder: str | Path, run: str | Path, observations: int = 1000) -> float:
+    """The bundle's hashes, its model against the run's, and the share of ``observations``
+    observations of the run's scenario on which the bundle's policy decides as the run's
+    model does (1.0 for a bundle exported from this run)."""
+    from runtime_hooks.export import agreement, env_observations, export_run
+
+    manifest = check_bundle(folder)
+    _, ppo, env = export_run(run)
+    if manifest["model_hash"] != env.system.profile.model_hash:
+        raise PolicyFileError(
+            f"{folder}: bundle for model {manifest['model_hash']}, the run {run} is of model "
+            f"{env.system.profile.model_hash}"
+        )
+    bundled = NumpyPolicy.load(Path(folder) / "policy.npz")
+    return agreement(bundled, ppo, env_observations(env, observations))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runtime_hooks.check_bundle DIR [--run RUN]``: check a bundle's files
+    against its manifest and, given its run, its decisions against the run's model."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--run", type=Path, help="the training run it was exported from")
+    parser.add_argument("--observations", type=int, default=1000)
+    args = parser.parse_args(argv)
+    try:
+        if args.run is None:
+            manifest = check_bundle(args.bundle)
+            print(f"{args.bundle}: {len(manifest['files'])} files match their SHA-256")
+            return 0
+        agree = check_against_run(args.bundle, args.run, args.observations)
+    except PolicyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.bundle}: files match; decides as {args.run} on {agree:.2%} of "
+        f"{args.observations} observations"
+    )
+    return 0 if agree == 1.0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
