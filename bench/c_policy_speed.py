@@ -156,7 +156,8 @@ def _act_us(policy, observations: np.ndarray) -> float:
     return (time.perf_counter() - t0) / (5 * len(observations)) * 1e6
 
 
-def _ctypes_us(compiler: str, source: Path, observations: np.ndarray) -> float:
+def c_library(compiler: str, source: Path):
+    """``source`` compiled (``-O2``) into a shared library, ``splitctl_decide`` typed."""
     lib = source.with_suffix(".so")
     subprocess.run(
         [compiler, "-std=c99", "-O2", "-shared", "-fPIC", str(source), "-lm", "-o", str(lib)],
@@ -164,6 +165,11 @@ def _ctypes_us(compiler: str, source: Path, observations: np.ndarray) -> float:
     )
     c = ctypes.CDLL(str(lib))
     c.splitctl_decide.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int)]
+    return c
+
+
+def _ctypes_us(compiler: str, source: Path, observations: np.ndarray) -> float:
+    c = c_library(compiler, source)
     obs = np.ascontiguousarray(observations, np.float32)
     pointers = [row.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) for row in obs]
     action = (ctypes.c_int * 3)()

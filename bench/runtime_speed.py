@@ -80,6 +80,7 @@ def controller_vs_sb3(n: int) -> dict:
         t = time.perf_counter()
         model.predict(normalizer(o), deterministic=True)
         sb3_idle.append(time.perf_counter() - t)
+    c_warm, c_idle = c_policy_calls(observations)
     d50, d99 = _percentiles_us(decide)
     a50, a99 = _percentiles_us(act)
     s50, s99 = _percentiles_us(sb3)
@@ -99,7 +100,47 @@ def controller_vs_sb3(n: int) -> dict:
         "controller_decide_after_idle_p99_us": i99,
         "sb3_predict_after_idle_p50_us": j50,
         "sb3_predict_after_idle_p99_us": j99,
+        **c_warm,
+        **c_idle,
     }
+
+
+def c_policy_calls(observations: np.ndarray) -> tuple[dict, dict]:
+    """The shipped policy in C (``runtime_hooks.c_policy``, float32, ``-O2``) called from
+    Python through ``ctypes``: warm, and after 20 ms idle; empty without a C compiler."""
+    import ctypes
+    import shutil
+    import tempfile
+
+    from bench.c_policy_speed import c_library
+    from runtime_hooks.c_policy import write_c_policy
+    from runtime_hooks.policy_file import NumpyPolicy
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        _, source, _ = write_c_policy(NumpyPolicy.load(POLICY), tmp)
+        c = c_library(compiler, source)
+        obs = np.ascontiguousarray(observations, np.float32)
+        pointers = [row.ctypes.data_as(ctypes.POINTER(ctypes.c_float)) for row in obs]
+        action = (ctypes.c_int * 3)()
+        warm, idle = [], []
+        for p in pointers:
+            t = time.perf_counter()
+            c.splitctl_decide(p, action)
+            warm.append(time.perf_counter() - t)
+        for p in pointers[:200]:
+            time.sleep(0.02)
+            t = time.perf_counter()
+            c.splitctl_decide(p, action)
+            idle.append(time.perf_counter() - t)
+    w50, w99 = _percentiles_us(warm)
+    i50, i99 = _percentiles_us(idle)
+    return (
+        {"c_policy_ctypes_p50_us": w50, "c_policy_ctypes_p99_us": w99},
+        {"c_policy_ctypes_after_idle_p50_us": i50, "c_policy_ctypes_after_idle_p99_us": i99},
+    )
 
 
 def server_load(clients: int, seconds: float, *server_args: str) -> dict:
@@ -209,9 +250,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--device-requests", type=int, default=60)
+    parser.add_argument(
+        "--decisions-only",
+        action="store_true",
+        help="only the decision times (controller, C policy, SB3)",
+    )
     args = parser.parse_args(argv)
     console = Console()
     decisions = controller_vs_sb3(args.observations)
+    if args.decisions_only:
+        console.print_json(json.dumps(decisions))
+        print("wrote", write("runtime_decisions", {"decisions": decisions}))
+        return {"decisions": decisions}
     load = server_load(args.clients, args.seconds)
     mcu = device_loop_run(False, args.device_requests)
     host = device_loop_run(True, args.device_requests)

@@ -278,3 +278,20 @@ def test_the_device_loop_runs_a_bundle_without_torch_and_answers_as_torch(tmp_pa
     loop.close()
     same = sum(a == b for a, b in zip(report["answers"], torch_answers, strict=True))
     assert same >= 999, f"{same} of 1000 answers equal"
+
+
+def test_the_deploy_guides_main_c_builds_and_runs(sources, tmp_path):
+    """docs/deploy.md's example program, built against the generated policy."""
+    if COMPILER is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on this machine")
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    example = text.split("```c\n", 1)[1].split("```", 1)[0]
+    main_c = sources[0].parent / "main.c"
+    main_c.write_text(example)
+    program = tmp_path / "main"
+    flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror"]
+    subprocess.run(
+        [COMPILER, *flags, str(main_c), str(sources[0]), "-lm", "-o", str(program)], check=True
+    )
+    out = subprocess.run([str(program)], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("cut ") and "threshold" in out and "level" in out
