@@ -192,6 +192,10 @@ class OffloadEnv(gym.Env):
         self.bank = TraceArrays(uplinks)
         self._foreign: dict[str, TraceArrays] = {}
         self.devices = Devices(s, self.bank, 1, self._w.episode_requests)
+        # What a step reads back, as views made once: the outcome's reported columns and
+        # the observation (``sim.kernel``).
+        self._reported = self.devices.out[0, : K.N_REPORTED]
+        self._observation = self.devices.obs[0, :OBS_DIM]
         self._action = np.zeros((1, 3), dtype=np.int64)
         self._trace: Trace | None = None  # the current episode's uplink, and its radio
         self._radio: Radio | None = None
@@ -352,7 +356,7 @@ class OffloadEnv(gym.Env):
         # The outcome's first columns are what a step reports, in this order (``sim.kernel``).
         (latency, wait, device_s, network, cloud, energy, money, sent, exit_block, offloaded,
          correct, expected, leakage, miss, cold, battery, uplink, arrival_uplink, reward,
-         terminated, truncated) = dev.out[0, : K.N_REPORTED].tolist()  # fmt: skip
+         terminated, truncated) = self._reported.tolist()  # fmt: skip
         self._ended = terminated > 0.0 or truncated > 0.0
         info = {
             "latency_s": latency,
@@ -375,7 +379,7 @@ class OffloadEnv(gym.Env):
             "arrival_uplink_bps": arrival_uplink,
             "family": self._trace.family,
         }
-        return dev.obs[0, :OBS_DIM].copy(), reward, terminated > 0.0, truncated > 0.0, info
+        return self._observation.copy(), reward, terminated > 0.0, truncated > 0.0, info
 
     # -- simulation ------------------------------------------------------------------
     def check_action(self, action) -> tuple[int, int, int]:

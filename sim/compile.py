@@ -64,5 +64,5 @@ def compiled(module: types.ModuleType, names: tuple[str, ...]) -> tuple:
         f = getattr(module, name)
         clone = types.FunctionType(f.__code__, namespace, name, f.__defaults__, f.__closure__)
         clone.__qualname__, clone.__module__ = f.__qualname__, f.__module__
-        out[name] = namespace[name] = njit(cache=True, error_model="numpy")(clone)
+        out[name] = namespace[name] = njit(cache=True, error_model="numpy", inline="always")(clone)
     return tuple(out[name] for name in names)

@@ -61,9 +61,9 @@ class SystemArrays:
 
     small: np.ndarray  # per block / cut / threshold, and the constants (``S_CONSTS``)
     per_level: np.ndarray  # [P_*, cut, level]
-    first_exit: np.ndarray  # [threshold, sample]: the first early exit that fires, 0: none
-    exits: np.ndarray  # [X_*, block - 1, sample]
-    finals: np.ndarray  # [Y_*, cut, level, sample]
+    first_exit: np.ndarray  # [sample, threshold]: the first early exit that fires, 0: none
+    exits: np.ndarray  # [block - 1, sample, X_*]
+    finals: np.ndarray  # [cut, level, sample, Y_*]
     last_level: np.ndarray  # per cut, its last level (a level beyond a cut's own means it)
 
 
@@ -95,15 +95,16 @@ def system_arrays(s: System) -> SystemArrays:
     for r, values in rows.items():
         small[r, : len(values)] = values
 
-    def stack(*tables) -> np.ndarray:
-        return np.ascontiguousarray(np.stack([np.asarray(t, dtype=np.float64) for t in tables]))
+    def stack(*tables, axis: int = 0) -> np.ndarray:
+        arrays = [np.asarray(t, dtype=np.float64) for t in tables]
+        return np.ascontiguousarray(np.stack(arrays, axis=axis))
 
     return SystemArrays(
         small=small,
         per_level=stack(s.encode_dev_s, s.leak),
-        first_exit=np.asarray(s.first_exit, dtype=np.int64),
-        exits=stack(s.exit_ok, s.exit_credit, s.exit_expected),
-        finals=stack(s.sent, s.final_ok, s.final_credit, s.final_expected),
+        first_exit=np.ascontiguousarray(np.asarray(s.first_exit, dtype=np.int64).T),
+        exits=stack(s.exit_ok, s.exit_credit, s.exit_expected, axis=-1),
+        finals=stack(s.sent, s.final_ok, s.final_credit, s.final_expected, axis=-1),
         last_level=np.asarray([n - 1 for n in s.levels_by_cut] + [s.n_levels - 1]),
     )
 

@@ -92,8 +92,10 @@ N_CONSTS = K_REWARD + formulas.N_REWARD_CONSTANTS
 # ``small``: rows of per-block, per-cut and per-threshold values, and the constants
 # (``small[S_CONSTS]``, the ``K_*`` above), padded.
 S_BLOCK_CUM, S_EXIT_CUM, S_EXIT_DEV, S_CLOUD_TAIL, S_CLOUD_USD, S_THRESHOLDS, S_CONSTS = range(7)
-# ``per_level[P_*, cut, level]``; ``exits[X_*, block - 1, sample]``;
-# ``finals[Y_*, cut, level, sample]``.
+# ``per_level[P_*, cut, level]``; per sample, what a request reads of it side by side
+# (one cache line, where a plane per field would cost a miss each):
+# ``exits[block - 1, sample, X_*]``, ``finals[cut, level, sample, Y_*]``,
+# ``first_exit[sample, threshold]``.
 P_ENCODE_DEV, P_LEAK = range(2)
 X_OK, X_CREDIT, X_EXPECTED = range(3)
 Y_SENT, Y_OK, Y_CREDIT, Y_EXPECTED = range(4)
@@ -216,7 +218,7 @@ def start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, re
         arrival = requests[Q_ARRIVAL, d, index]
         start = arrival if arrival > fs[d, D_FREE] else fs[d, D_FREE]
         early = small[S_THRESHOLDS, thr] <= 1.0
-        exit_block = answering_exit(first_exit[thr, i], cut)
+        exit_block = answering_exit(first_exit[i, thr], cut)
         row = ints[d, I_ROW]
         starts, cum, rates = tr[R_STARTS, row], tr[R_CUM, row], tr[R_RATES, row]
         seg, dur = int(tr[R_META, row, M_SEGMENTS]), tr[R_META, row, M_DURATION]
@@ -239,15 +241,15 @@ def start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, re
             answered = exit_block if exit_block > 0 else k
             o[O_DEVICE] = device_s
             o[O_EXIT_BLOCK] = answered
-            o[O_CORRECT] = exits[X_OK, answered - 1, i]
-            o[O_CREDIT] = exits[X_CREDIT, answered - 1, i]
-            o[O_EXPECTED] = exits[X_EXPECTED, answered - 1, i]
+            o[O_CORRECT] = exits[answered - 1, i, X_OK]
+            o[O_CREDIT] = exits[answered - 1, i, X_CREDIT]
+            o[O_EXPECTED] = exits[answered - 1, i, X_EXPECTED]
             o[O_DONE] = o[O_TX_START] = o[O_TX_END] = start + device_s
             continue
         device_s = device_seconds(
             block_cum, exit_cum, exit_dev, encode_dev, k, cut, early, 0, level
         )
-        nbytes = finals[Y_SENT, cut, level, i]
+        nbytes = finals[cut, level, i, Y_SENT]
         tx_start = start + device_s
         tx_end = finish_time(starts, cum, rates, seg, dur, off + tx_start, nbytes) - off
         o[O_DEVICE] = device_s
@@ -300,9 +302,9 @@ def finish_requests(small, per_level, finals, fs, ints, requests, out):
                 c[K_ACTIVE_W], c[K_IDLE_W], o[O_DEVICE], tx_j, tail_j, rtt + cloud_s
             )
             o[O_MONEY] = request_money_usd(nbytes, c[K_USD_PER_BYTE], small[S_CLOUD_USD, cut])
-            o[O_CORRECT] = finals[Y_OK, cut, level, i]
-            o[O_CREDIT] = finals[Y_CREDIT, cut, level, i]
-            o[O_EXPECTED] = finals[Y_EXPECTED, cut, level, i]
+            o[O_CORRECT] = finals[cut, level, i, Y_OK]
+            o[O_CREDIT] = finals[cut, level, i, Y_CREDIT]
+            o[O_EXPECTED] = finals[cut, level, i, Y_EXPECTED]
             o[O_LEAKAGE] = per_level[P_LEAK, cut, level]
             o[O_TAIL_END] = o[O_TX_END] + fs[d, D_TAIL_S]
         else:
