@@ -52,12 +52,20 @@ INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGIN
 
 
 def seed_list(text: str) -> list[int]:
+    """Distinct seeds separated by commas (``0,1,2``); an empty item or a seed named
+    twice is refused before any training (each seed is a run of its own)."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise ValueError(f"names no seed: {text!r}")
+    if "" in items:
+        raise ValueError(f"has an empty item between commas: {text!r}")
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(item) for item in items]
     except ValueError:
         raise ValueError(f"must be integers separated by commas, got {text!r}") from None
-    if not seeds:
-        raise ValueError(f"names no seed: {text!r}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"names seed {repeated[0]} twice: {text!r}")
     return [seed_range(s) for s in seeds]
 
 

@@ -72,6 +72,33 @@ def agreement(a, b, observations: np.ndarray) -> float:
     return same / len(observations)
 
 
+MAX_CHECK = 1_000_000  # observations the exporter replays at most (about a minute)
+
+
+def _target_problem(out: Path | None, bundle: Path | None) -> str | None:
+    """Why the exporter must not write where it was told, or ``None``: it replaces a
+    policy file or a bundle it wrote before, never another file (a run's model)."""
+    if out is not None:
+        if out.is_dir():
+            return f"--out {out}: is a folder; give a file name ending in .npz"
+        if out.suffix != ".npz":
+            return f"--out {out}: a policy file's name ends in .npz"
+        if out.exists():
+            try:
+                NumpyPolicy.load(out)
+            except PolicyFileError:
+                return f"--out {out}: exists and is not a policy file; it will not be replaced"
+    if bundle is not None:
+        if bundle.exists() and not bundle.is_dir():
+            return f"--bundle {bundle}: is a file; give a folder"
+        if bundle.is_dir() and any(bundle.iterdir()) and not (bundle / "manifest.json").exists():
+            return (
+                f"--bundle {bundle}: holds files but no bundle manifest; it will not be "
+                "written into (give an empty or new folder)"
+            )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="training run directory (runs/NAME)")
@@ -82,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.out is None) == (args.bundle is None):
         parser.error("give one of --out FILE (a policy file) or --bundle DIR (a device bundle)")
+    if not 0 <= args.check <= MAX_CHECK:
+        parser.error(f"--check: observations to compare, 0..{MAX_CHECK:,}, got {args.check}")
+    problem = _target_problem(args.out, args.bundle)
+    if problem:
+        parser.error(problem)
     from agents.ppo import RunError
     from sim import ScenarioError
 

@@ -151,6 +151,8 @@ def plain_name(value: str) -> str:
         )
     if value != value.strip():
         raise ValueError(f"must not start or end with spaces, got {value!r}")
+    if any(not c.isprintable() for c in value):
+        raise ValueError(f"must not hold a newline or another control character, got {value!r}")
     return value
 
 

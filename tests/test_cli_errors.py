@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import TINY_HYPERPARAMS as TINY
 
@@ -23,9 +25,13 @@ SCENARIO = (ROOT / "envs" / "default_scenario.toml").read_text()
 
 def run(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         **kwargs,
-    )  # fmt: skip
+    )
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -64,15 +70,36 @@ def runs(tmp_path_factory):
     (base / "outside" / "precious.txt").write_text("do not delete")
     cfg = base / "tiny.toml"
     cfg.write_text(TINY)
-    out = run("train.py", "--name", "keep", "--runs-dir", str(runs), "--config", str(cfg),
-              "--timesteps", "2048", "--trace-source", "builtin", "--no-progress")  # fmt: skip
+    out = run(
+        "train.py",
+        "--name",
+        "keep",
+        "--runs-dir",
+        str(runs),
+        "--config",
+        str(cfg),
+        "--timesteps",
+        "2048",
+        "--trace-source",
+        "builtin",
+        "--no-progress",
+    )
     assert out.returncode == 0, out.stderr
     return base
 
 
 def train_args(base: Path, *extra: str) -> list[str]:
-    return ["train.py", "--runs-dir", str(base / "runs"), "--config", str(base / "tiny.toml"),
-            "--trace-source", "builtin", "--no-progress", *extra]  # fmt: skip
+    return [
+        "train.py",
+        "--runs-dir",
+        str(base / "runs"),
+        "--config",
+        str(base / "tiny.toml"),
+        "--trace-source",
+        "builtin",
+        "--no-progress",
+        *extra,
+    ]
 
 
 # -- train.py: nothing lost ------------------------------------------------------------
@@ -88,8 +115,16 @@ def test_a_bad_config_deletes_nothing_before_failing(runs, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[ppo]\nn_envs = [")
     before = snapshot(runs)
-    out = run("train.py", "--runs-dir", str(runs / "runs"), "--name", "keep", "--overwrite",
-              "--config", str(bad))  # fmt: skip
+    out = run(
+        "train.py",
+        "--runs-dir",
+        str(runs / "runs"),
+        "--name",
+        "keep",
+        "--overwrite",
+        "--config",
+        str(bad),
+    )
     assert_refused(out, str(bad), "not valid TOML")
     assert snapshot(runs) == before
 
@@ -124,16 +159,20 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous(runs):
     # The validation at 2048 came after the checkpoint it resumed from: trained again,
     # it is on the curve once.
     assert "validations after step 1024 dropped" in out.stdout
-    steps = [int(line.split(",")[0]) for line in
-             (copy / "eval_curve.csv").read_text().splitlines()[1:]]  # fmt: skip
+    steps = [
+        int(line.split(",")[0]) for line in (copy / "eval_curve.csv").read_text().splitlines()[1:]
+    ]
     assert steps == sorted(set(steps)) and steps[-1] == 3072
 
 
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(runs):
     proc = subprocess.Popen(
         [sys.executable, *train_args(runs, "--name", "interrupted", "--timesteps", "500000")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stdout:
             if line.startswith("training "):
@@ -279,13 +318,26 @@ def test_evaluate_lists_each_bad_trace_and_why(tmp_path):
     (tmp_path / "a.txt").write_text("0 1\n1 nan\n")
     (tmp_path / "b.log").write_text("x y\n")
     out = run("evaluate.py", "--policies", "edgent", "--traces", str(tmp_path))
-    assert_refused(out, "no usable trace files; 2 bad", "a.txt:2: NaN or infinity",
-                   "b.log:1: not a number")  # fmt: skip
+    assert_refused(
+        out, "no usable trace files; 2 bad", "a.txt:2: NaN or infinity", "b.log:1: not a number"
+    )
 
 
 def test_evaluate_no_plots_does_not_claim_plots(tmp_path):
-    out = run("evaluate.py", "--policies", "edgent", "--episodes", "1", "--requests", "10",
-              "--trace-source", "builtin", "--no-plots", "--out", str(tmp_path))  # fmt: skip
+    out = run(
+        "evaluate.py",
+        "--policies",
+        "edgent",
+        "--episodes",
+        "1",
+        "--requests",
+        "10",
+        "--trace-source",
+        "builtin",
+        "--no-plots",
+        "--out",
+        str(tmp_path),
+    )
     assert out.returncode == 0, out.stderr
     assert "wrote " in out.stdout and "and plots" not in out.stdout
     assert not list(tmp_path.glob("*.png"))
@@ -344,19 +396,92 @@ def test_device_validates_before_it_writes_its_log(tmp_path):
         (["--policy", str(tmp_path / "none.npz")], "none.npz"),
         (["--trace", str(tmp_path / "none.txt")], "--trace"),
     ):
-        out = run("-m", "runtime_hooks.device", "--server", "127.0.0.1:1", "--log", str(log),
-                  *flags, timeout=120)  # fmt: skip
+        out = run(
+            "-m",
+            "runtime_hooks.device",
+            "--server",
+            "127.0.0.1:1",
+            "--log",
+            str(log),
+            *flags,
+            timeout=120,
+        )
         assert_refused(out, message)
         assert log.read_text() == "earlier run\n"
 
 
 @pytest.mark.parametrize("server", ["127.0.0.1:1", "no-such-host.invalid:9300"])
 def test_device_warns_of_an_unreachable_server_and_counts_it(tmp_path, server):
-    out = run("-m", "runtime_hooks.device", "--server", server, "--requests", "4", "--rate",
-              "0", "--host-speed", "--log", str(tmp_path / "l.jsonl"), "--json",
-              str(tmp_path / "s.json"), timeout=120)  # fmt: skip
+    out = run(
+        "-m",
+        "runtime_hooks.device",
+        "--server",
+        server,
+        "--requests",
+        "4",
+        "--rate",
+        "0",
+        "--host-speed",
+        "--log",
+        str(tmp_path / "l.jsonl"),
+        "--json",
+        str(tmp_path / "s.json"),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert f"warning: cannot reach the server at {server}" in out.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["fallbacks"] == {"server_down": 4} and summary["answered"] == 4
     assert summary["server"]["reached"] is False
+
+
+# -- issue 29: refused before any work, naming the value ---------------------------------
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1,1", "names seed 1 twice"),
+        ("0,,1", "empty item"),
+        (",", "names no seed"),
+        ("0,x", "must be integers"),
+    ],
+)
+def test_seed_lists_with_repeats_or_gaps_are_refused_before_training(text, message):
+    from agents.train_run import seed_list
+
+    with pytest.raises(ValueError, match=message):
+        seed_list(text)
+
+
+def test_a_run_name_with_a_newline_is_refused():
+    from settings.cli import plain_name
+
+    with pytest.raises(ValueError, match="control character"):
+        plain_name("run\nname")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (["--out", "runs/default/best_model.zip"], "name ends in .npz"),
+        (["--out", "runs/default"], "is a folder"),
+        (["--out", "{tmp}/x.npz", "--check", "-1"], r"--check: .*got -1"),
+        (["--out", "{tmp}/x.npz", "--check", "99999999"], r"0\.\.1,000,000"),
+        (["--bundle", "runs/default"], "no bundle manifest"),
+        (["--out", "{tmp}/not_a_policy.npz"], "not a policy file"),
+    ],
+)
+def test_export_never_writes_over_a_runs_files_and_checks_its_numbers(
+    target, message, tmp_path, capsys
+):
+    from runtime_hooks.export import main as export
+
+    np.savez(tmp_path / "not_a_policy.npz", x=np.zeros(2))
+    before = {p: p.read_bytes() for p in (ROOT / "runs" / "default").iterdir() if p.is_file()}
+    argv = [str(ROOT / "runs" / "default")]
+    argv += [str(ROOT / a) if a.startswith("runs/") else a.format(tmp=tmp_path) for a in target]
+    with pytest.raises(SystemExit) as stop:
+        export(argv)
+    assert stop.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    after = {p: p.read_bytes() for p in (ROOT / "runs" / "default").iterdir() if p.is_file()}
+    assert after == before  # nothing of the run was touched
