@@ -148,19 +148,13 @@ def run_batched(env: OffloadEnv, policy, specs: list[EpisodeSpec]) -> list[dict[
         env.reset(seed=spec.seed, options=options)
         devices.copy_from(env.devices, 0, d)
     actor = for_fleet(policy, n, OBS_DIM)
-    last_level = devices.tables.last_level
     nvec = env.action_space.nvec
     obs = devices.observe()[:, :OBS_DIM].copy()
     live = np.ones(n, dtype=bool)
     steps: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     while live.any():
         raw = np.asarray(actor.act_all(obs), dtype=np.int64)
-        if ((raw < 0) | (raw >= nvec)).any():
-            bad = raw[np.flatnonzero(((raw < 0) | (raw >= nvec)).any(1))[0]]
-            env.check_action(bad)  # raises, naming the component at fault
-        served = raw.copy()
-        served[:, 2] = np.minimum(served[:, 2], last_level[served[:, 0]])
-        out, next_obs = devices.step(served)
+        out, next_obs = devices.step(devices.checked(raw, nvec))
         steps.append((live.copy(), raw, out.copy()))
         live &= (out[:, K.O_TERMINATED] == 0.0) & (out[:, K.O_TRUNCATED] == 0.0)
         obs = next_obs[:, :OBS_DIM].copy()

@@ -138,15 +138,9 @@ class OffloadFleetEnv(VectorEnv):
         self.requests_per_episode = scenario.workload.episode_requests
         # The same trace rows as the single device's, so its draws carry over.
         self.devices = Devices(s, self.single.bank, n, self.requests_per_episode, self.cloud)
-        self.last_level = self.devices.tables.last_level
         self.families = [""] * n
         self.radios: list = [None] * n
         self._state_ready = False
-
-    @property
-    def row(self) -> np.ndarray:
-        """Each device's trace (its index in ``self.single.traces``)."""
-        return self.devices.ints[:, K.I_ROW]
 
     # -- reset ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -216,17 +210,7 @@ class OffloadFleetEnv(VectorEnv):
             raise ValueError(
                 f"actions must be integers of shape ({self.num_envs}, 3), got {a.dtype} {a.shape}"
             )
-        nvec = self.single_action_space.nvec
-        bad = (a < 0) | (a >= nvec)
-        if bad.any():
-            d, j = map(int, np.argwhere(bad)[0])
-            name = ("cut", "threshold", "level")[j]
-            raise ValueError(
-                f"device {d}: action {name}={int(a[d, j])} is outside 0..{int(nvec[j]) - 1}"
-            )
-        a = a.astype(np.int64, copy=True)
-        a[:, 2] = np.minimum(a[:, 2], self.last_level[a[:, 0]])
-        return a
+        return self.devices.checked(a, self.single_action_space.nvec)
 
     def step(self, actions):
         obs, reward, terminated, truncated, info = self.advance(actions)

@@ -253,6 +253,22 @@ class Devices:
         )
 
     # -- the step -------------------------------------------------------------------------
+    def checked(self, actions: np.ndarray, nvec) -> np.ndarray:
+        """``actions`` (n x 3 integers) as the step serves them: each component within
+        ``nvec`` (else a ``ValueError`` naming the device and the component), a level
+        beyond its cut's own mapped to the cut's last (as ``OffloadEnv.check_action``)."""
+        a = np.asarray(actions)
+        bad = (a < 0) | (a >= nvec)
+        if bad.any():
+            d, j = map(int, np.argwhere(bad)[0])
+            name = ("cut", "threshold", "level")[j]
+            raise ValueError(
+                f"device {d}: action {name}={int(a[d, j])} is outside 0..{int(nvec[j]) - 1}"
+            )
+        a = a.astype(np.int64, copy=True)
+        a[:, 2] = np.minimum(a[:, 2], self.tables.last_level[a[:, 0]])
+        return a
+
     def observe(self) -> np.ndarray:
         """Every device's observation of its current request, ``(n, 18)``."""
         kernel.observe_all(self.tables.small, self.fs, self.ints, self.requests, self.obs)

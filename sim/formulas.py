@@ -73,8 +73,10 @@ def cloud_seconds(tail_s: float, cold: bool, cold_start_s: float) -> float:
 # -- energy and money --------------------------------------------------------------------
 def transmit_j(base_w: float, per_mbps_w: float, tx_s: float, nbytes: float) -> float:
     """Energy of sending ``nbytes`` over ``tx_s`` seconds (Huang et al., MobiSys 2012):
-    power ``base_w + per_mbps_w x rate`` for the transfer's duration."""
-    return base_w * tx_s + per_mbps_w * nbytes * 8e-6 if tx_s > 0 else 0.0
+    power ``base_w + per_mbps_w x rate`` for the transfer's duration; 0 without a
+    transfer. Written without a branch, so that it also takes numpy arrays (the
+    heuristics' expectations over every action)."""
+    return (base_w * tx_s + per_mbps_w * nbytes * 8e-6) * (tx_s > 0)
 
 
 def radio_tail_left_j(tail_w: float, tail_s: float, now_s: float, tail_end_s: float) -> float:

@@ -114,8 +114,7 @@ def expected_energy_j(
     idle power while the answer comes back."""
     bw = max(bandwidth_bps, 1.0)
     tx_s = bytes_sent * 8.0 / bw
-    # ``formulas.transmit_j`` over arrays (every expected transfer takes time: tx_s > 0)
-    transmit = radio.base_w * tx_s + radio.per_mbps_w * bytes_sent * 8e-6
+    transmit = formulas.transmit_j(radio.base_w, radio.per_mbps_w, tx_s, bytes_sent)
     tail_j = radio.tail_w * min(tail_share_s, radio.tail_s)
     d = s.device
     return d.active_power_w * device_s + p_offload * (

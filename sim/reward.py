@@ -47,7 +47,3 @@ class Reward:
     def energy_only(self, energy_j: float, battery_level: float) -> float:
         """The reward's energy term alone (negative): what spending ``energy_j`` costs."""
         return self(0.0, 0.0, energy_j, 0.0, 0.0, battery_level)
-
-    @property
-    def inv_deadline(self) -> float:
-        return self.weights[formulas.INV_DEADLINE]
