@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> dict:
     env = OffloadEnv(trace_source="builtin", trace_split="test", sample_split="test")
     observations = env_observations(env, 1000, seed=1)
     numpy_us = _act_us(policy, observations)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         _, float_c, int8_c = write_c_policy(policy, folder)
@@ -95,34 +94,10 @@ def main(argv: list[str] | None = None) -> dict:
         (folder / "timer.c").write_text(
             TIMER % {"n": len(observations), "decisions": args.decisions}
         )
-        for name, source in (("float32", float_c), ("int8", int8_c)):
-            text, data = _sizes(compiler, source)
-            program = folder / f"timer_{name}"
-            subprocess.run(
-                [
-                    compiler,
-                    "-std=c99",
-                    "-O2",
-                    str(folder / "timer.c"),
-                    str(source),
-                    "-lm",
-                    "-o",
-                    str(program),
-                ],
-                check=True,
-            )
-            out = subprocess.run(
-                [str(program), str(folder / "obs.bin")], capture_output=True, text=True, check=True
-            ).stdout.split()
-            rows.append(
-                {
-                    "policy": name,
-                    "text_bytes": text,
-                    "data_bytes": data,
-                    "c_ns_per_decision": float(out[0]),
-                    "ctypes_us_per_decision": _ctypes_us(compiler, source, observations),
-                }
-            )
+        rows = [
+            _c_row(compiler, folder, name, source, observations)
+            for name, source in (("float32", float_c), ("int8", int8_c))
+        ]
     table = Table(title="the C policy (gcc -O2) against the numpy policy")
     for col in ("policy", "text+data bytes", "C ns/decision", "from Python (ctypes) µs"):
         table.add_column(col, justify="right")
@@ -146,6 +121,36 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print("wrote", write("c_policy_speed", payload))
     return payload
+
+
+def _c_row(compiler: str, folder: Path, name: str, source: Path, observations) -> dict:
+    """One C policy's sizes, its time per decision in the timing program (``timer.c``
+    and ``obs.bin`` in ``folder``) and through ``ctypes``."""
+    text, data = _sizes(compiler, source)
+    program = folder / f"timer_{name}"
+    subprocess.run(
+        [
+            compiler,
+            "-std=c99",
+            "-O2",
+            str(folder / "timer.c"),
+            str(source),
+            "-lm",
+            "-o",
+            str(program),
+        ],
+        check=True,
+    )
+    out = subprocess.run(
+        [str(program), str(folder / "obs.bin")], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {
+        "policy": name,
+        "text_bytes": text,
+        "data_bytes": data,
+        "c_ns_per_decision": float(out[0]),
+        "ctypes_us_per_decision": _ctypes_us(compiler, source, observations),
+    }
 
 
 def _act_us(policy, observations: np.ndarray) -> float:

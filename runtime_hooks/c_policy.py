@@ -208,21 +208,14 @@ void splitctl_decide(const float *observation, int action[3]) {{
 
 def _telemetry() -> str:
     """``push_sample``, ``smoothed`` and ``fill_observation`` of telemetry.observation."""
-    c = {
-        name: getattr(O, name)
-        for name in (
-            "C_DEADLINE",
-            "C_KEEP_ALIVE",
-            "C_TAIL_S",
-            "C_TAIL_W",
-            "C_CUT_SCALE",
-            "C_THR_SCALE",
-            "C_LVL_SCALE",
-            "C_LOG_DEADLINE",
-            "C_LOG_TAIL",
-        )
-    }
-    return f"""static double log_mbps(double bps) {{ return log10((bps > 1e3 ? bps : 1e3) / 1e6); }}
+    return _telemetry_updates() + "\n" + _observation_builder()
+
+
+def _telemetry_updates() -> str:
+    """``splitctl_init``, ``splitctl_record_transfer`` (``push_sample``) and
+    ``splitctl_record_rtt`` (``smoothed``)."""
+    return f"""
+static double log_mbps(double bps) {{ return log10((bps > 1e3 ? bps : 1e3) / 1e6); }}
 
 void splitctl_init(splitctl_telemetry *tel, double rtt_s) {{
     for (int j = 0; j < SPLITCTL_N_SAMPLES; ++j) {{
@@ -256,9 +249,27 @@ void splitctl_record_transfer(splitctl_telemetry *tel, double done_s, double nby
 void splitctl_record_rtt(splitctl_telemetry *tel, double rtt_s) {{
     tel->rtt_est_s = (1 - {O.RTT_ALPHA!r}) * tel->rtt_est_s + {O.RTT_ALPHA!r} * rtt_s;
 }}
+"""
 
-void splitctl_observe(const splitctl_telemetry *tel, const splitctl_context *context, double now_s,
-                      double lateness_s, int queue_len, float *obs) {{
+
+def _observation_builder() -> str:
+    """``splitctl_observe``: ``fill_observation``, feature by feature."""
+    c = {
+        name: getattr(O, name)
+        for name in (
+            "C_DEADLINE",
+            "C_KEEP_ALIVE",
+            "C_TAIL_S",
+            "C_TAIL_W",
+            "C_CUT_SCALE",
+            "C_THR_SCALE",
+            "C_LVL_SCALE",
+            "C_LOG_DEADLINE",
+            "C_LOG_TAIL",
+        )
+    }
+    return f"""void splitctl_observe(const splitctl_telemetry *tel, const splitctl_context *context,
+                      double now_s, double lateness_s, int queue_len, float *obs) {{
     const double *ctx = context->values;
     const double HIGH = {O.OBS_HIGH!r};
     int n = SPLITCTL_N_SAMPLES, count = tel->n_samples;

@@ -164,7 +164,7 @@ class DeviceLoop:
         if bundle is not None:
             head, bottlenecks, policy, spec = _bundle_head(bundle, system)
         else:
-            head, bottlenecks, spec = _torch_head(system, scenario)
+            head, bottlenecks, spec = torch_head(system, scenario)
         radio_obj = system.catalog.radio(radio or scenario.default_radio)
         policy = device_policy(policy, system)
         context = system.observation_context(radio_obj)
@@ -363,23 +363,8 @@ class DeviceLoop:
 
     def _offload(self, rid, cut, level, item, h, arrival, exit_seen) -> Offloaded:
         """Encode, send, await the answer, or fall back."""
-        from profiles import codecs
-
         s = self.system
-        if (cut, level) in self.bottlenecks:  # a learned bottleneck: its encoder, then its codec
-            codec, shape = self.bottlenecks[(cut, level)]
-
-            def encode() -> bytes:
-                return codecs.encode(codec, self.head.latent(cut, level, h)[0])
-        else:
-            codec = s.profile.codec_name(cut, level)
-            # The image codecs take the uint8 image itself; the others the tensor at the cut.
-            array = item if cut == 0 and self.image_input else h[0]
-            shape = array.shape
-
-            def encode() -> bytes:
-                return codecs.encode(codec, array)
-
+        codec, shape, encode = self._encoder(cut, level, item, h)
         payload, took = self._compute(encode, s.encode_dev_s[cut][level])
         extra_device_s = took
         frame = P.request_frame(rid, cut, level, codec, shape, payload)
@@ -443,6 +428,19 @@ class DeviceLoop:
             device_s=extra_device_s + more,
             energy_j=idle,
         )
+
+    def _encoder(self, cut: int, level: int, item: np.ndarray, h: np.ndarray):
+        """``(codec, shape, encode)`` of what ``(cut, level)`` sends: a learned
+        bottleneck's latent, the uint8 image itself for an image codec at cut 0, else
+        the tensor at the cut; ``encode()`` makes its bytes."""
+        from profiles import codecs
+
+        if (cut, level) in self.bottlenecks:  # a learned bottleneck: its encoder, then its codec
+            codec, shape = self.bottlenecks[(cut, level)]
+            return codec, shape, lambda: codecs.encode(codec, self.head.latent(cut, level, h)[0])
+        codec = self.system.profile.codec_name(cut, level)
+        array = item if cut == 0 and self.image_input else h[0]
+        return codec, array.shape, lambda: codecs.encode(codec, array)
 
     def _exits_from(self, depth: int) -> list[int]:
         """The blocks with an exit the device can still reach from ``depth``."""
@@ -535,7 +533,7 @@ class DeviceLoop:
         self.link.close()
 
 
-def _torch_head(system, scenario):
+def torch_head(system, scenario):
     """The scenario's model in torch: ``(TorchHead, bottleneck codecs, ModelSpec)``."""
     import torch
 

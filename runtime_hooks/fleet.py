@@ -115,15 +115,14 @@ def run_fleet(
     import torch
 
     from profiles.multiexit import data_for_profile
-    from runtime_hooks.controller import BatteryMonitor, Controller
-    from runtime_hooks.device_loop import DeviceLoop, _torch_head, device_policy
+    from runtime_hooks.device_loop import device_policy, torch_head
     from runtime_hooks.relay import RelayThread, ShapingRelay
     from sim import System
 
     ensure_file_descriptors(len(work))
     torch.set_num_threads(1)
     system = System(scenario)
-    head, bottlenecks, spec = _torch_head(system, scenario)  # one model for every device
+    head, bottlenecks, spec = torch_head(system, scenario)  # one model for every device
     test = data_for_profile(system.profile, spec, scenario.data)["test"]
     # One policy for every device, or one each (a list: e.g. replayed actions).
     policies = policy if isinstance(policy, list) else [device_policy(policy, system)] * len(work)
@@ -132,26 +131,13 @@ def run_fleet(
     loops = []
     try:
         for w, port, policy in zip(work, relay_thread.ports, policies, strict=True):
-            radio = w.radio
-            context = system.observation_context(radio)
-            battery = BatteryMonitor(system.battery_capacity_j, w.battery_level, sensor=None)
-            controller = Controller(policy, context, battery, rtt_s=radio.rtt_s)
-            loop = DeviceLoop(
-                head, controller, system, radio, ("127.0.0.1", port),
-                fallback_after_s=fallback_after_s, bottlenecks=bottlenecks,
-            )  # fmt: skip
+            loop = _device_loop(system, head, bottlenecks, w, policy, port, fallback_after_s)
             loop.spec = spec
             loops.append(loop)
         loops[0].warm_up()  # the first calls of each codec and block pay lazy set-up once
         results: list[list] = [[] for _ in work]
         errors: list[str] = []
-        for relay in relays:  # the links as their traces' first seconds, to connect on
-            relay.start_clock()
-        connecting = [threading.Thread(target=loop.connect, daemon=True) for loop in loops]
-        for t in connecting:  # at once, as the devices of a fleet would
-            t.start()
-        for t in connecting:
-            t.join()
+        _connect_all(loops, relays)
         lead = lead_s if lead_s is not None else 2.0 + 0.05 * len(work)
         t0 = time.monotonic() + lead
         if before_start is not None:
@@ -191,6 +177,40 @@ def run_fleet(
     summary["errors"] = errors
     summary["results"] = results
     return summary
+
+
+def _device_loop(
+    system, head, bottlenecks, work: DeviceWork, policy, port: int, fallback_after_s: float | None
+):
+    """One device of the fleet: its controller (radio, battery, policy) and its loop on
+    the shared model head, talking to the relay at ``port``."""
+    from runtime_hooks.controller import BatteryMonitor, Controller
+    from runtime_hooks.device_loop import DeviceLoop
+
+    radio = work.radio
+    battery = BatteryMonitor(system.battery_capacity_j, work.battery_level, sensor=None)
+    controller = Controller(policy, system.observation_context(radio), battery, rtt_s=radio.rtt_s)
+    return DeviceLoop(
+        head,
+        controller,
+        system,
+        radio,
+        ("127.0.0.1", port),
+        fallback_after_s=fallback_after_s,
+        bottlenecks=bottlenecks,
+    )
+
+
+def _connect_all(loops: list, relays: list) -> None:
+    """Every device connects (RTT ping, throughput probe) at once, as a fleet's would,
+    each link shaped as its trace's first seconds."""
+    for relay in relays:
+        relay.start_clock()
+    connecting = [threading.Thread(target=loop.connect, daemon=True) for loop in loops]
+    for t in connecting:
+        t.start()
+    for t in connecting:
+        t.join()
 
 
 def summarise_fleet(results: list[list], requests: int, seconds: float) -> dict:
