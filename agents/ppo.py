@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.run_files import verify
 from envs.wrappers import distinct_actions
 from settings.tables import InputError
 
@@ -136,6 +137,7 @@ def load_ppo(
     from stable_baselines3 import PPO
 
     run, model_file, norm_file = check_run_dir(run_dir, best)
+    verify(run, run / "config.json", model_file, norm_file)  # before anything is unpickled
     trained_on = read_run_config(run).get("profile_model_hash")
     if model_hash is not None and trained_on is not None and trained_on != model_hash:
         raise RunError(

@@ -33,7 +33,8 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agents.hyperparams import Hyperparams, load_hyperparams
@@ -98,6 +99,11 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.resume and self.overwrite:
+            raise UsageError(
+                "--resume and --overwrite contradict each other: --resume continues "
+                f"{self.run}, --overwrite deletes it first; give one"
+            )
         if self.seeds is not None:
             try:
                 self.seed_values = seed_list(self.seeds)
@@ -132,6 +138,8 @@ def plan(args: TrainArgs) -> TrainPlan | None:
     ``None`` when a resumed run has already reached its step count. Raises the
     project's input errors (``run_cli`` turns them into one line)."""
     from agents.ppo import RunError, read_run_config
+    from agents.run_files import verify
+    from agents.train_resume import resume_settings
     from agents.training import checkpoints
     from sim import load_scenario
     from traces.sets import load_families
@@ -143,19 +151,18 @@ def plan(args: TrainArgs) -> TrainPlan | None:
         updates["ppo"]["n_envs"] = args.n_envs
     if args.eval_freq is not None:
         updates["eval"]["freq"] = args.eval_freq
-    hp = load_hyperparams(args.config, updates)
-    scenario = load_scenario(args.scenario)
-    train_traces, train_errors = load_families(args.trace_source, split="train")
-    val_traces, _ = load_families(args.trace_source, split="val")
-    for err in train_errors:
-        print(f"skipped bad trace: {err}", file=sys.stderr)
     run = args.run
     if run.exists() and not run.is_dir():
         raise RunError(f"{run}: exists and is not a run directory")
+    previous, done = {}, None
     if args.resume:
         if not run.is_dir():
             raise RunError(f"{run}: no such run to resume (train it first without --resume)")
+        verify(run, run / "config.json")
         previous = read_run_config(run)
+        own = resume_settings(args, run, previous, updates)
+        hp = own.hp
+        args = replace(args, scenario=own.scenario, trace_source=own.trace_source, seed=own.seed)
         found = checkpoints(run)
         if not found:
             raise RunError(f"{run}: no checkpoint to resume from")
@@ -169,7 +176,12 @@ def plan(args: TrainArgs) -> TrainPlan | None:
     elif run.exists() and not args.overwrite:
         raise RunError(f"{run} exists; pass --resume to continue it or --overwrite to replace it")
     else:
-        previous, done = {}, None
+        hp = load_hyperparams(args.config, updates)
+    scenario = load_scenario(args.scenario)
+    train_traces, train_errors = load_families(args.trace_source, split="train")
+    val_traces, _ = load_families(args.trace_source, split="val")
+    for err in train_errors:
+        print(f"skipped bad trace: {err}", file=sys.stderr)
     return TrainPlan(args, hp, scenario, _flat(train_traces), _flat(val_traces), done, previous)
 
 
@@ -267,11 +279,13 @@ def warm_start(model, venv, p: TrainPlan) -> None:
 
 def resolved_config(p: TrainPlan, nvec, levels_by_cut, obs_dim: int, model_hash: str) -> dict:
     from agents.ppo import portable_path
+    from agents.run_files import sha256
 
     source = p.scenario.source
     return {
         "config": p.hp.to_dict(),
         "scenario": portable_path(source) if Path(source).is_file() else None,
+        "scenario_sha256": sha256(Path(source)) if Path(source).is_file() else None,
         "seed": p.args.seed,
         "trace_source": p.args.trace_source,
         "nvec": list(nvec),
@@ -284,35 +298,44 @@ def resolved_config(p: TrainPlan, nvec, levels_by_cut, obs_dim: int, model_hash:
 
 # -- stage 4: learning, with Ctrl-C saving a checkpoint -------------------------------
 def learn(p: TrainPlan, model, venv, validation, done_steps: int) -> float | None:
-    """Train to ``total_timesteps``; returns the seconds it took, or ``None`` when
-    interrupted (a checkpoint is then saved and the way to resume printed)."""
-    from agents.training import save_checkpoint
-
+    """Train to ``total_timesteps``; returns the seconds it took."""
     remaining = p.hp.ppo.total_timesteps - done_steps
     print(f"training {p.run}: {remaining} PPO steps from {done_steps}", flush=True)
     t0 = time.perf_counter()
-    try:
-        model.learn(
-            total_timesteps=remaining,
-            callback=validation,
-            progress_bar=not p.args.no_progress,
-            reset_num_timesteps=done_steps == 0,
-            tb_log_name="PPO",
-        )
-    except KeyboardInterrupt:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
-        try:
-            ckpt = save_checkpoint(p.run, model, venv)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        again = " ".join(resume_command(p.args))
-        print(
-            f"\ninterrupted at {ckpt.steps} steps; checkpoint saved to {ckpt.model}\n"
-            f"continue with: {again}",
-            file=sys.stderr,
-        )
-        return None
+    model.learn(
+        total_timesteps=remaining,
+        callback=validation,
+        progress_bar=not p.args.no_progress,
+        reset_num_timesteps=done_steps == 0,
+        tb_log_name="PPO",
+    )
     return time.perf_counter() - t0
+
+
+@contextmanager
+def ctrl_c_waits():
+    """Hold a Ctrl-C until the block's files are written (a second one would leave a
+    half-written checkpoint or model)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def save_interrupted(p: TrainPlan, model, venv) -> int:
+    """Ctrl-C once the run folder exists: save a checkpoint and say how to resume."""
+    from agents.training import save_checkpoint
+
+    with ctrl_c_waits():
+        ckpt = save_checkpoint(p.run, model, venv)
+    again = " ".join(resume_command(p.args))
+    print(
+        f"\ninterrupted at {ckpt.steps} steps; checkpoint saved to {ckpt.model}\n"
+        f"continue with: {again}",
+        file=sys.stderr,
+    )
+    return INTERRUPTED
 
 
 def resume_command(args: TrainArgs) -> list[str]:
@@ -332,6 +355,7 @@ def resume_command(args: TrainArgs) -> list[str]:
 # -- stage 5: what a finished call leaves ---------------------------------------------
 def finish(p: TrainPlan, model, venv, validation, resolved: dict, seconds: float) -> None:
     from agents.ppo import ObsNormalizer
+    from agents.run_files import seal
     from agents.training import plot_curve
 
     run = p.run
@@ -351,6 +375,7 @@ def finish(p: TrainPlan, model, venv, validation, resolved: dict, seconds: float
     resolved["total_timesteps"] = int(model.num_timesteps)
     (run / "config.json").write_text(json.dumps(resolved, indent=2))
     plot_curve(run / "eval_curve.csv", run / "eval_curve.png", p.hp.ppo.action_repeat)
+    seal(run)
     print(
         f"trained {model.num_timesteps} steps in {seconds:.0f} s; best validation reward "
         f"{validation.best:.4f}; run in {run}"
@@ -366,6 +391,7 @@ def train_one(args: TrainArgs, report=None) -> int:
     import torch
 
     from agents.rollout import run_many
+    from agents.run_files import seal
     from agents.training import fleet_validation, validation_callback, validation_episodes
     from envs.wrappers import env_actions
 
@@ -383,26 +409,33 @@ def train_one(args: TrainArgs, report=None) -> int:
         def validate(policy):
             return run_many(val_env, policy, specs)
 
-    model, venv, done_steps = build_model(p)  # reads only: a failure here loses nothing
-    prepare_run_dir(p, done_steps)
-    nvec = val_env.action_space.nvec.tolist()
-    resolved = resolved_config(
-        p, nvec, val_env.system.levels_by_cut, int(venv.observation_space.shape[0]),
-        val_env.system.profile.model_hash,
-    )  # fmt: skip
-    (p.run / "config.json").write_text(json.dumps({**p.previous_config, **resolved}, indent=2))
-    validation = validation_callback(
-        p.run, venv, validate, env_actions(val_env), hp.eval.freq,
-        hp.eval.checkpoint_freq, done_steps, report,
-    )  # fmt: skip
-    if done_steps == 0 and hp.imitation.steps > 0:
-        warm_start(model, venv, p)
-        validation.init_callback(model)
-        validation.evaluate(log=False)  # the imitation policy may be the best model
-    seconds = learn(p, model, venv, validation, done_steps)
-    if seconds is None:
+    try:
+        model, venv, done_steps = build_model(p)  # reads only: a failure here loses nothing
+    except KeyboardInterrupt:
+        print(f"interrupted before {p.run} was written; nothing changed", file=sys.stderr)
         return INTERRUPTED
-    finish(p, model, venv, validation, resolved, seconds)
+    try:  # from here on, Ctrl-C at any moment saves a checkpoint
+        prepare_run_dir(p, done_steps)
+        nvec = val_env.action_space.nvec.tolist()
+        resolved = resolved_config(
+            p, nvec, val_env.system.levels_by_cut, int(venv.observation_space.shape[0]),
+            val_env.system.profile.model_hash,
+        )  # fmt: skip
+        (p.run / "config.json").write_text(json.dumps({**p.previous_config, **resolved}, indent=2))
+        seal(p.run)
+        validation = validation_callback(
+            p.run, venv, validate, env_actions(val_env), hp.eval.freq,
+            hp.eval.checkpoint_freq, done_steps, report,
+        )  # fmt: skip
+        if done_steps == 0 and hp.imitation.steps > 0:
+            warm_start(model, venv, p)
+            validation.init_callback(model)
+            validation.evaluate(log=False)  # the imitation policy may be the best model
+        seconds = learn(p, model, venv, validation, done_steps)
+    except KeyboardInterrupt:
+        return save_interrupted(p, model, venv)
+    with ctrl_c_waits():  # the final model and its record are written whole
+        finish(p, model, venv, validation, resolved, seconds)
     return 0
 
 
@@ -410,6 +443,7 @@ def train_seeds(args: TrainArgs) -> int:
     """One run per seed, then the best on the validation traces becomes runs/NAME:
     seeds of the same config differ (BENCHMARKS.md), and validation tells them apart."""
     from agents.ppo import RunError
+    from agents.run_files import seal
     from agents.training import best_validation, checkpoints
 
     target = args.run
@@ -435,6 +469,7 @@ def train_seeds(args: TrainArgs) -> int:
     config = json.loads((target / "config.json").read_text())
     config["seed_selection"] = {"best_validation_by_seed": scores, "selected_seed": best}
     (target / "config.json").write_text(json.dumps(config, indent=2))
+    seal(target)
     listed = ", ".join(f"seed {s}: {v:.4f}" for s, v in scores.items())
     print(f"best validation reward by seed ({listed}); seed {best} copied to {target}")
     return 0

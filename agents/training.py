@@ -16,6 +16,7 @@ import numpy as np
 
 from agents.hyperparams import NormalizeSettings, PPOSettings
 from agents.ppo import RunError, read_run_config
+from agents.run_files import seal, verify
 
 CURVE_HEADER = "timesteps,mean_reward,ci95,accuracy,deadline_miss_rate\n"
 
@@ -176,6 +177,7 @@ def load_checkpoint(run: Path, venv, tensorboard_log: str):
     bad = []
     for ckpt in checkpoints(run):
         try:
+            verify(run, ckpt.model, ckpt.vecnormalize)  # before either is unpickled
             normalized_venv = VecNormalize.load(str(ckpt.vecnormalize), venv)
             model = PPO.load(
                 ckpt.model, env=normalized_venv, device="cpu", tensorboard_log=tensorboard_log
@@ -206,6 +208,7 @@ def save_checkpoint(run: Path, model, venv) -> Checkpoint:
     ckpt.model.parent.mkdir(parents=True, exist_ok=True)
     model.save(ckpt.model)
     venv.save(str(ckpt.vecnormalize))
+    seal(run)
     return ckpt
 
 
@@ -278,6 +281,7 @@ def validation_callback(run: Path, venv, validate, table, freq: int, ckpt_freq: 
                 self.best = mean
                 self.model.save(run / "best_model.zip")
                 (run / "best_vecnormalize.json").write_text(json.dumps(norm.to_json()))
+            seal(run)
             if report is not None:  # after the best model is saved: a stop may follow
                 report(row)
 

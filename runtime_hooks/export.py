@@ -114,12 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     problem = _target_problem(args.out, args.bundle)
     if problem:
         parser.error(problem)
-    from agents.ppo import RunError
-    from sim import ScenarioError
+    from settings.tables import InputError
 
     try:
         policy, ppo, env = export_run(args.run, best=not args.final)
-    except (RunError, PolicyFileError, ScenarioError) as exc:
+    except InputError as exc:  # a missing run, a changed file, a scenario error
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.bundle is not None:
@@ -143,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         path = args.bundle / "policy.npz"
     else:
+        from agents.run_files import record_file
+
         path = policy.save(args.out)
+        record_file(path)  # a policy file written into a run joins the run's record
     loaded = NumpyPolicy.load(path)
     print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
     if not args.check:

@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 from conftest import TINY_HYPERPARAMS as TINY
 
+from agents.run_files import main as run_files_main
+from agents.run_files import seal
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SCENARIO = (ROOT / "envs" / "default_scenario.toml").read_text()
@@ -165,28 +168,74 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous(runs):
     assert steps == sorted(set(steps)) and steps[-1] == 3072
 
 
-def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(runs):
-    proc = subprocess.Popen(
-        [sys.executable, *train_args(runs, "--name", "interrupted", "--timesteps", "500000")],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+# Where a Ctrl-C lands: the [eval] and checkpoint frequencies make validations or
+# checkpoint writes fill most of the time after the "training" line.
+CTRL_C_MOMENTS = {
+    "rollout": {},
+    "validation": {"freq": "256", "episodes_per_family": "6"},
+    "checkpoint": {"checkpoint_freq": "128"},
+}
+
+
+def tiny_with(values: dict[str, str]) -> str:
+    """TINY with some of its ``key = value`` lines given other values."""
+    lines = []
+    for line in TINY.splitlines():
+        key = line.split(" = ")[0]
+        lines.append(f"{key} = {values[key]}" if key in values else line)
+    return "\n".join(lines) + "\n"
+
+
+def interrupt_training(runs: Path, name: str, values: dict, whole_group: bool, delay: float):
+    """Start train.py, wait for its "training" line (or ``delay`` seconds from the
+    start when ``delay`` is negative), press Ctrl-C: to the process alone, or as a
+    terminal does, to its whole process group. Returns (code, stderr, seconds to exit)."""
+    import os
+
+    cfg = runs / f"{name}.toml"
+    cfg.write_text(tiny_with(values))
+    args = [a if a != str(runs / "tiny.toml") else str(cfg) for a in train_args(runs)]
+    cmd = [sys.executable, *args, "--name", name, "--timesteps", "500000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
     try:
-        for line in proc.stdout:
-            if line.startswith("training "):
-                break
-        time.sleep(2.0)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        if delay < 0:
+            time.sleep(-delay)
+        else:
+            for line in proc.stdout:
+                if line.startswith("training "):
+                    break
+            time.sleep(delay)
+        pressed = time.monotonic()
+        if whole_group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        return proc.returncode, err, time.monotonic() - pressed
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["process", "group"])
+@pytest.mark.parametrize("moment", sorted(CTRL_C_MOMENTS))
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(runs, moment, whole_group):
+    name = f"int-{moment}-{whole_group:d}"
+    code, err, seconds = interrupt_training(runs, name, CTRL_C_MOMENTS[moment], whole_group, 2.0)
+    assert code == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    assert "checkpoint saved" in err and "--name interrupted --resume" in err
-    saved = list((runs / "runs" / "interrupted" / "checkpoints").glob("model_*_steps.zip"))
-    assert saved
+    assert "checkpoint saved" in err and f"--name {name} --resume" in err
+    assert seconds < 60, seconds  # a bound for a loaded machine; about 1-2 s alone
+    run_dir = runs / "runs" / name
+    assert list((run_dir / "checkpoints").glob("model_*_steps.zip"))
+    assert run_files_main([str(run_dir)]) == 0  # the record matches what was written
+
+
+def test_ctrl_c_before_training_writes_nothing(runs):
+    code, err, _ = interrupt_training(runs, "int-start", {}, True, -1.0)
+    assert code == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert not (runs / "runs" / "int-start").exists()
 
 
 # -- train.py and evaluate.py: one line, exit 2 -----------------------------------------
@@ -275,6 +324,7 @@ def test_a_run_whose_config_is_not_json(runs, tmp_path):
     bad = runs / "runs" / "badjson"
     shutil.copytree(runs / "runs" / "keep", bad)
     (bad / "config.json").write_text("{not json")
+    seal(bad)  # recorded so: refused for what it is, not for a changed hash
     before = snapshot(bad)
     out = run("evaluate.py", "--policy", str(bad), "--policies", "ppo", "--episodes", "1")
     assert_refused(out, "config.json", "not a readable JSON file")

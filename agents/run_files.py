@@ -1,0 +1,139 @@
+"""The SHA-256 of every file a training run writes, checked before anything is loaded.
+
+A run folder holds pickles: Stable-Baselines3's model zips and VecNormalize's state run
+code when they are loaded. ``train.py`` therefore records the hash of each file it
+writes in ``runs/NAME/files.sha256.json`` (updated at every checkpoint, validation and
+at the end), and every command that loads a run (``--policy``, ``--resume``, the
+exporter) checks the files it is about to open first: a file changed or damaged after
+the run wrote it is refused with a message naming it. The check guards against
+accidents and swapped files, not against someone who rewrites the record as well:
+treat a run folder from elsewhere like code (docs/security.md).
+
+    python -m agents.run_files RUN            # check every recorded file
+    python -m agents.run_files RUN --record   # record the files of a run you trust
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from settings.tables import InputError
+
+RECORD = "files.sha256.json"
+UNRECORDED = ("tb",)  # TensorBoard's event files: written by the run, never loaded
+
+
+class RunFilesError(InputError):
+    """A run's file differs from its recorded hash, or the record is missing."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _recorded_files(run: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in run.rglob("*")
+        if p.is_file()
+        and p.name != RECORD
+        and p.relative_to(run).parts[0] not in UNRECORDED
+        and not p.name.endswith(".tmp")
+    )
+
+
+def _write(run: Path, hashes: dict[str, str]) -> None:
+    """Replace the record atomically: a run killed mid-write keeps the previous one."""
+    tmp = run / f"{RECORD}.tmp"
+    tmp.write_text(json.dumps(dict(sorted(hashes.items())), indent=1))
+    os.replace(tmp, run / RECORD)
+
+
+def seal(run: Path) -> None:
+    """Record the hash of every file of ``run`` (TensorBoard logs aside)."""
+    run = Path(run)
+    _write(run, {p.relative_to(run).as_posix(): sha256(p) for p in _recorded_files(run)})
+
+
+def read_record(run: Path) -> dict[str, str]:
+    path = Path(run) / RECORD
+    if not path.is_file():
+        raise RunFilesError(
+            f"{run}: no {RECORD}, so its files cannot be checked before they are unpickled; "
+            f"train it again, or if you trust the folder record its files with "
+            f"`python -m agents.run_files {run} --record`"
+        )
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFilesError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(record, dict) or not all(isinstance(v, str) for v in record.values()):
+        raise RunFilesError(f"{path}: expected an object of file name -> SHA-256")
+    return record
+
+
+def verify(run: Path, *files: Path) -> None:
+    """Refuse (``RunFilesError`` naming the file) unless each of ``files`` has the hash
+    ``run`` recorded when it wrote it."""
+    run = Path(run)
+    record = read_record(run)
+    for path in files:
+        name = Path(path).relative_to(run).as_posix()
+        if name not in record:
+            raise RunFilesError(
+                f"{path}: not among the files {run / RECORD} records; the run did not write "
+                "it, so it is not loaded"
+            )
+        if sha256(Path(path)) != record[name]:
+            raise RunFilesError(
+                f"{path}: its SHA-256 differs from the one {run / RECORD} recorded when the "
+                "run wrote it (changed or damaged since); refusing to load it"
+            )
+
+
+def record_file(path: Path) -> None:
+    """Add ``path`` to the record of the run it lies in, when it lies in one (the
+    exporter writing ``runs/NAME/policy.npz``)."""
+    run = Path(path).resolve().parent
+    if (run / RECORD).is_file():
+        record = read_record(run)
+        record[Path(path).name] = sha256(Path(path))
+        _write(run, record)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Check (or record) a run's file hashes.")
+    parser.add_argument("run", type=Path, help="training run folder (runs/NAME)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="record the files as they are now (only for a run you trust)",
+    )
+    args = parser.parse_args(argv)
+    if not args.run.is_dir():
+        parser.error(f"{args.run}: not a folder")
+    if args.record:
+        seal(args.run)
+        print(f"recorded {len(read_record(args.run))} files in {args.run / RECORD}")
+        return 0
+    try:
+        record = read_record(args.run)
+        verify(args.run, *(args.run / name for name in record))
+    except (RunFilesError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.run}: all {len(record)} recorded files match")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
