@@ -229,7 +229,7 @@ def policy_names(text: str) -> list[str]:
 class EvalArgs:
     """evaluate.py's command line; every value is checked before anything runs."""
 
-    policy: Path = option(DEFAULT_RUN, "PPO run directory", type=Path)
+    policy: Path | None = option(None, "PPO run directory (default: runs/default)", type=Path)
     policies: str = option(",".join(DEFAULT_POLICIES),
                            f"comma-separated, from: {', '.join(ALL_POLICIES)}")  # fmt: skip
     traces: Path | None = option(None, "a directory of trace files", type=Path)
@@ -256,6 +256,12 @@ class EvalArgs:
             self.names = policy_names(self.policies)
         except ValueError as exc:
             raise UsageError(f"--policies: {exc}") from None
+        if self.policy is not None and "ppo" not in self.names:
+            raise UsageError(
+                f"--policy {self.policy}: a PPO run, but ppo is not among --policies "
+                f"({self.policies}); add ppo to --policies or drop --policy"
+            )
+        self.policy = self.policy or DEFAULT_RUN
 
 
 @dataclass
@@ -479,6 +485,19 @@ def summarise_all(p: EvalPlan, results: dict) -> dict[str, dict]:
     return summary
 
 
+def gap_sentence(share: float, reference: str) -> str:
+    """``sim.metrics.gap_closed`` in words: 0% is the best heuristic's reward, 100%
+    ``reference``'s, and a negative share means PPO is below the heuristic."""
+    if share != share:  # nan: the reference is not above the heuristic
+        return f"{reference} does not beat the best heuristic here; there is no gap to close"
+    if share < 0:
+        return (
+            f"PPO is below the best heuristic, so it closes none of the gap to {reference} "
+            f"({share:.1%} on a scale where the heuristic is 0% and {reference} 100%)"
+        )
+    return f"PPO closes {share:.1%} of the gap from the best heuristic to {reference}"
+
+
 def heuristic_names(summary: dict) -> list[str]:
     """The literature's rules and the single best fixed action: what the gap is
     measured from (best_fixed_by_context, a table per radio and battery band, apart)."""
@@ -510,14 +529,14 @@ def report(p: EvalPlan, summary: dict, results: dict) -> None:
     if "planner_label_blind" in overall:
         plan_r = overall["planner_label_blind"]["reward_mean"]
         summary["gap_closed"] = metrics.gap_closed(ppo_r, best_r, plan_r)
-        line += (
-            f"; label-blind planner {plan_r:.4f}: PPO closes {summary['gap_closed']:.1%} of "
-            "the gap (the headline)"
-        )
+        line += f"; label-blind planner {plan_r:.4f}: " + gap_sentence(
+            summary["gap_closed"], "the label-blind planner"
+        ) + " (the headline)"
     if "oracle" in overall:
         oracle_r = overall["oracle"]["reward_mean"]
         summary["gap_closed_oracle"] = metrics.gap_closed(ppo_r, best_r, oracle_r)
-        line += f"\noracle {oracle_r:.4f}: PPO closes {summary['gap_closed_oracle']:.1%} of its gap"
+        closed = gap_sentence(summary["gap_closed_oracle"], "the oracle")
+        line += f"\noracle {oracle_r:.4f}: {closed}"
         # The oracle's choices scored at calibrated accuracy: what is left of its lead
         # without its knowledge of each image's answer (see sim/metrics.py).
         calibrated = overall["oracle"]["reward_calibrated"]

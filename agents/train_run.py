@@ -43,6 +43,7 @@ from settings.cli import (
     at_least,
     check_options,
     option,
+    output_dir,
     plain_name,
 )
 from settings.cli import seed as seed_range
@@ -75,7 +76,9 @@ class TrainArgs:
     """train.py's command line; every value is checked before anything is written."""
 
     name: str = option("default", "run name: the run lands in RUNS_DIR/NAME", check=plain_name)
-    runs_dir: Path = option(PROJECT_ROOT / "runs", "folder of the runs", type=Path)
+    runs_dir: Path = option(
+        PROJECT_ROOT / "runs", "folder of the runs", type=Path, check=output_dir
+    )
     config: Path | None = option(None, "TOML laid over agents/hyperparams.toml", type=Path)
     scenario: Path | None = option(None, "scenario TOML (default: built-in)", type=Path)
     trace_source: str = option("auto", "where traces come from", choices=SOURCES)
@@ -154,6 +157,11 @@ def plan(args: TrainArgs) -> TrainPlan | None:
     run = args.run
     if run.exists() and not run.is_dir():
         raise RunError(f"{run}: exists and is not a run directory")
+    if run.is_symlink():
+        raise RunError(
+            f"{run}: a symbolic link to {run.resolve()}; a run is written in a folder of "
+            "its own, never through a link (remove the link or give another --name)"
+        )
     previous, done = {}, None
     if args.resume:
         if not run.is_dir():
@@ -390,6 +398,7 @@ def train_one(args: TrainArgs, report=None) -> int:
         return 0
     import torch
 
+    from agents.ppo import RunError
     from agents.rollout import run_many
     from agents.run_files import seal
     from agents.training import fleet_validation, validation_callback, validation_episodes
@@ -415,7 +424,10 @@ def train_one(args: TrainArgs, report=None) -> int:
         print(f"interrupted before {p.run} was written; nothing changed", file=sys.stderr)
         return INTERRUPTED
     try:  # from here on, Ctrl-C at any moment saves a checkpoint
-        prepare_run_dir(p, done_steps)
+        try:
+            prepare_run_dir(p, done_steps)
+        except OSError as exc:
+            raise RunError(f"{p.run}: cannot be written ({exc.strerror or exc})") from None
         nvec = val_env.action_space.nvec.tolist()
         resolved = resolved_config(
             p, nvec, val_env.system.levels_by_cut, int(venv.observation_space.shape[0]),

@@ -52,7 +52,6 @@ from runtime_hooks.ray_serve import Replicas
 from runtime_hooks.tail import TailRunner, load_runner
 from settings.cli import (
     UsageError,
-    at_least,
     check_options,
     non_negative,
     option,
@@ -60,6 +59,7 @@ from settings.cli import (
     port,
     positive,
     run_cli,
+    within,
 )
 from settings.tables import InputError
 
@@ -391,6 +391,30 @@ def replica_range(text: str) -> str:
     return text
 
 
+# Upper limits of what one server can serve: a batch holds up to MAX_BATCH activations
+# of one cut (4,096 Fashion-MNIST images at cut 0 are 12.8 MB of float32; a model with
+# 224 x 224 x 3 inputs needs 2.5 GB), and each worker is a thread with its own batch.
+MAX_BATCH = 4096
+BATCH_LIMIT = "a batch's activations must fit in memory"
+MAX_WORKERS = 256
+WORKER_LIMIT = "each worker is a thread holding a batch"
+MAX_THREADS = 1024
+
+
+def torch_device(value: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N``, refused up front when there is no such GPU."""
+    kind, _, index = value.partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        raise ValueError(f"must be cpu, cuda or cuda:N, got {value!r}")
+    if kind == "cuda":
+        import torch
+
+        found = torch.cuda.device_count()
+        if int(index or 0) >= found:
+            raise ValueError(f"{value}: this machine has {found} CUDA device(s); use cpu")
+    return value
+
+
 @dataclass
 class ServerArgs:
     """The server's command line."""
@@ -399,12 +423,16 @@ class ServerArgs:
     port: int = option(9300, "TCP port; 0: any free port", check=port)
     scenario: Path | None = option(None, "scenario TOML whose model to serve (default: built-in)",
                                    type=Path)  # fmt: skip
-    device: str = option("cpu", "cpu, or cuda where there is a GPU")
+    device: str = option("cpu", "cpu, or cuda (cuda:N) where there is a GPU", check=torch_device)
     weights: Path | None = option(None, "weights of the built-in CNN (default: shipped)",
                                   type=Path)  # fmt: skip
-    threads: int = option(1, "torch threads", check=at_least(1))
-    max_batch: int = option(32, "most requests in one batch", check=at_least(1))
-    workers: int = option(1, "batches run at once (one thread each)", check=at_least(1))
+    threads: int = option(1, "torch threads", check=within(1, MAX_THREADS, "threads per worker"))
+    max_batch: int = option(
+        32, "most requests in one batch", check=within(1, MAX_BATCH, BATCH_LIMIT)
+    )
+    workers: int = option(
+        1, "batches run at once (one thread each)", check=within(1, MAX_WORKERS, WORKER_LIMIT)
+    )
     emulate_cloud: bool = option(
         False,
         "pad each batch to the scenario cloud's time for its size "

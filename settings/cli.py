@@ -128,6 +128,58 @@ def fraction(value: float) -> float:
     return value
 
 
+def _shown(number: float) -> str:
+    """``10,000`` and ``0.5``: a limit as a message shows it."""
+    return f"{number:,}" if isinstance(number, int) else f"{number:,g}"
+
+
+def within(
+    low: float, high: float, why: str = "", *, above_low: bool = False
+) -> Callable[[float], float]:
+    """A finite number from ``low`` (excluded with ``above_low``) to ``high``. ``why``
+    says what the upper limit protects (memory, time) and joins the message of a value
+    past it, so that the user learns both the limit and its reason."""
+
+    def check(value: float) -> float:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        if value < low or (above_low and value == low):
+            raise ValueError(f"must be {'>' if above_low else '>='} {_shown(low)}, got {value}")
+        if value > high:
+            reason = f" ({why})" if why else ""
+            raise ValueError(f"must be at most {_shown(high)}{reason}, got {value}")
+        return value
+
+    return check
+
+
+def int_list(low: int, high: int, why: str = "") -> Callable[[str], list[int]]:
+    """Integers separated by commas (``8,32,64``), each within ``low..high`` (see
+    ``within``); an empty item or one that is not an integer is refused, naming it."""
+    each = within(low, high, why)
+
+    def check(text: str) -> list[int]:
+        items = text.split(",")
+        values = []
+        for item in items:
+            try:
+                values.append(int(item.strip()))
+            except ValueError:
+                what = repr(item.strip()) if item.strip() else "an empty item"
+                raise ValueError(
+                    f"expected integers separated by commas (e.g. 8,32), got {what} in {text!r}"
+                ) from None
+        for value in values:
+            try:
+                each(value)
+            except ValueError as exc:
+                where = f" in {text!r}" if len(values) > 1 else ""
+                raise ValueError(f"{exc}{where}") from None
+        return values
+
+    return check
+
+
 def seed(value: int) -> int:
     """A seed numpy, torch and Stable-Baselines3 all accept."""
     if not 0 <= value < 2**32:
@@ -139,6 +191,9 @@ def port(value: int) -> int:
     if not 0 <= value <= 65535:
         raise ValueError(f"must be a TCP port in 0..65535, got {value}")
     return value
+
+
+MAX_NAME_BYTES = 200  # file systems allow 255 bytes in a name; suffixes need the rest
 
 
 def plain_name(value: str) -> str:
@@ -153,6 +208,11 @@ def plain_name(value: str) -> str:
         raise ValueError(f"must not start or end with spaces, got {value!r}")
     if any(not c.isprintable() for c in value):
         raise ValueError(f"must not hold a newline or another control character, got {value!r}")
+    if len(value.encode()) > MAX_NAME_BYTES:
+        raise ValueError(
+            f"must be at most {MAX_NAME_BYTES} bytes (a file name, with room for suffixes such "
+            f"as -seed3), got {len(value.encode())}"
+        )
     return value
 
 

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from traces.trace import Trace, TraceError
+from traces.trace import Trace, TraceError, span_problem
 
 FAMILIES = ("hsdpa", "fcc", "oboe", "5g")
 MAX_TRACE_BYTES = 16 * 2**20
@@ -86,6 +86,8 @@ def load_two_column(path: str | Path, family: str | None = None) -> Trace:
             raise TraceError(f"{path}:{lineno}: negative bandwidth {mbps} Mbit/s")
         if times and t <= times[-1]:
             raise TraceError(f"{path}:{lineno}: time {t} does not increase (previous {times[-1]})")
+        if times and (problem := span_problem(times[0], t, times[-1])):
+            raise TraceError(f"{path}:{lineno}: {problem}")
         times.append(t)
         rates.append(mbps * 1e6)
     if not times:
@@ -141,6 +143,8 @@ def load_5g_csv(path: str | Path, family: str = "5g") -> Trace:
             t = _parse_5g_time(row[i_t].strip(), f"{path}:{lineno}")
             if seconds and t < seconds[-1]:
                 raise TraceError(f"{path}:{lineno}: Timestamp goes back in time")
+            if seconds and (problem := span_problem(seconds[0], t, seconds[-1])):
+                raise TraceError(f"{path}:{lineno}: Timestamp {row[i_t].strip()}: {problem}")
             if seconds and t == seconds[-1]:
                 sums[-1].append(kbps)
             else:
