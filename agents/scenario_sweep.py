@@ -1,19 +1,21 @@
 """Is the trade-off real? Every fixed action on the same requests, by bandwidth and battery.
 
     python -m agents.scenario_sweep [--scenario FILE] [--episodes-per-family 8] [--requests 200]
-                         [--source auto] [--json FILE]
+                         [--source auto] [--seed 0] [--json FILE]
 
 Runs every distinct fixed action (cut, threshold, level) over the same episodes of
 every trace family (common random numbers), then groups the requests by the uplink
 capacity at their arrival (quartiles over all requests) and by battery level, and
 prints, per group, the best fixed action and how edge-only and cloud-only fare.
 The controller is only worth learning where the best action moves between groups.
+Every argument is checked before the first episode runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +27,17 @@ from agents.base import FixedPolicy
 from agents.rollout import make_specs, run_many
 from envs.offload_env import OffloadEnv
 from envs.wrappers import env_actions
+from settings.cli import UsageError, check_options, option, output_file, parse, run_cli, within
+from settings.cli import seed as seed_range
 from sim.scenario import load_scenario
-from traces.sets import load_families
+from traces.sets import SOURCES, load_families
 
 console = Console()
+# Every fixed action (about 200 in the built-in scenario) keeps each request's reward:
+# 100,000 requests a family (4 families) is about 650 MB of rewards and, at about
+# 1,500 action-requests a second, some 15 hours.
+MAX_REQUESTS_PER_FAMILY = 100_000
+TOO_MANY = "every fixed action keeps each request's reward, in memory and in hours"
 
 
 def label(env: OffloadEnv, act: tuple[int, int, int]) -> str:
@@ -96,16 +105,38 @@ def sweep(scenario_path, source: str, episodes: int, requests: int, seed: int) -
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", default=None)
-    parser.add_argument("--source", default="auto")
-    parser.add_argument("--episodes-per-family", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    result = sweep(args.scenario, args.source, args.episodes_per_family, args.requests, args.seed)
+@dataclass
+class ScenarioSweepArgs:
+    """``python -m agents.scenario_sweep``'s command line, checked before any episode."""
+
+    scenario: Path | None = option(None, "scenario TOML (default: built-in)", type=Path)
+    source: str = option("auto", "trace source", choices=SOURCES)
+    episodes_per_family: int = option(
+        8, "episodes of each trace family", check=within(1, MAX_REQUESTS_PER_FAMILY, TOO_MANY)
+    )
+    requests: int = option(
+        200, "requests of each episode", check=within(1, MAX_REQUESTS_PER_FAMILY, TOO_MANY)
+    )
+    seed: int = option(0, "seed of the episodes (the same for every action)", check=seed_range)
+    json: Path | None = option(
+        None, "also write the table as JSON here", type=Path, check=output_file
+    )
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        per_family = self.episodes_per_family * self.requests
+        if per_family > MAX_REQUESTS_PER_FAMILY:
+            raise UsageError(
+                f"--episodes-per-family {self.episodes_per_family} x --requests "
+                f"{self.requests} = {per_family:,} requests a family; at most "
+                f"{MAX_REQUESTS_PER_FAMILY:,} ({TOO_MANY})"
+            )
+        if self.scenario is not None and not self.scenario.is_file():
+            raise UsageError(f"--scenario: {self.scenario}: no such file")
+
+
+def print_result(result: dict) -> None:
+    """The table of best fixed actions per group, then the system's description."""
     table = Table(
         title=f"best fixed action per group ({result['n_requests']} requests, "
         f"{result['n_actions']} actions)"
@@ -123,10 +154,20 @@ def main(argv: list[str] | None = None) -> None:
         )
     console.print(table)
     console.print(result["system"])
+
+
+def run(args: ScenarioSweepArgs) -> int:
+    result = sweep(args.scenario, args.source, args.episodes_per_family, args.requests, args.seed)
+    print_result(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: run(parse(ScenarioSweepArgs, argv, __doc__.splitlines()[0])))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,7 +2,7 @@
 Ray cluster.
 
     python -m agents.sweep SWEEP.toml --name NAME [--address ADDR] [--json FILE]
-                           [--runs-dir runs] [--overwrite]
+                           [--runs-dir runs] [--overwrite] [--connect-timeout 30]
 
 The sweep file (``agents.sweep_spec``) says how many trials, the metric, the search
 (Optuna's TPE or random), the scheduler (ASHA or FIFO), the fixed settings and the
@@ -15,11 +15,12 @@ can stop the poor ones early. At the end: a table, ``runs/NAME/trials.png``,
 
 Without ``--address`` Ray starts on this machine and stops with the sweep. With
 ``--address HOST:PORT`` (``ray start --head`` prints it) or ``auto`` the trials run on
-that cluster; every node then needs this project installed at the same path, and
-``--runs-dir`` on storage every node shares. A trial that crashes is reported
-``failed`` with its error and the sweep goes on. Interrupted (Ctrl-C), the same
-command resumes it: finished trials are kept, unfinished ones continue from their
-last checkpoint.
+that cluster (an address where no cluster answers within ``--connect-timeout``
+seconds, 30 by default, is refused before anything starts); every node then needs this
+project installed at the same path, and ``--runs-dir`` on storage every node shares.
+A trial that crashes is reported ``failed`` with its error and the sweep goes on.
+Interrupted (Ctrl-C), the same command resumes it: finished trials are kept,
+unfinished ones continue from their last checkpoint.
 """
 
 from __future__ import annotations
@@ -28,14 +29,23 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from agents.sweep_spec import SweepError, SweepSpec, load_sweep, to_toml
-from distributed.ray_cluster import check_address, connect
-from settings.cli import check_options, option, output_file, parse, plain_name, run_cli
+from distributed.ray_cluster import ADDRESS, ClusterError, check_address, connect
+from settings.cli import (
+    check_options,
+    option,
+    output_file,
+    parse,
+    plain_name,
+    run_cli,
+    within,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Tune's classic reporter honours verbose=0 (the newer one prints its own tables); the
@@ -45,6 +55,13 @@ INTERRUPTED = 130
 TUNE_DIR = "tune"  # Ray Tune's experiment state, inside runs/NAME
 SPEC_COPY = "sweep_spec.json"  # the validated sweep file a resume must match
 ENDED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial it is done with
+# An HTTP/2 client's opening: the connection preface and an empty SETTINGS frame. A
+# gRPC server (Ray's head, Ray Client's server) answers with its own SETTINGS frame.
+HTTP2_SETTINGS = 0x04  # the frame type byte (the fourth of a frame's 9-byte header)
+HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, HTTP2_SETTINGS, 0, 0, 0, 0, 0])
+# Ten minutes: a cluster that takes longer than that to answer a connection is down.
+MAX_CONNECT_TIMEOUT_S = 600.0
+SLOW_CLUSTER = "a cluster that takes longer to answer is down"
 
 
 def trial_name(trial_id: str) -> str:
@@ -208,6 +225,59 @@ def trial_count(spec: SweepSpec) -> int:
     return spec.trials * grid
 
 
+# -- joining the cluster --------------------------------------------------------------
+def probe_cluster(address: str | None, timeout_s: float) -> None:
+    """Refuse, within ``timeout_s``, an ``--address`` where no Ray cluster answers.
+
+    Ray's head and Ray Client's server speak gRPC over HTTP/2, whose server sends a
+    SETTINGS frame as soon as a client opens a connection. ``ray.init`` retries without
+    end against a port that accepts connections and stays silent (or speaks another
+    protocol), so such a port is refused here, before Ray starts, naming the address and
+    the wait. ``None`` (Ray on this machine) and ``auto`` have nothing to probe."""
+    if address is None or address == "auto":
+        return
+    match = ADDRESS.match(address)
+    host, port = match.group("host").strip("[]"), int(match.group("port"))
+    where = f"--address {address}"
+    end = time.monotonic() + timeout_s
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(HTTP2_HELLO)
+            head = _receive(sock, 9, end)
+    except TimeoutError:
+        raise ClusterError(
+            f"{where}: no Ray cluster answered within {timeout_s:g} s (--connect-timeout); "
+            "check the address `ray start --head` printed, or leave --address out to run "
+            "on this machine"
+        ) from None
+    except OSError as exc:
+        raise ClusterError(
+            f"{where}: no Ray cluster answers there ({exc.strerror or exc}); start one with "
+            "`ray start --head`, or leave --address out to run on this machine"
+        ) from None
+    if len(head) < 9 or head[3] != HTTP2_SETTINGS:
+        raise ClusterError(
+            f"{where}: something answers there, but not a Ray cluster (it does not speak "
+            f"gRPC; it sent {head[:16]!r}); give the address `ray start --head` printed"
+        )
+
+
+def _receive(sock: socket.socket, n: int, end: float) -> bytes:
+    """Up to ``n`` bytes from ``sock`` (fewer if it closes); ``TimeoutError`` past
+    ``end`` (a ``time.monotonic`` time)."""
+    data = b""
+    while len(data) < n:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 # -- the command ----------------------------------------------------------------------
 @dataclass
 class SweepArgs:
@@ -222,6 +292,11 @@ class SweepArgs:
     address: str | None = option(None, "Ray cluster: HOST:PORT, ray://HOST:PORT or auto "
                                  "(default: start Ray here)", type=str,
                                  check=check_address)  # fmt: skip
+    connect_timeout: float = option(
+        30.0,
+        "seconds to wait for the cluster at --address to answer",
+        check=within(0.0, MAX_CONNECT_TIMEOUT_S, SLOW_CLUSTER, above_low=True),
+    )
     json: Path | None = option(None, "also write the summary JSON here", type=Path,
                                check=output_file)  # fmt: skip
     overwrite: bool = option(False, "replace runs/NAME (a finished or another sweep)")
@@ -263,7 +338,9 @@ def run_sweep(args: SweepArgs) -> int:
 
     spec = load_sweep(args.sweep)
     resuming = check_sweep_dir(args, spec)
-    connect(args.address)  # before anything is deleted: an unreachable cluster loses nothing
+    # Before anything is deleted: an unreachable cluster loses nothing.
+    probe_cluster(args.address, args.connect_timeout)
+    connect(args.address, timeout_s=args.connect_timeout)
     import ray
 
     folder = args.sweep_dir

@@ -7,11 +7,13 @@ model's head and a cloud server (``runtime_hooks.device_loop``).
 ``--trace`` shapes the link to a bandwidth trace: through a shaping TCP relay
 (``--shaper relay``, portable) or the kernel's netem in a network namespace (``--shaper
 tc``: Linux, root). ``--host-speed`` runs at the host's speed instead of the
-scenario device's. The summary (``--json``) is ``runtime_hooks.device_records.summarise``'s.
+scenario device's. The summary (``--json``) is ``runtime_hooks.device_records.summarise``'s;
+``--log FILE`` also writes one JSON line per request (no log without it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -24,7 +26,6 @@ from runtime_hooks.device_loop import DEFAULT_POLICY, DeviceLoop
 from runtime_hooks.device_records import peak_rss_mb, summarise
 from settings.cli import (
     UsageError,
-    at_least,
     check_options,
     fraction,
     non_negative,
@@ -33,14 +34,36 @@ from settings.cli import (
     parse,
     positive,
     run_cli,
+    within,
 )
 from settings.cli import seed as seed_range
+
+# The loop draws every request's image and arrival before the first one and keeps each
+# result for the summary; a million requests at 2 a second would last almost six days.
+MAX_REQUESTS = 1_000_000
+MANY_REQUESTS = "every request's input and result stay in memory; at 2 a second, 6 days"
+# What the inputs and results of one run may take: the images are copied up front, and
+# each result (a ``RequestResult``, then a row of the summary's arrays) is about 2 KB.
+MEMORY_BUDGET_BYTES = 2 * 2**30
+RESULT_BYTES = 2048
 
 
 def server_address(text: str) -> tuple[str, int]:
     from runtime_hooks.relay import parse_address
 
     return parse_address(text)
+
+
+def policy_file(path: Path) -> Path:
+    """``--policy``: a file. A heuristic's name is not one: the heuristics live in
+    ``agents``, which the device side never imports (tests/test_layers.py)."""
+    if not path.is_file():
+        raise ValueError(
+            f"{path}: no such file; give a policy file (runtime_hooks.export), or leave "
+            "--policy out for the shipped one (the heuristics run by name in evaluate.py, "
+            "not on the device)"
+        )
+    return path
 
 
 @dataclass
@@ -50,12 +73,14 @@ class DeviceArgs:
     server: str = option(None, "cloud server HOST:PORT", required=True)
     scenario: Path | None = option(None, "scenario TOML (default: built-in): its model, data, "
                                    "device and radio", type=Path)  # fmt: skip
-    policy: Path | None = option(None, "policy file (default: shipped)", type=Path)
+    policy: Path | None = option(
+        None, "policy file (default: shipped)", type=Path, check=policy_file
+    )
     bundle: Path | None = option(
         None, "device bundle (runtime_hooks.export --bundle): its ONNX head and policy, no "
         "torch", type=Path,
     )  # fmt: skip
-    requests: int = option(100, "requests to serve", check=at_least(1))
+    requests: int = option(100, "requests to serve", check=within(1, MAX_REQUESTS, MANY_REQUESTS))
     rate: float = option(2.0, "Poisson arrivals per second; 0: back to back", check=non_negative)
     trace: Path | None = option(None, "shape the link to this trace file", type=Path)
     shaper: str = option(
@@ -68,8 +93,13 @@ class DeviceArgs:
                                              check=positive)  # fmt: skip
     battery: float = option(1.0, "initial level (energy model)", check=fraction)
     seed: int = option(0, "seed of the images and arrivals", check=seed_range)
-    log: Path = option(Path("runs/device/requests.jsonl"), "one JSON line per request",
-                       check=output_file)  # fmt: skip
+    log: Path | None = option(
+        None,
+        "write one JSON line per request to this file (default: no per-request log; the "
+        "summary is printed, and written to --json)",
+        type=Path,
+        check=output_file,
+    )
     json: Path | None = option(None, "write the summary here", type=Path, check=output_file)
     address: tuple[str, int] = field(default=("", 0), init=False)
 
@@ -89,10 +119,10 @@ def run_in_netem(args: DeviceArgs, uplink, port: int, radio: str | None) -> int:
     from runtime_hooks.netem import NetemUnavailable, run_in_namespace
 
     cmd = [sys.executable, "-m", "runtime_hooks.device", "--requests", str(args.requests),
-           "--rate", str(args.rate), "--battery", str(args.battery), "--seed", str(args.seed),
-           "--log", str(args.log)]  # fmt: skip
+           "--rate", str(args.rate), "--battery", str(args.battery),
+           "--seed", str(args.seed)]  # fmt: skip
     for flag, value in (("--policy", args.policy), ("--bundle", args.bundle), ("--radio", radio),
-                        ("--json", args.json),
+                        ("--json", args.json), ("--log", args.log),
                         ("--fallback-after-ms", args.fallback_after_ms),
                         ("--scenario", args.scenario)):  # fmt: skip
         if value is not None:
@@ -113,6 +143,7 @@ def run_device(args: DeviceArgs) -> int:
     from sim import load_scenario
 
     scenario = load_scenario(args.scenario)
+    check_memory(args.requests, scenario)
     server = args.address
     uplink = uplink_for(str(args.trace), scenario) if args.trace else None
     # A policy or a bundle is refused before any file is written.
@@ -138,9 +169,10 @@ def run_device(args: DeviceArgs) -> int:
     rng = np.random.default_rng(args.seed)
     samples = rng.integers(len(test.labels), size=args.requests)
     arrivals = np.cumsum(rng.exponential(1.0 / args.rate, args.requests)) if args.rate > 0 else None
-    args.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.log, "w") as log:
-        loop.log = log
+    with contextlib.ExitStack() as files:
+        if args.log is not None:
+            args.log.parent.mkdir(parents=True, exist_ok=True)
+            loop.log = files.enter_context(open(args.log, "w"))
         if relay is not None:
             relay.relay.start_clock()
         results = loop.run(test.inputs[samples], test.labels[samples], arrivals, samples)
@@ -153,11 +185,29 @@ def run_device(args: DeviceArgs) -> int:
     summary["battery_source"] = loop.controller.battery.source
     summary["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(summary, indent=2))
-    print(f"per-request log: {args.log}")
+    if args.log is not None:
+        print(f"per-request log: {args.log}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def check_memory(requests: int, scenario) -> None:
+    """Refuse, before anything starts, more requests than the memory budget holds for
+    this scenario's model: each request's input is copied up front and its result kept."""
+    from profiles.profile_io import load_profile
+
+    profile = load_profile(scenario.profile)
+    per_input = int(np.prod(profile.input_shape)) * (1 if profile.input_kind == "image" else 4)
+    per_request = per_input + RESULT_BYTES
+    if requests * per_request > MEMORY_BUDGET_BYTES:
+        most = MEMORY_BUDGET_BYTES // per_request
+        raise UsageError(
+            f"--requests {requests:,}: every request's input ({per_input:,} bytes for this "
+            f"model) and result stay in memory, {requests * per_request / 2**30:.1f} GiB; at "
+            f"most {most:,} requests ({MEMORY_BUDGET_BYTES / 2**30:g} GiB)"
+        )
 
 
 def server_summary(link, address: str) -> dict:

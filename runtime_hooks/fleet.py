@@ -33,16 +33,29 @@ import resource
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from settings.cli import at_least, check_options, option, output_file, parse, run_cli
+from settings.cli import UsageError, check_options, option, output_file, parse, run_cli, within
+from settings.cli import seed as seed_range
 from settings.tables import InputError
 from sim import metrics
 
 FDS_PER_DEVICE = 4  # the device's socket, the relay's two ends, the relay's listener
+# One process serves the whole fleet: each device is a thread with its own shaped relay
+# (4 open files), and the devices start 2 s + 50 ms a device after connecting.
+MAX_DEVICES = 1024
+MANY_DEVICES = "one process runs every device: a thread, a shaped relay and 4 open files each"
+# Every answer stays in memory for the summary (a result and a copy of its input, about
+# 2 KB), and at 2 requests a second a device, 100,000 requests of 8 devices is ~2 hours.
+MAX_REQUESTS = 100_000
+MANY_REQUESTS = "every answer stays in memory for the summary, and the run lasts hours"
+# The fleet waits for its devices 60 s past the last arrival: a longer wait before the
+# local fallback would report a device as stuck instead of falling back.
+MAX_FALLBACK_S = 60.0
+LONG_FALLBACK = "the fleet waits 60 s past the last arrival for its devices"
 
 
 @dataclass
@@ -237,22 +250,41 @@ class FleetArgs:
     """``python -m runtime_hooks.fleet``'s command line."""
 
     server: str = option(None, "the cloud server, HOST:PORT", required=True)
-    devices: int = option(8, "devices in the fleet", check=at_least(1))
-    requests: int = option(400, "requests of the whole fleet", check=at_least(1))
+    devices: int = option(8, "devices in the fleet", check=within(1, MAX_DEVICES, MANY_DEVICES))
+    requests: int = option(
+        400, "requests of the whole fleet", check=within(1, MAX_REQUESTS, MANY_REQUESTS)
+    )
     policy: Path | None = option(None, "policy file (default: the shipped one)", type=Path)
     trace_dir: Path | None = option(None, "a directory of trace files (default: test split)",
                                     type=Path)  # fmt: skip
     scenario: Path | None = option(None, "scenario TOML (default: envs/scenarios/fleet.toml)",
                                    type=Path)  # fmt: skip
-    seed: int = option(0, "seed of the fleet's draws", check=at_least(0))
-    fallback_after: float | None = option(None, "seconds before a local fallback "
-                                          "(default: the deadline)", type=float)  # fmt: skip
+    seed: int = option(0, "seed of the fleet's draws", check=seed_range)
+    fallback_after: float | None = option(
+        None,
+        f"seconds before a local fallback, above 0 and at most {MAX_FALLBACK_S:g} "
+        "(default: the deadline)",
+        type=float,
+        check=within(0.0, MAX_FALLBACK_S, LONG_FALLBACK, above_low=True),
+    )
     json: Path | None = option(None, "write the summary here", type=Path, check=output_file)
+    address: tuple[str, int] = field(default=("", 0), init=False)
 
     def __post_init__(self) -> None:
+        from runtime_hooks.device import server_address
+
         check_options(self)
         if self.requests < self.devices:
             raise InputError(f"--requests {self.requests}: fewer than --devices {self.devices}")
+        try:
+            self.address = server_address(self.server)
+        except ValueError as exc:
+            raise UsageError(f"--server: {exc}") from None
+        for flag, path in (("--scenario", self.scenario), ("--policy", self.policy)):
+            if path is not None and not path.is_file():
+                raise UsageError(f"{flag}: {path}: no such file")
+        if self.trace_dir is not None and not self.trace_dir.is_dir():
+            raise UsageError(f"--trace-dir: {self.trace_dir}: no such folder")
 
 
 FLEET_SCENARIO = Path(__file__).resolve().parents[1] / "envs" / "scenarios" / "fleet.toml"
@@ -271,11 +303,10 @@ def fleet_traces(trace_dir: Path | None):
 
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
-        from runtime_hooks.device import server_address
         from sim import load_scenario
 
         args = parse(FleetArgs, argv, __doc__.splitlines()[0])
-        address = server_address(args.server)
+        address = args.address
         ensure_file_descriptors(args.devices)
         scenario = load_scenario(args.scenario or FLEET_SCENARIO)
         work = fleet_workload(scenario, fleet_traces(args.trace_dir), args.devices,

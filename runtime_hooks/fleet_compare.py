@@ -1,7 +1,7 @@
 """Contention sim-to-real: the same fleets through ``OffloadFleet-v0`` and for real.
 
     python -m runtime_hooks.sim2real --fleet 8,32,64 [--scenario S] [--policy P]
-        [--requests-per-device 20] [--seed 0] [--replay] --json F
+        [--requests-per-device 60] [--seed 0] [--replay] [--json F]
 
 For each fleet size a server process starts with the scenario's capacity
 (``--workers``, ``--max-batch``) and ``--emulate-cloud`` (each batch takes the time the
@@ -55,16 +55,17 @@ def _twin_simulator(scenario, traces, n: int, per_device: int, seed: int, policy
 
 def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int,
                    fallback_after_s: float = 30.0, replay: bool = False) -> dict:  # fmt: skip
-    from runtime_hooks.device_loop import DEFAULT_POLICY
+    from runtime_hooks.device_loop import DEFAULT_POLICY, device_policy
     from runtime_hooks.fleet import FLEET_SCENARIO, fleet_traces, fleet_workload, run_fleet
     from runtime_hooks.policy_file import NumpyPolicy
     from runtime_hooks.sim2real import ReplayActions, start_server, stop_server
-    from sim import load_scenario
+    from sim import System, load_scenario
 
     path = scenario_path or FLEET_SCENARIO
     scenario = load_scenario(path)
     traces = fleet_traces(None)
     policy = NumpyPolicy.load(policy_path or DEFAULT_POLICY)
+    device_policy(policy, System(scenario))  # a mismatch is refused before a server starts
     cap = scenario.capacity
     loads = []
     for n in sizes:
@@ -110,10 +111,12 @@ def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int
 
 
 def main_fleet(args) -> int:
-    sizes = [int(v) for v in args.fleet.split(",")]
-    if not sizes or any(n < 1 for n in sizes):
-        raise SystemExit(f"--fleet: device counts >= 1 separated by commas, got {args.fleet!r}")
-    report = compare_fleets(sizes, args.scenario, args.policy, args.requests_per_device,
+    """``sim2real --fleet``: ``args`` are ``Sim2RealArgs``, already checked (the sizes
+    parsed, the output refused if it would write over another command's files)."""
+    from runtime_hooks.fleet import ensure_file_descriptors
+
+    ensure_file_descriptors(max(args.fleet))  # refused before the first server starts
+    report = compare_fleets(args.fleet, args.scenario, args.policy, args.requests_per_device,
                             args.seed, args.fallback_after, args.replay)  # fmt: skip
     out = Path(args.json) if args.json else args.out / "fleet_sim2real.json"
     out.parent.mkdir(parents=True, exist_ok=True)

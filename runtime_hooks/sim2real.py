@@ -22,23 +22,47 @@ policy, which measures the latency model alone.
 
 Reports per request and overall: latency error (MAPE, p50/p95 of the absolute
 percentage error), accuracy on both sides, action agreement; writes ``requests.csv``,
-``summary.json``, ``sim2real.png`` and the device's own log ``device.jsonl``.
+``summary.json``, ``sim2real.png`` and the device's own log ``device.jsonl`` into
+``--out``, a folder that is new, empty or an earlier run's (nothing else is written
+over). ``summary.json`` keeps the errors, accuracies and shares as fractions (0.108 for
+10.8 %); the console prints them as percentages. Every argument is checked (the trace
+read, the offset within it, the policy against the scenario) before the server starts.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import json
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from runtime_hooks.fleet import (
+    LONG_FALLBACK,
+    MANY_DEVICES,
+    MANY_REQUESTS,
+    MAX_DEVICES,
+    MAX_FALLBACK_S,
+)
+from runtime_hooks.fleet import MAX_REQUESTS as MAX_FLEET_REQUESTS
+from settings.cli import (
+    UsageError,
+    check_options,
+    int_list,
+    non_negative,
+    option,
+    output_dir,
+    output_file,
+    parse,
+    run_cli,
+    within,
+)
+from settings.cli import seed as seed_range
 from sim import metrics
 
 LOOPBACK_CLOUD = "loopback"
@@ -237,18 +261,31 @@ def write_requests(path: Path, sim_rows: list[dict], real: list) -> None:
             ])  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> dict:
-    from envs import OffloadEnv
-    from profiles.multiexit import data_for_profile
-    from runtime_hooks.device_loop import DEFAULT_POLICY, DeviceLoop
+def prepare(args: Sim2RealArgs):
+    """The trace, the policy and the scenario, each checked (the offset within the trace,
+    the policy against the scenario's model and action grid) before the server starts."""
+    from runtime_hooks.device_loop import DEFAULT_POLICY, device_policy
     from runtime_hooks.policy_file import NumpyPolicy
-    from runtime_hooks.relay import RelayThread, ShapingRelay
     from sim import System, load_scenario
     from traces.loaders import load_trace
 
     trace = load_trace(args.trace)
+    if args.offset >= trace.duration_s:
+        raise UsageError(
+            f"--offset {args.offset:g}: past the end of {args.trace} ({trace.duration_s:g} s "
+            f"long); give 0 to below {trace.duration_s:g}"
+        )
     policy = NumpyPolicy.load(args.policy or DEFAULT_POLICY)
     base = load_scenario(args.scenario)
+    device_policy(policy, System(base))
+    return trace, policy, base
+
+
+def run(args: Sim2RealArgs) -> dict:
+    from envs import OffloadEnv
+    from sim import System
+
+    trace, policy, base = prepare(args)
     extra = ("--scenario", str(args.scenario)) if args.scenario else ()
     proc, address = start_server(*extra)
     try:
@@ -262,39 +299,7 @@ def run(args: argparse.Namespace) -> dict:
             scenario, [trace], sample_split="test", episode_requests=args.requests,
             catalog=catalog,
         )  # fmt: skip
-        battery = float(np.random.default_rng(args.seed).uniform(0.3, 1.0))
-        uplink, radio = env.uplink(trace)
-        relay = RelayThread(ShapingRelay(address, uplink, offset_s=args.offset)).start()
-        try:
-            args.out.mkdir(parents=True, exist_ok=True)
-            log = open(args.out / "device.jsonl", "w")  # noqa: SIM115 (closed below)
-            loop = DeviceLoop.create(
-                ("127.0.0.1", relay.port), policy, scenario, radio=radio.name,
-                battery_level=battery, battery_sensor=None, catalog=catalog,
-                fallback_after_s=args.fallback_after, log=log,
-            )  # fmt: skip
-            test = data_for_profile(loop.system.profile, loop.spec, scenario.data)["test"]
-            # The device connects first (RTT ping, throughput probe); the simulated
-            # device starts from exactly what it measured, so both begin alike.
-            relay.relay.start_clock()
-            loop.connect()
-            t0 = time.monotonic() + SIM_LEAD_S  # the real episode starts then
-            measured = loop.controller.telemetry.relative_to(t0)
-            sim_rows, arrivals, samples = simulate(
-                env, policy, trace, args.seed, battery, measured, args.offset
-            )
-            if time.monotonic() > t0:
-                raise RuntimeError(f"the simulation took longer than {SIM_LEAD_S} s")
-            if args.replay:
-                loop.controller.policy = ReplayActions([r["action"] for r in sim_rows])
-            relay.relay.start_clock(t0)
-            real = loop.run(
-                test.inputs[samples], test.labels[samples], arrivals, samples, start_at=t0
-            )
-            loop.close()
-            log.close()
-        finally:
-            relay.stop()
+        sim_rows, real = run_both(args, env, policy, trace, address, catalog)
     finally:
         stop_server(proc)
     summary = {
@@ -314,42 +319,256 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", help="two-column or 5G CSV trace file (one device)")
-    parser.add_argument("--fleet", help="fleet sizes, e.g. 8,32,64 (runtime_hooks.fleet_compare)")
-    parser.add_argument(
-        "--requests-per-device", type=int, default=60,
-        help="with --fleet (at 20, an 8-device fleet's 160 requests were too few to "
-        "compare offload fractions)",
-    )  # fmt: skip
-    parser.add_argument("--json", help="with --fleet: where to write the comparison")
-    parser.add_argument("--scenario", type=Path, default=None, help="scenario TOML (built-in)")
-    parser.add_argument("--requests", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--offset", type=float, default=0.0, help="seconds into the trace")
-    parser.add_argument("--policy", default=None, help="policy file (default: shipped)")
-    parser.add_argument(
-        "--replay", action="store_true",
-        help="the real loop replays the simulator's actions (latency model alone)",
-    )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=Path("runs/sim2real"))
-    parser.add_argument(
-        "--fallback-after", type=float, default=30.0,
-        help="seconds before a cloud request falls back (large: compare the link, not faults)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.fleet:
-        from runtime_hooks.fleet_compare import main_fleet
+def run_both(args: Sim2RealArgs, env, policy, trace, address: tuple[str, int], catalog):
+    """The episode in the simulator and through the real loop (behind a relay shaping
+    the link to ``trace``); the simulator's rows and the real results."""
+    from profiles.multiexit import data_for_profile
+    from runtime_hooks.device_loop import DeviceLoop
+    from runtime_hooks.relay import RelayThread, ShapingRelay
 
-        return main_fleet(args)
-    if not args.trace:
-        parser.error("--trace is required (or --fleet for a fleet)")
-    summary = run(args)
+    scenario = env.scenario
+    battery = float(np.random.default_rng(args.seed).uniform(0.3, 1.0))
+    uplink, radio = env.uplink(trace)
+    relay = RelayThread(ShapingRelay(address, uplink, offset_s=args.offset)).start()
+    try:
+        loop = DeviceLoop.create(
+            ("127.0.0.1", relay.port), policy, scenario, radio=radio.name,
+            battery_level=battery, battery_sensor=None, catalog=catalog,
+            fallback_after_s=args.fallback_after,
+        )  # fmt: skip
+        test = data_for_profile(loop.system.profile, loop.spec, scenario.data)["test"]
+        # The device connects first (RTT ping, throughput probe); the simulated
+        # device starts from exactly what it measured, so both begin alike.
+        relay.relay.start_clock()
+        loop.connect()
+        t0 = time.monotonic() + SIM_LEAD_S  # the real episode starts then
+        measured = loop.controller.telemetry.relative_to(t0)
+        sim_rows, arrivals, samples = simulate(
+            env, policy, trace, args.seed, battery, measured, args.offset
+        )
+        if time.monotonic() > t0:
+            raise RuntimeError(f"the simulation took longer than {SIM_LEAD_S} s")
+        if args.replay:
+            loop.controller.policy = ReplayActions([r["action"] for r in sim_rows])
+        relay.relay.start_clock(t0)
+        args.out.mkdir(parents=True, exist_ok=True)
+        with open(args.out / "device.jsonl", "w") as log:
+            loop.log = log
+            real = loop.run(
+                test.inputs[samples], test.labels[samples], arrivals, samples, start_at=t0
+            )
+            loop.close()
+    finally:
+        relay.stop()
+    return sim_rows, real
+
+
+# The simulated episode must end within SIM_LEAD_S of the device connecting (about
+# 8,000 requests a second on a laptop core), and the real one lasts requests / rate_hz
+# (10,000 requests: 83 minutes at the built-in 2 a second).
+MAX_REQUESTS = 10_000
+LONG_RUN = (
+    f"the simulated twin must finish within the {SIM_LEAD_S:g} s lead, and the real run "
+    "lasts requests / rate"
+)
+# What a sim2real run writes into --out; a folder of only these, one of them its summary,
+# is an earlier run's output and may be written over.
+OWN_FILES = ("requests.csv", "summary.json", "sim2real.png", "device.jsonl", "fleet_sim2real.json")
+PERCENT_KEYS = {
+    "latency_mape",
+    "latency_ape_p50",
+    "latency_ape_p95",
+    "latency_mape_offloaded",
+    "latency_mape_local",
+    "latency_mape_same_action",
+    "sim_accuracy",
+    "real_accuracy",
+    "sim_offload_fraction",
+    "real_offload_fraction",
+    "action_agreement",
+}
+
+
+def results_dir(path: Path) -> Path:
+    """``--out``: a folder that is absent, empty or an earlier sim2real's output (its
+    files are replaced); a file, or a folder holding anything else, is refused: nothing
+    the user did not ask to replace is written over."""
+    output_dir(path)
+    if not path.is_dir():
+        return path
+    names = sorted(p.name for p in path.iterdir())
+    others = [n for n in names if n not in OWN_FILES]
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise ValueError(
+            f"{path} holds files sim2real does not write ({shown}); name a new "
+            "or empty folder, or an earlier sim2real's --out"
+        )
+    if names and not _earlier_output(path):
+        raise ValueError(
+            f"{path} holds {', '.join(names)} but no sim2real summary; name a new "
+            "or empty folder, or an earlier sim2real's --out"
+        )
+    return path
+
+
+def _earlier_output(folder: Path) -> bool:
+    """Whether ``folder`` holds a summary this command wrote (one device or a fleet)."""
+    for name, keys in (
+        ("summary.json", ("latency_mape", "mode")),
+        ("fleet_sim2real.json", ("loads", "requests_per_device")),
+    ):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and all(k in data for k in keys):
+            return True
+    return False
+
+
+def existing_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    return path
+
+
+@dataclass
+class Sim2RealArgs:
+    """``python -m runtime_hooks.sim2real``'s command line, checked before the server
+    starts or anything is written. One device (``--trace``) or fleets (``--fleet``);
+    the flags of the other mode are refused rather than ignored."""
+
+    trace: Path | None = option(
+        None, "two-column or 5G CSV trace file (one device)", type=Path, check=existing_file
+    )
+    fleet: list[int] | None = option(
+        None,
+        "fleet sizes, e.g. 8,32,64 (runtime_hooks.fleet_compare)",
+        type=str,
+        check=int_list(1, MAX_DEVICES, MANY_DEVICES),
+    )
+    requests_per_device: int | None = option(
+        None,
+        "with --fleet (default 60: at 20, an 8-device fleet's 160 requests were too "
+        "few to compare offload fractions)",
+        type=int,
+        check=within(1, MAX_REQUESTS, LONG_RUN),
+    )
+    json: Path | None = option(
+        None,
+        "with --fleet: where to write the comparison (default: OUT/fleet_sim2real.json)",
+        type=Path,
+        check=output_file,
+    )
+    scenario: Path | None = option(None, "scenario TOML (built-in)", type=Path, check=existing_file)
+    requests: int | None = option(
+        None,
+        "requests of the episode (default 60)",
+        type=int,
+        check=within(1, MAX_REQUESTS, LONG_RUN),
+    )
+    seed: int = option(0, "seed of the episode's draws", check=seed_range)
+    offset: float | None = option(
+        None,
+        "seconds into the trace, from 0 to below its length (default 0)",
+        type=float,
+        check=non_negative,
+    )
+    policy: Path | None = option(
+        None, "policy file (default: shipped)", type=Path, check=existing_file
+    )
+    replay: bool = option(
+        False, "the real loop replays the simulator's actions (latency model alone)"
+    )
+    out: Path = option(
+        Path("runs/sim2real"),
+        "folder of the results: new, empty, or an earlier sim2real's (whose files are replaced)",
+        type=Path,
+    )
+    fallback_after: float = option(
+        30.0,
+        f"seconds before a cloud request falls back, above 0 and at most "
+        f"{MAX_FALLBACK_S:g} (large: compare the link, not faults)",
+        check=within(0.0, MAX_FALLBACK_S, LONG_FALLBACK, above_low=True),
+    )
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        if self.fleet is not None:
+            self._fleet_mode()
+        else:
+            self._device_mode()
+
+    def _fleet_mode(self) -> None:
+        for flag, value in (
+            ("--trace", self.trace),
+            ("--requests", self.requests),
+            ("--offset", self.offset),
+        ):
+            if value is not None:
+                raise UsageError(
+                    f"{flag} is for one device; with --fleet the simulator draws "
+                    "each device's trace and offset (--requests-per-device)"
+                )
+        self.requests_per_device = self.requests_per_device or 60
+        total = max(self.fleet) * self.requests_per_device
+        if total > MAX_FLEET_REQUESTS:
+            raise UsageError(
+                f"--fleet {max(self.fleet)} x --requests-per-device {self.requests_per_device}"
+                f" = {total:,} requests; at most {MAX_FLEET_REQUESTS:,} ({MANY_REQUESTS})"
+            )
+        if self.json is None:
+            self._check_out()
+
+    def _device_mode(self) -> None:
+        if self.trace is None:
+            raise UsageError("--trace is required (or --fleet for fleets)")
+        for flag, value in (
+            ("--requests-per-device", self.requests_per_device),
+            ("--json", self.json),
+        ):
+            if value is not None:
+                raise UsageError(
+                    f"{flag} goes with --fleet; one device writes --out's summary.json"
+                )
+        self.requests = self.requests or 60
+        self.offset = self.offset or 0.0
+        self._check_out()
+
+    def _check_out(self) -> None:
+        try:
+            results_dir(self.out)
+        except ValueError as exc:
+            raise UsageError(f"--out: {exc}") from None
+
+
+def print_summary(summary: dict) -> None:
+    """One line per figure; the fractions (``summary.json`` keeps them as fractions, 0.108
+    for 10.8 %) print as percentages, so that a MAPE reads as one."""
     for key, value in summary.items():
-        print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
-    print(f"wrote {args.out}/requests.csv, summary.json, sim2real.png")
-    return 0
+        if key in PERCENT_KEYS and isinstance(value, float):
+            text = f"{value:.2%}"
+        elif isinstance(value, float):
+            text = f"{value:.4g}"
+        else:
+            text = str(value)
+        print(f"{key:>28}: {text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    def command() -> int:
+        args = parse(Sim2RealArgs, argv, __doc__.splitlines()[0])
+        if args.fleet is not None:
+            from runtime_hooks.fleet_compare import main_fleet
+
+            return main_fleet(args)
+        summary = run(args)
+        print_summary(summary)
+        print(f"wrote {args.out}/requests.csv, summary.json, sim2real.png")
+        return 0
+
+    return run_cli(command)
 
 
 if __name__ == "__main__":
