@@ -73,7 +73,7 @@ console = Console(width=170)
 
 def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_context_cache):
     from agents.base import RandomPolicy
-    from agents.heuristics import CloudOnly, Edgent, EdgeOnly, Neurosurgeon, Spinn
+    from agents.heuristics import HEURISTICS, make_heuristic
     from agents.oracle import LabelBlindOracle, Oracle
     from agents.planner import DevicePlanner, ForesightPlanner
     from agents.ppo import load_ppo
@@ -82,7 +82,6 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_contex
 
     s = env.system
     pred = Predictor(s)
-    exit_thr = s.thresholds.index(0.9) if 0.9 in s.thresholds else s.n_thresholds // 2
     makers = {
         "ppo": lambda: load_ppo(
             run_dir,
@@ -95,14 +94,10 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_contex
         "oracle_label_blind": LabelBlindOracle,
         "planner_label_blind": ForesightPlanner,
         "planner_device": lambda: DevicePlanner(seed=seed),
-        "edge_only": lambda: EdgeOnly(s),
-        "edge_only_exits": lambda: EdgeOnly(s, threshold=exit_thr),
-        "cloud_only": lambda: CloudOnly(s),
-        "cloud_only_codec": lambda: CloudOnly(s, best_codec=True),
-        "neurosurgeon": lambda: Neurosurgeon(s, pred),
-        "neurosurgeon_energy": lambda: Neurosurgeon(s, pred, "energy", radio=radio),
-        "edgent": lambda: Edgent(s, pred),
-        "spinn": lambda: Spinn(s, pred),
+        **{
+            name: (lambda name=name: make_heuristic(name, s, radio, pred))
+            for name in HEURISTICS
+        },
         "best_fixed": lambda: best_fixed_cache(),
         "best_fixed_by_context": lambda: by_context_cache(),
         "random": lambda: RandomPolicy(
@@ -297,6 +292,7 @@ def plan(args: EvalArgs) -> EvalPlan:
         scenario = load_scenario(args.scenario or run_scenario_path(run))
     else:
         scenario = load_scenario(args.scenario)
+    scenario.check_references()  # model, data and profile together, before any work
     if is_fleet(scenario):
         check_run_dir(args.single_policy)
     if args.traces is not None:

@@ -132,3 +132,39 @@ class Spinn:
         if not ok.any():
             ok = acc >= acc.max()
         return action(*_argbest(lat, ok))
+
+
+HEURISTICS = (
+    "edge_only",
+    "edge_only_exits",
+    "cloud_only",
+    "cloud_only_codec",
+    "neurosurgeon",
+    "neurosurgeon_energy",
+    "edgent",
+    "spinn",
+)
+
+
+def make_heuristic(name: str, system: System, radio=None, predictor: Predictor | None = None):
+    """The heuristic called ``name`` for ``system`` (``radio``: the device's, which
+    ``neurosurgeon_energy`` prices; ``predictor``: one to share between several).
+    The evaluation and the device loop build them here, so they run the same rules."""
+    if name not in HEURISTICS:
+        raise ValueError(f"no heuristic {name!r}; known: {', '.join(HEURISTICS)}")
+    pred = predictor or Predictor(system)
+    grid = system.thresholds
+    exit_thr = grid.index(0.9) if 0.9 in grid else system.n_thresholds // 2
+    makers = {
+        "edge_only": lambda: EdgeOnly(system),
+        "edge_only_exits": lambda: EdgeOnly(system, threshold=exit_thr),
+        "cloud_only": lambda: CloudOnly(system),
+        "cloud_only_codec": lambda: CloudOnly(system, best_codec=True),
+        "neurosurgeon": lambda: Neurosurgeon(system, pred),
+        "neurosurgeon_energy": lambda: Neurosurgeon(system, pred, "energy", radio=radio),
+        "edgent": lambda: Edgent(system, pred),
+        "spinn": lambda: Spinn(system, pred),
+    }
+    policy = makers[name]()
+    policy.name = name
+    return policy

@@ -52,6 +52,7 @@ def label(env: OffloadEnv, act: tuple[int, int, int]) -> str:
 
 def sweep(scenario_path, source: str, episodes: int, requests: int, seed: int) -> dict:
     scenario = load_scenario(scenario_path)
+    scenario.check_references()  # model, data and profile together
     families, _ = load_families(source, split=None)
     traces = [t for fam in sorted(families) for t in families[fam]]
     env = OffloadEnv(scenario, traces, sample_split="test", episode_requests=requests)

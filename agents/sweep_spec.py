@@ -358,7 +358,7 @@ def _scenario(value: Any, sweep_file: Path, where: str) -> Path:
     path = Path(value)
     if not path.is_absolute():
         path = (sweep_file.parent / path).resolve()
-    load_scenario(path)
+    load_scenario(path).check_references()  # model, data and profile together
     return path
 
 

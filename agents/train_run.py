@@ -186,6 +186,7 @@ def plan(args: TrainArgs) -> TrainPlan | None:
     else:
         hp = load_hyperparams(args.config, updates)
     scenario = load_scenario(args.scenario)
+    scenario.check_references()  # model, data and profile together
     train_traces, train_errors = load_families(args.trace_source, split="train")
     val_traces, _ = load_families(args.trace_source, split="val")
     for err in train_errors:

@@ -148,9 +148,11 @@ def server_load(clients: int, seconds: float, *server_args: str) -> dict:
     ``seconds`` to a server started with ``server_args``."""
     from profiles import codecs
     from profiles.dataset import load_official
+    from profiles.profile_io import load_profile
     from runtime_hooks import protocol as P
     from runtime_hooks.sim2real import start_server, stop_server
 
+    model_hash = load_profile().model_hash
     images = load_official("test").images[:64]
     frames = [
         P.request_frame(0, 0, 3, "jpeg70", (28, 28), codecs.encode("jpeg70", im)) for im in images
@@ -163,7 +165,7 @@ def server_load(clients: int, seconds: float, *server_args: str) -> dict:
         try:
             with socket.create_connection(address, timeout=10.0) as sock:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                reader = P.FrameReader(sock)
+                reader = P.handshake(sock, model_hash)
                 mine = []
                 while time.monotonic() < stop:
                     rid = sent[i] + 1

@@ -1,6 +1,7 @@
 """The device's connection to the cloud server, and what it knows of the server's state.
 
-``CloudLink`` connects (an empty ping for the RTT, then a throughput probe), sends
+``CloudLink`` connects (a hello naming the model, which the server must serve too;
+an empty ping for the RTT, then a throughput probe), sends
 request frames and reads their answers, and says whether the server is known to be
 down. When a connection fails or drops, it warns once (naming ``host:port`` and the
 reason), marks the server down and starts a background thread that tries again with
@@ -22,10 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime_hooks import protocol as P
+from settings.tables import InputError
 
 
 class ServerError(Exception):
     """The server answered a request with an error frame."""
+
+
+class ServerRefused(InputError):
+    """The server serves another model than the device's (the hello's identities
+    differ): no request could be answered, so the device refuses to start."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class CloudLink:
         self,
         address: tuple[str, int] | None,
         n_classes: int,
+        model_hash: str,
         *,
         connect_timeout_s: float = 1.0,
         probe_bytes: int = 4096,
@@ -72,6 +80,8 @@ class CloudLink:
         self.address = address
         self._name = name
         self.n_classes = n_classes
+        self.model_hash = model_hash
+        P.model_id(model_hash)  # a FrameError now for a hash a hello cannot carry
         self.connect_timeout_s = connect_timeout_s
         self.probe_bytes = probe_bytes
         self.retry_min_s, self.retry_max_s = retry_s
@@ -115,6 +125,8 @@ class CloudLink:
         self.tried = True
         try:
             conn, measured = self._open()
+        except P.ModelMismatch as exc:
+            raise ServerRefused(f"the server at {self.name}: {exc}") from None
         except (OSError, P.FrameError, ServerError) as exc:
             self._went_down(exc)
             return None
@@ -144,6 +156,10 @@ class CloudLink:
         sock = socket.create_connection(self.address, timeout=self.connect_timeout_s)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # The hello goes first; the server's hello is checked when it arrives
+            # (with the ping's pong, or later when the link is in an outage).
+            sock.settimeout(self.connect_timeout_s)
+            sock.sendall(P.hello_frame(self.model_hash))
             conn = _Connection(sock, P.FrameReader(sock))
             connected = started = time.monotonic()
             rtt = self.connect_timeout_s
@@ -205,6 +221,11 @@ class CloudLink:
         while not self._stop.wait(backoff):
             try:
                 made = self._open()
+            except P.ModelMismatch as exc:  # the server came back with another model
+                if backoff < self.retry_max_s:
+                    self.notify(f"the server at {self.name} refused: {exc}")
+                backoff = self.retry_max_s
+                continue
             except (OSError, P.FrameError, ServerError):
                 backoff = min(backoff * 2, self.retry_max_s)
                 continue
@@ -231,6 +252,12 @@ class CloudLink:
         end = time.monotonic() + timeout_s
         while True:
             header, payload = conn.reader.read(max(end - time.monotonic(), 0.0))
+            if header.kind == P.HELLO:
+                if P.model_of(header) != self.model_hash:
+                    raise P.ModelMismatch(P.mismatch_message(P.model_of(header), self.model_hash))
+                continue
+            if header.kind == P.ERROR and payload.startswith(b"model mismatch"):
+                raise P.ModelMismatch(payload.decode("utf-8", "replace"))
             if header.request_id != rid:
                 self.stale_answers += 1
                 continue

@@ -54,16 +54,32 @@ def server_address(text: str) -> tuple[str, int]:
     return parse_address(text)
 
 
-def policy_file(path: Path) -> Path:
-    """``--policy``: a file. A heuristic's name is not one: the heuristics live in
-    ``agents``, which the device side never imports (tests/test_layers.py)."""
-    if not path.is_file():
-        raise ValueError(
-            f"{path}: no such file; give a policy file (runtime_hooks.export), or leave "
-            "--policy out for the shipped one (the heuristics run by name in evaluate.py, "
-            "not on the device)"
-        )
-    return path
+def policy_choice(text: str) -> str:
+    """``--policy``: a policy file, or the name of one of the literature's heuristics
+    (``agents.heuristics``: numpy rules on the profile, no Gymnasium or torch)."""
+    from agents.heuristics import HEURISTICS
+
+    if text in HEURISTICS or Path(text).is_file():
+        return text
+    raise ValueError(
+        f"{text}: neither a policy file (runtime_hooks.export) nor a heuristic "
+        f"({', '.join(HEURISTICS)}); leave --policy out for the shipped policy"
+    )
+
+
+def device_policy(choice: str | None, scenario, radio: str | None):
+    """The policy the loop runs: a heuristic built for the scenario's system (with
+    the device's radio), or a policy file loaded (and so checked) now."""
+    from agents.heuristics import HEURISTICS, make_heuristic
+    from runtime_hooks.policy_file import NumpyPolicy
+
+    if choice in HEURISTICS:
+        from sim import System
+
+        system = System(scenario)
+        device_radio = system.catalog.radios[radio or scenario.default_radio]
+        return make_heuristic(choice, system, device_radio)
+    return NumpyPolicy.load(choice or DEFAULT_POLICY)
 
 
 @dataclass
@@ -73,8 +89,11 @@ class DeviceArgs:
     server: str = option(None, "cloud server HOST:PORT", required=True)
     scenario: Path | None = option(None, "scenario TOML (default: built-in): its model, data, "
                                    "device and radio", type=Path)  # fmt: skip
-    policy: Path | None = option(
-        None, "policy file (default: shipped)", type=Path, check=policy_file
+    policy: str | None = option(
+        None,
+        "policy file (default: shipped), or a heuristic's name (edgent, spinn, ...)",
+        type=str,
+        check=policy_choice,
     )
     bundle: Path | None = option(
         None, "device bundle (runtime_hooks.export --bundle): its ONNX head and policy, no "
@@ -138,7 +157,6 @@ def run_in_netem(args: DeviceArgs, uplink, port: int, radio: str | None) -> int:
 
 def run_device(args: DeviceArgs) -> int:
     from profiles.multiexit import data_for_profile
-    from runtime_hooks.policy_file import NumpyPolicy
     from runtime_hooks.relay import RelayThread, ShapingRelay, uplink_for
     from sim import load_scenario
 
@@ -147,12 +165,12 @@ def run_device(args: DeviceArgs) -> int:
     server = args.address
     uplink = uplink_for(str(args.trace), scenario) if args.trace else None
     # A policy or a bundle is refused before any file is written.
-    policy = None if args.bundle else NumpyPolicy.load(args.policy or DEFAULT_POLICY)
+    radio = args.radio or (scenario.radio_for(uplink.family) if uplink else None)
+    policy = None if args.bundle else device_policy(args.policy, scenario, radio)
     if args.bundle:
         from runtime_hooks.bundle import check_bundle
 
         check_bundle(args.bundle)
-    radio = args.radio or (scenario.radio_for(uplink.family) if uplink else None)
     if uplink is not None and args.shaper == "tc":
         return run_in_netem(args, uplink, server[1], radio)
     relay = None
@@ -180,6 +198,7 @@ def run_device(args: DeviceArgs) -> int:
     if relay is not None:
         relay.stop()
     summary = summarise(results, args.requests)
+    summary["policy"] = str(args.bundle or args.policy or DEFAULT_POLICY)
     summary["server"] = server_summary(loop.link, args.server)
     summary["stale_answers"] = loop.stale_answers
     summary["battery_source"] = loop.controller.battery.source

@@ -114,6 +114,7 @@ class DeviceLoop:
         self.link = CloudLink(
             server,
             self.n_classes,
+            p.model_hash,
             connect_timeout_s=connect_timeout_s,
             probe_bytes=probe_bytes,
             retry_s=retry_s,

@@ -5,7 +5,7 @@ Every frame is a 32-byte little-endian header followed by ``payload_length`` byt
     offset size field           meaning
     0      4    magic           b"SPLT"
     4      1    version         1
-    5      1    kind            1 request, 2 answer, 3 error, 4 ping, 5 pong
+    5      1    kind            1 request, 2 answer, 3 error, 4 ping, 5 pong, 6 hello
     6      2    (zero)          reserved, must be 0
     8      8    request_id      chosen by the device, echoed by the server
     16     1    cut             blocks run on the device (request)
@@ -21,6 +21,11 @@ Every frame is a 32-byte little-endian header followed by ``payload_length`` byt
 * answer: float32, shape ``(2 + n_classes,)``: the server's queueing and compute
   seconds, then the final classifier's logits.
 * error: UTF-8 text (at most ``MAX_ERROR``), ``dtype`` none, ``shape`` ``(length,)``.
+* hello: the first frame of a connection, both ways. ``request_id`` carries the
+  model's identity (its 16-hex-digit hash, ``profiles.multiexit.model_hash``) and no
+  payload follows. The server answers a hello of its own model with its hello, and one
+  of another model with an error naming both models, then closes; it answers requests
+  only after a hello. The device refuses a server whose hello names another model.
 * ping / pong: a pong echoes the ping's ``request_id`` and carries no payload; a ping
   may carry up to ``MAX_PROBE`` bytes that the server discards (a throughput probe).
 
@@ -38,9 +43,16 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = b"SPLT"
-VERSION = 1
-REQUEST, ANSWER, ERROR, PING, PONG = 1, 2, 3, 4, 5
-KINDS = {REQUEST: "request", ANSWER: "answer", ERROR: "error", PING: "ping", PONG: "pong"}
+VERSION = 2  # 2: the hello frame, carrying the model's identity
+REQUEST, ANSWER, ERROR, PING, PONG, HELLO = 1, 2, 3, 4, 5, 6
+KINDS = {
+    REQUEST: "request",
+    ANSWER: "answer",
+    ERROR: "error",
+    PING: "ping",
+    PONG: "pong",
+    HELLO: "hello",
+}
 DTYPES = {0: "none", 1: "uint8", 2: "float16", 3: "float32", 4: "uint4", 5: "uint2", 6: "uint1"}
 DTYPE_CODES = {name: code for code, name in DTYPES.items()}
 MAX_NDIM = 4
@@ -127,8 +139,8 @@ def parse_header(data: bytes | bytearray | memoryview) -> FrameHeader:
         raise FrameError(f"field 'shape' is {dims} for ndim {ndim}")
     if length > MAX_PAYLOAD:
         raise FrameError(f"field 'payload_length' is {length}, above the cap of {MAX_PAYLOAD}")
-    if kind == PONG and length:
-        raise FrameError(f"field 'payload_length' is {length}; a pong carries none")
+    if kind in (PONG, HELLO) and length:
+        raise FrameError(f"field 'payload_length' is {length}; a {KINDS[kind]} carries none")
     if kind == PING and length > MAX_PROBE:
         raise FrameError(f"field 'payload_length' is {length}; a ping carries <= {MAX_PROBE}")
     if kind == ERROR and length > MAX_ERROR:
@@ -164,6 +176,55 @@ def ping_frame(request_id: int, kind: int = PING, probe_bytes: int = 0) -> bytes
     return pack_header(
         kind, request_id, probe_bytes, dtype="uint8" if probe_bytes else "none", shape=shape
     ) + bytes(probe_bytes)
+
+
+class ModelMismatch(FrameError):
+    """The two ends of a connection run different models."""
+
+
+def hello_frame(model_hash: str) -> bytes:
+    """The first frame of a connection: the model's identity in ``request_id``."""
+    return pack_header(HELLO, model_id(model_hash), 0)
+
+
+def model_id(model_hash: str) -> int:
+    """A model hash (16 hex digits) as the uint64 a hello carries."""
+    try:
+        value = int(model_hash, 16)
+    except (TypeError, ValueError):
+        raise FrameError(f"model hash {model_hash!r} is not hexadecimal") from None
+    if len(model_hash) != 16:
+        raise FrameError(f"model hash {model_hash!r} is not 16 hex digits")
+    return value
+
+
+def model_of(header: FrameHeader) -> str:
+    """The model hash a hello frame carries."""
+    return f"{header.request_id:016x}"
+
+
+def mismatch_message(server_model: str, device_model: str) -> str:
+    return (
+        f"model mismatch: the server serves model {server_model}, the device runs model "
+        f"{device_model}; give both the same scenario (its profile names the model)"
+    )
+
+
+def handshake(sock: socket.socket, model_hash: str, timeout_s: float = 5.0) -> FrameReader:
+    """Greet a server on a blocking socket (what a client does first); the reader for
+    the frames that follow. ``ModelMismatch`` names both models when they differ."""
+    sock.settimeout(timeout_s)
+    sock.sendall(hello_frame(model_hash))
+    reader = FrameReader(sock)
+    header, payload = reader.read(timeout_s)
+    if header.kind == ERROR:
+        text = payload.decode("utf-8", "replace")
+        raise (ModelMismatch if text.startswith("model mismatch") else FrameError)(text)
+    if header.kind != HELLO:
+        raise FrameError(f"expected the server's hello, got a {KINDS[header.kind]} frame")
+    if model_of(header) != model_hash:
+        raise ModelMismatch(mismatch_message(model_of(header), model_hash))
+    return reader
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,7 @@ class TailServer:
         task = asyncio.current_task()
         self._connections.add(task)
         rid = None  # the request in flight on this connection
+        greeted = False  # requests are answered after the device's hello
         try:
             while not self._closing:
                 try:
@@ -298,8 +299,15 @@ class TailServer:
                     writer.write(P.error_frame(h.request_id, "payload not received in time"))
                     await writer.drain()
                     return
-                writer.write(await self._respond(h, payload))
-                await writer.drain()
+                if h.kind == P.HELLO or (h.kind == P.REQUEST and not greeted):
+                    reply, greeted = self.greet(h)
+                    writer.write(reply)
+                    await writer.drain()
+                    if not greeted:
+                        return  # another model, or no hello: nothing more to serve
+                else:
+                    writer.write(await self._respond(h, payload))
+                    await writer.drain()
                 rid = None
                 self._busy.discard(task)
         except ConnectionError:
@@ -330,6 +338,19 @@ class TailServer:
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
         await self.backend.shutdown()
+
+    def greet(self, h: P.FrameHeader) -> tuple[bytes, bool]:
+        """The answer to a hello (or to a request before one), and whether the
+        connection may go on: only a hello naming the model this server serves."""
+        own = self.profile.model_hash
+        if h.kind != P.HELLO:
+            self.stats.errors += 1
+            refusal = "send a hello frame with the model's hash before any request (protocol 2)"
+            return P.error_frame(h.request_id, refusal), False
+        if P.model_of(h) != own:
+            self.stats.errors += 1
+            return P.error_frame(0, P.mismatch_message(own, P.model_of(h))), False
+        return P.hello_frame(own), True
 
     async def _respond(self, h: P.FrameHeader, payload: bytes) -> bytes:
         if h.kind == P.PING:

@@ -119,7 +119,7 @@ def measure_server_overhead(address: tuple[str, int], tail_s: float, profile, n:
     times = []
     with socket.create_connection(address, timeout=5.0) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = P.FrameReader(sock)
+        reader = P.handshake(sock, profile.model_hash)
         for i in range(n):
             t = time.perf_counter()
             sock.sendall(P.request_frame(i + 1, 0, 0, codec, sample.shape, payload))

@@ -208,6 +208,18 @@ class Scenario:
     def with_updates(self, **kwargs: Any) -> Scenario:
         return replace(self, **kwargs)
 
+    def check_references(self) -> None:
+        """The model and data references import, and the profile was measured on that
+        model (``profiles.references``); errors name this scenario's file."""
+        if self.model is None and self.data is None:
+            return  # the built-in model of the built-in profile (tests/test_profile.py)
+        from profiles.references import check_references
+
+        try:
+            check_references(self.profile, self.model, self.data)
+        except InputError as exc:
+            raise ScenarioError(f"{self.source}: {exc}") from None
+
     def check_catalog(self, catalog=None) -> None:
         """Refuse a device, cloud or radio that the catalog does not have, naming the
         field and the closest entry (``catalog``: loaded from ``self.catalog``)."""
@@ -229,13 +241,21 @@ class Scenario:
 
 
 def _resolve_path(value: Any, base: Path, where: str, default: str) -> str:
+    """A path named in a scenario file, relative to that file's folder (``base``), so
+    that a scenario means the same wherever a command runs; refused naming the
+    resolved path when nothing is there."""
     if value in (None, "builtin"):
         return default
     if not isinstance(value, str) or not value:
         raise ScenarioError(f"{where}: expected a path or 'builtin', got {value!r}")
     path = Path(value)
     if not path.is_absolute():
-        path = (base / path) if (base / path).exists() else PROJECT_ROOT / path
+        path = (base / path).resolve()
+    if not path.is_file():
+        raise ScenarioError(
+            f"{where}: {value!r} is {path} (paths are relative to the scenario file), "
+            "which does not exist"
+        )
     return str(path)
 
 

@@ -20,6 +20,7 @@ from conftest import TINY_HYPERPARAMS as TINY
 
 from agents.run_files import main as run_files_main
 from agents.run_files import seal
+from profiles.profile_io import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -420,10 +421,11 @@ def test_server_shuts_down_cleanly_with_connections_open(sig):
     image = load_official("test").images[0]
     idle = [socket.create_connection(address) for _ in range(3)]
     busy = socket.create_connection(address)
+    reader = P.handshake(busy, load_profile().model_hash)
     busy.sendall(P.request_frame(7, 0, 0, "raw", (28, 28), codecs.encode("raw", image)))
     time.sleep(0.1)  # the request is in flight (answers are held 300 ms)
     proc.send_signal(sig)
-    header, _ = P.FrameReader(busy).read(5.0)
+    header, _ = reader.read(5.0)
     assert header.kind == P.ANSWER and header.request_id == 7  # answered, not dropped
     output = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, output

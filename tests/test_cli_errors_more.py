@@ -321,13 +321,13 @@ def test_the_device_writes_no_log_unless_asked():
     assert args.log is None
 
 
-def test_the_device_says_a_heuristic_is_not_a_policy_file(no_device, capsys):
+def test_the_device_names_the_heuristics_for_an_unknown_policy(no_device, capsys):
     from runtime_hooks import device
 
     refused(
         device.main,
-        ["--server", "127.0.0.1:9", "--policy", "edgent"],
+        ["--server", "127.0.0.1:9", "--policy", "edgnt"],
         capsys,
-        "--policy: edgent: no such file",
-        "evaluate.py",
+        "--policy: edgnt: neither a policy file",
+        "edgent, spinn",
     )

@@ -4,6 +4,7 @@ argument handling is the point; tests/test_cli_errors.py keeps real subprocess r
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,47 @@ def test_the_server_refuses_cuda_where_there_is_none(capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     refused(capsys, server.main(["--port", "0", "--device", "cuda"]), "0 CUDA device")
+
+
+# -- a scenario's model, data and profile, together ---------------------------------------
+SCENARIO = (Path(__file__).resolve().parents[1] / "envs" / "default_scenario.toml").read_text()
+
+
+def scenario_naming(tmp_path: Path, lines: str) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(SCENARIO.replace('profile = "builtin"', lines, 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    "lines, names",
+    [
+        ('model = "no_such_module:build"', ["model 'no_such_module:build'", "does not import"]),
+        ('data = "profiles.dataset:no_such_loader"', ["no_such_loader"]),
+        # A real model, with the built-in profile of another one.
+        ('model = "profiles.zoo.mobilenet:build"', ["was measured on model", "mobilenet"]),
+        ('profile = "missing.npz"', ["[scenario].profile", "missing.npz", "does not exist"]),
+    ],
+)
+def test_train_and_evaluate_check_model_data_and_profile_first(tmp_path, capsys, lines, names):
+    path = scenario_naming(tmp_path, lines)
+    rc = train_main("--runs-dir", str(tmp_path / "runs"), "--scenario", str(path))
+    refused(capsys, rc, str(path), *names)
+    assert not (tmp_path / "runs").exists()
+    rc = evaluate.main(
+        ["--policies", "edgent", "--scenario", str(path), "--out", str(tmp_path / "e")]
+    )
+    refused(capsys, rc, str(path), *names)
+
+
+def test_a_relative_profile_path_is_taken_from_the_scenario_file(tmp_path, monkeypatch):
+    import shutil
+
+    from sim import load_scenario
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "profiles/data/profile_fmnist.npz", folder)
+    path = scenario_naming(folder, 'profile = "profile_fmnist.npz"')
+    monkeypatch.chdir(tmp_path)  # another working folder: the same file is meant
+    assert load_scenario(path).profile == str(folder / "profile_fmnist.npz")

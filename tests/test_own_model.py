@@ -413,7 +413,7 @@ def test_the_cloud_answers_a_bottleneck_request_as_the_bottleneck_does(own_bottl
         import socket
 
         with socket.create_connection(address, timeout=5) as sock:
-            reader = P.FrameReader(sock)
+            reader = P.handshake(sock, loop.link.model_hash)
             bad_shape = codecs.encode("latent4", np.zeros((2, 8), np.float32))
             sock.sendall(P.request_frame(1, 1, 5, "latent4", (2, 8), bad_shape))
             header, body = reader.read(5)
@@ -449,3 +449,24 @@ def test_a_bottleneck_of_another_model_or_rate_is_refused(own_bottleneck):
     broken.write_bytes(b"not torch")
     with pytest.raises(B.BottleneckError, match="broken.pt: not a readable bottleneck file"):
         B.load(broken, model, spec)
+
+
+def test_the_guides_model_and_its_training_run_as_written(tmp_path, monkeypatch):
+    """docs/own_model.md's signal1d.py and train_signal1d.py, copied from the page: the
+    training writes the weights beside the model file, and build() finds them from
+    another working folder."""
+    import re
+
+    from profiles.multiexit import build_model
+
+    page = (ROOT / "docs" / "own_model.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    files = {b.splitlines()[0].split()[1].rstrip(":"): b for b in blocks if b.startswith("# ")}
+    for name in ("signal1d.py", "train_signal1d.py"):
+        (tmp_path / name).write_text(files[name])
+    out = run(str(tmp_path / "train_signal1d.py"), timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "signal1d.pt").is_file()
+    monkeypatch.chdir(ROOT)  # not the model's folder
+    _, spec = build_model(f"{tmp_path / 'signal1d.py'}:build")
+    assert spec.n_blocks == 3 and spec.has_exit == (True, False, True)

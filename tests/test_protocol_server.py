@@ -18,9 +18,16 @@ from runtime_hooks import protocol as P
 from runtime_hooks.server import TailServer
 
 
+def _model_hash() -> str:
+    from profiles.profile_io import load_profile
+
+    return load_profile().model_hash
+
+
 def _connect(address) -> tuple[socket.socket, P.FrameReader]:
+    """A raw client: connected and greeted with the built-in model's hello."""
     sock = socket.create_connection(address, timeout=5.0)
-    return sock, P.FrameReader(sock)
+    return sock, P.handshake(sock, _model_hash())
 
 
 def _request(cut: int, level: int, tensor: np.ndarray, rid: int = 7) -> bytes:
@@ -83,24 +90,50 @@ def test_short_header_and_oversized_error_and_ping():
         P.parse_header(P.pack_header(P.PING, 1, P.MAX_PROBE + 1))
     with pytest.raises(P.FrameError, match="pong carries none"):
         P.parse_header(P.pack_header(P.PONG, 1, 4))
+    with pytest.raises(P.FrameError, match="hello carries none"):
+        P.parse_header(P.pack_header(P.HELLO, 1, 4))
+
+
+def test_a_hello_carries_the_model_hash_both_ways():
+    h = P.parse_header(P.hello_frame("3fa2b8c0d1e2f3a4"))
+    assert h.kind == P.HELLO and P.model_of(h) == "3fa2b8c0d1e2f3a4"
+    for bad in ("xyz", "3fa2", "3fa2b8c0d1e2f3a4ff"):
+        with pytest.raises(P.FrameError, match="model hash"):
+            P.hello_frame(bad)
 
 
 # -- fuzzing: a clean FrameError, never a crash --------------------------------------
 @settings(max_examples=3000, deadline=None)
 @given(st.binary(min_size=P.HEADER_SIZE, max_size=P.HEADER_SIZE))
 def test_fuzz_random_headers(data):
-    with contextlib.suppress(P.FrameError):
-        P.parse_header(data)
+    """Any 32 bytes: a ``FrameError`` (nothing else), or a header whose every field is
+    valid, which the same bytes encode."""
+    try:
+        h = P.parse_header(data)
+    except P.FrameError:
+        return
+    assert h.kind in P.KINDS and h.dtype in P.DTYPE_CODES and h.payload_length <= P.MAX_PAYLOAD
+    again = P.pack_header(h.kind, h.request_id, h.payload_length, h.cut, h.level, h.dtype, h.shape)
+    assert again == data
 
 
-def _serve_frame(server: TailServer, frame: bytes) -> None:
-    """What the server does with one frame, short of the socket: parse, check, decode."""
+def _serve_frame(server: TailServer, frame: bytes) -> np.ndarray | None:
+    """What the server does with one frame, short of the socket: parse, check, decode;
+    the tensor a request would hand to the model."""
     h = P.parse_header(frame[: P.HEADER_SIZE])
     payload = frame[P.HEADER_SIZE :]
     if len(payload) != h.payload_length:
         raise P.FrameError("payload length differs")  # the server would wait or time out
-    if h.kind == P.REQUEST:
-        server.decode(h, server.check_request(h), payload)
+    if h.kind != P.REQUEST:
+        return None
+    tensor = server.decode(h, server.check_request(h), payload)
+    # What passes is what the allowlist admits for its cut: a tensor of the model's.
+    # (A learned bottleneck's latent has a shape of its own, checked the same way.)
+    if (h.cut, h.level) not in server.bottlenecks:
+        assert h.shape in server.shapes[h.cut], (h.cut, h.shape)
+        assert tuple(tensor.shape) in server.shapes[h.cut] | {server.input_shape}, tensor.shape
+    assert np.isfinite(tensor).all()
+    return tensor
 
 
 @settings(
@@ -261,3 +294,36 @@ def test_the_largest_probe_fits_the_header_and_is_answered(cloud_server):
         sock.sendall(frame)
         header, _ = reader.read(5.0)
         assert header.kind == P.PONG and header.request_id == 41
+
+
+# -- the hello: both ends name their model -------------------------------------------
+OTHER_MODEL = "0123456789abcdef"
+
+
+def test_the_server_refuses_a_device_of_another_model_naming_both(cloud_server):
+    with socket.create_connection(cloud_server, timeout=5.0) as sock:
+        with pytest.raises(P.ModelMismatch) as refused:
+            P.handshake(sock, OTHER_MODEL)
+        assert f"serves model {_model_hash()}" in str(refused.value)
+        assert f"runs model {OTHER_MODEL}" in str(refused.value)
+        with pytest.raises((ConnectionError, TimeoutError)):
+            P.FrameReader(sock).read(2.0)  # and closed the connection
+
+
+def test_a_request_before_the_hello_is_refused(cloud_server, image_and_label):
+    images, _ = image_and_label
+    with socket.create_connection(cloud_server, timeout=5.0) as sock:
+        sock.sendall(_request(0, 0, images[0]))
+        header, payload = P.FrameReader(sock).read(5.0)
+    assert header.kind == P.ERROR and b"hello" in payload
+
+
+def test_a_device_refuses_a_server_of_another_model(cloud_server):
+    from runtime_hooks.cloud_link import CloudLink, ServerRefused
+
+    link = CloudLink(cloud_server, 10, OTHER_MODEL, notify=lambda message: None)
+    with pytest.raises(ServerRefused) as refused:
+        link.connect()
+    link.close()
+    assert OTHER_MODEL in str(refused.value) and _model_hash() in str(refused.value)
+    assert f"{cloud_server[0]}:{cloud_server[1]}" in str(refused.value)

@@ -235,6 +235,19 @@ def test_device_cli_with_the_shipped_policy(cloud_server, tmp_path):
                                   "correct", "energy_j"} <= set(lines[0])  # fmt: skip
 
 
+def test_device_cli_runs_a_heuristic_by_name(cloud_server, tmp_path):
+    """``--policy edgent``: the literature's rule, built for the scenario, on the device."""
+    from runtime_hooks import device
+
+    host, port = cloud_server
+    argv = ["--server", f"{host}:{port}", "--policy", "edgent", "--requests", "12", "--rate",
+            "0", "--host-speed", "--json", str(tmp_path / "s.json")]  # fmt: skip
+    assert device.main(argv) == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["requests"] == summary["answered"] == 12 and summary["lost"] == 0
+    assert summary["policy"] == "edgent"
+
+
 # -- faults --------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:

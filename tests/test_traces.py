@@ -169,3 +169,79 @@ def test_a_trace_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path,
         load_directory(tmp_path)
     monkeypatch.delenv("SPLITCTL_MAX_TRACE_MB")
     assert load_trace(big).duration_s > 19_000  # under the default limit of 16 MiB
+
+
+# -- a trace spanning more than MAX_TRACE_SPAN_S ----------------------------------------
+def gap_trace(folder, gap_s: float):
+    """A two-column HSDPA trace with a jump of ``gap_s`` seconds at line 31."""
+    path = folder / "hsdpa" / "gap.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{t} 1.5" for t in range(30)] + [f"{gap_s + t} 2.0" for t in range(30)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("gap_s", [2e6, 1e9, 1e15, 2.0**60])
+def test_a_huge_timestamp_gap_is_refused_naming_file_and_line(tmp_path, gap_s):
+    path = gap_trace(tmp_path, gap_s)
+    with pytest.raises(TraceError, match=rf"{path}:31: time .* a trace may span at most"):
+        load_two_column(path)
+
+
+def test_a_huge_gap_in_a_5g_csv_names_its_line(tmp_path):
+    path = tmp_path / "g.csv"
+    path.write_text(
+        "Timestamp,DL_bitrate\n2020.01.01_00.00.00,100\n2020.01.01_00.00.01,100\n"
+        "2051.01.01_00.00.01,100\n"
+    )
+    with pytest.raises(TraceError, match=rf"{path}:4: Timestamp 2051.01.01_00.00.01: time"):
+        load_5g_csv(path)
+
+
+def test_a_trace_made_in_python_is_held_to_the_same_span():
+    with pytest.raises(TraceError, match="over the 1,000,000 s a trace may span"):
+        Trace("t", "hsdpa", (0.0, 1e9), (1e6, 1e6), 1e9 + 1.0)
+
+
+def test_every_consumer_refuses_a_trace_with_a_huge_gap(tmp_path, capsys):
+    """evaluate, sim-to-real, the device's shaped link and the fleet all read traces
+    through the loaders: each refuses, naming the file and line, before any work."""
+    import evaluate
+    from runtime_hooks import device, fleet, sim2real
+
+    path = gap_trace(tmp_path / "traces", 1e9)
+    where = f"{path}:31"
+    commands = [
+        (
+            evaluate.main,
+            [
+                "--traces",
+                str(tmp_path / "traces"),
+                "--policies",
+                "edgent",
+                "--out",
+                str(tmp_path / "e"),
+                "--no-plots",
+            ],
+        ),
+        (sim2real.main, ["--trace", str(path)]),
+        (
+            device.main,
+            [
+                "--server",
+                "127.0.0.1:9",
+                "--trace",
+                str(path),
+                "--requests",
+                "5",
+                "--log",
+                str(tmp_path / "d.jsonl"),
+            ],
+        ),
+        (fleet.main, ["--server", "127.0.0.1:9", "--trace-dir", str(tmp_path / "traces")]),
+    ]
+    for main, argv in commands:
+        assert main(argv) == 2, (main.__module__, capsys.readouterr())
+        err = capsys.readouterr().err
+        assert where in err and "Traceback" not in err, (main.__module__, err)
+    assert not (tmp_path / "e").exists() and not (tmp_path / "d.jsonl").exists()
