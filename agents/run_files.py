@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -108,6 +109,20 @@ def record_file(path: Path) -> None:
         record = read_record(run)
         record[Path(path).name] = sha256(Path(path))
         _write(run, record)
+
+
+def copy_run(source: Path, target: Path, key: str, note: dict) -> Path:
+    """``source`` (without its checkpoints) as ``target``, replacing it, with ``note``
+    under ``key`` in its ``config.json`` (why it was copied: a seed or sweep
+    selection), and the record of its files made anew."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoints", RECORD))
+    config = json.loads((target / "config.json").read_text())
+    config[key] = note
+    (target / "config.json").write_text(json.dumps(config, indent=2))
+    seal(target)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

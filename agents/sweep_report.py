@@ -11,8 +11,6 @@ caught, or ``unfinished`` when the sweep was interrupted before it ended.
 from __future__ import annotations
 
 import csv
-import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,14 +79,10 @@ def best_trial(trials: list[TrialSummary]) -> TrialSummary | None:
 def copy_best(sweep_dir: Path, best: TrialSummary) -> Path:
     """The best trial's run (without its checkpoints) as ``runs/NAME/best``; its
     ``config.json`` records which trial it was and with what settings."""
-    target = sweep_dir / "best"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(sweep_dir / best.name, target, ignore=shutil.ignore_patterns("checkpoints"))
-    config = json.loads((target / "config.json").read_text())
-    config["sweep"] = {"trial": best.name, "sampled": best.config, "score": best.score}
-    (target / "config.json").write_text(json.dumps(config, indent=2))
-    return target
+    from agents.run_files import copy_run
+
+    note = {"trial": best.name, "sampled": best.config, "score": best.score}
+    return copy_run(sweep_dir / best.name, sweep_dir / "best", "sweep", note)
 
 
 def sweep_json(spec: SweepSpec, trials: list[TrialSummary], best: TrialSummary | None,

@@ -32,6 +32,7 @@ import json
 import shutil
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -324,7 +325,11 @@ def learn(p: TrainPlan, model, venv, validation, done_steps: int) -> float | Non
 @contextmanager
 def ctrl_c_waits():
     """Hold a Ctrl-C until the block's files are written (a second one would leave a
-    half-written checkpoint or model)."""
+    half-written checkpoint or model). Only the main thread receives Ctrl-C (a Ray
+    Tune trial runs in another, where signal handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield
@@ -456,7 +461,7 @@ def train_seeds(args: TrainArgs) -> int:
     """One run per seed, then the best on the validation traces becomes runs/NAME:
     seeds of the same config differ (BENCHMARKS.md), and validation tells them apart."""
     from agents.ppo import RunError
-    from agents.run_files import seal
+    from agents.run_files import copy_run
     from agents.training import best_validation, checkpoints
 
     target = args.run
@@ -475,14 +480,8 @@ def train_seeds(args: TrainArgs) -> int:
             return rc
         scores[seed] = best_validation(args.runs_dir / name / "eval_curve.csv")
     best = max(scores, key=scores.get)
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(args.runs_dir / f"{args.name}-seed{best}", target,
-                    ignore=shutil.ignore_patterns("checkpoints"))  # fmt: skip
-    config = json.loads((target / "config.json").read_text())
-    config["seed_selection"] = {"best_validation_by_seed": scores, "selected_seed": best}
-    (target / "config.json").write_text(json.dumps(config, indent=2))
-    seal(target)
+    note = {"best_validation_by_seed": scores, "selected_seed": best}
+    copy_run(args.runs_dir / f"{args.name}-seed{best}", target, "seed_selection", note)
     listed = ", ".join(f"seed {s}: {v:.4f}" for s, v in scores.items())
     print(f"best validation reward by seed ({listed}); seed {best} copied to {target}")
     return 0

@@ -198,11 +198,6 @@ def test_a_huge_gap_in_a_5g_csv_names_its_line(tmp_path):
         load_5g_csv(path)
 
 
-def test_a_trace_made_in_python_is_held_to_the_same_span():
-    with pytest.raises(TraceError, match="over the 1,000,000 s a trace may span"):
-        Trace("t", "hsdpa", (0.0, 1e9), (1e6, 1e6), 1e9 + 1.0)
-
-
 def test_every_consumer_refuses_a_trace_with_a_huge_gap(tmp_path, capsys):
     """evaluate, sim-to-real, the device's shaped link and the fleet all read traces
     through the loaders: each refuses, naming the file and line, before any work."""
