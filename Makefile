@@ -4,7 +4,7 @@ PIP       := .venv/bin/pip
 STAMP     := .venv/.installed
 DATA_DIR  ?= $(or $(FASHION_MNIST_DIR),/usr/share/datasets/fashion-mnist)
 
-.PHONY: setup data demo test bench lint profile mobilenet train evaluate clean
+.PHONY: setup data demo test test-thorough bench lint profile mobilenet train evaluate clean
 
 setup: $(STAMP) data
 
@@ -37,10 +37,18 @@ demo: setup
 # Ray tests share one worker (xdist_group), so one local Ray runs at a time. The tests
 # that assert wall-clock deadlines (marker realtime) run afterwards on their own: a
 # second worker training or starting Ray beside them would decide their timing.
+# The 15 slowest tests of both sessions are printed at the end (tests/slowest.py).
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not realtime"
-	$(PY) -m pytest -q -m realtime
+	@rm -f .pytest_cache/durations.jsonl && mkdir -p .pytest_cache
+	SPLITCTL_DURATIONS=$(CURDIR)/.pytest_cache/durations.jsonl \
+		$(PY) -m pytest -q -n 2 --dist loadgroup -m "not realtime"
+	SPLITCTL_DURATIONS=$(CURDIR)/.pytest_cache/durations.jsonl $(PY) -m pytest -q -m realtime
+	@$(PY) tests/slowest.py .pytest_cache/durations.jsonl 15
+
+# The same suite with the property tests' full example counts (tests/conftest.py).
+test-thorough: setup
+	SPLITCTL_THOROUGH=1 $(MAKE) --no-print-directory test
 
 bench: setup
 	$(PY) -m bench.run_all

@@ -11,6 +11,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Property tests draw a tenth of their examples in everyday runs (make test, CI) and
+# all of them with SPLITCTL_THOROUGH=1 (make test-thorough): the fuzzers' thousands of
+# frames take half a minute that every change would otherwise wait for.
+THOROUGH = os.environ.get("SPLITCTL_THOROUGH", "") == "1"
+
+
+def examples(thorough: int) -> int:
+    """Examples for a property test whose thorough count is ``thorough``."""
+    return thorough if THOROUGH else max(20, thorough // 10)
+
 
 # Hyperparameters that make train.py train in seconds: two envs, short episodes,
 # frequent validation (test modules import it: ``from conftest import TINY_HYPERPARAMS``).
@@ -58,3 +68,21 @@ def cloud_server():
     proc, address = start_server("--read-timeout", "0.5")
     yield address
     stop_server(proc)
+
+
+# -- the slowest tests of a whole `make test` ---------------------------------------------
+# make test runs two pytest sessions (the realtime tests after the others); each appends
+# its tests' durations here, and tests/slowest.py prints the slowest of both at the end.
+DURATIONS = os.environ.get("SPLITCTL_DURATIONS")
+
+
+def pytest_runtest_logreport(report):
+    # Under xdist the controller sees every worker's reports; the workers write nothing.
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    if DURATIONS and report.when in ("setup", "call", "teardown") and report.duration > 0.5:
+        import json
+
+        row = {"test": report.nodeid, "when": report.when, "seconds": round(report.duration, 2)}
+        with open(DURATIONS, "a") as fh:
+            fh.write(json.dumps(row) + "\n")

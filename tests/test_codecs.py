@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -11,7 +12,7 @@ shapes = st.tuples(st.integers(1, 8), st.integers(1, 9), st.integers(1, 9))
 floats = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(arrays(np.float32, shapes, elements=floats))
 def test_lossless_float_codecs_round_trip(a):
     np.testing.assert_array_equal(codecs.decode(codecs.encode("fp32", a)), a)
@@ -20,7 +21,7 @@ def test_lossless_float_codecs_round_trip(a):
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     arrays(np.float32, shapes, elements=floats), st.sampled_from(["int8", "int8+zlib", "int4+zlib"])
 )
@@ -43,7 +44,7 @@ def test_quantised_codecs_take_a_tiny_range(name, hi):
     assert np.isfinite(out).all() and np.abs(out - a).max() <= hi
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40))))
 def test_image_codecs_round_trip(img):
     for name in ("raw", "png"):
@@ -144,7 +145,7 @@ def test_latent_codecs_round_trip_to_their_levels(bits):
         codecs.encode(f"latent{bits}", np.full((2, 2), 1.5, np.float32))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=80), st.integers(0, 200))
 def test_corrupt_latent_bytes_are_a_clean_error(junk, cut_at):
     blob = codecs.encode("latent4", np.random.default_rng(0).random((4, 7, 7)).astype(np.float32))

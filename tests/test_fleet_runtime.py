@@ -21,8 +21,8 @@ from runtime_hooks.sim2real import start_server, stop_server
 from settings.tables import InputError
 from sim import load_scenario
 
-# Wall-clock deadlines: run without a second worker competing for the cores (Makefile).
-pytestmark = pytest.mark.realtime
+# The tests marked realtime assert wall-clock deadlines: make test runs them after the
+# others, without a second worker competing for the cores.
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +34,7 @@ def fleet_setup():
     return scenario, traces
 
 
+@pytest.mark.realtime
 def test_the_emulated_cloud_keeps_the_simulators_batch_times(fleet_setup):
     from envs.fleet_env import OffloadFleetEnv
     from runtime_hooks.server import load_server
@@ -44,6 +45,7 @@ def test_the_emulated_cloud_keeps_the_simulators_batch_times(fleet_setup):
     np.testing.assert_allclose(server.runner.batch_seconds, fleet.cloud.batch_seconds)
 
 
+@pytest.mark.realtime
 def test_a_real_fleet_answers_every_request(fleet_setup):
     scenario, traces = fleet_setup
     work = fleet_workload(scenario, traces, 4, 16, seed=0)
@@ -60,6 +62,7 @@ def test_a_real_fleet_answers_every_request(fleet_setup):
     assert summary["latency_p95_ms"] >= summary["latency_p50_ms"] > 0
 
 
+@pytest.mark.realtime
 def test_a_fleet_without_its_server_falls_back_and_counts(fleet_setup):
     import socket
 
@@ -88,6 +91,7 @@ def test_fleet_bad_input_is_one_clear_line(tmp_path):
         ensure_file_descriptors(10**9)
 
 
+@pytest.mark.realtime
 def test_a_server_that_drops_mid_run_costs_no_request(fleet_setup):
     """The server is killed while the fleet runs: every request is still answered
     (by the cloud before, by a counted local fallback after), and nothing hangs."""
@@ -116,6 +120,7 @@ def test_a_server_that_drops_mid_run_costs_no_request(fleet_setup):
     assert sum(summary["fallbacks"].values()) == 80 - summary["cloud_answers"]
 
 
+@pytest.mark.realtime
 def test_closed_loop_fleet_sim2real_starts_each_twin_from_its_real_device():
     """The real devices decide on what they measure; each simulated twin starts from
     what its real device measured when it connected (before the first request)."""

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,7 +104,7 @@ def test_a_hello_carries_the_model_hash_both_ways():
 
 
 # -- fuzzing: a clean FrameError, never a crash --------------------------------------
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(3000), deadline=None)
 @given(st.binary(min_size=P.HEADER_SIZE, max_size=P.HEADER_SIZE))
 def test_fuzz_random_headers(data):
     """Any 32 bytes: a ``FrameError`` (nothing else), or a header whose every field is
@@ -137,7 +138,9 @@ def _serve_frame(server: TailServer, frame: bytes) -> np.ndarray | None:
 
 
 @settings(
-    max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(3000),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     cut=st.integers(0, 4),

@@ -39,6 +39,20 @@ def sweep_file(tmp_path: Path, head: str, space: str, name: str = "sweep.toml") 
     return path
 
 
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray for the module's sweeps and servers, joined with --address as a
+    cluster made by `ray start --head` would be (each test starting and stopping its own
+    took about 10 s). The module runs on one worker (xdist_group), so one Ray at a time;
+    test_a_ray_server_that_cannot_start_is_one_line still starts Ray itself."""
+    import ray
+
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                       logging_level="WARNING")  # fmt: skip
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
 def run_sweep(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agents.sweep", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
@@ -92,7 +106,7 @@ def test_a_trials_settings_are_a_config_train_py_reads(tmp_path):
     assert spec.budget() == (1024, 512)
 
 
-def test_an_unreachable_cluster_is_one_line_and_creates_nothing(tmp_path):
+def test_an_unreachable_cluster_is_one_line_and_creates_nothing(tmp_path, ray_address):
     path = sweep_file(tmp_path, "trials = 2", "seed = { int = [0, 3] }")
     runs = tmp_path / "runs"
     done = run_sweep(path, "--name", "s", "--runs-dir", runs, "--address", "127.0.0.1:1")
@@ -102,20 +116,21 @@ def test_an_unreachable_cluster_is_one_line_and_creates_nothing(tmp_path):
     bad = run_sweep(path, "--name", "s", "--runs-dir", runs, "--address", "nowhere")
     assert bad.returncode == 2 and "--address: expected HOST:PORT" in bad.stderr
     big = sweep_file(tmp_path, "trials = 2\ncpus_per_trial = 512", "seed = { int = [0, 3] }")
-    done = run_sweep(big, "--name", "s", "--runs-dir", runs)  # Ray starts, then refuses
+    done = run_sweep(big, "--name", "s", "--runs-dir", runs, "--address", ray_address)
     assert done.returncode == 2 and "cpus_per_trial is 512, the Ray cluster has" in done.stderr
     assert "Traceback" not in done.stderr and not runs.exists()
 
 
 # -- sweeps on local Ray -------------------------------------------------------------------
-def test_a_two_trial_sweep_writes_its_json_and_the_best_run(tmp_path):
+def test_a_two_trial_sweep_writes_its_json_and_the_best_run(tmp_path, ray_address):
     from agents.ppo import load_ppo
 
     path = sweep_file(tmp_path, 'trials = 2\nsearch = "optuna"\nscheduler = "asha"\n'
                       'trace_source = "builtin"',
                       "ppo.learning_rate = { loguniform = [1e-4, 1e-3] }")  # fmt: skip
     runs, out = tmp_path / "runs", tmp_path / "summary.json"
-    done = run_sweep(path, "--name", "s", "--runs-dir", runs, "--json", out, "--no-progress")
+    done = run_sweep(path, "--name", "s", "--runs-dir", runs, "--json", out, "--no-progress",
+                     "--address", ray_address)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(out.read_text())
     assert summary == json.loads((runs / "s" / "sweep.json").read_text())
@@ -131,11 +146,11 @@ def test_a_two_trial_sweep_writes_its_json_and_the_best_run(tmp_path):
     assert config["sweep"]["trial"] == best["name"]
     assert load_ppo(runs / "s" / "best") is not None  # ready for evaluate.py and export
     assert (runs / "s" / "trials.png").stat().st_size > 0
-    again = run_sweep(path, "--name", "s", "--runs-dir", runs)  # finished: nothing redone
+    again = run_sweep(path, "--name", "s", "--runs-dir", runs, "--address", ray_address)
     assert again.returncode == 2 and "this sweep is finished" in again.stderr
 
 
-def test_a_crashing_trial_is_reported_failed_and_the_sweep_goes_on(tmp_path):
+def test_a_crashing_trial_is_reported_failed_and_the_sweep_goes_on(tmp_path, ray_address):
     """A fleet cannot train with reward shaping: that trial fails in its worker with
     the error train.py raises; the other trial completes and becomes the best."""
     fleet = (ROOT / "envs" / "scenarios" / "fleet.toml").read_text()
@@ -146,7 +161,8 @@ def test_a_crashing_trial_is_reported_failed_and_the_sweep_goes_on(tmp_path):
                       'scenario = "fleet2.toml"',
                       'ppo.reward_shaping = { grid = ["none", "tail_potential"] }')  # fmt: skip
     runs = tmp_path / "runs"
-    done = run_sweep(path, "--name", "c", "--runs-dir", runs, "--no-progress")
+    done = run_sweep(path, "--name", "c", "--runs-dir", runs, "--no-progress", "--address",
+                     ray_address)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     trials = {t["config"]["ppo.reward_shaping"]: t
               for t in json.loads((runs / "c" / "sweep.json").read_text())["trials"]}  # fmt: skip
@@ -158,7 +174,7 @@ def test_a_crashing_trial_is_reported_failed_and_the_sweep_goes_on(tmp_path):
     assert f"{failed['name']} failed: ValueError: reward shaping" in done.stdout
 
 
-def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
+def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path, ray_address):
     """Ctrl-C after the first validations: exit 130, no summary; the same command then
     finishes the sweep, each trial continuing from its checkpoint (its curve goes on
     from where it stopped, it does not start again)."""
@@ -172,7 +188,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     path.write_text(text)
     runs = tmp_path / "runs"
     args = [sys.executable, "-m", "agents.sweep", str(path), "--name", "r", "--runs-dir",
-            str(runs), "--no-progress"]  # fmt: skip
+            str(runs), "--no-progress", "--address", ray_address]  # fmt: skip
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
     deadline = time.monotonic() + 240
@@ -199,7 +215,7 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(tmp_path):
 
 
 # -- the cloud tail on Ray Serve ---------------------------------------------------------------
-def test_ray_serve_answers_the_device_loop_as_the_in_process_backend(tmp_path):
+def test_ray_serve_answers_the_device_loop_as_the_in_process_backend(tmp_path, ray_address):
     """Real device loops (two devices: the full model and the tail from cut 2) against
     the server with each backend: the same requests get the same answers."""
     from agents.base import FixedPolicy
@@ -212,7 +228,8 @@ def test_ray_serve_answers_the_device_loop_as_the_in_process_backend(tmp_path):
     work = fleet_workload(scenario, fleet_traces(None), 2, 16, seed=0)
     policies = [FixedPolicy(0, 6, 0), FixedPolicy(2, 6, 0)]
     answers = {}
-    for backend in (["--backend", "inprocess"], ["--backend", "ray", "--replicas", "1"]):
+    ray_backend = ["--backend", "ray", "--replicas", "1", "--ray-address", ray_address]
+    for backend in (["--backend", "inprocess"], ray_backend):
         proc, address = start_server("--scenario", str(scenario_path), *backend, timeout_s=180)
         try:
             summary = run_fleet(address, work, scenario, policies, fallback_after_s=30.0,

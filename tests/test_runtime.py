@@ -22,8 +22,8 @@ from runtime_hooks.relay import RelayThread, ShapedLink, ShapingRelay
 from telemetry.observation import ObservationContext, Telemetry, build_observation
 from traces.trace import Trace
 
-# Wall-clock deadlines: run without a second worker competing for the cores (Makefile).
-pytestmark = pytest.mark.realtime
+# The tests marked realtime assert wall-clock deadlines: make test runs them after the
+# others, without a second worker competing for the cores.
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_RUN = ROOT / "runs" / "default"
@@ -255,6 +255,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.realtime
 def test_server_down_falls_back_in_time_then_reconnects(test_images):
     from runtime_hooks.sim2real import start_server, stop_server
 
@@ -276,6 +277,7 @@ def test_server_down_falls_back_in_time_then_reconnects(test_images):
     check_every_request_answered_once(down + up, 10)
 
 
+@pytest.mark.realtime
 def test_while_the_server_is_down_the_device_answers_as_deep_as_the_deadline_allows(
     test_images,
 ):
@@ -324,6 +326,7 @@ def test_controller_takes_no_cloud_action_while_the_cloud_is_down():
     assert local.decide(cloud_available=False) == (5, 1, 0) and local.overridden is None
 
 
+@pytest.mark.realtime
 def test_slow_server_falls_back_before_the_deadline_and_drops_late_answers(test_images):
     from runtime_hooks.sim2real import start_server, stop_server
 
@@ -380,6 +383,7 @@ class DropFirstConnection:
             s.close()
 
 
+@pytest.mark.realtime
 def test_connection_dropped_mid_frame_falls_back_and_reconnects(cloud_server, test_images):
     images, labels = test_images
     proxy = DropFirstConnection(cloud_server, cut_after=P_HEADER_AND_PROBE + 200)
@@ -397,6 +401,7 @@ def test_connection_dropped_mid_frame_falls_back_and_reconnects(cloud_server, te
 P_HEADER_AND_PROBE = 32 + 32 + 4096
 
 
+@pytest.mark.realtime
 def test_trace_outage_falls_back_then_recovers(cloud_server, test_images):
     images, labels = test_images
     # 8 Mbit/s, then nothing from 0.5 s to 2.0 s, then 8 Mbit/s again.
@@ -417,6 +422,7 @@ def test_trace_outage_falls_back_then_recovers(cloud_server, test_images):
 
 # -- sim-to-real ---------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.realtime
 def test_sim2real_reports_latency_error_and_agreement(tmp_path):
     trace = sorted((ROOT / "traces" / "builtin" / "fcc").iterdir())[1]
     out = subprocess.run(
@@ -434,6 +440,7 @@ def test_sim2real_reports_latency_error_and_agreement(tmp_path):
 
 
 # -- the kernel shaper (netem in a namespace), where the machine has it ---------------
+@pytest.mark.realtime
 def test_tc_shaper_runs_the_loop_or_says_why_not(tmp_path):
     from runtime_hooks.netem import unavailable_reason
     from runtime_hooks.sim2real import start_server, stop_server

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,7 @@ def test_an_outage_delays_the_transfer_exactly():
     assert tr.finish_time(2.5, 1e3) == pytest.approx(5.001)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(st.one_of(st.just(0.0), st.floats(0.001, 50.0)), min_size=1, max_size=12),
     st.floats(0.0, 100.0),
