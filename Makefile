@@ -31,7 +31,7 @@ data:
 
 demo: setup
 	$(PY) train.py --name demo --timesteps 60000 --overwrite
-	$(PY) evaluate.py --policy runs/demo --episodes 8 --out out/demo
+	$(PY) evaluate.py --policy runs/demo --compare-run runs/default --episodes 8 --out out/demo
 
 # Two workers: much of the suite waits on servers, sockets and emulated devices. The
 # Ray tests share one worker (xdist_group), so one local Ray runs at a time. The tests

@@ -241,6 +241,12 @@ class EvalArgs:
     json: Path | None = option(None, "also write results.json here", type=Path,
                                check=output_file)  # fmt: skip
     no_plots: bool = option(False, "no PNG plots")
+    compare_run: Path | None = option(
+        None,
+        "a second PPO run on the same requests, as the row ppo_NAME (make demo: the "
+        "shipped runs/default beside the run it just trained)",
+        type=Path,
+    )
     single_policy: Path = option(DEFAULT_RUN, "fleets: the single-device PPO run compared too",
                                  type=Path)  # fmt: skip
     names: list[str] = field(default_factory=list, init=False)
@@ -257,6 +263,16 @@ class EvalArgs:
                 f"({self.policies}); add ppo to --policies or drop --policy"
             )
         self.policy = self.policy or DEFAULT_RUN
+        if self.compare_run is not None and "ppo" not in self.names:
+            raise UsageError(
+                f"--compare-run {self.compare_run}: compared with ppo, which is not among "
+                f"--policies ({self.policies}); add ppo to --policies"
+            )
+
+    @property
+    def compare_name(self) -> str | None:
+        """The row of ``--compare-run``: ``ppo_`` and the run's folder name."""
+        return None if self.compare_run is None else f"ppo_{self.compare_run.resolve().name}"
 
 
 @dataclass
@@ -338,7 +354,28 @@ def plan(args: EvalArgs) -> EvalPlan:
         fleet_ppo_policies(p)
     elif "ppo" in args.names:
         build_policies(["ppo"], env, args.policy, None, args.seed, *baselines.values())
+        compared_run(p)
     return p
+
+
+def compared_run(p: EvalPlan) -> dict:
+    """``--compare-run`` as ``{row name: policy}`` (empty without it), loaded and so
+    checked against the scenario like ``--policy``."""
+    if p.args.compare_run is None:
+        return {}
+    from agents.ppo import load_ppo
+    from telemetry.observation import OBS_DIM
+
+    s = p.env.system
+    policy = load_ppo(
+        p.args.compare_run,
+        nvec=p.env.action_space.nvec.tolist(),
+        obs_dim=OBS_DIM,
+        model_hash=s.profile.model_hash,
+        levels_by_cut=s.levels_by_cut,
+    )
+    policy.name = p.args.compare_name
+    return {policy.name: policy}
 
 
 def is_fleet(scenario) -> bool:
@@ -450,6 +487,7 @@ def run_policies(p: EvalPlan) -> tuple[dict[str, dict], dict[str, float]]:
             p.args.names, p.env, p.args.policy, radio, p.args.seed,
             p.fitted["best_fixed"], p.fitted["best_fixed_by_context"],
         )  # fmt: skip
+        policies.update(compared_run(p))
         for name, policy in policies.items():
             t0 = time.perf_counter()
             res = run_many(p.env, policy, p.specs[family])
@@ -494,11 +532,27 @@ def gap_sentence(share: float, reference: str) -> str:
     return f"PPO closes {share:.1%} of the gap from the best heuristic to {reference}"
 
 
+def which_run_is_which(args: EvalArgs) -> str:
+    """One line naming the two PPO rows and what each was trained for."""
+    from agents.ppo import read_run_config
+
+    def trained(run: Path) -> str:
+        steps = read_run_config(run).get("total_timesteps")
+        return f"{steps:,} decisions" if isinstance(steps, int) else "an unrecorded budget"
+
+    return (
+        f"ppo is {args.policy} (trained for {trained(args.policy)}); {args.compare_name} is "
+        f"{args.compare_run} (trained for {trained(args.compare_run)}). PPO keeps improving "
+        "for hundreds of thousands of decisions (its eval_curve.png), so a short training "
+        "trails a long one."
+    )
+
+
 def heuristic_names(summary: dict) -> list[str]:
     """The literature's rules and the single best fixed action: what the gap is
     measured from (best_fixed_by_context, a table per radio and battery band, apart)."""
     apart = ("ppo", *ORACLES, "random", "best_fixed_by_context")
-    return [n for n in summary["overall"] if n not in apart]
+    return [n for n in summary["overall"] if n not in apart and not n.startswith("ppo_")]
 
 
 # -- stage 4: the tables and the gap --------------------------------------------------
@@ -512,6 +566,8 @@ def report(p: EvalPlan, summary: dict, results: dict) -> None:
             f"best fixed action on the training traces: cut {act[0]}, threshold index "
             f"{act[1]}, level {act[2]}"
         )
+    if p.args.compare_run is not None:
+        console.print(which_run_is_which(p.args))
     heuristics = heuristic_names(summary)
     if "ppo" not in summary["overall"] or not heuristics:
         return
