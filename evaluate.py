@@ -26,21 +26,28 @@ from rich.table import Table
 
 from settings.cli import (
     UsageError,
-    at_least,
     check_options,
+    like_field,
     option,
     output_dir,
     output_file,
     parse,
     run_cli,
+    within,
 )
 from settings.cli import seed as seed_range
 from settings.tables import closest
 from sim import metrics
+from sim.scenario import Workload
 from traces.sets import SOURCES
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DEFAULT_RUN = PROJECT_ROOT / "runs" / "default"
+# The full table runs about 16 policies x 4 families x episodes; 8 episodes take about a
+# minute on 2 cores, so these bounds are hours. The baselines' fit tries every action.
+MAX_EPISODES = 1_000
+MAX_FIT_EPISODES = 100
+EPISODES_LIMIT = "the evaluation would take hours"
 ALL_POLICIES = (
     "ppo",
     "oracle",
@@ -230,12 +237,21 @@ class EvalArgs:
     traces: Path | None = option(None, "a directory of trace files", type=Path)
     trace_source: str = option("auto", "where traces come from", choices=SOURCES)
     scenario: Path | None = option(None, "scenario TOML (default: the run's)", type=Path)
-    episodes: int = option(10, "episodes per trace family", check=at_least(1))
-    requests: int | None = option(None, "requests per episode (default: the scenario's)",
-                                  type=int, check=at_least(1))  # fmt: skip
+    episodes: int = option(
+        10, "episodes per trace family", check=within(1, MAX_EPISODES, EPISODES_LIMIT)
+    )
+    requests: int | None = option(
+        None,
+        "requests per episode (default: the scenario's)",
+        type=int,
+        check=like_field(Workload, "episode_requests", "[workload]"),
+    )
     seed: int = option(0, "seed of the episodes", check=seed_range)
-    best_fixed_episodes: int = option(4, "episodes per family for the best fixed action",
-                                      check=at_least(1))  # fmt: skip
+    best_fixed_episodes: int = option(
+        4,
+        "episodes per family for the best fixed action",
+        check=within(1, MAX_FIT_EPISODES, EPISODES_LIMIT),
+    )
     out: Path = option(PROJECT_ROOT / "out" / "eval", "folder for tables and plots",
                        type=Path, check=output_dir)  # fmt: skip
     json: Path | None = option(None, "also write results.json here", type=Path,
@@ -304,13 +320,13 @@ def plan(args: EvalArgs) -> EvalPlan:
     from traces.sets import group_by_family, load_directory, load_families
 
     if "ppo" in args.names:
-        run, _, _ = check_run_dir(args.policy)
+        run, _, _ = flagged("--policy", check_run_dir, args.policy)
         scenario = load_scenario(args.scenario or run_scenario_path(run))
     else:
         scenario = load_scenario(args.scenario)
     scenario.check_references()  # model, data and profile together, before any work
     if is_fleet(scenario):
-        check_run_dir(args.single_policy)
+        flagged("--single-policy", check_run_dir, args.single_policy)
     if args.traces is not None:
         found, errors = load_directory(args.traces)
         by_family = group_by_family(found)
@@ -376,6 +392,16 @@ def compared_run(p: EvalPlan) -> dict:
     )
     policy.name = p.args.compare_name
     return {policy.name: policy}
+
+
+def flagged(flag: str, check, *args):
+    """``check(*args)``, its input error prefixed with the flag that named the input."""
+    from settings.tables import InputError
+
+    try:
+        return check(*args)
+    except InputError as exc:
+        raise type(exc)(f"{flag} {exc}") from None
 
 
 def is_fleet(scenario) -> bool:

@@ -100,7 +100,13 @@ def run_scenario_path(run_dir: str | Path) -> str | None:
     if source is None or source == "built-in defaults":
         return None
     p = Path(source)
-    return str(p if p.is_absolute() else PROJECT_ROOT / p)
+    path = p if p.is_absolute() else PROJECT_ROOT / p
+    if not path.is_file():
+        raise RunError(
+            f"{run_dir} was trained on the scenario {path} (its config.json), which no longer "
+            "exists; restore it, or name a scenario with the same model with --scenario"
+        )
+    return str(path)
 
 
 MODEL_PAIRS = (("best_model.zip", "best_vecnormalize.json"), ("model.zip", "vecnormalize.json"))
@@ -110,6 +116,8 @@ def check_run_dir(run_dir: str | Path, best: bool = True) -> tuple[Path, Path, P
     """The run's (directory, model file, normaliser file): the best model on the
     validation traces when there is one (``best``), else the final one."""
     run = Path(run_dir)
+    if run.is_file():
+        raise RunError(f"{run}: a file, not a run directory (runs/NAME, as train.py writes)")
     if not run.is_dir():
         raise RunError(f"{run}: run directory not found")
     if not (run / "config.json").is_file():

@@ -40,6 +40,7 @@ from distributed.ray_cluster import ADDRESS, ClusterError, check_address, connec
 from settings.cli import (
     check_options,
     option,
+    output_dir,
     output_file,
     parse,
     plain_name,
@@ -287,8 +288,12 @@ class SweepArgs:
                          metavar="SWEEP.toml")  # fmt: skip
     name: str = option(None, "sweep name: trials land in RUNS_DIR/NAME", check=plain_name,
                        required=True)  # fmt: skip
-    runs_dir: Path = option(PROJECT_ROOT / "runs", "folder of the runs (shared by every "
-                            "node on a cluster)", type=Path)  # fmt: skip
+    runs_dir: Path = option(
+        PROJECT_ROOT / "runs",
+        "folder of the runs (shared by every node on a cluster)",
+        type=Path,
+        check=output_dir,
+    )
     address: str | None = option(None, "Ray cluster: HOST:PORT, ray://HOST:PORT or auto "
                                  "(default: start Ray here)", type=str,
                                  check=check_address)  # fmt: skip
@@ -314,10 +319,20 @@ def check_sweep_dir(args: SweepArgs, spec: SweepSpec) -> bool:
     """Whether this call resumes an interrupted sweep; refuses to mix two sweeps in one
     folder or to redo a finished one without ``--overwrite``."""
     folder = args.sweep_dir
-    if args.overwrite or not folder.exists():
+    if not folder.exists():
         return False
     if not folder.is_dir():
         raise SweepError(f"{folder}: exists and is not a folder")
+    if not any(folder.iterdir()):
+        return False  # an empty folder: nothing to keep
+    if not (folder / SPEC_COPY).is_file():  # --overwrite deletes sweeps, nothing else
+        what = "a training run" if (folder / "config.json").is_file() else "not a sweep"
+        raise SweepError(
+            f"{folder} is {what}, which a sweep never replaces (not even with --overwrite); "
+            "pick another --name"
+        )
+    if args.overwrite:
+        return False
     if (folder / "sweep.json").is_file():
         raise SweepError(f"{folder}: this sweep is finished (see {folder / 'sweep.json'}); "
                          "pass --overwrite to run it again")  # fmt: skip

@@ -81,9 +81,13 @@ def resume_settings(args, run: Path, previous: dict, updates: dict) -> ResumeSet
     source = previous.get("trace_source", args.trace_source)
     if args.trace_source not in ("auto", source):
         raise RunError(
-            f"--trace-source {args.trace_source}: {run} was trained on {source!r} traces"
+            f"--trace-source {args.trace_source}: {run} was trained on {source!r} traces; "
+            "drop --trace-source to resume it, or train a new run"
         )
     seed = int(previous.get("seed", args.seed))
     if args.seed not in (0, seed):
-        raise RunError(f"--seed {args.seed}: {run} was trained with seed {seed}")
+        raise RunError(
+            f"--seed {args.seed}: {run} was trained with seed {seed}; drop --seed to resume "
+            "it, or train a new run"
+        )
     return ResumeSettings(hp, _own_scenario(run, previous, args.scenario), source, seed)

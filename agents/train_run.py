@@ -38,11 +38,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from agents.hyperparams import Hyperparams, load_hyperparams
+from agents.hyperparams import EvalSettings, Hyperparams, PPOSettings, load_hyperparams
 from settings.cli import (
     UsageError,
-    at_least,
     check_options,
+    like_field,
     option,
     output_dir,
     plain_name,
@@ -84,18 +84,28 @@ class TrainArgs:
     scenario: Path | None = option(None, "scenario TOML (default: built-in)", type=Path)
     trace_source: str = option("auto", "where traces come from", choices=SOURCES)
     timesteps: int | None = option(
-        None, "PPO steps; each is a decision held for action_repeat requests", type=int,
-        check=at_least(1),
-    )  # fmt: skip
-    n_envs: int | None = option(None, "parallel training environments", type=int,
-                                check=at_least(1))  # fmt: skip
+        None,
+        "PPO steps; each is a decision held for action_repeat requests",
+        type=int,
+        check=like_field(PPOSettings, "total_timesteps", "[ppo]"),
+    )
+    n_envs: int | None = option(
+        None,
+        "parallel training environments",
+        type=int,
+        check=like_field(PPOSettings, "n_envs", "[ppo]"),
+    )
     seed: int = option(0, "seed of PPO and the training environments", check=seed_range)
     seeds: str | None = option(
         None, "comma-separated seeds: train runs/NAME-seedS for each, then copy the one "
         "with the best validation reward to runs/NAME", type=str,
     )  # fmt: skip
-    eval_freq: int | None = option(None, "PPO steps between validations", type=int,
-                                   check=at_least(1))  # fmt: skip
+    eval_freq: int | None = option(
+        None,
+        "PPO steps between validations",
+        type=int,
+        check=like_field(EvalSettings, "freq", "[eval]"),
+    )
     resume: bool = option(False, "continue runs/NAME from its newest readable checkpoint")
     overwrite: bool = option(False, "replace runs/NAME (once every input is validated)")
     no_progress: bool = option(False, "no progress bar")
@@ -182,10 +192,12 @@ def plan(args: TrainArgs) -> TrainPlan | None:
                 "asked for; nothing changed (pass a larger --timesteps to train on)"
             )
             return None
-    elif run.exists() and not args.overwrite:
-        raise RunError(f"{run} exists; pass --resume to continue it or --overwrite to replace it")
     else:
-        hp = load_hyperparams(args.config, updates)
+        hp = load_hyperparams(args.config, updates)  # a bad config is named first
+        if run.exists() and not args.overwrite:
+            raise RunError(
+                f"{run} exists; pass --resume to continue it or --overwrite to replace it"
+            )
     scenario = load_scenario(args.scenario)
     scenario.check_references()  # model, data and profile together
     train_traces, train_errors = load_families(args.trace_source, split="train")
@@ -467,6 +479,13 @@ def train_seeds(args: TrainArgs) -> int:
     target = args.run
     if target.exists() and not args.overwrite:
         raise RunError(f"{target} exists; pass --overwrite to replace it")
+    for seed in args.seed_values:  # every seed's folder is checked before the first trains
+        one = args.runs_dir / f"{args.name}-seed{seed}"
+        if one.exists() and not (args.overwrite or args.resume):
+            raise RunError(
+                f"{one} exists (seed {seed} of --seeds {args.seeds}); pass --resume to "
+                "continue the seeds or --overwrite to replace them"
+            )
     scores = {}
     for seed in args.seed_values:
         name = f"{args.name}-seed{seed}"

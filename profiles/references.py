@@ -14,25 +14,29 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from profiles.multiexit import ContractError, build_model, load_callable
+from profiles.multiexit import ContractError, build_model, data_for_profile, load_callable
 from profiles.profile_io import load_profile
 
 
 @lru_cache(maxsize=8)
 def check_references(profile_path: str, model_ref: str | None, data_ref: str | None) -> None:
     """Refuse (``ContractError`` / ``ProfileError`` naming the reference or file) a
-    model reference that does not import or build, a data reference that does not
-    import, or a profile whose model hash is not the model's. Checked once per
+    model reference that does not import or build, a profile whose model hash is not
+    the model's, or a data reference that does not import or whose ``load()`` does not
+    fit the model (it is called: about a second for Fashion-MNIST). Checked once per
     combination in a process."""
     profile = load_profile(Path(profile_path))
     if data_ref is not None:
-        load_callable(data_ref, "data")
-    if model_ref is None:
+        load_callable(data_ref, "data")  # an import error first, before the model builds
+    ref = model_ref or profile.model_ref
+    if ref is None:
         return
-    _, spec = build_model(model_ref)
+    _, spec = build_model(ref)
     if spec.model_hash != profile.model_hash:
         raise ContractError(
-            f"model {model_ref!r} is model {spec.model_hash}, but the profile {profile.path} "
+            f"model {ref!r} is model {spec.model_hash}, but the profile {profile.path} "
             f"was measured on model {profile.model_hash}; profile this model "
             "(python -m profiles.profile --model ...) or name the profile's"
         )
+    if data_ref is not None:  # what load() returns, checked against the model
+        data_for_profile(profile, spec, data_ref)

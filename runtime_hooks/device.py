@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime_hooks.device_loop import DEFAULT_POLICY, DeviceLoop
+from runtime_hooks.device_loop import DEFAULT_POLICY, DeviceLoop, policy_choice
 from runtime_hooks.device_records import peak_rss_mb, summarise
 from settings.cli import (
     UsageError,
@@ -52,34 +52,6 @@ def server_address(text: str) -> tuple[str, int]:
     from runtime_hooks.relay import parse_address
 
     return parse_address(text)
-
-
-def policy_choice(text: str) -> str:
-    """``--policy``: a policy file, or the name of one of the literature's heuristics
-    (``agents.heuristics``: numpy rules on the profile, no Gymnasium or torch)."""
-    from agents.heuristics import HEURISTICS
-
-    if text in HEURISTICS or Path(text).is_file():
-        return text
-    raise ValueError(
-        f"{text}: neither a policy file (runtime_hooks.export) nor a heuristic "
-        f"({', '.join(HEURISTICS)}); leave --policy out for the shipped policy"
-    )
-
-
-def device_policy(choice: str | None, scenario, radio: str | None):
-    """The policy the loop runs: a heuristic built for the scenario's system (with
-    the device's radio), or a policy file loaded (and so checked) now."""
-    from agents.heuristics import HEURISTICS, make_heuristic
-    from runtime_hooks.policy_file import NumpyPolicy
-
-    if choice in HEURISTICS:
-        from sim import System
-
-        system = System(scenario)
-        device_radio = system.catalog.radios[radio or scenario.default_radio]
-        return make_heuristic(choice, system, device_radio)
-    return NumpyPolicy.load(choice or DEFAULT_POLICY)
 
 
 @dataclass
@@ -130,6 +102,11 @@ class DeviceArgs:
             raise UsageError(f"--server: {exc}") from None
         if self.trace is not None and not self.trace.is_file():
             raise UsageError(f"--trace: {self.trace}: no such file")
+        if self.bundle is not None and self.policy is not None:
+            raise UsageError(
+                f"--policy {self.policy} and --bundle {self.bundle}: a bundle carries its own "
+                "policy; give one of them"
+            )
 
 
 def run_in_netem(args: DeviceArgs, uplink, port: int, radio: str | None) -> int:
@@ -155,6 +132,22 @@ def run_in_netem(args: DeviceArgs, uplink, port: int, radio: str | None) -> int:
         return 2
 
 
+def check_radio(name: str, scenario) -> None:
+    """``--radio``: a radio of the scenario's catalog, or a one-line refusal naming the
+    closest one."""
+    from profiles.catalog import load_catalog
+    from settings.tables import closest
+
+    catalog = load_catalog(scenario.catalog)
+    if name not in catalog.radios:
+        hint = closest(name, catalog.radios)
+        tip = f"did you mean '{hint}'? " if hint else ""
+        raise UsageError(
+            f"--radio {name}: not in the catalog {catalog.path} ({tip}known: "
+            f"{', '.join(sorted(catalog.radios))})"
+        )
+
+
 def run_device(args: DeviceArgs) -> int:
     from profiles.multiexit import data_for_profile
     from runtime_hooks.relay import RelayThread, ShapingRelay, uplink_for
@@ -162,11 +155,13 @@ def run_device(args: DeviceArgs) -> int:
 
     scenario = load_scenario(args.scenario)
     check_memory(args.requests, scenario)
+    if args.radio is not None:
+        check_radio(args.radio, scenario)
     server = args.address
     uplink = uplink_for(str(args.trace), scenario) if args.trace else None
     # A policy or a bundle is refused before any file is written.
     radio = args.radio or (scenario.radio_for(uplink.family) if uplink else None)
-    policy = None if args.bundle else device_policy(args.policy, scenario, radio)
+    policy = None if args.bundle else args.policy  # a heuristic's name, a file or the shipped
     if args.bundle:
         from runtime_hooks.bundle import check_bundle
 

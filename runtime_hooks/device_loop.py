@@ -48,13 +48,31 @@ from sim import physics
 DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "runs" / "default" / "policy.npz"
 
 
-def device_policy(policy, system):
-    """``policy`` as a device runs it: a policy file's path (``None``: the shipped one)
-    is loaded; a policy file is checked against the system (action grid, thresholds,
-    observation, model). Any other object with ``act`` is taken as it is."""
+def policy_choice(text: str) -> str:
+    """``--policy``: a policy file, or the name of one of the literature's heuristics
+    (``agents.heuristics``: numpy rules on the profile, no Gymnasium or torch)."""
+    from agents.heuristics import HEURISTICS
+
+    if text in HEURISTICS or Path(text).is_file():
+        return text
+    raise ValueError(
+        f"{text}: neither a policy file (runtime_hooks.export) nor a heuristic "
+        f"({', '.join(HEURISTICS)}); leave --policy out for the shipped policy"
+    )
+
+
+def device_policy(policy, system, radio=None):
+    """``policy`` as a device runs it: a heuristic's name (``agents.heuristics``) is
+    built for the system and the device's ``radio`` (a catalog ``Radio``; default: the
+    scenario's); a policy file's path (``None``: the shipped one) is loaded; a policy
+    file is checked against the system (action grid, thresholds, observation, model).
+    Any other object with ``act`` is taken as it is."""
+    from agents.heuristics import HEURISTICS, make_heuristic
     from runtime_hooks.policy_file import NumpyPolicy
     from telemetry.observation import OBS_DIM
 
+    if isinstance(policy, str) and policy in HEURISTICS:
+        return make_heuristic(policy, system, radio or system.radio(None))
     if policy is None or isinstance(policy, str | Path):
         policy = NumpyPolicy.load(policy or DEFAULT_POLICY)
     if isinstance(policy, NumpyPolicy):
@@ -62,6 +80,7 @@ def device_policy(policy, system):
             (system.n_cuts, system.n_thresholds, system.n_levels),
             system.thresholds,
             OBS_DIM,
+            where=f"scenario {system.scenario.source}",
             model_hash=system.profile.model_hash,
         )
     return policy
@@ -167,7 +186,7 @@ class DeviceLoop:
         else:
             head, bottlenecks, spec = torch_head(system, scenario)
         radio_obj = system.catalog.radio(radio or scenario.default_radio)
-        policy = device_policy(policy, system)
+        policy = device_policy(policy, system, radio_obj)
         context = system.observation_context(radio_obj)
         if battery_sensor == "psutil":
             battery_sensor = psutil_battery

@@ -28,6 +28,15 @@ def export_run(run_dir: str | Path, best: bool = True):
 
     check_run_dir(run_dir, best)  # a clear error for a missing or incomplete run first
     scenario = load_scenario(run_scenario_path(run_dir))
+    if scenario.fleet.devices > 1:
+        from agents.ppo import RunError
+
+        raise RunError(
+            f"{run_dir}: trained for a fleet of {scenario.fleet.devices} devices sharing a "
+            f"cloud ({scenario.source}), observing the server's queueing time too; the "
+            "exporter writes single-device policies (runtime_hooks.device, runtime_hooks.fleet "
+            "run one per device): export a run trained on a single-device scenario"
+        )
     env = OffloadEnv(scenario, trace_source="auto", trace_split="val")
     s = env.system
     ppo = load_ppo(
@@ -75,9 +84,26 @@ def agreement(a, b, observations: np.ndarray) -> float:
 MAX_CHECK = 1_000_000  # observations the exporter replays at most (about a minute)
 
 
-def _target_problem(out: Path | None, bundle: Path | None) -> str | None:
+def _target_problem(run: Path, out: Path | None, bundle: Path | None) -> str | None:
     """Why the exporter must not write where it was told, or ``None``: it replaces a
-    policy file or a bundle it wrote before, never another file (a run's model)."""
+    policy file or a bundle it wrote before, never another file (a run's model), and
+    writes into no training run but the one it exports."""
+    from settings.cli import output_dir, output_file, training_run_holding
+
+    for flag, target, check in (("--out", out, output_file), ("--bundle", bundle, output_dir)):
+        if target is None:
+            continue
+        holder = training_run_holding(target)
+        if holder is not None and holder != Path(run).resolve():
+            return (
+                f"{flag} {target}: inside the training run {holder}, not {run}; write into "
+                f"{run} or outside any run"
+            )
+        if holder is None:  # outside every run: a path that can be written
+            try:
+                check(target)
+            except ValueError as exc:
+                return f"{flag}: {exc}"
     if out is not None:
         if out.is_dir():
             return f"--out {out}: is a folder; give a file name ending in .npz"
@@ -111,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give one of --out FILE (a policy file) or --bundle DIR (a device bundle)")
     if not 0 <= args.check <= MAX_CHECK:
         parser.error(f"--check: observations to compare, 0..{MAX_CHECK:,}, got {args.check}")
-    problem = _target_problem(args.out, args.bundle)
+    problem = _target_problem(Path(args.run), args.out, args.bundle)
     if problem:
-        parser.error(problem)
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from settings.tables import InputError
 
     try:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime_hooks.device_loop import policy_choice
 from settings.cli import UsageError, check_options, option, output_file, parse, run_cli, within
 from settings.cli import seed as seed_range
 from settings.tables import InputError
@@ -137,8 +138,12 @@ def run_fleet(
     system = System(scenario)
     head, bottlenecks, spec = torch_head(system, scenario)  # one model for every device
     test = data_for_profile(system.profile, spec, scenario.data)["test"]
-    # One policy for every device, or one each (a list: e.g. replayed actions).
-    policies = policy if isinstance(policy, list) else [device_policy(policy, system)] * len(work)
+    # One policy for every device, or one each (a list: e.g. replayed actions); a
+    # heuristic is built for each device's radio.
+    if isinstance(policy, list):
+        policies = policy
+    else:
+        policies = [device_policy(policy, system, w.radio) for w in work]
     relays = [ShapingRelay(server, w.trace, offset_s=w.offset_s) for w in work]
     relay_thread = RelayThread(relays).start()
     loops = []
@@ -254,7 +259,12 @@ class FleetArgs:
     requests: int = option(
         400, "requests of the whole fleet", check=within(1, MAX_REQUESTS, MANY_REQUESTS)
     )
-    policy: Path | None = option(None, "policy file (default: the shipped one)", type=Path)
+    policy: str | None = option(
+        None,
+        "policy file (default: the shipped one), or a heuristic's name (edgent, spinn, ...)",
+        type=str,
+        check=policy_choice,
+    )
     trace_dir: Path | None = option(None, "a directory of trace files (default: test split)",
                                     type=Path)  # fmt: skip
     scenario: Path | None = option(None, "scenario TOML (default: envs/scenarios/fleet.toml)",
@@ -280,9 +290,8 @@ class FleetArgs:
             self.address = server_address(self.server)
         except ValueError as exc:
             raise UsageError(f"--server: {exc}") from None
-        for flag, path in (("--scenario", self.scenario), ("--policy", self.policy)):
-            if path is not None and not path.is_file():
-                raise UsageError(f"{flag}: {path}: no such file")
+        if self.scenario is not None and not self.scenario.is_file():
+            raise UsageError(f"--scenario: {self.scenario}: no such file")
         if self.trace_dir is not None and not self.trace_dir.is_dir():
             raise UsageError(f"--trace-dir: {self.trace_dir}: no such folder")
 

@@ -173,7 +173,9 @@ class NumpyPolicy:
         clip = float(need("clip"))
         if not (math.isfinite(clip) and clip > 0):
             raise PolicyFileError(f"{path}: field 'clip' is {clip}")
-        return cls(layers, head, mean, var, clip, 0.0, table, meta)
+        policy = cls(layers, head, mean, var, clip, 0.0, table, meta)
+        policy.path = path  # named by the errors of check_compatible
+        return policy
 
     def check_compatible(
         self, nvec, thresholds, obs_dim: int, where: str = "scenario", model_hash: str | None = None
@@ -181,22 +183,25 @@ class NumpyPolicy:
         """Refuse to run where the action grid, the observation or (given
         ``model_hash``) the profiled model differs from training."""
         m = self.meta
+        name = f"policy {getattr(self, 'path', None) or m.source}"
+        fix = "; export one from a run trained on it (python -m runtime_hooks.export RUN --out F)"
         if model_hash is not None and model_hash != m.profile_model_hash:
             raise PolicyFileError(
-                f"policy trained on a profile of model {m.profile_model_hash}, the {where}'s "
-                f"profile is of model {model_hash}"
+                f"{name}: trained on a profile of model {m.profile_model_hash}, the {where}'s "
+                f"profile is of model {model_hash}{fix}"
             )
         if tuple(int(v) for v in nvec) != m.nvec:
             raise PolicyFileError(
-                f"policy trained for actions {m.nvec}, the {where} has {tuple(nvec)}"
+                f"{name}: trained for actions {m.nvec}, the {where} has {tuple(nvec)}{fix}"
             )
         if not np.allclose(thresholds, m.thresholds):
             raise PolicyFileError(
-                f"policy trained for thresholds {m.thresholds}, the {where} has {tuple(thresholds)}"
+                f"{name}: trained for thresholds {m.thresholds}, the {where} has "
+                f"{tuple(thresholds)}{fix}"
             )
         if obs_dim != m.obs_dim:
             raise PolicyFileError(
-                f"policy takes {m.obs_dim} observations, this build makes {obs_dim}"
+                f"{name}: takes {m.obs_dim} observations, this build makes {obs_dim}"
             )
 
 

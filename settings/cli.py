@@ -153,6 +153,14 @@ def within(
     return check
 
 
+def like_field(cls: type, name: str, table: str) -> Callable[[float], float]:
+    """The range a settings dataclass declares for field ``name`` (``settings.tables``;
+    ``table``: its TOML table, like ``[ppo]``), as a flag's check: a flag that sets a
+    config value is refused naming the flag, not the config file, with the same limits."""
+    rule = {f.name: f for f in fields(cls)}[name].metadata["rule"]
+    return within(rule.low, rule.high, f"the limit of {table}.{name}")
+
+
 def int_list(low: int, high: int, why: str = "") -> Callable[[str], list[int]]:
     """Integers separated by commas (``8,32,64``), each within ``low..high`` (see
     ``within``); an empty item or one that is not an integer is refused, naming it."""
@@ -216,31 +224,57 @@ def plain_name(value: str) -> str:
     return value
 
 
+# A training run's folder holds this record of its files (agents.run_files): no command
+# but train.py (and the exporter, into its own run) writes there.
+RUN_RECORD = "files.sha256.json"
+
+
+def training_run_holding(path: Path) -> Path | None:
+    """The training run folder ``path`` lies in (or is), or ``None``."""
+    path = Path(path).resolve()
+    for folder in [path, *path.parents]:
+        if (folder / RUN_RECORD).is_file():
+            return folder
+    return None
+
+
+def _outside_runs(path: Path) -> None:
+    run = training_run_holding(path)
+    if run is not None:
+        raise ValueError(
+            f"{path} is inside the training run {run}, whose files only train.py writes; "
+            "name a path outside it"
+        )
+
+
 def output_file(path: Path) -> Path:
-    """A file to write: refused up front when it names a folder, or when its folder
-    cannot be created (a parent is a file, or not writable)."""
+    """A file to write: refused up front when it names a folder, when its folder
+    cannot be created (a parent is a file, or not writable), or when it lies inside a
+    training run (a command would overwrite the run's model or config)."""
     if path.is_dir():
         raise ValueError(f"{path} is a directory; name a file")
-    _creatable(path.parent)
+    _creatable(path.parent, path)
+    _outside_runs(path)
     return path
 
 
 def output_dir(path: Path) -> Path:
-    """A folder to write into: refused up front when it names a file, or cannot be
-    created."""
+    """A folder to write into: refused up front when it names a file, cannot be
+    created, or lies inside a training run."""
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file; name a directory")
-    _creatable(path)
+    _creatable(path, path)
+    _outside_runs(path)
     return path
 
 
-def _creatable(folder: Path) -> None:
+def _creatable(folder: Path, target: Path) -> None:
     for ancestor in [folder, *folder.parents]:
         if ancestor.exists():
             if not ancestor.is_dir():
-                raise ValueError(f"{ancestor} is a file, so {folder} cannot be created")
+                raise ValueError(f"{ancestor} is a file, so {target} cannot be created")
             if not os.access(ancestor, os.W_OK | os.X_OK):
-                raise ValueError(f"{ancestor} is not writable")
+                raise ValueError(f"{ancestor} is not writable, so {target} cannot be created")
             return
 
 

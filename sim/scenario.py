@@ -238,6 +238,22 @@ class Scenario:
                     f"{where}: '{name}' is not in the catalog {catalog.path} "
                     f"({tip}known: {', '.join(sorted(table))})"
                 )
+        self._check_capacity_kind(catalog.clouds[self.cloud].kind)
+
+    def _check_capacity_kind(self, kind: str) -> None:
+        """A ``[capacity]`` key of the other kind of cloud would be silently ignored."""
+        c = self.capacity
+        if kind == "faas" and c.workers:
+            raise ScenarioError(
+                f"[capacity].workers = {c.workers}: IaaS workers, but [scenario].cloud "
+                f"'{self.cloud}' is serverless (FaaS); size it with [capacity].concurrency"
+            )
+        if kind == "iaas" and c.concurrency:
+            raise ScenarioError(
+                f"[capacity].concurrency = {c.concurrency}: FaaS instances, but "
+                f"[scenario].cloud '{self.cloud}' is a reserved VM (IaaS); size it with "
+                "[capacity].workers"
+            )
 
 
 def _resolve_path(value: Any, base: Path, where: str, default: str) -> str:

@@ -139,3 +139,152 @@ def test_a_relative_profile_path_is_taken_from_the_scenario_file(tmp_path, monke
     path = scenario_naming(folder, 'profile = "profile_fmnist.npz"')
     monkeypatch.chdir(tmp_path)  # another working folder: the same file is meant
     assert load_scenario(path).profile == str(folder / "profile_fmnist.npz")
+
+
+# -- nothing is written into a training run but by train.py (and its own export) ---------
+@pytest.fixture
+def a_run(tmp_path) -> Path:
+    """A copy of the shipped run (its files and their record)."""
+    import shutil
+
+    run = tmp_path / "runs" / "copy"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "runs" / "default", run)
+    return run
+
+
+def test_outputs_inside_a_training_run_are_refused(a_run, capsys):
+    from runtime_hooks import device, fleet
+
+    before = {p.name: p.read_bytes() for p in a_run.iterdir() if p.is_file()}
+    config = str(a_run / "config.json")
+    commands = [
+        (device.main, ["--server", "127.0.0.1:9", "--json", config]),
+        (device.main, ["--server", "127.0.0.1:9", "--log", str(a_run / "eval_curve.csv")]),
+        (fleet.main, ["--server", "127.0.0.1:9", "--json", config]),
+        (evaluate.main, ["--policies", "edgent", "--json", config]),
+        (evaluate.main, ["--policies", "edgent", "--out", str(a_run / "eval")]),
+    ]
+    for main, argv in commands:
+        refused(capsys, main(argv), "inside the training run", str(a_run))
+    assert before == {p.name: p.read_bytes() for p in a_run.iterdir() if p.is_file()}
+
+
+def test_export_writes_into_its_own_run_only(a_run, tmp_path, capsys):
+    from runtime_hooks import export
+
+    other = tmp_path / "runs" / "other"
+    other.mkdir()
+    (other / "files.sha256.json").write_text("{}")
+    rc = export.main([str(a_run), "--out", str(other / "policy.npz"), "--check", "0"])
+    refused(capsys, rc, f"inside the training run {other}", f"not {a_run}")
+    (tmp_path / "afile").write_text("x")
+    rc = export.main([str(a_run), "--out", str(tmp_path / "afile" / "p.npz"), "--check", "0"])
+    refused(capsys, rc, f"{tmp_path / 'afile'} is a file", "p.npz cannot be created")
+    assert not (other / "policy.npz").exists()
+
+
+def test_export_refuses_a_fleet_run_naming_why(capsys, tmp_path):
+    from runtime_hooks import export
+
+    rc = export.main(["runs/fleet", "--out", str(tmp_path / "p.npz"), "--check", "0"])
+    refused(capsys, rc, "runs/fleet: trained for a fleet of", "single-device")
+
+
+def test_seeds_whose_folders_exist_are_refused_before_the_first_trains(tmp_path, capsys):
+    (tmp_path / "x-seed1").mkdir()
+    rc = train_main("--runs-dir", str(tmp_path), "--name", "x", "--seeds", "0,1")
+    refused(capsys, rc, "x-seed1 exists (seed 1 of --seeds 0,1)")
+    assert not (tmp_path / "x-seed0").exists()
+
+
+def test_a_sweep_never_replaces_a_training_run(a_run, tmp_path, capsys):
+    from agents import sweep
+
+    spec = tmp_path / "s.toml"
+    spec.write_text("[sweep]\ntrials = 1\n[space]\nseed = { int = [0, 3] }\n")
+    argv = [str(spec), "--name", "copy", "--runs-dir", str(a_run.parent), "--overwrite"]
+    refused(capsys, sweep.main(argv), f"{a_run} is a training run", "pick another --name")
+    rc = sweep.main([str(spec), "--name", "s", "--runs-dir", str(a_run / "config.json")])
+    refused(capsys, rc, "--runs-dir", "is a file")
+    assert (a_run / "model.zip").is_file()
+
+
+@pytest.mark.parametrize(
+    "flags, names",
+    [
+        (["--n-envs", "100000"], ["--n-envs: must be at most 1,024", "[ppo].n_envs"]),
+        (["--timesteps", "100000000000"], ["--timesteps", "[ppo].total_timesteps"]),
+        (["--eval-freq", "100000000000"], ["--eval-freq", "[eval].freq"]),
+    ],
+)
+def test_train_flags_are_bounded_naming_the_flag(flags, names, capsys, tmp_path):
+    refused(capsys, train.main(["--runs-dir", str(tmp_path), *flags]), *names)
+
+
+def test_a_bad_config_is_named_before_an_existing_run(a_run, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[ppo]\nn_envs = 0\n")
+    rc = train_main("--runs-dir", str(a_run.parent), "--name", "copy", "--config", str(bad))
+    refused(capsys, rc, str(bad), "[ppo].n_envs")
+
+
+@pytest.mark.parametrize(
+    "flags, names",
+    [
+        (["--episodes", "1000000000"], ["--episodes: must be at most 1,000"]),
+        (["--best-fixed-episodes", "1000000"], ["--best-fixed-episodes: must be at most 100"]),
+        (["--requests", "1000000000000"], ["--requests", "[workload].episode_requests"]),
+        (["--policy", "README.md"], ["--policy README.md: a file, not a run directory"]),
+    ],
+)
+def test_evaluate_flags_are_bounded_and_named(flags, names, capsys):
+    refused(capsys, evaluate.main(flags), *names)
+
+
+def test_a_run_whose_scenario_was_moved_says_so(a_run, tmp_path, capsys):
+    import json
+
+    config = json.loads((a_run / "config.json").read_text())
+    config["scenario"] = str(tmp_path / "gone.toml")
+    (a_run / "config.json").write_text(json.dumps(config))
+    from agents.run_files import seal
+
+    seal(a_run)
+    rc = evaluate.main(["--policy", str(a_run), "--policies", "ppo"])
+    refused(capsys, rc, "gone.toml (its config.json), which no longer exists", "--scenario")
+
+
+def test_the_device_names_a_radio_and_refuses_a_policy_beside_a_bundle(capsys, tmp_path):
+    from runtime_hooks import device
+
+    rc = device.main(["--server", "127.0.0.1:9", "--radio", "lt"])
+    refused(capsys, rc, "--radio lt", "did you mean 'lte'?")
+    rc = device.main(["--server", "127.0.0.1:9", "--bundle", str(tmp_path), "--policy", "edgent"])
+    refused(capsys, rc, "--policy edgent and --bundle", "give one")
+
+
+@pytest.mark.parametrize(
+    "cloud, key, names",
+    [
+        ("faas", "workers = 4", ["[capacity].workers = 4", "serverless", "concurrency"]),
+        ("iaas", "concurrency = 4", ["[capacity].concurrency = 4", "IaaS", "workers"]),
+    ],
+)
+def test_a_capacity_key_of_the_other_kind_of_cloud_is_refused(tmp_path, cloud, key, names):
+    from sim import ScenarioError, load_scenario
+
+    text = SCENARIO.replace('cloud = "faas"', f'cloud = "{cloud}"') + f"\n[capacity]\n{key}\n"
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    for name in names:
+        assert name in str(err.value)
+
+
+def test_a_data_loader_that_does_not_fit_the_model_is_refused_first(tmp_path, capsys):
+    (tmp_path / "mydata.py").write_text("def load():\n    return 7\n")
+    path = scenario_naming(tmp_path, f'data = "{tmp_path / "mydata.py"}:load"')
+    rc = train_main("--runs-dir", str(tmp_path / "runs"), "--scenario", str(path))
+    refused(capsys, rc, str(path), "mydata.py:load")
+    assert not (tmp_path / "runs").exists()
