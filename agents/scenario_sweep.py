@@ -82,6 +82,8 @@ def sweep(scenario_path, source: str, episodes: int, requests: int, seed: int) -
     cloud = (0, env.system.n_thresholds - 1, 0)
     rows = []
     for name, mask in groups.items():
+        if not mask.any():  # e.g. no battery below 0.3 when the episodes start above it
+            continue
         means = {a: float(r[mask].mean()) for a, r in rewards.items()}
         best = max(means, key=means.get)
         lo, hi = (float(bw[mask].min()), float(bw[mask].max()))

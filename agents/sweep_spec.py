@@ -358,7 +358,10 @@ def _scenario(value: Any, sweep_file: Path, where: str) -> Path:
     path = Path(value)
     if not path.is_absolute():
         path = (sweep_file.parent / path).resolve()
-    load_scenario(path).check_references()  # model, data and profile together
+    try:
+        load_scenario(path).check_references()  # model, data and profile together
+    except InputError as exc:
+        raise SweepError(f"{where}: {exc}") from None
     return path
 
 

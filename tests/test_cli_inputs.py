@@ -288,3 +288,16 @@ def test_a_data_loader_that_does_not_fit_the_model_is_refused_first(tmp_path, ca
     rc = train_main("--runs-dir", str(tmp_path / "runs"), "--scenario", str(path))
     refused(capsys, rc, str(path), "mydata.py:load")
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_scenario_sweep_leaves_out_a_group_with_no_request(tmp_path):
+    """Episodes that all start above 30% battery: no 'battery < 0.3' row, no crash."""
+    from agents.scenario_sweep import sweep
+
+    path = tmp_path / "s.toml"
+    assert "initial_min = 0.05" in SCENARIO
+    path.write_text(SCENARIO.replace("initial_min = 0.05", "initial_min = 0.5"))
+    rows = sweep(path, "builtin", 1, 10, 0)["rows"]
+    groups = [row["group"] for row in rows]
+    assert "battery >= 0.3" in groups and "battery < 0.3" not in groups
+    assert all(row["requests"] > 0 for row in rows)
