@@ -25,7 +25,7 @@ the oracle's lead rests on the labels: scored one request at a time at calibrate
 accuracy, an upload rarely beats an early exit on the device once the start of an
 upload regime is counted (a cold FaaS instance, an idle radio: the first upload takes
 most of a second), so this search keeps the work on the device, and the queue it builds
-costs the requests after it. Numbers in BENCHMARKS.md.
+costs the requests after it. Numbers in docs/benchmarks-history.md.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ enough ahead to see those regimes pay, so its score is a reference for what a po
 that cannot see labels could reach with a perfect forecast. It is not an upper bound:
 it considers one action held over the horizon (and, with ``switch_top``, one switch
 after ``hold`` requests), and it does not plan past the horizon.
-Numbers in BENCHMARKS.md.
+Numbers in docs/benchmarks-history.md.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class DevicePlanner(ForesightPlanner):
     (their confidences decide the exits; the score credits calibrated accuracy).
     Arrivals already seen are kept as they are. With ``scenarios=1`` it plans on one
     certainty-equivalent future instead: arrivals exactly at the mean rate, one draw
-    of images. Planning on one future overfits it: measured in BENCHMARKS.md.
+    of images. Planning on one future overfits it: measured in docs/benchmarks-history.md.
 
     ``knows`` hands it back part of the clairvoyant's foresight, to measure what each
     part is worth: ``"link"`` (the trace's true future bandwidth and RTT),

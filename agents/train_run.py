@@ -471,7 +471,8 @@ def train_one(args: TrainArgs, report=None) -> int:
 
 def train_seeds(args: TrainArgs) -> int:
     """One run per seed, then the best on the validation traces becomes runs/NAME:
-    seeds of the same config differ (BENCHMARKS.md), and validation tells them apart."""
+    seeds of the same config differ (docs/benchmarks-history.md), and validation tells
+    them apart."""
     from agents.ppo import RunError
     from agents.run_files import copy_run
     from agents.training import best_validation, checkpoints

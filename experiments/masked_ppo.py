@@ -12,7 +12,7 @@ Training uses ``agents/hyperparams.toml`` (held decisions, calibrated credit, th
 PPO settings and seed) and keeps the best model on the validation traces, as train.py
 does; the test evaluation uses the same episodes as ``evaluate.py --episodes 10``
 (seed 0), with the shipped PPO and Edgent beside it. Results are printed and written to
-``--out``; BENCHMARKS.md reports them. Not part of the product: nothing imports this.
+``--out``; docs/benchmarks-history.md reports them. Not part of the product: nothing imports this.
 
     .venv/bin/python -m experiments.masked_ppo [--timesteps N] [--out DIR]
 """
