@@ -11,6 +11,10 @@ treat a run folder from elsewhere like code (docs/security.md).
 
     python -m agents.run_files RUN            # check every recorded file
     python -m agents.run_files RUN --record   # record the files of a run you trust
+
+The check exits 1 when a recorded file differs or is gone (its finding), 2 when there
+is nothing to check (not a training run, no record, an unreadable record); ``--record``
+writes only into a training run (a folder with ``config.json``), never into any folder.
 """
 
 from __future__ import annotations
@@ -79,6 +83,12 @@ def read_record(run: Path) -> dict[str, str]:
         raise RunFilesError(f"{path}: not a readable JSON file ({exc})") from None
     if not isinstance(record, dict) or not all(isinstance(v, str) for v in record.values()):
         raise RunFilesError(f"{path}: expected an object of file name -> SHA-256")
+    for name in record:
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
+            raise RunFilesError(
+                f"{path}: {name!r} is not a file inside the run (a relative path without '..')"
+            )
     return record
 
 
@@ -125,7 +135,39 @@ def copy_run(source: Path, target: Path, key: str, note: dict) -> Path:
     return target
 
 
+def check_is_run(folder: Path) -> None:
+    """Refuse (``RunFilesError``) a path that is not a training run folder: one that
+    ``train.py`` wrote, with its ``config.json``."""
+    if not folder.is_dir():
+        what = "a file" if folder.exists() else "not found"
+        raise RunFilesError(f"{folder}: {what}; expected a training run folder (runs/NAME)")
+    if not (folder / "config.json").is_file():
+        raise RunFilesError(
+            f"{folder}: not a training run (no config.json); only the folder of a run that "
+            "train.py wrote has its files recorded"
+        )
+
+
+def check_files(run: Path) -> tuple[int, list[str]]:
+    """How many files ``run`` records, and what is wrong with them (changed, damaged or
+    gone), one line each; a missing or unreadable record raises ``RunFilesError``."""
+    record = read_record(run)
+    problems = []
+    for name in record:
+        path = run / name
+        if not path.is_file():
+            problems.append(f"{path}: recorded in {run / RECORD}, but missing")
+            continue
+        try:
+            verify(run, path)
+        except RunFilesError as exc:
+            problems.append(str(exc))
+    return len(record), problems
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Check a run's files against its record (exit 1 where one differs), or record
+    them; an input error (not a run, no or a bad record) is one line, exit 2."""
     parser = argparse.ArgumentParser(description="Check (or record) a run's file hashes.")
     parser.add_argument("run", type=Path, help="training run folder (runs/NAME)")
     parser.add_argument(
@@ -134,19 +176,26 @@ def main(argv: list[str] | None = None) -> int:
         help="record the files as they are now (only for a run you trust)",
     )
     args = parser.parse_args(argv)
-    if not args.run.is_dir():
-        parser.error(f"{args.run}: not a folder")
-    if args.record:
-        seal(args.run)
-        print(f"recorded {len(read_record(args.run))} files in {args.run / RECORD}")
-        return 0
     try:
-        record = read_record(args.run)
-        verify(args.run, *(args.run / name for name in record))
-    except (RunFilesError, FileNotFoundError) as exc:
+        check_is_run(args.run)
+        if args.record:
+            seal(args.run)
+            print(f"recorded {len(read_record(args.run))} files in {args.run / RECORD}")
+            return 0
+        count, problems = check_files(args.run)
+    except RunFilesError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(
+            f"{args.run}: {len(problems)} of {count} recorded files differ from the record "
+            "or are gone",
+            file=sys.stderr,
+        )
         return 1
-    print(f"{args.run}: all {len(record)} recorded files match")
+    print(f"{args.run}: all {count} recorded files match")
     return 0
 
 

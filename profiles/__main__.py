@@ -6,12 +6,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from profiles import DEFAULT_PROFILE
 from profiles.profile_io import ProfileError, load_profile
+from settings.cli import UsageError, output_file
+
+
+def png_out(text: str) -> Path:
+    """``plot --out``: a ``.png`` file whose folder can be created, checked before the
+    profile is read. matplotlib appends ``.png`` to a name without a suffix (a folder
+    ``DIR`` would become ``DIR.png``), so any other name is refused."""
+    path = Path(text)
+    if not path.name.endswith(".png") or path.name == ".png":
+        raise UsageError(f"--out: must name a .png file, got {text}")
+    try:
+        return output_file(path)
+    except ValueError as exc:
+        raise UsageError(f"--out: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,16 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("--out", default="out/codecs.png", help="PNG to write")
     args = parser.parse_args(argv)
     if args.command == "plot":
-        from pathlib import Path
-
         from profiles.plots import codec_tradeoff
 
         try:
+            out = png_out(args.out)
             profile = load_profile(args.file)
-        except ProfileError as exc:
+        except (ProfileError, UsageError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"wrote {codec_tradeoff(profile, Path(args.out))}")
+        print(f"wrote {codec_tradeoff(profile, out)}")
         return 0
     try:
         summary = load_profile(args.file).summary()

@@ -170,11 +170,22 @@ def _build(cls: type, name: str, raw: Any, where: str):
             if required:
                 raise CatalogError(f"{where}.{field_name}: missing")
             continue
-        values[field_name] = check_number(
-            raw[field_name], f"{where}.{field_name}", low=low, low_inclusive=inclusive,
-            high=high, error=CatalogError,
-        )  # fmt: skip
+        at = f"{where}.{field_name}"
+        values[field_name] = _number(raw[field_name], at, low, inclusive, high)
     return cls(**values)
+
+
+def _number(value: Any, where: str, low: float, inclusive: bool, high: float) -> float:
+    """A number of the catalog in range, the range said as a reader would (``must be
+    > 0``, ``must be in (0, 1]``) rather than as the bounds' floats."""
+    value = check_number(value, where, error=CatalogError)  # a number, not NaN
+    below = value < low if inclusive else value <= low
+    if below or value > high:
+        need = f"{'>=' if inclusive else '>'} {low:g}"
+        if high != math.inf:
+            need = f"in {'[' if inclusive else '('}{low:g}, {high:g}]"
+        raise CatalogError(f"{where}: {value} out of range (must be {need})")
+    return value
 
 
 _MEASURED = ("model_hash", "block_s", "exit_s", "encode_s", "measured_on")
@@ -195,8 +206,7 @@ def _measured_times(raw: dict, where: str) -> dict:
         if not isinstance(values, list) or not values:
             raise CatalogError(f"{where}.{name}: expected a list of seconds")
         return tuple(
-            check_number(v, f"{where}.{name}[{i}]", low=0.0, high=3600.0, error=CatalogError)
-            for i, v in enumerate(values)
+            _number(v, f"{where}.{name}[{i}]", 0.0, True, 3600.0) for i, v in enumerate(values)
         )
 
     block_s, exit_s = seconds(raw["block_s"], "block_s"), seconds(raw["exit_s"], "exit_s")
@@ -217,7 +227,7 @@ def _measured_times(raw: dict, where: str) -> dict:
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     path = Path(path)
     raw = read_toml(path, "catalog", CatalogError)
-    check_keys(raw, ("devices", "radios", "clouds", "data_plan"), f"{path}:", CatalogError)
+    check_keys(raw, ("devices", "radios", "clouds", "data_plan"), str(path), CatalogError)
     tables = {}
     for key, cls in (("devices", Device), ("radios", Radio), ("clouds", Cloud)):
         section = raw.get(key)
@@ -231,7 +241,6 @@ def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     if not isinstance(plan, dict) or "usd_per_gb" not in plan:
         raise CatalogError(f"{path}: [data_plan].usd_per_gb: missing")
     check_keys(plan, ("usd_per_gb",), f"{path}: [data_plan]", CatalogError)
-    usd_per_gb = check_number(
-        plan["usd_per_gb"], f"{path}: [data_plan].usd_per_gb", low=0.0, error=CatalogError
-    )
+    at = f"{path}: [data_plan].usd_per_gb"
+    usd_per_gb = _number(plan["usd_per_gb"], at, 0.0, True, math.inf)
     return Catalog(path, tables["devices"], tables["radios"], tables["clouds"], usd_per_gb)

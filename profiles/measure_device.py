@@ -2,6 +2,7 @@
 
     python -m profiles.measure_device --model M:F --name NAME --out device.toml
                                       [--data M:F] [--power-from rpi4] [--repeats 200]
+                                      [--replace]
 
 Run it on the device itself (a Raspberry Pi, a phone under Termux, a laptop). It times
 every block and exit of the model at batch 1 on one thread (median of ``--repeats``
@@ -15,8 +16,9 @@ instead of scaling the profile's host times by GFLOP/s.
 Power cannot be measured from software: the entry's ``active_power_w``,
 ``idle_power_w`` and ``battery_j`` are copied from a catalog device with cited figures
 (``--power-from``), and the entry says so. ``--out`` names a catalog: an existing one
-gains (or replaces) the entry; a new one starts as a copy of the built-in catalog, so
-that its radios and cloud offers are there too.
+gains the entry (one of that name already there is refused, as it may hold cited
+figures and their comments, unless ``--replace``); a new one starts as a copy of the
+built-in catalog, so that its radios and cloud offers are there too.
 """
 
 from __future__ import annotations
@@ -48,11 +50,31 @@ class MeasureArgs:
                               type=str)  # fmt: skip
     power_from: str = option("rpi4", "catalog device whose cited power and battery to use")
     repeats: int = option(200, "timing runs per block, exit and codec", check=at_least(3))
+    replace: bool = option(False, "replace an entry of --name already in --out")
 
     def __post_init__(self) -> None:
         check_options(self)
         if not NAME_PATTERN.fullmatch(self.name):
             raise InputError(f"--name: letters, digits, '_' and '-' only, got {self.name!r}")
+
+
+def check_target(args: MeasureArgs) -> None:
+    """Refuse, before anything is timed, an ``--out`` that is not a valid catalog, a
+    ``--power-from`` it lacks, and a ``--name`` it already has (unless ``--replace``):
+    an entry there may hold cited figures and their comments, which a measured entry
+    would silently lose."""
+    from profiles.catalog import CatalogError, load_catalog
+
+    catalog = load_catalog(args.out if args.out.is_file() else DEFAULT_CATALOG)
+    try:
+        catalog.device(args.power_from)
+    except CatalogError as exc:
+        raise InputError(f"--power-from: {exc}") from None
+    if args.out.is_file() and args.name in catalog.devices and not args.replace:
+        raise InputError(
+            f"--name {args.name}: [devices.{args.name}] already in {args.out}; pick another "
+            "--name or --out (or --replace to replace it)"
+        )
 
 
 def samples_for(spec, data_ref: str | None, n: int = 64) -> np.ndarray:
@@ -130,8 +152,9 @@ def entry_toml(name: str, fields: dict) -> str:
 
 
 def write_entry(out: Path, name: str, fields: dict) -> None:
-    """Add (or replace) the entry in the catalog ``out``, a copy of the built-in one if
-    it does not exist yet; the result is loaded back to check it."""
+    """Add (or replace: ``check_target`` allows that only with ``--replace``) the entry
+    in the catalog ``out``, a copy of the built-in one if it does not exist yet; the
+    result is loaded back to check it."""
     from profiles.catalog import load_catalog
 
     text = out.read_text() if out.is_file() else DEFAULT_CATALOG.read_text()
@@ -150,6 +173,7 @@ def write_entry(out: Path, name: str, fields: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         args = parse(MeasureArgs, argv, __doc__.splitlines()[0])
+        check_target(args)
         fields = measure(args)
         write_entry(args.out, args.name, fields)
         total = sum(fields["block_s"]) * 1e3

@@ -9,6 +9,7 @@ device runs ``head``, the cloud runs ``tail``.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,10 +129,15 @@ class MultiExitCNN(nn.Module):
             raise ValueError(f"cut must be in 0..{self.n_blocks}, got {cut}")
 
 
+WEIGHTS_FORMAT = "splitctl-weights-v1"
+NOT_WEIGHTS = "not a weights file of profiles.train_model"
+UNREADABLE = "not a readable weights file of profiles.train_model"
+
+
 def save_weights(model: MultiExitCNN, path: Path, metadata: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "format": "splitctl-weights-v1",
+        "format": WEIGHTS_FORMAT,
         "arch": model.arch.to_dict(),
         "state_dict": model.state_dict(),
         "metadata": metadata,
@@ -139,11 +145,28 @@ def save_weights(model: MultiExitCNN, path: Path, metadata: dict) -> None:
     torch.save(payload, path)
 
 
+def _not_torch_archive(path: Path) -> str | None:
+    """Why ``path`` cannot be a file ``torch.save`` wrote (a zip archive holding a
+    ``data.pkl``), or ``None``: said plainly, where torch would report a bare
+    ``KeyError`` or an ``enforce fail`` of its C++ reader."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return "not a file torch.save writes"
+    if not any(name.endswith("data.pkl") for name in names):
+        return "a zip archive, but not one torch.save writes"
+    return None
+
+
 def load_model(path: str | Path, *, expected_hash: str | None = None) -> MultiExitCNN:
-    """Load weights saved by ``save_weights``; eval mode. Errors name the file and field."""
+    """Load weights saved by ``save_weights``; eval mode. Errors name the file and field;
+    a file of another kind (another model's weights, a profile) says so first."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
+    if why := _not_torch_archive(path):
+        raise WeightsError(f"{path}: {UNREADABLE} ({why})")
     try:
         # weights_only: tensors and plain containers only, never arbitrary objects.
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -151,9 +174,14 @@ def load_model(path: str | Path, *, expected_hash: str | None = None) -> MultiEx
         first = next((line for line in str(exc).splitlines() if line.strip()), "")
         first = first.split(". ")[0].rstrip(".")  # torch's messages run on for lines
         reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-        raise WeightsError(f"{path}: not a readable weights file ({reason})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != "splitctl-weights-v1":
-        raise WeightsError(f"{path}: field 'format' is not 'splitctl-weights-v1'")
+        raise WeightsError(f"{path}: {UNREADABLE} ({reason})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else None
+        what = f"its format is {found!r}" if isinstance(found, str) else "it has no 'format'"
+        raise WeightsError(
+            f"{path}: {NOT_WEIGHTS} ({what}, not {WEIGHTS_FORMAT!r}: the weights of another "
+            "model are loaded by that model's own build function)"
+        )
     try:
         arch = Architecture.from_dict(payload["arch"])
     except (KeyError, TypeError) as exc:

@@ -10,6 +10,11 @@ measured, and how, is described in ``profiles/profile_io.py``. Latencies are tak
 this host at batch 1 with one thread (median of ``--repeats`` runs after a warm-up);
 everything else is computed on every sample of the ``val`` and ``test`` splits.
 ``--quick`` measures a subset (for tests), never a shipped profile.
+
+``--out`` must end in ``.npz`` (numpy would append it to any other name) and, where it
+exists, be a profile: the command replaces it (``make profile`` re-measures the shipped
+one, the default, on purpose), but never another kind of file, a file inside a
+training run (its files are recorded), nor a shipped profile with a ``--quick`` one.
 """
 
 from __future__ import annotations
@@ -38,8 +43,15 @@ from profiles.multiexit import (
     tail,
     to_model_input,
 )
-from profiles.profile_io import LEAKAGE_METRIC, SPLITS, load_profile, save_profile
-from settings.cli import at_least, check_options, option, output_file, parse, run_cli
+from profiles.profile_io import (
+    LEAKAGE_METRIC,
+    NOT_A_PROFILE,
+    SPLITS,
+    is_profile_file,
+    load_profile,
+    save_profile,
+)
+from settings.cli import UsageError, at_least, check_options, option, output_file, parse, run_cli
 
 console = Console()
 BATCH = 500
@@ -333,8 +345,9 @@ def run(model_ref: str, data_ref: str, out: Path, *, quick: bool, repeats: int,
         "leakage_attack": {"train_samples": leak_train, "epochs": leak_epochs, "eval": LEAK_EVAL},
         "quick": quick,
     }
+    replaced = " (it replaces the profile that was there)" if out.exists() else ""
     save_profile(out, meta, arrays)
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}{replaced}")
 
 
 def remeasure_latency(path: Path, repeats: int, model_ref: str | None = None) -> None:
@@ -365,6 +378,24 @@ def remeasure_latency(path: Path, repeats: int, model_ref: str | None = None) ->
     )
 
 
+def profile_out(path: Path) -> Path:
+    """``--out``: a ``.npz`` file (``np.savez`` appends the suffix to any other name, so
+    the file written would not be the one named) that can be created, outside any
+    training run (``output_file``), and if it exists a profile, which is what the
+    command replaces."""
+    if not path.name.endswith(".npz") or path.name == ".npz":
+        raise ValueError(f"must name a .npz file (a profile), got {path}")
+    output_file(path)
+    if path.exists() and not is_profile_file(path):
+        raise ValueError(f"{path} exists and is {NOT_A_PROFILE}; it is not replaced")
+    return path
+
+
+def _shipped(path: Path) -> bool:
+    """Whether ``path`` is a profile shipped with the project (``profiles/data``)."""
+    return path.resolve().parent == DEFAULT_PROFILE.resolve().parent
+
+
 @dataclass
 class ProfileArgs:
     """The profiler's command line."""
@@ -374,7 +405,7 @@ class ProfileArgs:
     data: str = option(BUILTIN_DATA, "the data's load function, module:function or "
                        "path/to/file.py:function")  # fmt: skip
     out: Path = option(DEFAULT_PROFILE, "the profile to write (.npz)", type=Path,
-                       check=output_file)  # fmt: skip
+                       check=profile_out)  # fmt: skip
     repeats: int = option(400, "timing runs per block and exit", check=at_least(3))
     leak_train: int = option(10000, "training samples of the inversion attack", check=at_least(1))
     leak_epochs: int = option(3, "epochs of the inversion attack", check=at_least(1))
@@ -383,6 +414,15 @@ class ProfileArgs:
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.latency_only and not self.out.exists():
+            raise UsageError(
+                f"--latency-only re-times an existing profile; --out {self.out} does not exist"
+            )
+        if self.quick and not self.latency_only and _shipped(self.out):
+            raise UsageError(
+                f"--quick measures 300 samples per split, never a shipped profile; --out "
+                f"{self.out} is one: name another file"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ Loading needs only numpy, so the simulator and the device runtime can read it.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,14 +255,32 @@ def save_profile(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
     np.savez_compressed(path, meta_json=np.array(json.dumps(meta, sort_keys=True)), **arrays)
 
 
+NOT_NPZ = "not a .npz archive (python -m profiles.profile / runtime_hooks.export write one)"
+NOT_A_PROFILE = "not a profile (made by python -m profiles.profile)"
+
+
+def is_profile_file(path: Path) -> bool:
+    """Whether ``path`` looks like a profile (a zip archive holding ``meta_json``),
+    without loading it: what may be replaced by a new one."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "meta_json.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def read_npz(
     path: Path, what: str, error: type[Exception]
 ) -> tuple[dict[str, np.ndarray], Callable[[str], np.ndarray]]:
     """Every array of an ``.npz`` file (no pickles), and ``need(field)``, which returns
     one or raises ``error`` naming the file and the missing field. A missing or
-    unreadable file raises ``error`` naming it as ``what``."""
+    unreadable file raises ``error`` naming it as ``what``; a file that is not a zip
+    archive at all is said to be no ``.npz`` (numpy itself would try it as a pickle and
+    suggest loading it unsafely, which no file of this project needs)."""
     if not path.is_file():
         raise error(f"{path}: {what} file not found")
+    if not zipfile.is_zipfile(path):
+        raise error(f"{path}: not a readable {what} file: {NOT_NPZ}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
@@ -279,8 +298,9 @@ def read_npz(
 def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
     """Load and validate a profile; every error names the file and the field."""
     path = Path(path)
-    _, need = read_npz(path, "profile", ProfileError)
-
+    data, need = read_npz(path, "profile", ProfileError)
+    if "meta_json" not in data:
+        raise ProfileError(f"{path}: {NOT_A_PROFILE}; it has no field 'meta_json'")
     try:
         meta = json.loads(str(need("meta_json")))
     except json.JSONDecodeError as exc:

@@ -10,6 +10,10 @@ from pathlib import Path
 
 from runtime_hooks.bundle import check_bundle
 from runtime_hooks.policy_file import NumpyPolicy, PolicyFileError
+from settings.cli import UsageError, run_cli, within
+
+MAX_OBSERVATIONS = 1_000_000
+_OBSERVATIONS_WHY = "each is a step of the run's environment and both policies' decision"
 
 
 def check_against_run(folder: str | Path, run: str | Path, observations: int = 1000) -> float:
@@ -31,29 +35,40 @@ def check_against_run(folder: str | Path, run: str | Path, observations: int = 1
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m runtime_hooks.check_bundle DIR [--run RUN]``: check a bundle's files
-    against its manifest and, given its run, its decisions against the run's model."""
+    against its manifest and, given its run, its decisions against the run's model.
+    Exit 1 when they differ; any input error (a bundle or run missing, changed or of
+    another kind, ``--observations`` out of range) is one ``error:`` line, exit 2."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--run", type=Path, help="the training run it was exported from")
-    parser.add_argument("--observations", type=int, default=1000)
+    parser.add_argument(
+        "--observations",
+        type=int,
+        default=1000,
+        help=f"observations to compare the decisions on, 1..{MAX_OBSERVATIONS:,}",
+    )
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
+        try:
+            within(1, MAX_OBSERVATIONS, _OBSERVATIONS_WHY)(args.observations)
+        except ValueError as exc:
+            raise UsageError(f"--observations: {exc}") from None
         if args.run is None:
             manifest = check_bundle(args.bundle)
             print(f"{args.bundle}: {len(manifest['files'])} files match their SHA-256")
             return 0
+        # A missing, changed or fleet run is an InputError naming it: run_cli says it.
         agree = check_against_run(args.bundle, args.run, args.observations)
-    except PolicyFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"{args.bundle}: files match; decides as {args.run} on {agree:.2%} of "
-        f"{args.observations} observations"
-    )
-    return 0 if agree == 1.0 else 1
+        print(
+            f"{args.bundle}: files match; decides as {args.run} on {agree:.2%} of "
+            f"{args.observations} observations"
+        )
+        return 0 if agree == 1.0 else 1
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@ head, one torch thread (a worker is one core), median of ``--repeats`` runs. The
 keeps the model hash, the machine and the command, so a scenario that names it gets a
 clear error when it belongs to another model. The simulator divides these host times
 by the cloud's ``speedup`` and adds its ``overhead_s``, exactly as for batch 1.
+
+Batch sizes go up to ``MAX_BATCH`` (a scenario's largest ``[capacity].max_batch``; the
+simulator extrapolates past the largest size measured) and ``--repeats`` up to
+``MAX_REPEATS``: every cut at every size is timed that many times.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 
 from profiles.cloud_batches import DEFAULT_OUT, FORMAT, rising_from_one
 from profiles.host import describe_machine, median_time
-from settings.cli import at_least, check_options, option, output_file, parse, run_cli
+from settings.cli import check_options, int_list, option, output_file, parse, run_cli, within
 from settings.tables import InputError
 
 
@@ -69,15 +73,22 @@ def _spec(model):
     return check_model(model)
 
 
+MAX_BATCH = 4096  # sim.capacity.Capacity.max_batch's upper limit
+MAX_REPEATS = 1000
+_BATCH_WHY = (
+    "the largest [capacity].max_batch of a scenario; a batch holds that many inputs at "
+    "every cut in memory, and the simulator extrapolates past the largest size measured"
+)
+_REPEATS_WHY = "every cut at every batch size is timed that many times"
+
+
 def _sizes(text: str) -> tuple[int, ...]:
     try:
-        sizes = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(
-            f"--batch-sizes must be integers separated by commas, got {text!r}"
-        ) from None
+        sizes = tuple(int_list(1, MAX_BATCH, _BATCH_WHY)(text))
+    except ValueError as exc:
+        raise InputError(f"--batch-sizes: {exc}") from None
     if not rising_from_one(sizes):
-        raise InputError(f"--batch-sizes must rise from 1, got {text!r}")
+        raise InputError(f"--batch-sizes: must rise from 1 (e.g. 1,2,4,8), got {text!r}")
     return sizes
 
 
@@ -85,7 +96,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 class MeasureArgs:
     scenario: Path | None = option(None, "scenario whose model to time", type=Path)
     batch_sizes: str = option("1,2,4,8,16,32,64", "batch sizes, rising from 1")
-    repeats: int = option(15, "timed runs per point", check=at_least(3))
+    repeats: int = option(15, "timed runs per point", check=within(3, MAX_REPEATS, _REPEATS_WHY))
     out: Path = option(DEFAULT_OUT, "JSON to write", type=Path, check=output_file)
 
     def __post_init__(self) -> None:

@@ -12,9 +12,14 @@ Two formats, as found in ``../shared/traces`` (see its README for the sources):
   traffic), so the radio's documented uplink/downlink ratio is applied later.
 
 All loaders return *downlink capacity* traces; ``Trace.scaled`` makes the uplink.
-Every error names the file and the line. A file larger than ``MAX_TRACE_BYTES``
-(16 MiB, 20x the largest real trace here; ``$SPLITCTL_MAX_TRACE_MB`` changes it) is
-refused before it is read: parsing one holds about 20 bytes of memory per byte of it.
+Every error names the file and the line. A rate above ``MAX_RATE_BPS`` (1 Tbit/s) is
+refused on its line: no radio link comes near it, and a bigger figure is a unit mix-up
+or a corrupt file (its bits/s would overflow the byte counts). A file larger than
+``MAX_TRACE_BYTES`` (16 MiB, 20x the largest real trace here; ``$SPLITCTL_MAX_TRACE_MB``
+changes it) is refused before it is read: parsing one holds about 20 bytes of memory
+per byte of it. A bad ``$SPLITCTL_MAX_TRACE_MB`` is refused once, as a setting
+(``SettingsError``), not as a bad file: loading a folder stops there rather than
+skipping every file for it.
 """
 
 from __future__ import annotations
@@ -26,18 +31,32 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from settings.tables import SettingsError
 from traces.trace import Trace, TraceError, span_problem
 
 FAMILIES = ("hsdpa", "fcc", "oboe", "5g")
 MAX_TRACE_BYTES = 16 * 2**20
+MAX_RATE_BPS = 1e12  # 1 Tbit/s: far above any radio link (5G peaks near 10 Gbit/s)
+_RATE_WHY = (
+    "above 1 Tbit/s, far beyond any radio link (is the column in another unit, or the "
+    "file damaged?)"
+)
 
 
 def max_trace_bytes() -> int:
+    """The size limit of a trace file: ``$SPLITCTL_MAX_TRACE_MB`` MiB, else
+    ``MAX_TRACE_BYTES``. A value that is not a positive number raises ``SettingsError``
+    (an input error, not a ``TraceError``: it is no file's fault)."""
     override = os.environ.get("SPLITCTL_MAX_TRACE_MB")
+    if not override:
+        return MAX_TRACE_BYTES
     try:
-        return int(float(override) * 2**20) if override else MAX_TRACE_BYTES
+        mib = float(override)
     except ValueError:
-        raise TraceError(f"SPLITCTL_MAX_TRACE_MB={override!r} is not a number") from None
+        mib = math.nan
+    if not (math.isfinite(mib) and mib > 0):
+        raise SettingsError(f"SPLITCTL_MAX_TRACE_MB={override!r}: expected a size in MiB (e.g. 32)")
+    return int(mib * 2**20)
 
 
 def check_size(path: Path) -> None:
@@ -75,7 +94,10 @@ def load_two_column(path: str | Path, family: str | None = None) -> Trace:
         if not fields_:
             continue
         if len(fields_) < 2:
-            raise TraceError(f"{path}:{lineno}: expected 2 columns (time_s, Mbit/s), got 1")
+            raise TraceError(
+                f"{path}:{lineno}: expected 2 columns separated by whitespace (time_s Mbit/s), "
+                f"got {line.strip()!r}"
+            )
         try:
             t, mbps = float(fields_[0]), float(fields_[1])
         except ValueError:
@@ -84,6 +106,8 @@ def load_two_column(path: str | Path, family: str | None = None) -> Trace:
             raise TraceError(f"{path}:{lineno}: NaN or infinity in {line.strip()!r}")
         if mbps < 0:
             raise TraceError(f"{path}:{lineno}: negative bandwidth {mbps} Mbit/s")
+        if mbps * 1e6 > MAX_RATE_BPS:
+            raise TraceError(f"{path}:{lineno}: {fields_[1]} Mbit/s is {_RATE_WHY}")
         if times and t <= times[-1]:
             raise TraceError(f"{path}:{lineno}: time {t} does not increase (previous {times[-1]})")
         if times and (problem := span_problem(times[0], t, times[-1])):
@@ -94,7 +118,9 @@ def load_two_column(path: str | Path, family: str | None = None) -> Trace:
         raise TraceError(f"{path}: empty trace (no samples)")
     if not any(r > 0 for r in rates):
         raise TraceError(f"{path}: every throughput sample is 0")
-    return Trace.from_samples(path.name, family or family_of(path), times, rates)
+    return _made(
+        path, lambda: Trace.from_samples(path.name, family or family_of(path), times, rates)
+    )
 
 
 def _parse_5g_time(value: str, where: str) -> float:
@@ -140,6 +166,8 @@ def load_5g_csv(path: str | Path, family: str = "5g") -> Trace:
                 raise TraceError(f"{path}:{lineno}: DL_bitrate is {raw}")
             if kbps < 0:
                 raise TraceError(f"{path}:{lineno}: negative DL_bitrate {kbps}")
+            if kbps * 1e3 > MAX_RATE_BPS:
+                raise TraceError(f"{path}:{lineno}: DL_bitrate {raw} kbit/s is {_RATE_WHY}")
             t = _parse_5g_time(row[i_t].strip(), f"{path}:{lineno}")
             if seconds and t < seconds[-1]:
                 raise TraceError(f"{path}:{lineno}: Timestamp goes back in time")
@@ -157,7 +185,18 @@ def load_5g_csv(path: str | Path, family: str = "5g") -> Trace:
         raise TraceError(f"{path}: every DL_bitrate sample is 0")
     # One sample per second: each holds for one second.
     starts = [t - seconds[0] for t in seconds]
-    return Trace(path.name, family, tuple(starts), tuple(rates), starts[-1] + 1.0)
+    return _made(
+        path, lambda: Trace(path.name, family, tuple(starts), tuple(rates), starts[-1] + 1.0)
+    )
+
+
+def _made(path: Path, make):
+    """``make()``, a ``Trace`` of the file ``path``, its errors naming the file's path
+    (a ``Trace`` knows only the file's name)."""
+    try:
+        return make()
+    except TraceError as exc:
+        raise TraceError(f"{path}: {exc.reason}") from None
 
 
 def load_trace(path: str | Path, family: str | None = None) -> Trace:
@@ -189,6 +228,7 @@ def load_dir(root: str | Path, family: str | None = None, keep=None) -> LoadRepo
     root = Path(root)
     if not root.is_dir():
         raise TraceError(f"{root}: not a directory")
+    max_trace_bytes()  # a bad limit is refused once, before any file
     report = LoadReport()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.name.startswith(".") or path.suffix.lower() in {".md", ".txt_license", ".json"}:

@@ -35,7 +35,13 @@ def span_problem(start_s: float, t_s: float, previous_s: float) -> str | None:
 
 
 class TraceError(InputError):
-    """A trace file or array is malformed; the message names the file and line."""
+    """A trace file or array is malformed; the message names the file and line.
+    ``reason``: the message without the trace's name, for a loader to put the file's
+    path in its place."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = message if reason is None else reason
 
 
 @dataclass(frozen=True)
@@ -52,33 +58,40 @@ class Trace:
     _cum: list[float] = field(init=False, repr=False, compare=False)  # bytes at each start
 
     def __post_init__(self) -> None:
-        starts, rates = self.starts_s, self.rates_bps
-        where = f"trace {self.name!r}"
-        if len(starts) == 0 or len(starts) != len(rates):
-            raise TraceError(f"{where}: needs as many segment starts as rates (>0)")
-        if starts[0] != 0.0:
-            raise TraceError(f"{where}: first segment must start at 0, not {starts[0]}")
-        if any(b <= a for a, b in zip(starts, starts[1:], strict=False)) or not (
-            self.duration_s > starts[-1]
-        ):
-            raise TraceError(f"{where}: segment starts must increase and end before duration")
-        if any(not math.isfinite(r) or r < 0 for r in rates):
-            raise TraceError(f"{where}: rates must be finite and >= 0")
-        if not any(r > 0 for r in rates):
-            raise TraceError(f"{where}: capacity is zero everywhere; nothing could ever cross")
-        if not (math.isfinite(self.rtt_s) and self.rtt_s >= 0):
-            raise TraceError(f"{where}: rtt must be finite and >= 0, got {self.rtt_s}")
-        ends = list(starts[1:]) + [self.duration_s]
+        problem = self._problem()
+        if problem is not None:
+            raise TraceError(f"trace {self.name!r}: {problem}", problem)
+        ends = list(self.starts_s[1:]) + [self.duration_s]
         cum, total = [], 0.0
-        for s, e, r in zip(starts, ends, rates, strict=True):
+        for s, e, r in zip(self.starts_s, ends, self.rates_bps, strict=True):
             cum.append(total)
             total += (e - s) * r / 8.0
         cum.append(total)
         if total * 8.0 / self.duration_s < 1.0:
-            raise TraceError(f"{where}: mean capacity below 1 bit/s; nothing useful can cross")
+            problem = "mean capacity below 1 bit/s; nothing useful can cross"
+            raise TraceError(f"trace {self.name!r}: {problem}", problem)
         object.__setattr__(self, "_cum", cum)
-        object.__setattr__(self, "_starts", list(starts) + [self.duration_s])
-        object.__setattr__(self, "_rates", list(rates))
+        object.__setattr__(self, "_starts", list(self.starts_s) + [self.duration_s])
+        object.__setattr__(self, "_rates", list(self.rates_bps))
+
+    def _problem(self) -> str | None:
+        """What is wrong with the segments, the rates or the RTT, or ``None``."""
+        starts, rates = self.starts_s, self.rates_bps
+        if len(starts) == 0 or len(starts) != len(rates):
+            return "needs as many segment starts as rates (>0)"
+        if starts[0] != 0.0:
+            return f"first segment must start at 0, not {starts[0]}"
+        if any(b <= a for a, b in zip(starts, starts[1:], strict=False)) or not (
+            self.duration_s > starts[-1]
+        ):
+            return "segment starts must increase and end before duration"
+        if any(not math.isfinite(r) or r < 0 for r in rates):
+            return "rates must be finite and >= 0"
+        if not any(r > 0 for r in rates):
+            return "capacity is zero everywhere; nothing could ever cross"
+        if not (math.isfinite(self.rtt_s) and self.rtt_s >= 0):
+            return f"rtt must be finite and >= 0, got {self.rtt_s}"
+        return None
 
     @classmethod
     def from_samples(
