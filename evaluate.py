@@ -150,6 +150,7 @@ def print_table(title: str, rows: dict[str, dict]) -> None:
         ("p99 ms", "latency_p99_ms"),
         ("miss", "deadline_miss_rate"),
         ("mJ/req", "energy_mj"),
+        ("mgCO2e", "carbon_mg_per_request"),
         ("$/M req", "cost_usd_per_million"),
         ("leak", "leakage"),
         ("offload", "offload_fraction"),
@@ -630,8 +631,19 @@ def report(p: EvalPlan, summary: dict, results: dict) -> None:
 
 
 # -- stage 5: files ------------------------------------------------------------------
+def cloud_costs(p: EvalPlan) -> dict:
+    """The cloud tail's bill for a VM, functions and their hybrid at several rates
+    (``agents.cloud_report``, from cut 0), printed and kept in results.json."""
+    from agents.cloud_report import cost_rows, print_rows
+
+    report = cost_rows(p.env.system, cut=0)
+    print_rows(report)
+    return report
+
+
 def write_outputs(p: EvalPlan, summary: dict, results: dict, timings: dict) -> None:
     from agents import plots
+    from agents.cloud_report import plot_costs
 
     args, out = p.args, p.args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -661,6 +673,7 @@ def write_outputs(p: EvalPlan, summary: dict, results: dict, timings: dict) -> N
         "traces": str(args.traces) if args.traces else f"{args.trace_source}:test",
         "policy_run": str(args.policy) if "ppo" in args.names else None,
         "seconds_per_policy": {k: round(v, 2) for k, v in timings.items()},
+        "cloud_costs": cloud_costs(p),
     }
     written = [out / "summary.csv", out / "results.json"]
     (out / "results.json").write_text(json.dumps(payload, indent=2))
@@ -672,9 +685,10 @@ def write_outputs(p: EvalPlan, summary: dict, results: dict, timings: dict) -> N
         plots.latency_cdf(results, p.scenario.workload.deadline_s, out / "latency_cdf.png")
         plots.reward_bars(summary, p.families, out / "reward.png")
         shown = [n for n in ("ppo", "oracle", "spinn", "best_fixed") if n in results]
-        plots.actions_vs_bandwidth(
-            results, shown, p.env.action_space.nvec, out / "actions_vs_bandwidth.png"
-        )
+        if shown:  # none of them evaluated: no such plot
+            plots.actions_vs_bandwidth(
+                results, shown, p.env.action_space.nvec, out / "actions_vs_bandwidth.png"
+            )
         plots.pareto(summary["overall"], out / "pareto.png")
         # PPO beside the best heuristic of this run (and the oracle): where each offloads.
         heuristics = heuristic_names(summary)
@@ -682,6 +696,7 @@ def write_outputs(p: EvalPlan, summary: dict, results: dict, timings: dict) -> N
         best_h = max(heuristics, key=lambda n: overall[n]["reward_mean"], default=None)
         heat = list(dict.fromkeys(n for n in ("ppo", "oracle", best_h) if n in results))
         plots.offload_heatmap(results, heat, out / "offload_by_bandwidth_battery.png")
+        plot_costs(payload["cloud_costs"], out / "cloud_costs.png")
     listed = ", ".join(str(w) for w in written)
     console.print(f"wrote {listed}" + ("" if args.no_plots else f" and plots in {out}"))
 

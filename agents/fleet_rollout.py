@@ -18,8 +18,18 @@ import numpy as np
 
 from envs.fleet_env import OffloadFleetEnv
 
-FLEET_FIELDS = ("reward", "latency_s", "queue_s", "correct", "deadline_miss", "offloaded",
-                "energy_j", "money_usd", "cut")  # fmt: skip
+FLEET_FIELDS = (
+    "reward",
+    "latency_s",
+    "queue_s",
+    "correct",
+    "deadline_miss",
+    "offloaded",
+    "energy_j",
+    "money_usd",
+    "carbon_g",
+    "cut",
+)
 
 
 class BatchedPPO:

@@ -20,6 +20,7 @@ SUMMARY_KEYS = (
     "latency_p99_ms",
     "deadline_miss_rate",
     "energy_mj",
+    "carbon_mg_per_request",
     "cost_usd_per_million",
     "leakage",
     "offload_fraction",

@@ -58,8 +58,10 @@ class Oracle:
             if out.offloaded:  # the part of its radio tail that runs before the next request
                 burned = physics.radio_tail_left_j(st.radio, out.tx_end_s, nxt)
                 energy = energy - out.tail_j + burned
+            carbon = physics.carbon_with_energy_g(s, out, energy)
+            credit = self._credit(out)
             score = s.reward(
-                self._credit(out), out.latency_s, energy, out.money_usd, out.leakage, battery
+                credit, out.latency_s, energy, out.money_usd, out.leakage, battery, carbon
             )
             if score > best_score:
                 best, best_score = a, score

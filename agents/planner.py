@@ -125,6 +125,7 @@ class ForesightPlanner:
                 info["money_usd"],
                 info["leakage"],
                 info["battery_level"],
+                info["carbon_g"],
             )
             if terminated or truncated:
                 return value, True

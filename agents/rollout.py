@@ -55,6 +55,7 @@ STEP_FIELDS = (
     "latency_s",
     "energy_j",
     "money_usd",
+    "carbon_g",
     "sent_bytes",
     "exit_block",
     "offloaded",
@@ -123,7 +124,8 @@ def run_many(env: OffloadEnv, policy, specs: list[EpisodeSpec]) -> dict[str, np.
 # Where ``run_episode``'s info fields are in the kernel's outcome row, and their types.
 _COLUMNS = {
     "latency_s": (K.O_LATENCY, float), "energy_j": (K.O_ENERGY, float),
-    "money_usd": (K.O_MONEY, float), "sent_bytes": (K.O_SENT, int),
+    "money_usd": (K.O_MONEY, float), "carbon_g": (K.O_CARBON, float),
+    "sent_bytes": (K.O_SENT, int),
     "exit_block": (K.O_EXIT_BLOCK, int), "offloaded": (K.O_OFFLOADED, bool),
     "correct": (K.O_CORRECT, bool), "accuracy_expected": (K.O_EXPECTED, float),
     "leakage": (K.O_LEAKAGE, float), "deadline_miss": (K.O_MISS, bool),

@@ -70,6 +70,7 @@ INFO_COLUMNS = {
     "queue_s": K.O_QUEUE,
     "energy_j": K.O_ENERGY,
     "money_usd": K.O_MONEY,
+    "carbon_g": K.O_CARBON,
     "leakage": K.O_LEAKAGE,
     "accuracy_expected": K.O_EXPECTED,
 }

@@ -130,7 +130,8 @@ class OffloadEnv(gym.Env):
       (for example one with an extra cloud that describes a local test server).
 
     ``info`` of every step carries the request's metrics: ``latency_s``, ``energy_j``,
-    ``money_usd``, ``sent_bytes``, ``exit_block``, ``offloaded``, ``correct``,
+    ``money_usd``, ``carbon_g`` (grams of CO2e, device and cloud), ``sent_bytes``,
+    ``exit_block``, ``offloaded``, ``correct``,
     ``accuracy_expected`` (the calibrated accuracy of answers at that exit and
     confidence, what a policy blind to labels can count on), ``leakage``,
     ``deadline_miss``, ``cold_start``, ``battery_level``, the true uplink rate at the
@@ -354,9 +355,9 @@ class OffloadEnv(gym.Env):
         cut, thr, level = self.check_action(action)
         K.step_one(*dev.private_args, cut, thr, level)  # ``dev.step``, its arguments bound once
         # The outcome's first columns are what a step reports, in this order (``sim.kernel``).
-        (latency, wait, device_s, network, cloud, energy, money, sent, exit_block, offloaded,
-         correct, expected, leakage, miss, cold, battery, uplink, arrival_uplink, reward,
-         terminated, truncated) = self._reported.tolist()  # fmt: skip
+        (latency, wait, device_s, network, cloud, energy, money, carbon, sent, exit_block,
+         offloaded, correct, expected, leakage, miss, cold, battery, uplink, arrival_uplink,
+         reward, terminated, truncated) = self._reported.tolist()  # fmt: skip
         self._ended = terminated > 0.0 or truncated > 0.0
         info = {
             "latency_s": latency,
@@ -366,6 +367,7 @@ class OffloadEnv(gym.Env):
             "cloud_s": cloud,
             "energy_j": energy,
             "money_usd": money,
+            "carbon_g": carbon,
             "sent_bytes": int(sent),
             "exit_block": int(exit_block),
             "offloaded": offloaded > 0.0,
@@ -429,7 +431,7 @@ class OffloadEnv(gym.Env):
         return Outcome(
             latency_s=o[K.O_LATENCY], wait_s=o[K.O_WAIT], device_s=o[K.O_DEVICE],
             network_s=o[K.O_NETWORK], cloud_s=o[K.O_CLOUD], energy_j=o[K.O_ENERGY],
-            money_usd=o[K.O_MONEY], sent_bytes=int(o[K.O_SENT]),
+            money_usd=o[K.O_MONEY], carbon_g=o[K.O_CARBON], sent_bytes=int(o[K.O_SENT]),
             exit_block=int(o[K.O_EXIT_BLOCK]), offloaded=o[K.O_OFFLOADED] > 0.0,
             correct=o[K.O_CORRECT] > 0.0, leakage=o[K.O_LEAKAGE], cold_start=o[K.O_COLD] > 0.0,
             deadline_miss=o[K.O_MISS] > 0.0, reward=o[K.O_REWARD], tail_j=o[K.O_TAIL_J],

@@ -50,7 +50,8 @@ class _Potential(gym.Wrapper):
         """The reward's energy term alone for ``joules`` at the current battery level."""
         env = self.env.unwrapped
         level = physics.battery_level(env.system, env.state.battery_j)
-        return -env.system.reward.energy_only(joules, level)
+        carbon = physics.device_carbon_g(env.system, joules)
+        return -env.system.reward.energy_only(joules, level, carbon)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)

@@ -81,6 +81,33 @@ class Cloud:
     billing_granularity_s: float = 0.0
     cold_start_s: float = 0.0
     keep_alive_s: float = 0.0
+    # Its energy while it serves a request (carbon): the power of the vCPU it keeps busy
+    # and its data centre's PUE, on the grid of its region (a [grids.*] entry). The
+    # defaults are Cloud Carbon Footprint's averages for AWS (3.5 W per busy vCPU, PUE
+    # 1.135; cloudcarbonfootprint.org/docs/methodology).
+    grid: str = "world"
+    watts: float = 3.5
+    pue: float = 1.135
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An electricity grid: grams of CO2e per kWh generated, and where the figure is from."""
+
+    name: str
+    description: str
+    g_per_kwh: float
+    source: str
+
+
+# A catalog without a [grids] table gets the world average (Ember's yearly electricity
+# data for 2023, as Statista reports it: 481 gCO2/kWh for the global power sector).
+WORLD = Grid(
+    "world",
+    "the world's average power sector",
+    481.0,
+    "Ember, Yearly Electricity Data 2023 (global power sector, 481 gCO2/kWh)",
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +117,7 @@ class Catalog:
     radios: dict[str, Radio]
     clouds: dict[str, Cloud]
     data_usd_per_gb: float
+    grids: dict[str, Grid]
 
     def device(self, name: str) -> Device:
         return _pick(self.devices, name, "devices", self.path)
@@ -138,12 +166,19 @@ _RULES: dict[type, dict[str, tuple]] = {
         "billing_granularity_s": _OPTIONAL_NN,
         "cold_start_s": _OPTIONAL_NN,
         "keep_alive_s": _OPTIONAL_NN,
+        "watts": _OPTIONAL_NN,
+        "pue": (False, 1.0, True, 10.0),
     },
+    Grid: {"g_per_kwh": (True, 0.0, True, 5000.0)},
 }
 _REQUIRED_BY_KIND = {
     "iaas": ("price_per_s",),
     "faas": ("price_per_gb_s", "price_per_request", "memory_gb", "cold_start_s", "keep_alive_s"),
 }
+
+
+# Text fields besides the description: a grid's source is required, a cloud's grid not.
+_TEXT = {Grid: ("source",), Cloud: ("grid",)}
 
 
 def _build(cls: type, name: str, raw: Any, where: str):
@@ -165,6 +200,12 @@ def _build(cls: type, name: str, raw: Any, where: str):
                 raise CatalogError(f"{where}.{field_name}: missing (required for {kind})")
     if cls is Device:
         values.update(_measured_times(raw, where))
+    for key in _TEXT.get(cls, ()):
+        if key in raw or key == "source":
+            text = raw.get(key)
+            if not isinstance(text, str) or not text:
+                raise CatalogError(f"{where}.{key}: missing or not a string")
+            values[key] = text
     for field_name, (required, low, inclusive, high) in _RULES[cls].items():
         if field_name not in raw:
             if required:
@@ -227,20 +268,32 @@ def _measured_times(raw: dict, where: str) -> dict:
 def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
     path = Path(path)
     raw = read_toml(path, "catalog", CatalogError)
-    check_keys(raw, ("devices", "radios", "clouds", "data_plan"), str(path), CatalogError)
+    known = ("devices", "radios", "clouds", "grids", "data_plan")
+    check_keys(raw, known, str(path), CatalogError)
     tables = {}
-    for key, cls in (("devices", Device), ("radios", Radio), ("clouds", Cloud)):
+    for key, cls in (("devices", Device), ("radios", Radio), ("clouds", Cloud), ("grids", Grid)):
         section = raw.get(key)
+        if key == "grids" and section is None:
+            tables[key] = {"world": WORLD}
+            continue
         if not isinstance(section, dict) or not section:
             raise CatalogError(f"{path}: [{key}] is missing or empty")
         tables[key] = {
             name: _build(cls, name, body, f"{path}: [{key}.{name}]")
             for name, body in section.items()
         }
+    for name, cloud in tables["clouds"].items():
+        if cloud.grid not in tables["grids"]:
+            raise CatalogError(
+                f"{path}: [clouds.{name}].grid: '{cloud.grid}' is not a [grids.*] entry "
+                f"(known: {', '.join(sorted(tables['grids']))})"
+            )
     plan = raw.get("data_plan")
     if not isinstance(plan, dict) or "usd_per_gb" not in plan:
         raise CatalogError(f"{path}: [data_plan].usd_per_gb: missing")
     check_keys(plan, ("usd_per_gb",), f"{path}: [data_plan]", CatalogError)
     at = f"{path}: [data_plan].usd_per_gb"
     usd_per_gb = _number(plan["usd_per_gb"], at, 0.0, True, math.inf)
-    return Catalog(path, tables["devices"], tables["radios"], tables["clouds"], usd_per_gb)
+    return Catalog(
+        path, tables["devices"], tables["radios"], tables["clouds"], usd_per_gb, tables["grids"]
+    )

@@ -43,5 +43,5 @@ class Capacity:
 
 def _batch_times_path(value, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{where}: expected a path or 'builtin', got {value!r}")
+        raise ValueError(f"expected a path or 'builtin', got {value!r}")  # where: added
     return value

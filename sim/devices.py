@@ -81,6 +81,7 @@ def system_arrays(s: System) -> SystemArrays:
     consts[kernel.K_DEADLINE_S] = scenario.workload.deadline_s
     consts[kernel.K_PROBE_INTERVAL_S] = scenario.probe.interval_s
     consts[kernel.K_PROBE_BYTES] = scenario.probe.bytes
+    consts[kernel.K_DEVICE_G_PER_J] = s.device_g_per_j
     consts[kernel.K_REWARD :] = s.reward.weights
     rows = {
         kernel.S_BLOCK_CUM: s.block_cum,
@@ -88,6 +89,7 @@ def system_arrays(s: System) -> SystemArrays:
         kernel.S_EXIT_DEV: s.exit_dev_s,
         kernel.S_CLOUD_TAIL: s.cloud_tail_s,
         kernel.S_CLOUD_USD: s.cloud_usd,
+        kernel.S_CLOUD_CARBON: s.cloud_carbon_g,
         kernel.S_THRESHOLDS: s.thresholds,
         kernel.S_CONSTS: consts,
     }

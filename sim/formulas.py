@@ -21,11 +21,13 @@ LATENCY_RATIO_CAP = 4.0  # a late answer costs at most four deadlines of latency
     W_GAIN,
     W_MONEY,
     W_LEAKAGE,
+    W_CARBON,
     INV_DEADLINE,
     INV_ENERGY_REF,
     INV_MONEY_REF,
-) = range(10)
-N_REWARD_CONSTANTS = 10
+    INV_CARBON_REF,
+) = range(12)
+N_REWARD_CONSTANTS = 12
 
 
 # -- the device ------------------------------------------------------------------------
@@ -105,6 +107,13 @@ def request_money_usd(nbytes: float, usd_per_byte: float, cloud_usd: float) -> f
     return nbytes * usd_per_byte + cloud_usd
 
 
+def request_carbon_g(device_j: float, device_g_per_j: float, cloud_g: float) -> float:
+    """Grams of CO2-equivalent of a request: the device's energy at its grid's carbon
+    intensity, plus the cloud's share (its busy seconds at its power, PUE and grid:
+    ``System.cloud_carbon_g``; 0 when nothing was offloaded)."""
+    return device_j * device_g_per_j + cloud_g
+
+
 def battery_level(battery_j: float, capacity_j: float) -> float:
     """The battery's charge as a fraction of its capacity (0 once it is empty)."""
     return (battery_j if battery_j > 0.0 else 0.0) / capacity_j
@@ -119,6 +128,7 @@ def reward(
     money_usd: float,
     leakage: float,
     battery: float,
+    carbon_g: float,
 ) -> float:
     """The scenario's reward for one request (``sim.reward`` explains each term); ``w``
     holds the weights and references in the ``W_*`` / ``INV_*`` order."""
@@ -130,4 +140,5 @@ def reward(
         - w[W_ENERGY] * (1.0 + w[W_GAIN] * (1.0 - battery)) * energy_j * w[INV_ENERGY_REF]
         - w[W_MONEY] * money_usd * w[INV_MONEY_REF]
         - w[W_LEAKAGE] * leakage
+        - w[W_CARBON] * carbon_g * w[INV_CARBON_REF]
     )

@@ -46,6 +46,7 @@ from traces import queries
     radio_tail_j,
     request_energy_j,
     request_money_usd,
+    request_carbon_g,
     battery_level,
     reward,
 ) = compiled(
@@ -60,6 +61,7 @@ from traces import queries
         "radio_tail_j",
         "request_energy_j",
         "request_money_usd",
+        "request_carbon_g",
         "battery_level",
         "reward",
     ),
@@ -86,12 +88,22 @@ QUEUE_EWMA = 0.3  # weight of the newest answer in a device's smoothed server qu
     K_DEADLINE_S,
     K_PROBE_INTERVAL_S,
     K_PROBE_BYTES,
+    K_DEVICE_G_PER_J,
     K_REWARD,
-) = range(12)
+) = range(13)
 N_CONSTS = K_REWARD + formulas.N_REWARD_CONSTANTS
 # ``small``: rows of per-block, per-cut and per-threshold values, and the constants
 # (``small[S_CONSTS]``, the ``K_*`` above), padded.
-S_BLOCK_CUM, S_EXIT_CUM, S_EXIT_DEV, S_CLOUD_TAIL, S_CLOUD_USD, S_THRESHOLDS, S_CONSTS = range(7)
+(
+    S_BLOCK_CUM,
+    S_EXIT_CUM,
+    S_EXIT_DEV,
+    S_CLOUD_TAIL,
+    S_CLOUD_USD,
+    S_CLOUD_CARBON,
+    S_THRESHOLDS,
+    S_CONSTS,
+) = range(8)
 # ``per_level[P_*, cut, level]``; per sample, what a request reads of it side by side
 # (one cache line, where a plane per field would cost a miss each):
 # ``exits[block - 1, sample, X_*]``, ``finals[cut, level, sample, Y_*]``,
@@ -146,6 +158,7 @@ Q_ARRIVAL, Q_SAMPLE = range(2)
     O_CLOUD,
     O_ENERGY,
     O_MONEY,
+    O_CARBON,
     O_SENT,
     O_EXIT_BLOCK,
     O_OFFLOADED,
@@ -169,9 +182,9 @@ Q_ARRIVAL, Q_SAMPLE = range(2)
     O_TAIL_END,
     O_CUT,
     O_NEXT,
-) = range(30)
+) = range(31)
 N_REPORTED = O_TRUNCATED + 1
-N_OUT = 30  # O_NEXT: when the device decides its next request (after its last: when done)
+N_OUT = 31  # O_NEXT: when the device decides its next request (after its last: when done)
 OBS_COLUMNS = 18  # the single device's 17 features, then the smoothed server queueing
 
 
@@ -302,6 +315,8 @@ def finish_requests(small, per_level, finals, fs, ints, requests, out):
                 c[K_ACTIVE_W], c[K_IDLE_W], o[O_DEVICE], tx_j, tail_j, rtt + cloud_s
             )
             o[O_MONEY] = request_money_usd(nbytes, c[K_USD_PER_BYTE], small[S_CLOUD_USD, cut])
+            cloud_g = small[S_CLOUD_CARBON, cut]
+            o[O_CARBON] = request_carbon_g(o[O_ENERGY], c[K_DEVICE_G_PER_J], cloud_g)
             o[O_CORRECT] = finals[cut, level, i, Y_OK]
             o[O_CREDIT] = finals[cut, level, i, Y_CREDIT]
             o[O_EXPECTED] = finals[cut, level, i, Y_EXPECTED]
@@ -310,6 +325,7 @@ def finish_requests(small, per_level, finals, fs, ints, requests, out):
         else:
             o[O_LATENCY] = o[O_WAIT] + o[O_DEVICE]
             o[O_ENERGY] = request_energy_j(c[K_ACTIVE_W], c[K_IDLE_W], o[O_DEVICE], 0.0, 0.0, 0.0)
+            o[O_CARBON] = request_carbon_g(o[O_ENERGY], c[K_DEVICE_G_PER_J], 0.0)
         o[O_MISS] = 1.0 if o[O_LATENCY] > c[K_DEADLINE_S] else 0.0
         charge_reward(c, o)
 
@@ -325,6 +341,7 @@ def charge_reward(c, o) -> None:
         o[O_MONEY],
         o[O_LEAKAGE],
         o[O_BATTERY_LEVEL],
+        o[O_CARBON],
     )
 
 
@@ -422,6 +439,7 @@ def probe(c, tr, fs, ints, d, done_s, nxt, o):
         record_sample(fs, ints, d, tx_end, nbytes * 8.0 / tx_s)
     o[O_ENERGY] += energy
     o[O_MONEY] += nbytes * c[K_USD_PER_BYTE]
+    o[O_CARBON] += request_carbon_g(energy, c[K_DEVICE_G_PER_J], 0.0)
     charge_reward(c, o)  # again, with the probe's energy and data
 
 

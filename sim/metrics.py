@@ -43,6 +43,7 @@ RECORD_FIELDS = {
     "early_exit": "an early exit answered on the device (not the final classifier)",
     "energy_j": "device energy",
     "money_usd": "cloud and data money",
+    "carbon_g": "grams of CO2e of the device's and the cloud's energy",
     "leakage": "leakage of what was sent",
     "sent_bytes": "bytes sent",
     "queue_s": "the server's queueing time",
@@ -147,6 +148,7 @@ def _costs(rec: dict, battery_capacity_j: float | None) -> dict:
             out["requests_per_charge"] = battery_capacity_j / energy if energy > 0 else math.inf
     for field, key, scale in (
         ("money_usd", "cost_usd_per_million", 1e6),
+        ("carbon_g", "carbon_mg_per_request", 1e3),
         ("leakage", "leakage", 1.0),
         ("sent_bytes", "sent_bytes_per_request", 1.0),
     ):

@@ -81,6 +81,18 @@ def request_energy_j(s: System, device_s: float, radio_j: float, waiting_s: floa
     )
 
 
+def device_carbon_g(s: System, joules: float) -> float:
+    """Grams of CO2e of ``joules`` drawn by the device (its grid's intensity)."""
+    return formulas.request_carbon_g(joules, s.device_g_per_j, 0.0)
+
+
+def carbon_with_energy_g(s: System, outcome, energy_j: float) -> float:
+    """``outcome``'s carbon had its device drawn ``energy_j`` instead (the oracle's
+    radio-tail accounting): the cloud's share stays."""
+    cloud_g = outcome.carbon_g - outcome.energy_j * s.device_g_per_j
+    return formulas.request_carbon_g(energy_j, s.device_g_per_j, cloud_g)
+
+
 def battery_level(s: System, battery_j: float) -> float:
     """The battery's charge as a fraction of its capacity (0 once it is empty)."""
     return formulas.battery_level(battery_j, s.battery_capacity_j)

@@ -86,7 +86,8 @@ class Probe:
 class RewardWeights:
     """r = accuracy*correct - latency*min(L/D, 4) - deadline_miss*[L > D]
     - energy*(1 + energy_battery_gain*(1 - battery))*E/energy_ref_j
-    - money*C/money_ref_usd - leakage*leak"""
+    - money*C/money_ref_usd - leakage*leak - carbon*G/G_ref (G_ref: the grams of
+    energy_ref_j at the device's grid)"""
 
     accuracy: float = _weight(1.0)
     latency: float = _weight(0.2)
@@ -95,6 +96,7 @@ class RewardWeights:
     energy_battery_gain: float = _weight(15.0)
     money: float = _weight(0.05)
     leakage: float = _weight(0.1)
+    carbon: float = _weight(0.0)
     requests_per_charge: float = number(20000.0, low=0.0, low_inclusive=False, high=1e12,
                                         doc="energy_ref_j = battery capacity / this")  # fmt: skip
     money_ref_usd: float = number(1e-6, low=0.0, low_inclusive=False, high=1e6,
@@ -108,7 +110,7 @@ def _fleet_sizes(value: Any, where: str) -> tuple[int, ...]:
     if not isinstance(value, list | tuple) or any(
         isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 100_000 for v in value
     ):
-        raise ValueError(f"{where}: expected a list of device counts 1..100000, got {value!r}")
+        raise ValueError(f"expected a list of device counts 1..100000, got {value!r}")
     return tuple(value)
 
 
@@ -178,6 +180,9 @@ class Scenario:
     )  # fmt: skip
     device: str = custom(_name, "mcu", doc="a [devices.*] entry of the catalog")
     cloud: str = custom(_name, "faas", doc="a [clouds.*] entry of the catalog")
+    grid: str = custom(
+        _name, "world", doc="the device's electricity: a [grids.*] entry of the catalog"
+    )
     radio_by_family: dict[str, str] = custom(
         _radio_table,
         default_factory=lambda: {"hsdpa": "3g", "fcc": "wifi", "oboe": "lte", "5g": "5g"},
@@ -228,6 +233,7 @@ class Scenario:
         catalog = catalog or load_catalog(self.catalog)
         wanted = [("[scenario].device", self.device, catalog.devices),
                   ("[scenario].cloud", self.cloud, catalog.clouds),
+                  ("[scenario].grid", self.grid, catalog.grids),
                   ("[radio].default", self.default_radio, catalog.radios)]  # fmt: skip
         wanted += [(f"[radio].{fam}", r, catalog.radios) for fam, r in self.radio_by_family.items()]
         for where, name, table in wanted:
@@ -293,8 +299,8 @@ def _from_tables(raw: dict, path: Path) -> Scenario:
     head = raw.get("scenario")
     if not isinstance(head, dict):
         raise ScenarioError("[scenario] table is missing")
-    check_keys(head, ("name", "profile", "catalog", "model", "data", "device", "cloud"),
-               "[scenario]", ScenarioError)  # fmt: skip
+    known = ("name", "profile", "catalog", "model", "data", "device", "cloud", "grid")
+    check_keys(head, known, "[scenario]", ScenarioError)
     for key in ("device", "cloud"):
         if key not in head:
             raise ScenarioError(f"[scenario].{key}: missing")
@@ -327,6 +333,7 @@ def _from_tables(raw: dict, path: Path) -> Scenario:
         data=resolve_reference(_checked_ref(head, "data"), base),
         device=head["device"],
         cloud=head["cloud"],
+        grid=head.get("grid", "world"),
         radio_by_family=radio,
         default_radio=default_radio,
         thresholds=grid,

@@ -25,6 +25,8 @@ from sim.reward import Reward
 from sim.scenario import Scenario
 from telemetry.observation import ObservationContext
 
+J_PER_KWH = 3.6e6
+
 
 class Outcome(NamedTuple):
     """Everything one request did (built by ``sim.physics``, by keyword). Times in
@@ -38,6 +40,7 @@ class Outcome(NamedTuple):
     cloud_s: float
     energy_j: float
     money_usd: float
+    carbon_g: float  # grams of CO2e: the device's energy and the cloud's at their grids
     sent_bytes: int
     exit_block: int  # block whose exit answered on the device; 0 when the cloud answered
     offloaded: bool
@@ -90,6 +93,7 @@ class System:
             for cut in range(self.k)
         ]
         self.cloud_usd = [self.cloud_money(busy) for busy in self.cloud_tail_s]  # per cut
+        self._carbon(scenario)
         self.is_faas = c.kind == "faas"
         self.data_usd_per_byte = self.catalog.data_usd_per_gb / 1e9
         battery = scenario.battery.capacity_j or self.device.battery_j
@@ -97,8 +101,15 @@ class System:
         w = scenario.reward
         self.energy_ref_j = battery / w.requests_per_charge
         self.money_ref_usd = w.money_ref_usd
+        self.carbon_ref_g = self.energy_ref_j * self.device_g_per_j
         # The reward of a request (``sim.reward``), for one request or a batch.
-        self.reward = Reward(w, scenario.workload.deadline_s, self.energy_ref_j, w.money_ref_usd)
+        self.reward = Reward(
+            w,
+            scenario.workload.deadline_s,
+            self.energy_ref_j,
+            w.money_ref_usd,
+            self.carbon_ref_g,
+        )
         self._sample_tables(p, accuracy_credit)
         # Leakage the reward charges: 0 where the profile could not measure it (inputs
         # that are not images; ``profile.meta["leakage_reason"]`` says why).
@@ -185,6 +196,17 @@ class System:
             n_thresholds=self.n_thresholds, n_levels=self.n_levels, tail_s=radio.tail_s,
             tail_w=radio.tail_w, keep_alive_s=self.cloud.keep_alive_s,
         )  # fmt: skip
+
+    def _carbon(self, scenario: Scenario) -> None:
+        """Grams of CO2e per joule the device draws (its grid, ``[scenario].grid``), and
+        per cut the grams of the cloud's busy seconds: its power (``watts``) times the
+        data centre's PUE, at the cloud's grid (catalog ``[grids]``, with sources)."""
+        grids, c = self.catalog.grids, self.cloud
+        self.device_grid = grids[scenario.grid]
+        self.cloud_grid = grids[c.grid]
+        self.device_g_per_j = self.device_grid.g_per_kwh / J_PER_KWH
+        cloud_g_per_j = self.cloud_grid.g_per_kwh / J_PER_KWH
+        self.cloud_carbon_g = [busy * c.watts * c.pue * cloud_g_per_j for busy in self.cloud_tail_s]
 
     def cloud_money(self, busy_s: float) -> float:
         c = self.cloud

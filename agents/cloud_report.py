@@ -1,0 +1,137 @@
+"""The cloud tail's bill at several request rates, for a reserved VM, serverless
+functions and the hybrid of the two (``sim.cloud_cost``): the rows evaluate.py prints
+and writes, and the plot of the cost-indifference point.
+
+    python -m agents.cloud_report [--scenario FILE] [--out out/cloud]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from settings.cli import UsageError, option, output_dir, parse, run_cli
+
+RATES_HZ = (0.01, 0.1, 1.0, 10.0, 30.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 3000.0)
+THRESHOLD = 0.9  # the cloud exits' confidence threshold (the scenario's grid has it)
+
+
+def cost_rows(system, cut: int = 0, rates=RATES_HZ) -> dict:
+    """USD per 1,000 requests offloaded at ``cut`` for the catalog's ``iaas`` and
+    ``faas`` clouds and their hybrid, at each rate; and the indifference rate."""
+    from sim.cloud_cost import indifference_rate_hz, tail_cost
+
+    iaas, faas = system.catalog.cloud("iaas"), system.catalog.cloud("faas")
+    grid = system.thresholds
+    threshold = THRESHOLD if THRESHOLD in grid else grid[len(grid) // 2]
+    rows = [asdict(tail_cost(system, iaas, faas, cut, threshold, r)) for r in rates]
+    for row in rows:
+        row["cheapest"] = min(("iaas", "faas", "hybrid"), key=lambda k, row=row: row[k])
+    return {
+        "cut": cut,
+        "threshold": threshold,
+        "iaas": iaas.name,
+        "faas": faas.name,
+        "indifference_rate_hz": indifference_rate_hz(system, iaas, faas, cut),
+        "rows": rows,
+    }
+
+
+def plot_costs(report: dict, path: Path) -> None:
+    """USD per 1,000 requests against the rate (log-log), the indifference point, and
+    the rates where the hybrid is the cheapest shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    rates = np.array([r["rate_hz"] for r in rows])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {
+        "iaas": ("reserved VM (IaaS)", "-"),
+        "faas": ("functions (FaaS)", "--"),
+        "hybrid": ("hybrid: VM then functions", ":"),
+    }
+    for kind, (label, line) in styles.items():
+        ax.plot(rates, [r[kind] for r in rows], line, marker="o", label=label)
+    x = report["indifference_rate_hz"]
+    ax.axvline(x, color="grey", lw=1)
+    ax.annotate(
+        f"indifference\n{x:.2g} req/s",
+        (x, ax.get_ylim()[1]),
+        ha="left",
+        va="top",
+        fontsize=8,
+        xytext=(4, -4),
+        textcoords="offset points",
+    )
+    wins = [
+        r["rate_hz"]
+        for r in rows
+        if r["cheapest"] == "hybrid" and r["hybrid"] < min(r["iaas"], r["faas"]) - 1e-12
+    ]
+    if wins:
+        ax.axvspan(min(wins), max(wins), color="tab:green", alpha=0.12, label="hybrid cheapest")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="offloaded requests per second",
+        ylabel="USD per 1,000 requests",
+        title=f"The cloud tail's bill from cut {report['cut']}",
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@dataclass
+class CloudReportArgs:
+    """The command line of ``python -m agents.cloud_report``."""
+
+    scenario: Path | None = option(None, "scenario TOML (default: built-in)", type=Path)
+    cut: int = option(0, "blocks run on the device before the cloud's tail")
+    out: Path = option(
+        Path("out/cloud"), "folder for cloud_costs.json and .png", type=Path, check=output_dir
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    def run() -> int:
+        from sim import System, load_scenario
+
+        args = parse(CloudReportArgs, argv, "The cloud tail's bill: IaaS, FaaS, hybrid.")
+        system = System(load_scenario(args.scenario))
+        if not 0 <= args.cut < system.k:
+            raise UsageError(f"--cut: blocks on the device, 0..{system.k - 1}, got {args.cut}")
+        report = cost_rows(system, args.cut)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "cloud_costs.json").write_text(json.dumps(report, indent=2))
+        plot_costs(report, args.out / "cloud_costs.png")
+        print_rows(report)
+        print(f"wrote {args.out / 'cloud_costs.json'} and {args.out / 'cloud_costs.png'}")
+        return 0
+
+    return run_cli(run)
+
+
+def print_rows(report: dict) -> None:
+    print(
+        f"USD per 1,000 requests offloaded at cut {report['cut']} (cloud exits at "
+        f"{report['threshold']}); indifference {report['indifference_rate_hz']:.3g} req/s"
+    )
+    print(f"{'req/s':>8} {'IaaS':>10} {'FaaS':>10} {'hybrid':>10}  split  cheapest")
+    for r in report["rows"]:
+        print(
+            f"{r['rate_hz']:>8g} {r['iaas']:>10.3g} {r['faas']:>10.3g} {r['hybrid']:>10.3g}"
+            f"  {r['split']:>5}  {r['cheapest']}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
