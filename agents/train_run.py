@@ -334,19 +334,42 @@ def learn(p: TrainPlan, model, venv, validation, done_steps: int) -> float | Non
     return time.perf_counter() - t0
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 @contextmanager
-def ctrl_c_waits():
-    """Hold a Ctrl-C until the block's files are written (a second one would leave a
-    half-written checkpoint or model). Only the main thread receives Ctrl-C (a Ray
-    Tune trial runs in another, where signal handlers cannot be set)."""
+def _handling(handler):
+    """Every stop signal handled by ``handler`` inside the block. Only the main thread
+    can set handlers (a Ray Tune trial runs in another: it is left as it is)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        if handler is _interrupt and previous[sig] == signal.SIG_IGN:
+            continue  # a SIGINT the parent ignores (nohup, a background job) stays ignored
+        signal.signal(sig, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def sigterm_as_ctrl_c():
+    """SIGTERM (what ``kill``, ``timeout``, CI runners and job schedulers send) stops
+    training as Ctrl-C does: with a checkpoint and the command that resumes."""
+    return _handling(_interrupt)
+
+
+def ctrl_c_waits():
+    """Hold Ctrl-C and SIGTERM until the block's files are written (a second one would
+    leave a half-written checkpoint or model)."""
+    return _handling(signal.SIG_IGN)
 
 
 def save_interrupted(p: TrainPlan, model, venv) -> int:
@@ -414,6 +437,12 @@ def train_one(args: TrainArgs, report=None) -> int:
     p = plan(args)  # before torch is imported: a bad input fails in a second
     if p is None:
         return 0
+    with sigterm_as_ctrl_c():
+        return _train(p, report)
+
+
+def _train(p: TrainPlan, report) -> int:
+    """``train_one`` once its inputs are planned: build, learn, finish."""
     import torch
 
     from agents.ppo import RunError

@@ -330,6 +330,7 @@ class DeviceLoop:
             fallback=fallback,
             deadline_miss=latency > self.deadline_s,
             server_queue_s=sent.server_queue_s if sent else 0.0,
+            carbon_g=physics.request_carbon_g(s, energy, cut if answer.path == "cloud" else None),
         )
         if self.log is not None:
             self.log.write(json.dumps(asdict(result)) + "\n")

@@ -76,6 +76,7 @@ class RequestResult:
     fallback: str | None
     deadline_miss: bool
     server_queue_s: float = 0.0  # the server's queueing alone, as it reports (part of server_s)
+    carbon_g: float = 0.0  # grams of CO2e: its device energy and, answered by the cloud, the tail's
 
 
 def summarise(results: list[RequestResult], requests: int) -> dict:

@@ -209,6 +209,7 @@ def records_of_results(results: list) -> dict:
         "fallback": fallback if len(results) else np.array([], dtype=str),
         "early_exit": path == "exit",
         "energy_j": column("energy_j").astype(float),
+        "carbon_g": column("carbon_g", 0.0).astype(float),
         "sent_bytes": column("sent_bytes").astype(float),
         "queue_s": column("server_queue_s", 0.0).astype(float),
     }

@@ -86,6 +86,13 @@ def device_carbon_g(s: System, joules: float) -> float:
     return formulas.request_carbon_g(joules, s.device_g_per_j, 0.0)
 
 
+def request_carbon_g(s: System, energy_j: float, cloud_cut: int | None) -> float:
+    """Grams of CO2e of a request that drew ``energy_j`` on the device and, when the
+    cloud answered it from ``cloud_cut``, the tail's share (the real device's figure)."""
+    cloud_g = s.cloud_carbon_g[cloud_cut] if cloud_cut is not None else 0.0
+    return formulas.request_carbon_g(energy_j, s.device_g_per_j, cloud_g)
+
+
 def carbon_with_energy_g(s: System, outcome, energy_j: float) -> float:
     """``outcome``'s carbon had its device drawn ``energy_j`` instead (the oracle's
     radio-tail accounting): the cloud's share stays."""

@@ -187,10 +187,20 @@ def tiny_with(values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def interrupt_training(runs: Path, name: str, values: dict, whole_group: bool, delay: float):
+def as_a_terminal_starts_it() -> None:
+    """A terminal's foreground job has SIGINT's default disposition, which Python turns
+    into KeyboardInterrupt. A test run in the background (a CI runner, `make test &`)
+    inherits SIGINT ignored, and Python keeps ignoring it: reset it in the child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupt_training(
+    runs: Path, name: str, values: dict, whole_group: bool, delay: float, sig=signal.SIGINT
+):
     """Start train.py, wait for its "training" line (or ``delay`` seconds from the
-    start when ``delay`` is negative), press Ctrl-C: to the process alone, or as a
-    terminal does, to its whole process group. Returns (code, stderr, seconds to exit)."""
+    start when ``delay`` is negative), press Ctrl-C (``sig``): to the process alone, or
+    as a terminal does, to its whole process group. Returns (code, stderr, seconds to
+    exit)."""
     import os
 
     cfg = runs / f"{name}.toml"
@@ -198,7 +208,8 @@ def interrupt_training(runs: Path, name: str, values: dict, whole_group: bool, d
     args = [a if a != str(runs / "tiny.toml") else str(cfg) for a in train_args(runs)]
     cmd = [sys.executable, *args, "--name", name, "--timesteps", "500000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
+                            text=True, start_new_session=True,
+                            preexec_fn=as_a_terminal_starts_it)  # fmt: skip
     try:
         if delay < 0:
             time.sleep(-delay)
@@ -209,9 +220,9 @@ def interrupt_training(runs: Path, name: str, values: dict, whole_group: bool, d
             time.sleep(delay)
         pressed = time.monotonic()
         if whole_group:
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, sig)
         else:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
         return proc.returncode, err, time.monotonic() - pressed
     finally:
@@ -230,6 +241,14 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(runs, moment, whole_gr
     run_dir = runs / "runs" / name
     assert list((run_dir / "checkpoints").glob("model_*_steps.zip"))
     assert run_files_main([str(run_dir)]) == 0  # the record matches what was written
+
+
+def test_sigterm_stops_training_as_ctrl_c_does(runs):
+    """What `kill`, `timeout` and CI runners send: a checkpoint and how to resume."""
+    code, err, _ = interrupt_training(runs, "int-term", {}, False, 2.0, signal.SIGTERM)
+    assert code == 130, err
+    assert "checkpoint saved" in err and "--name int-term --resume" in err
+    assert "Traceback" not in err
 
 
 def test_ctrl_c_before_training_writes_nothing(runs):

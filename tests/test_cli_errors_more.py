@@ -261,7 +261,7 @@ def test_sim2real_fleet_zero_is_one_error_line_from_the_command_line():
         (["--devices", "5000", "--requests", "5000"], ["--devices", "at most 1,024"]),
         (["--requests", "10000000"], ["--requests", "at most 100,000"]),
         (["--seed", "4294967296"], ["--seed", "0..4294967295"]),
-        (["--policy", "nowhere.npz"], ["--policy", "no such file"]),
+        (["--policy", "nowhere.npz"], ["--policy", "neither a policy file", "edgent"]),
         (["--trace-dir", "nowhere"], ["--trace-dir", "no such folder"]),
     ],
 )

@@ -108,7 +108,8 @@ def test_capacity_is_checked_by_name():
 def test_a_capacity_table_in_a_scenario_file(tmp_path):
     text = (load_scenario.__globals__["DEFAULT_SCENARIO"]).read_text()
     good = tmp_path / "fleet.toml"
-    good.write_text(text + "\n[capacity]\nworkers = 2\nmax_batch = 4\n")
+    iaas = text.replace('cloud = "faas"', 'cloud = "iaas"')  # workers size a VM's queue
+    good.write_text(iaas + "\n[capacity]\nworkers = 2\nmax_batch = 4\n")
     assert load_scenario(good).capacity == Capacity(workers=2, max_batch=4)
     bad = tmp_path / "bad.toml"
     bad.write_text(text + "\n[capacity]\nworker = 2\n")
