@@ -24,6 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from agents.heuristics import HEURISTICS
 from settings.cli import (
     UsageError,
     check_options,
@@ -54,14 +55,7 @@ ALL_POLICIES = (
     "oracle_label_blind",
     "planner_label_blind",
     "planner_device",
-    "edge_only",
-    "edge_only_exits",
-    "cloud_only",
-    "cloud_only_codec",
-    "neurosurgeon",
-    "neurosurgeon_energy",
-    "edgent",
-    "spinn",
+    *HEURISTICS,
     "best_fixed",
     "best_fixed_by_context",
     "random",
@@ -559,6 +553,20 @@ def gap_sentence(share: float, reference: str) -> str:
     return f"PPO closes {share:.1%} of the gap from the best heuristic to {reference}"
 
 
+def print_noise_share(p: EvalPlan, results: dict) -> None:
+    """Where the profile offers activation noise: the share of each policy's offloaded
+    requests that it sent noised."""
+    by_cut = p.env.system.profile.codecs_by_cut
+    if not any(name.startswith("noise") for names in by_cut for name in names):
+        return
+    shares = {
+        name: sum(v for k, v in metrics.codec_share(res, by_cut).items() if k.startswith("noise"))
+        for name, res in results.items()
+    }
+    listed = ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
+    console.print(f"offloaded requests sent with activation noise: {listed}")
+
+
 def which_run_is_which(args: EvalArgs) -> str:
     """One line naming the two PPO rows and what each was trained for."""
     from agents.ppo import read_run_config
@@ -595,6 +603,7 @@ def report(p: EvalPlan, summary: dict, results: dict) -> None:
         )
     if p.args.compare_run is not None:
         console.print(which_run_is_which(p.args))
+    print_noise_share(p, results)
     heuristics = heuristic_names(summary)
     if "ppo" not in summary["overall"] or not heuristics:
         return
@@ -654,9 +663,10 @@ def write_outputs(p: EvalPlan, summary: dict, results: dict, timings: dict) -> N
         for group in ["overall", *p.families]:
             for name, row in summary[group].items():
                 writer.writerow([group, name, *[row[k] for k in keys]])
-    n_cuts = p.env.system.n_cuts
+    n_cuts, by_cut = p.env.system.n_cuts, p.env.system.profile.codecs_by_cut
     for name, res in results.items():
         summary["overall"][name]["cut_share"] = metrics.cut_share(res, n_cuts)
+        summary["overall"][name]["codec_share"] = metrics.codec_share(res, by_cut)
         for fam in p.families:
             summary[fam][name]["cut_share"] = metrics.cut_share(
                 {"cut": res["cut"][res["family"] == fam]}, n_cuts

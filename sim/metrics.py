@@ -175,6 +175,21 @@ def cut_share(records: dict, n_cuts: int) -> list[float]:
     return (np.bincount(cuts, minlength=n_cuts) / max(len(cuts), 1)).tolist()
 
 
+def codec_share(records: dict, codecs_by_cut: list[list[str]]) -> dict[str, float]:
+    """Of the offloaded requests, the share sent with each codec (its name at the cut
+    it was sent from; a level past a cut's own means its last, as in the simulator):
+    which compression, bottleneck or noise a policy uses."""
+    sent = np.asarray(records["offloaded"], dtype=bool)
+    cuts = np.asarray(records["cut"], dtype=np.int64)[sent]
+    levels = np.asarray(records["level"], dtype=np.int64)[sent]
+    names = [
+        codecs_by_cut[c][min(lv, len(codecs_by_cut[c]) - 1)]
+        for c, lv in zip(cuts, levels, strict=True)
+    ]
+    found, counts = np.unique(np.array(names, dtype=str), return_counts=True)
+    return {str(n): float(c / max(sent.sum(), 1)) for n, c in zip(found, counts, strict=True)}
+
+
 def intermediate_share(records: dict, k: int) -> float:
     """The share of requests offloaded at a cut strictly inside a ``k``-block model."""
     cut = np.asarray(records["cut"])

@@ -45,6 +45,24 @@ def pytest_configure(config):
     )
 
 
+def refused(main, argv: list[str], capsys, *names: str) -> str:
+    """Run ``main(argv)`` in-process; assert exit 2 and one ``error:`` line naming each
+    of ``names``; return the line (test modules import it)."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for name in names:
+        assert name in err, err
+    return err
+
+
+def tripwire(*_args, **_kwargs):
+    """Stands in for a command's work: a test fails if the command starts it."""
+    pytest.fail("the command started work before refusing its arguments")
+
+
 @pytest.fixture(scope="session")
 def profile():
     from profiles.profile_io import load_profile

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import refused, tripwire
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = sorted((ROOT / "traces" / "builtin" / "fcc").iterdir())[1]
@@ -24,23 +25,6 @@ search = "random"
 [space]
 "ppo.learning_rate" = { loguniform = [1e-4, 1e-3] }
 """
-
-
-def refused(main, argv: list[str], capsys, *names: str) -> str:
-    """Run ``main(argv)``; assert exit 2 and one ``error:`` line naming each of
-    ``names``; return the line."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    for name in names:
-        assert name in err, err
-    return err
-
-
-def tripwire(*_args, **_kwargs):
-    pytest.fail("the command started work before refusing its arguments")
 
 
 # -- 6: a sweep's --address that never answers ---------------------------------------------

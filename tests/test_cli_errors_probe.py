@@ -14,27 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import refused, tripwire
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = ROOT / "profiles" / "catalog.toml"
 RUN = ROOT / "runs" / "default"
-
-
-def refused(main, argv: list[str], capsys, *names: str) -> str:
-    """Run ``main(argv)``; assert exit 2 and one ``error:`` line naming each of
-    ``names``; return the line."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    for name in names:
-        assert name in err, err
-    return err
-
-
-def tripwire(*_args, **_kwargs):
-    pytest.fail("the command started work before refusing its arguments")
 
 
 @pytest.fixture
