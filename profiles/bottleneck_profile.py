@@ -149,6 +149,16 @@ def add_bottlenecks(profile_path: Path, folder: Path, out: Path, n_train: int, e
             "file": os.path.relpath(Path(load_path(folder, b)).resolve(), out.parent.resolve()),
             "test_accuracy": round(float(row["test"][1].mean()), 4),
         }  # fmt: skip
+    meta["bottlenecks"] = added
+    save_with_levels(profile, arrays, meta, by_cut, new, out)
+    return added
+
+
+def save_with_levels(profile, arrays: dict, meta: dict, by_cut: list, new: dict, out: Path):
+    """Write ``profile``'s ``arrays`` to ``out`` with the levels ``new`` added: by
+    ``(cut, level)``, a row of ``encode_s``, ``leakage`` and per split ``(bytes per
+    sample, correct per sample)``; ``by_cut`` already names them. Other cuts' new
+    levels are padded (no bytes, never right: an action no policy is offered)."""
     levels = max(len(c) for c in by_cut)
     for split in ("val", "test"):
         sent = _pad(arrays[f"{split}_sent_bytes"], levels, 0)
@@ -162,12 +172,10 @@ def add_bottlenecks(profile_path: Path, folder: Path, out: Path, n_train: int, e
         encode[cut, level], leak[cut, level] = row["encode_s"], row["leakage"]
     arrays["encode_host_s"], arrays["leakage"] = encode, leak
     meta["codecs_by_cut"] = by_cut
-    meta["bottlenecks"] = added
     meta.pop("format_version", None)
     if profile.meta["format_version"] == 1:  # the format-2 fields the upgrade filled in
         arrays.pop("block_shape", None)
     save_profile(out, meta, arrays)
-    return added
 
 
 def load_path(folder: Path, b: Bottleneck) -> Path:

@@ -63,3 +63,50 @@ def codec_tradeoff(profile, path: Path) -> Path:
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def pareto_front(accuracy: np.ndarray, leakage: np.ndarray) -> list[int]:
+    """The levels no other beats on both (at least as accurate and as private, and
+    better on one)."""
+
+    def beaten(i: int) -> bool:
+        return any(
+            accuracy[j] >= accuracy[i]
+            and leakage[j] <= leakage[i]
+            and (accuracy[j] > accuracy[i] or leakage[j] < leakage[i])
+            for j in range(len(accuracy))
+        )
+
+    return [i for i in range(len(accuracy)) if not beaten(i)]
+
+
+def privacy_frontier(profile, path: Path) -> None:
+    """Accuracy of the cloud's answer against the leakage of what crossed the uplink
+    (SSIM of the inversion attack), one panel per activation cut: every codec of the
+    cut, the noise levels marked, and the Pareto frontier (no other level is both more
+    accurate and less leaky)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cuts = list(range(1, profile.n_blocks))
+    fig, axes = plt.subplots(1, len(cuts), figsize=(3.4 * len(cuts), 3.4), squeeze=False)
+    test = profile.splits["test"]
+    for ax, cut in zip(axes[0], cuts, strict=True):
+        names = profile.codecs_by_cut[cut]
+        acc = np.array([test.final_correct[cut, lvl].mean() for lvl in range(len(names))])
+        leak = np.array([profile.leakage[cut, lvl] for lvl in range(len(names))])
+        noise = np.array([n.startswith("noise") for n in names])
+        ax.scatter(leak[~noise], acc[~noise], marker="o", label="codecs, bottlenecks")
+        ax.scatter(leak[noise], acc[noise], marker="^", color="tab:red", label="noise")
+        for name, x, y in zip(names, leak, acc, strict=True):
+            ax.annotate(name, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        front = sorted(pareto_front(acc, leak), key=lambda i: leak[i])
+        ax.plot(leak[front], acc[front], "-", color="grey", lw=1, label="Pareto frontier")
+        ax.set(title=f"cut {cut}", xlabel="leakage (SSIM of the inversion)")
+    axes[0][0].set_ylabel("test accuracy of the cloud's answer")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -78,6 +78,9 @@ CODEC_DTYPES = {
     "latent2": "uint2",
     "latent4": "uint4",
     "latent8": "uint8",
+    "noise25": "float16",  # activation noise, sent as float16 (profiles.codecs._Noised)
+    "noise50": "float16",
+    "noise100": "float16",
 }
 
 
