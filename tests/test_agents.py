@@ -197,7 +197,7 @@ def test_label_blind_oracle_picks_the_best_calibrated_local_action(env):
 
     def score(out):
         battery = env.state.battery_j / s.battery_capacity_j
-        return s.reward(out.expected, out.latency_s, out.energy_j, 0.0, 0.0, battery)
+        return s.reward(out.expected, out.latency_s, out.energy_j, 0.0, 0.0, battery, out.carbon_g)
 
     for _ in range(10):
         act = oracle.act_privileged(env)
