@@ -409,7 +409,9 @@ class ProfileArgs:
     repeats: int = option(400, "timing runs per block and exit", check=at_least(3))
     leak_train: int = option(10000, "training samples of the inversion attack", check=at_least(1))
     leak_epochs: int = option(3, "epochs of the inversion attack", check=at_least(1))
-    quick: bool = option(False, "300 samples per split, few timing runs (tests)")
+    quick: bool = option(
+        False, "300 samples per split, at most 30 timing runs and 600 attack samples (tests)"
+    )
     latency_only: bool = option(False, "re-time the latencies of an existing profile (--out)")
 
     def __post_init__(self) -> None:
@@ -432,8 +434,10 @@ def main(argv: list[str] | None = None) -> int:
             explicit = args.model if args.model != BUILTIN_MODEL else None
             remeasure_latency(args.out, args.repeats, explicit)
             return 0
-        if args.quick:
-            args.repeats, args.leak_train, args.leak_epochs = 30, 600, 1
+        if args.quick:  # caps: smaller figures given with it are kept
+            args.repeats = min(args.repeats, 30)
+            args.leak_train = min(args.leak_train, 600)
+            args.leak_epochs = min(args.leak_epochs, 1)
         run(args.model, args.data, args.out, quick=args.quick, repeats=args.repeats,
             leak_train=args.leak_train, leak_epochs=args.leak_epochs)  # fmt: skip
         return 0

@@ -229,8 +229,13 @@ def interrupt_training(
         proc.kill()
 
 
-@pytest.mark.parametrize("whole_group", [False, True], ids=["process", "group"])
-@pytest.mark.parametrize("moment", sorted(CTRL_C_MOMENTS))
+@pytest.mark.parametrize(
+    "moment, whole_group",
+    # A terminal signals the whole foreground group: at every moment. The process
+    # alone (what `kill -INT PID` does) once.
+    [(moment, True) for moment in sorted(CTRL_C_MOMENTS)] + [("rollout", False)],
+    ids=lambda v: v if isinstance(v, str) else ("group" if v else "process"),
+)
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(runs, moment, whole_group):
     name = f"int-{moment}-{whole_group:d}"
     code, err, seconds = interrupt_training(runs, name, CTRL_C_MOMENTS[moment], whole_group, 2.0)

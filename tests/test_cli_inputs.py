@@ -297,7 +297,7 @@ def test_the_scenario_sweep_leaves_out_a_group_with_no_request(tmp_path):
     path = tmp_path / "s.toml"
     assert "initial_min = 0.05" in SCENARIO
     path.write_text(SCENARIO.replace("initial_min = 0.05", "initial_min = 0.5"))
-    rows = sweep(path, "builtin", 1, 10, 0)["rows"]
+    rows = sweep(path, "builtin", 1, 5, 0)["rows"]
     groups = [row["group"] for row in rows]
     assert "battery >= 0.3" in groups and "battery < 0.3" not in groups
     assert all(row["requests"] > 0 for row in rows)

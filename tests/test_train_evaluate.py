@@ -251,9 +251,9 @@ def test_train_with_regime_shaping_and_a_realizable_expert(tmp_path):
         TINY.replace("[eval]", 'reward_shaping = "regime"\nshaping_tail_share = 0.5\n[eval]')
         + '[imitation]\nsteps = 300\nexpert = "best_fixed_by_context"\nexpert_episodes = 1\n'
     )
-    out = train(tmp_path, cfg, "1024")
+    out = train(tmp_path, cfg, "512")  # one rollout of the two shaped envs
     assert "300 best_fixed_by_context decisions" in out.stdout
-    assert "trained 1024 steps" in out.stdout
+    assert "trained 512 steps" in out.stdout
 
 
 def test_train_with_held_actions(tmp_path):
