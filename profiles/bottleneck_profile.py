@@ -26,8 +26,9 @@ import torch
 
 from profiles import DEFAULT_PROFILE, codecs
 from profiles.bottleneck import DEFAULT_DIR, Bottleneck, load
+from profiles.leakage import AttackOptions
 from profiles.profile_io import load_profile, save_profile
-from settings.cli import at_least, check_options, option, output_file, parse, run_cli
+from settings.cli import check_options, option, output_file, parse, run_cli
 from settings.tables import InputError
 
 BATCH = 500
@@ -185,14 +186,12 @@ def load_path(folder: Path, b: Bottleneck) -> Path:
 
 
 @dataclass
-class Args:
+class Args(AttackOptions):
     """The command line."""
 
     profile: Path = option(DEFAULT_PROFILE, "the profile to add the bottlenecks to", type=Path)
     bottlenecks: Path = option(DEFAULT_DIR, "folder of bottleneck files", type=Path)
     out: Path = option(DEFAULT_PROFILE, "the profile to write", type=Path, check=output_file)
-    leak_train: int = option(10000, "training samples of the inversion attack", check=at_least(1))
-    leak_epochs: int = option(3, "epochs of the inversion attack", check=at_least(1))
 
     def __post_init__(self) -> None:
         check_options(self)

@@ -10,10 +10,14 @@ over intact. At cut 0 the attacker holds the decoded image itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from settings.cli import at_least, option
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
@@ -109,3 +113,12 @@ def applicability(input_shape: tuple[int, ...], low: float, high: float) -> str 
             "assume pixel values in [0, 1]"
         )
     return None
+
+
+@dataclass
+class AttackOptions:
+    """The inversion attack's budget: command-line options shared by every command that
+    measures leakage (``profiles.profile``, ``bottleneck_profile``, ``noise_profile``)."""
+
+    leak_train: int = option(10000, "training samples of the inversion attack", check=at_least(1))
+    leak_epochs: int = option(3, "epochs of the inversion attack", check=at_least(1))

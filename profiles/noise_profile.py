@@ -25,8 +25,9 @@ import torch
 
 from profiles import DEFAULT_PROFILE, codecs
 from profiles.bottleneck_profile import BATCH, save_with_levels
+from profiles.leakage import AttackOptions
 from profiles.profile_io import load_profile
-from settings.cli import at_least, check_options, option, output_file, parse, run_cli
+from settings.cli import check_options, option, output_file, parse, run_cli
 from settings.tables import InputError
 
 NOISE_PROFILE = DEFAULT_PROFILE.with_name("profile_fmnist_noise.npz")
@@ -146,7 +147,7 @@ def add_noise_levels(
 
 
 @dataclass
-class NoiseArgs:
+class NoiseArgs(AttackOptions):
     """The command line."""
 
     profile: Path = option(DEFAULT_PROFILE, "the profile to add noise levels to", type=Path)
@@ -154,8 +155,6 @@ class NoiseArgs:
     plot: Path | None = option(
         None, "also draw accuracy against leakage per cut here (.png)", type=Path, check=output_file
     )
-    leak_train: int = option(10000, "training samples of the inversion attack", check=at_least(1))
-    leak_epochs: int = option(3, "epochs of the inversion attack", check=at_least(1))
 
     def __post_init__(self) -> None:
         check_options(self)

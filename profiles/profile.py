@@ -32,7 +32,7 @@ from rich.progress import Progress
 
 from profiles import DEFAULT_PROFILE, codecs
 from profiles.host import describe_machine, median_time
-from profiles.leakage import applicability, reconstruction_ssim, train_inversion
+from profiles.leakage import AttackOptions, applicability, reconstruction_ssim, train_inversion
 from profiles.multiexit import (
     ModelSpec,
     build_model,
@@ -397,7 +397,7 @@ def _shipped(path: Path) -> bool:
 
 
 @dataclass
-class ProfileArgs:
+class ProfileArgs(AttackOptions):
     """The profiler's command line."""
 
     model: str = option(BUILTIN_MODEL, "the model's build function, module:function or "
@@ -407,8 +407,6 @@ class ProfileArgs:
     out: Path = option(DEFAULT_PROFILE, "the profile to write (.npz)", type=Path,
                        check=profile_out)  # fmt: skip
     repeats: int = option(400, "timing runs per block and exit", check=at_least(3))
-    leak_train: int = option(10000, "training samples of the inversion attack", check=at_least(1))
-    leak_epochs: int = option(3, "epochs of the inversion attack", check=at_least(1))
     quick: bool = option(
         False, "300 samples per split, at most 30 timing runs and 600 attack samples (tests)"
     )
