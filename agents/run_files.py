@@ -107,7 +107,9 @@ def verify(run: Path, *files: Path) -> None:
         if sha256(Path(path)) != record[name]:
             raise RunFilesError(
                 f"{path}: its SHA-256 differs from the one {run / RECORD} recorded when the "
-                "run wrote it (changed or damaged since); refusing to load it"
+                "run wrote it (changed or damaged since); refusing to load it. Restore the "
+                "file or train the run again; if you trust the folder as it is, record it "
+                f"with `python -m agents.run_files {run} --record`"
             )
 
 

@@ -85,6 +85,7 @@ def load_runner(scenario=None, device: str = "cpu", weights=None, threads: int =
         raise InputError(f"--device {device}: CUDA is not available on this machine")
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
+    scenario.check_references()  # its model, data and profile together, naming the file
     batch_seconds = None
     if emulate_cloud:
         from sim.cloud import batch_seconds as cloud_batch_seconds

@@ -45,9 +45,16 @@ def batch_seconds(system, capacity: Capacity, max_batch: int | None = None) -> n
     profile's model) divided by the cloud's ``speedup``, plus its ``overhead_s``. The
     simulator charges these and the real server's ``--emulate-cloud`` pads to them."""
     from profiles.cloud_batches import DEFAULT_OUT, load_batch_times
+    from settings.tables import InputError
 
     path = DEFAULT_OUT if capacity.batch_times == "builtin" else capacity.batch_times
-    times = load_batch_times(path, system.profile.model_hash, system.k)
+    try:
+        times = load_batch_times(path, system.profile.model_hash, system.k)
+    except InputError as exc:  # the file and the field that named it
+        raise type(exc)(
+            f"{system.scenario.source}: [capacity].batch_times: {exc} (a file written by "
+            "python -m runtime_hooks.measure_cloud)"
+        ) from None
     table = times.table(capacity.max_batch if max_batch is None else max_batch)
     table /= system.cloud.speedup
     table[:, 1:] += system.cloud.overhead_s

@@ -301,3 +301,27 @@ def test_the_scenario_sweep_leaves_out_a_group_with_no_request(tmp_path):
     groups = [row["group"] for row in rows]
     assert "battery >= 0.3" in groups and "battery < 0.3" not in groups
     assert all(row["requests"] > 0 for row in rows)
+
+
+def test_measure_cloud_names_the_scenario_of_a_bad_model(tmp_path, capsys):
+    from runtime_hooks import measure_cloud
+
+    path = scenario_naming(tmp_path, 'model = "no_such_module:build"')
+    rc = measure_cloud.main(["--scenario", str(path), "--out", str(tmp_path / "b.json")])
+    refused(capsys, rc, str(path), "no_such_module")
+
+
+def test_a_bad_batch_times_file_names_the_scenario_field(tmp_path):
+    from settings.tables import InputError
+    from sim import System, load_scenario
+    from sim.cloud import batch_seconds
+
+    (tmp_path / "bt.json").write_text("{}")
+    iaas = SCENARIO.replace('cloud = "faas"', 'cloud = "iaas"')
+    path = tmp_path / "s.toml"
+    path.write_text(iaas + '\n[capacity]\nworkers = 2\nbatch_times = "bt.json"\n')
+    scenario = load_scenario(path)
+    with pytest.raises(InputError) as err:
+        batch_seconds(System(scenario), scenario.capacity)
+    assert str(path) in str(err.value) and "[capacity].batch_times" in str(err.value)
+    assert "measure_cloud" in str(err.value)
