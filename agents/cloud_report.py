@@ -34,8 +34,8 @@ def cost_rows(system, cut: int = 0, rates=RATES_HZ) -> dict:
     return {
         "cut": cut,
         "threshold": threshold,
-        "iaas": iaas.name,
-        "faas": faas.name,
+        "iaas_cloud": iaas.name,
+        "faas_cloud": faas.name,
         "indifference_rate_hz": indifference_rate_hz(system, iaas, faas, cut),
         "rows": rows,
     }
@@ -125,11 +125,15 @@ def print_rows(report: dict) -> None:
         f"USD per 1,000 requests offloaded at cut {report['cut']} (cloud exits at "
         f"{report['threshold']}); indifference {report['indifference_rate_hz']:.3g} req/s"
     )
-    print(f"{'req/s':>8} {'IaaS':>10} {'FaaS':>10} {'hybrid':>10}  split  cheapest")
+    print(
+        f"{'req/s':>8} {'IaaS':>10} {'FaaS':>10} {'hybrid':>10}  split  cheapest"
+        "   (split: the last block on the VM; - where splitting does not pay)"
+    )
     for r in report["rows"]:
+        split = "-" if r["split"] == report["cut"] else str(r["split"])
         print(
             f"{r['rate_hz']:>8g} {r['iaas']:>10.3g} {r['faas']:>10.3g} {r['hybrid']:>10.3g}"
-            f"  {r['split']:>5}  {r['cheapest']}"
+            f"  {split:>5}  {r['cheapest']}"
         )
 
 

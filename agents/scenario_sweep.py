@@ -27,7 +27,16 @@ from agents.base import FixedPolicy
 from agents.rollout import make_specs, run_many
 from envs.offload_env import OffloadEnv
 from envs.wrappers import env_actions
-from settings.cli import UsageError, check_options, option, output_file, parse, run_cli, within
+from settings.cli import (
+    UsageError,
+    check_options,
+    option,
+    output_file,
+    parse,
+    run_cli,
+    summary_of,
+    within,
+)
 from settings.cli import seed as seed_range
 from sim.scenario import load_scenario
 from traces.sets import SOURCES, load_families
@@ -169,7 +178,7 @@ def run(args: ScenarioSweepArgs) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(lambda: run(parse(ScenarioSweepArgs, argv, __doc__.splitlines()[0])))
+    return run_cli(lambda: run(parse(ScenarioSweepArgs, argv, summary_of(__doc__))))
 
 
 if __name__ == "__main__":

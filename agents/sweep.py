@@ -45,6 +45,7 @@ from settings.cli import (
     parse,
     plain_name,
     run_cli,
+    summary_of,
     within,
 )
 
@@ -417,7 +418,7 @@ def run_sweep(args: SweepArgs) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(lambda: run_sweep(parse(SweepArgs, argv, __doc__.splitlines()[0])))
+    return run_cli(lambda: run_sweep(parse(SweepArgs, argv, summary_of(__doc__))))
 
 
 if __name__ == "__main__":

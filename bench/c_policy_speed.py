@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import write
+from settings.cli import summary_of
 
 TIMER = r"""
 #define _POSIX_C_SOURCE 199309L
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     from runtime_hooks.export import env_observations
     from runtime_hooks.policy_file import NumpyPolicy
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--policy", type=Path, default=Path("runs/default/policy.npz"))
     parser.add_argument("--decisions", type=int, default=200_000)
     args = parser.parse_args(argv)

@@ -20,6 +20,7 @@ from rich.table import Table
 
 import envs  # noqa: F401
 from bench.common import write
+from settings.cli import summary_of
 
 
 def steps_per_second(env: gym.Env, steps: int, seed: int = 0) -> float:
@@ -48,7 +49,7 @@ def ppo_throughput(steps: int, n_envs: int = 4) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--steps", type=int, default=20_000, help="steps per timed block")
     parser.add_argument("--ppo-steps", type=int, default=20_480)
     parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs")

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from bench.common import write
 from bench.env_speed import steps_per_second
+from settings.cli import summary_of
 
 SCENARIOS = {"default": None, "fleet": "envs/scenarios/fleet.toml"}
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     from envs.fleet_env import OffloadFleetEnv
     from sim.scenario import load_scenario
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--sizes", default="1,64,256")
     parser.add_argument("--steps", type=int, default=200, help="fleet steps per timed block")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs")

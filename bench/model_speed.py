@@ -19,6 +19,7 @@ from profiles import DEFAULT_WEIGHTS, codecs
 from profiles.dataset import load_official, to_tensor_input
 from profiles.host import median_time
 from profiles.model import load_model
+from settings.cli import summary_of
 
 
 def _median_us(fn, repeats: int) -> float:
@@ -26,7 +27,7 @@ def _median_us(fn, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--repeats", type=int, default=300)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import write
+from settings.cli import summary_of
 
 
 @dataclass
@@ -134,7 +135,7 @@ def print_report(name: str, out: dict, console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--kill-at", type=float, default=3.0)
     parser.add_argument("--restart-requests", type=int, default=240)

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import write
+from settings.cli import summary_of
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = ROOT / "runs" / "default" / "policy.npz"
@@ -247,7 +248,7 @@ def controller_memory() -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--observations", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)

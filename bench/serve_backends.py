@@ -32,6 +32,7 @@ from rich.table import Table
 
 from bench.common import write
 from bench.runtime_speed import server_load
+from settings.cli import summary_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = {
@@ -87,7 +88,7 @@ def device_load(server_args: list[str], requests: int, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--devices", type=int, default=32)

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import write
+from settings.cli import summary_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +71,7 @@ def ray_start() -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--timesteps", type=int, default=12_500)
     parser.add_argument("--trials", type=int, default=4)
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from settings.cli import summary_of
 from sim import metrics
 
 
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from telemetry.observation import OBS_DIM
     from traces.sets import load_families
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--previous-run", type=Path, required=True)
     parser.add_argument("--previous-profile", type=Path, required=True)
     parser.add_argument("--policy", type=Path, default=Path("runs/default"))

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 from experiments.common import compare_on_test, evaluation_env, shipped_ppo
+from settings.cli import summary_of
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=summary_of(__doc__))
     p.add_argument("run", type=Path, help="the run to compare with runs/default")
     p.add_argument("--out", type=Path, default=Path("out/compare_runs.json"))
     args = p.parse_args(argv)

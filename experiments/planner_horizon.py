@@ -20,12 +20,14 @@ import json
 import time
 from pathlib import Path
 
+from settings.cli import summary_of
+
 
 def main(argv: list[str] | None = None) -> int:
     from agents.planner import DevicePlanner, ForesightPlanner
     from experiments.common import compare_on_test, evaluation_env, shipped_ppo
 
-    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli = argparse.ArgumentParser(description=summary_of(__doc__))
     cli.add_argument("--horizon", type=int, default=40, help="requests simulated per plan")
     cli.add_argument("--hold", type=int, default=8, help="requests each plan is kept for")
     cli.add_argument(

@@ -23,6 +23,7 @@ import numpy as np
 
 from agents.planner import DevicePlanner
 from envs.offload_env import OffloadEnv
+from settings.cli import summary_of
 
 
 class PolicyRollout(DevicePlanner):
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.common import compare_on_test, evaluation_env, shipped_ppo
     from runtime_hooks.policy_file import NumpyPolicy
 
-    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli = argparse.ArgumentParser(description=summary_of(__doc__))
     cli.add_argument("--policy", type=Path, default=Path("runs/default/policy.npz"))
     cli.add_argument("--top", type=int, default=4, help="PPO's most likely actions tried")
     cli.add_argument("--horizon", type=int, default=40, help="requests simulated per plan")

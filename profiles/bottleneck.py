@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from profiles.multiexit import head
+from settings.cli import summary_of
 from settings.tables import InputError
 
 FORMAT = "splitctl-bottleneck-v1"
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             check_options(self)
 
     def run() -> int:
-        args = parse(Args, argv, __doc__.splitlines()[0])
+        args = parse(Args, argv, summary_of(__doc__))
         console = Console()
         torch.set_num_threads(max(1, torch.get_num_threads()))
         model, spec = build_model(args.model)

@@ -28,7 +28,7 @@ from profiles import DEFAULT_PROFILE, codecs
 from profiles.bottleneck import DEFAULT_DIR, Bottleneck, load
 from profiles.leakage import AttackOptions
 from profiles.profile_io import load_profile, save_profile
-from settings.cli import check_options, option, output_file, parse, run_cli
+from settings.cli import check_options, option, output_file, parse, run_cli, summary_of
 from settings.tables import InputError
 
 BATCH = 500
@@ -199,7 +199,7 @@ class Args(AttackOptions):
 
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
-        args = parse(Args, argv, __doc__.splitlines()[0])
+        args = parse(Args, argv, summary_of(__doc__))
         added = add_bottlenecks(args.profile, args.bottlenecks, args.out, args.leak_train,
                                 args.leak_epochs)  # fmt: skip
         print(json.dumps(added, indent=2))

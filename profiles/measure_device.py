@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from profiles import DEFAULT_CATALOG, codecs
-from settings.cli import at_least, check_options, option, output_file, parse, run_cli
+from settings.cli import at_least, check_options, option, output_file, parse, run_cli, summary_of
 from settings.tables import InputError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
@@ -172,7 +172,7 @@ def write_entry(out: Path, name: str, fields: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
-        args = parse(MeasureArgs, argv, __doc__.splitlines()[0])
+        args = parse(MeasureArgs, argv, summary_of(__doc__))
         check_target(args)
         fields = measure(args)
         write_entry(args.out, args.name, fields)

@@ -27,7 +27,7 @@ from profiles import DEFAULT_PROFILE, codecs
 from profiles.bottleneck_profile import BATCH, save_with_levels
 from profiles.leakage import AttackOptions
 from profiles.profile_io import load_profile
-from settings.cli import check_options, option, output_file, parse, run_cli
+from settings.cli import check_options, option, output_file, parse, run_cli, summary_of
 from settings.tables import InputError
 
 NOISE_PROFILE = DEFAULT_PROFILE.with_name("profile_fmnist_noise.npz")
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         import json
 
-        args = parse(NoiseArgs, argv, __doc__.splitlines()[0])
+        args = parse(NoiseArgs, argv, summary_of(__doc__))
         added = add_noise_levels(args.profile, args.out, args.leak_train, args.leak_epochs)
         print(json.dumps(added, indent=2))
         print(f"wrote {args.out}")

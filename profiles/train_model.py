@@ -21,6 +21,7 @@ from torch import nn
 from profiles import DEFAULT_WEIGHTS
 from profiles.dataset import load_splits, to_tensor_input
 from profiles.model import MultiExitCNN, model_hash, save_weights
+from settings.cli import summary_of
 
 console = Console()
 
@@ -112,7 +113,7 @@ def training_record(model, splits, epochs: int, seed: int, seconds: float) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)

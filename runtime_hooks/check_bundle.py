@@ -6,11 +6,13 @@ the run it was exported from.
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 from runtime_hooks.bundle import check_bundle
 from runtime_hooks.policy_file import NumpyPolicy, PolicyFileError
-from settings.cli import UsageError, run_cli, within
+from settings.cli import UsageError, run_cli, summary_of, within
 
 MAX_OBSERVATIONS = 1_000_000
 _OBSERVATIONS_WHY = "each is a step of the run's environment and both policies' decision"
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     another kind, ``--observations`` out of range) is one ``error:`` line, exit 2."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(main.__doc__))
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--run", type=Path, help="the training run it was exported from")
     parser.add_argument(
@@ -62,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         # A missing, changed or fleet run is an InputError naming it: run_cli says it.
         agree = check_against_run(args.bundle, args.run, args.observations)
+        source = json.loads((args.bundle / "manifest.json").read_text()).get("source_run")
+        if agree < 1.0 and source and Path(source).resolve() != args.run.resolve():
+            print(
+                f"error: {args.bundle} was exported from {source}, not {args.run}: check it "
+                f"against --run {source}",
+                file=sys.stderr,
+            )
         print(
             f"{args.bundle}: files match; decides as {args.run} on {agree:.2%} of "
             f"{args.observations} observations"

@@ -34,6 +34,7 @@ from settings.cli import (
     parse,
     positive,
     run_cli,
+    summary_of,
     within,
 )
 from settings.cli import seed as seed_range
@@ -237,7 +238,7 @@ def server_summary(link, address: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(lambda: run_device(parse(DeviceArgs, argv, __doc__.splitlines()[0])))
+    return run_cli(lambda: run_device(parse(DeviceArgs, argv, summary_of(__doc__))))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime_hooks.policy_file import NumpyPolicy, PolicyFileError, PolicyMeta, from_sb3
+from settings.cli import summary_of
 
 
 def export_run(run_dir: str | Path, best: bool = True):
@@ -126,7 +127,7 @@ def _target_problem(run: Path, out: Path | None, bundle: Path | None) -> str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("run", help="training run directory (runs/NAME)")
     parser.add_argument("--out", type=Path, help="policy file to write (.npz)")
     parser.add_argument("--bundle", type=Path, help="device bundle folder to write (numpy and C)")
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     from settings.tables import InputError
+    from sim.scenario import DEFAULT_SCENARIO
 
     try:
         policy, ppo, env = export_run(args.run, best=not args.final)
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.bundle is not None:
-        from agents.ppo import run_scenario_path
+        from agents.ppo import portable_path, run_scenario_path
         from profiles.multiexit import model_for_profile
         from runtime_hooks.bundle import check_bundle, write_bundle
 
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             policy,
             args.bundle,
             system=env.system,
-            scenario_path=str(run_scenario_path(args.run)),
+            # where the run's scenario lies in the project, not this machine's path
+            scenario_path=portable_path(run_scenario_path(args.run) or DEFAULT_SCENARIO),
             model=model,
         )
         check_bundle(args.bundle)

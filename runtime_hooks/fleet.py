@@ -39,7 +39,16 @@ from pathlib import Path
 import numpy as np
 
 from runtime_hooks.device_loop import policy_choice
-from settings.cli import UsageError, check_options, option, output_file, parse, run_cli, within
+from settings.cli import (
+    UsageError,
+    check_options,
+    option,
+    output_file,
+    parse,
+    run_cli,
+    summary_of,
+    within,
+)
 from settings.cli import seed as seed_range
 from settings.tables import InputError
 from sim import metrics
@@ -314,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         from sim import load_scenario
 
-        args = parse(FleetArgs, argv, __doc__.splitlines()[0])
+        args = parse(FleetArgs, argv, summary_of(__doc__))
         address = args.address
         ensure_file_descriptors(args.devices)
         scenario = load_scenario(args.scenario or FLEET_SCENARIO)

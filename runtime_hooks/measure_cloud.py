@@ -28,7 +28,16 @@ import numpy as np
 
 from profiles.cloud_batches import DEFAULT_OUT, FORMAT, rising_from_one
 from profiles.host import describe_machine, median_time
-from settings.cli import check_options, int_list, option, output_file, parse, run_cli, within
+from settings.cli import (
+    check_options,
+    int_list,
+    option,
+    output_file,
+    parse,
+    run_cli,
+    summary_of,
+    within,
+)
 from settings.tables import InputError
 
 
@@ -106,7 +115,7 @@ class MeasureArgs:
 
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
-        args = parse(MeasureArgs, argv, __doc__.splitlines()[0])
+        args = parse(MeasureArgs, argv, summary_of(__doc__))
         result = measure(args.scenario, _sizes(args.batch_sizes), args.repeats)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

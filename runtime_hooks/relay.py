@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from settings.cli import summary_of
 from traces.trace import Trace
 
 SPIN_S = 0.002  # deliver by yielding, not by timer, within this much of the due time
@@ -208,7 +209,7 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--listen", type=int, default=9301, help="port the device connects to")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--upstream", required=True, help="server HOST:PORT")

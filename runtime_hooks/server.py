@@ -59,6 +59,7 @@ from settings.cli import (
     port,
     positive,
     run_cli,
+    summary_of,
     within,
 )
 from settings.tables import InputError
@@ -530,7 +531,7 @@ async def serve(args: ServerArgs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
-        asyncio.run(serve(parse(ServerArgs, argv, __doc__.splitlines()[0])))
+        asyncio.run(serve(parse(ServerArgs, argv, summary_of(__doc__))))
         return 0
 
     return run_cli(run)

@@ -60,6 +60,7 @@ from settings.cli import (
     output_file,
     parse,
     run_cli,
+    summary_of,
     within,
 )
 from settings.cli import seed as seed_range
@@ -558,7 +559,7 @@ def print_summary(summary: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     def command() -> int:
-        args = parse(Sim2RealArgs, argv, __doc__.splitlines()[0])
+        args = parse(Sim2RealArgs, argv, summary_of(__doc__))
         if args.fleet is not None:
             from runtime_hooks.fleet_compare import main_fleet
 

@@ -94,6 +94,12 @@ def check_options(args: Any) -> None:
             raise UsageError(f"{name}: {exc}") from None
 
 
+def summary_of(doc: str | None) -> str:
+    """A module docstring's first paragraph on one line: a command's ``--help``
+    description (its first line alone can stop mid-sentence)."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 def parse(cls: type, argv: list[str] | None, description: str):
     """Parse ``argv`` into ``cls`` (validated)."""
     namespace = parser_for(cls, description).parse_args(argv)

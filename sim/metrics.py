@@ -197,11 +197,16 @@ def intermediate_share(records: dict, k: int) -> float:
     return float(inside.mean())
 
 
+MIN_GAP = 1e-3  # reward per request: far below any difference a table shows
+
+
 def gap_closed(policy: float, baseline: float, reference: float) -> float:
     """The share of the gap from ``baseline`` (the best heuristic) to ``reference`` (a
-    clairvoyant or label-blind planner) that ``policy``'s reward closes."""
+    clairvoyant or label-blind planner) that ``policy``'s reward closes; NaN where the
+    reference is not ``MIN_GAP`` above the baseline (a share of a rounding error means
+    nothing)."""
     gap = reference - baseline
-    return (policy - baseline) / gap if gap > 0 else float("nan")
+    return (policy - baseline) / gap if gap > MIN_GAP else float("nan")
 
 
 def records_of_results(results: list) -> dict:

@@ -80,3 +80,14 @@ def test_nothing_answered_is_all_lost_not_an_error():
     s = summarise(records_of_results([]), requests=3)
     assert s["answered"] == 0 and s["lost"] == 3 and s["accuracy"] is None
     assert s["offload_fraction"] == 0.0
+
+
+def test_the_gap_closed_needs_a_gap():
+    """A reference a rounding error above the baseline gives no share (it once printed
+    -3,710,368%), a real one does."""
+    import math
+
+    from sim.metrics import gap_closed
+
+    assert math.isnan(gap_closed(0.9, 0.9993, 0.9993 + 1e-7))
+    assert gap_closed(0.45, 0.40, 0.50) == pytest.approx(0.5)

@@ -10,13 +10,14 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from settings.cli import summary_of
 from traces.loaders import FAMILIES
 from traces.sets import load_families
 from traces.synthetic import PARAMS_FILE, fit, save_params
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--source", default="shared", choices=["shared", "builtin"])
     args = parser.parse_args(argv)
     traces, errors = load_families(args.source, FAMILIES, split="train")

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from settings.cli import summary_of
+
 WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "mobilenet_fmnist.pt"
 FORMAT = "splitctl-state-v1"
 # (expansion, output channels, stride) of each inverted residual; block 1 also has the stem.
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from profiles.multiexit import model_hash
     from profiles.train_model import console, fit, training_record
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=summary_of(__doc__))
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=4e-3)
