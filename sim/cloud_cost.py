@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from profiles.catalog import Cloud
+from sim.formulas import faas_call_usd
 from sim.system import System, early_exit_conf, first_exits
 
 KINDS = ("iaas", "faas", "hybrid")
@@ -81,9 +82,10 @@ def iaas_usd(cloud: Cloud, busy_s: float, rate_hz: float) -> float:
 
 def faas_usd(cloud: Cloud, busy_s: float) -> float:
     """Per call: the request fee and the billed GB-seconds."""
-    g = cloud.billing_granularity_s
-    billed = math.ceil(busy_s / g - 1e-9) * g if g > 0 else busy_s
-    return cloud.price_per_request + cloud.price_per_gb_s * cloud.memory_gb * billed
+    c = cloud
+    return faas_call_usd(
+        busy_s, c.billing_granularity_s, c.price_per_request, c.price_per_gb_s, c.memory_gb
+    )
 
 
 def tail_cost(

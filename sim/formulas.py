@@ -10,6 +10,8 @@ it everywhere at once.
 
 from __future__ import annotations
 
+import math
+
 LATENCY_RATIO_CAP = 4.0  # a late answer costs at most four deadlines of latency
 
 # The reward's constants, in ``RewardWeights`` order, then the references' inverses.
@@ -100,6 +102,20 @@ def request_energy_j(
     """Device energy of a request: compute, the radio (transmit and tail), and idle
     power while it waits for the answer (``waiting_s``: RTT and cloud time)."""
     return active_w * device_s + tx_j + tail_j + idle_w * waiting_s
+
+
+def faas_call_usd(
+    busy_s: float,
+    granularity_s: float,
+    price_per_request: float,
+    price_per_gb_s: float,
+    memory_gb: float,
+) -> float:
+    """What one serverless call costs: the request fee and its GB-seconds, its busy
+    time billed in whole ``granularity_s`` steps (0: to the second's fraction)."""
+    steps = math.ceil(busy_s / granularity_s - 1e-9) if granularity_s > 0 else 0
+    billed = steps * granularity_s if granularity_s > 0 else busy_s
+    return price_per_request + price_per_gb_s * memory_gb * billed
 
 
 def request_money_usd(nbytes: float, usd_per_byte: float, cloud_usd: float) -> float:

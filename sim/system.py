@@ -14,13 +14,13 @@ Built once per environment from the scenario, the measured profile and the catal
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
 from profiles.catalog import Catalog, Cloud, Device, Radio, load_catalog
 from profiles.profile_io import Profile, load_profile
+from sim import formulas
 from sim.reward import Reward
 from sim.scenario import Scenario
 from telemetry.observation import ObservationContext
@@ -211,9 +211,13 @@ class System:
     def cloud_money(self, busy_s: float) -> float:
         c = self.cloud
         if c.kind == "faas":
-            g = c.billing_granularity_s
-            billed = math.ceil(busy_s / g - 1e-9) * g if g > 0 else busy_s
-            return c.price_per_request + c.price_per_gb_s * c.memory_gb * billed
+            return formulas.faas_call_usd(
+                busy_s,
+                c.billing_granularity_s,
+                c.price_per_request,
+                c.price_per_gb_s,
+                c.memory_gb,
+            )
         return c.price_per_s * busy_s / c.utilisation
 
     def describe(self) -> dict:
