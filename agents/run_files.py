@@ -92,11 +92,26 @@ def read_record(run: Path) -> dict[str, str]:
     return record
 
 
-def verify(run: Path, *files: Path) -> None:
-    """Refuse (``RunFilesError`` naming the file) unless each of ``files`` has the hash
-    ``run`` recorded when it wrote it."""
+def update_record(run: Path, *files: Path) -> None:
+    """Record the hashes of ``files`` that ``run`` just wrote (a checkpoint, the curve,
+    the best model), the others' as they were: one hash per file written, where
+    ``seal`` would hash every checkpoint again at every validation. A run without a
+    record yet (interrupted before its first) is sealed whole."""
     run = Path(run)
+    if not (run / RECORD).is_file():
+        seal(run)
+        return
     record = read_record(run)
+    for path in files:
+        record[Path(path).relative_to(run).as_posix()] = sha256(Path(path))
+    _write(run, record)
+
+
+def verify(run: Path, *files: Path, record: dict[str, str] | None = None) -> None:
+    """Refuse (``RunFilesError`` naming the file) unless each of ``files`` has the hash
+    ``run`` recorded when it wrote it (``record``: the record, when already read)."""
+    run = Path(run)
+    record = read_record(run) if record is None else record
     for path in files:
         name = Path(path).relative_to(run).as_posix()
         if name not in record:
@@ -118,9 +133,7 @@ def record_file(path: Path) -> None:
     exporter writing ``runs/NAME/policy.npz``)."""
     run = Path(path).resolve().parent
     if (run / RECORD).is_file():
-        record = read_record(run)
-        record[Path(path).name] = sha256(Path(path))
-        _write(run, record)
+        update_record(run, Path(path).resolve())
 
 
 def copy_run(source: Path, target: Path, key: str, note: dict) -> Path:
@@ -161,7 +174,7 @@ def check_files(run: Path) -> tuple[int, list[str]]:
             problems.append(f"{path}: recorded in {run / RECORD}, but missing")
             continue
         try:
-            verify(run, path)
+            verify(run, path, record=record)
         except RunFilesError as exc:
             problems.append(str(exc))
     return len(record), problems

@@ -16,7 +16,7 @@ import numpy as np
 
 from agents.hyperparams import NormalizeSettings, PPOSettings
 from agents.ppo import RunError, read_run_config
-from agents.run_files import seal, verify
+from agents.run_files import update_record, verify
 
 CURVE_HEADER = "timesteps,mean_reward,ci95,accuracy,deadline_miss_rate\n"
 
@@ -208,7 +208,7 @@ def save_checkpoint(run: Path, model, venv) -> Checkpoint:
     ckpt.model.parent.mkdir(parents=True, exist_ok=True)
     model.save(ckpt.model)
     venv.save(str(ckpt.vecnormalize))
-    seal(run)
+    update_record(run, ckpt.model, ckpt.vecnormalize)
     return ckpt
 
 
@@ -277,11 +277,13 @@ def validation_callback(run: Path, venv, validate, table, freq: int, ckpt_freq: 
             with curve_csv.open("a") as fh:
                 fh.write(",".join(f"{v:.6f}" if isinstance(v, float) else str(v)
                                   for v in row.values()) + "\n")  # fmt: skip
+            written = [curve_csv]
             if mean > self.best:
                 self.best = mean
                 self.model.save(run / "best_model.zip")
                 (run / "best_vecnormalize.json").write_text(json.dumps(norm.to_json()))
-            seal(run)
+                written += [run / "best_model.zip", run / "best_vecnormalize.json"]
+            update_record(run, *written)
             if report is not None:  # after the best model is saved: a stop may follow
                 report(row)
 
