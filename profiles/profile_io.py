@@ -299,23 +299,7 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
     """Load and validate a profile; every error names the file and the field."""
     path = Path(path)
     data, need = read_npz(path, "profile", ProfileError)
-    if "meta_json" not in data:
-        raise ProfileError(f"{path}: {NOT_A_PROFILE}; it has no field 'meta_json'")
-    try:
-        meta = json.loads(str(need("meta_json")))
-    except json.JSONDecodeError as exc:
-        raise ProfileError(f"{path}: field 'meta_json' is not JSON ({exc})") from exc
-    if meta.get("format_version") not in READABLE_VERSIONS:
-        raise ProfileError(
-            f"{path}: field 'format_version' is {meta.get('format_version')}, "
-            f"this code reads {', '.join(map(str, READABLE_VERSIONS))}"
-        )
-    if meta["format_version"] == 1:
-        meta = _upgrade_v1(meta, need("block_shape"))
-    for key in ("model_hash", "host", "leakage_metric", "input_shape", "input_kind",
-                "n_classes", "has_exit", "activation_shapes", "codecs_by_cut"):  # fmt: skip
-        if key not in meta:
-            raise ProfileError(f"{path}: field 'meta_json.{key}' is missing")
+    meta = _read_meta(path, data, need)
     blocks = {name: need(name) for name in _BLOCK_FIELDS}
     k = len(blocks["block_flops"])
     for name, arr in blocks.items():
@@ -336,6 +320,46 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
         raise ProfileError(
             f"{path}: field 'meta_json.activation_shapes' must hold {k + 1} shapes (cuts 0..{k})"
         )
+    leakage, encode = _level_arrays(path, need, meta, valid)
+    splits = {split: _split_data(path, need, split, valid) for split in SPLITS}
+    return Profile(
+        path=path,
+        meta=meta,
+        leakage=leakage.astype(np.float64),
+        encode_host_s=encode.astype(np.float64),
+        dispatch_host_s=float(need("dispatch_host_s")),
+        splits=splits,
+        **{name: arr.astype(np.float64) for name, arr in blocks.items()},
+    )
+
+
+def _read_meta(path: Path, data, need) -> dict:
+    """The profile's ``meta_json``, read, of a version this code reads (format 1
+    upgraded) and holding every key the rest relies on."""
+    if "meta_json" not in data:
+        raise ProfileError(f"{path}: {NOT_A_PROFILE}; it has no field 'meta_json'")
+    try:
+        meta = json.loads(str(need("meta_json")))
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{path}: field 'meta_json' is not JSON ({exc})") from exc
+    if meta.get("format_version") not in READABLE_VERSIONS:
+        raise ProfileError(
+            f"{path}: field 'format_version' is {meta.get('format_version')}, "
+            f"this code reads {', '.join(map(str, READABLE_VERSIONS))}"
+        )
+    if meta["format_version"] == 1:
+        meta = _upgrade_v1(meta, need("block_shape"))
+    for key in ("model_hash", "host", "leakage_metric", "input_shape", "input_kind",
+                "n_classes", "has_exit", "activation_shapes", "codecs_by_cut"):  # fmt: skip
+        if key not in meta:
+            raise ProfileError(f"{path}: field 'meta_json.{key}' is missing")
+    return meta
+
+
+def _level_arrays(path: Path, need, meta: dict, valid: np.ndarray):
+    """The per-cut, per-level ``(leakage, encode_host_s)``, checked; leakage's padding
+    is 0 beside measured figures, NaN where nothing was measured."""
+    k, n_levels = valid.shape
     leakage = need("leakage")
     encode = need("encode_host_s")
     if encode.shape != (k, n_levels) or not np.all(np.isfinite(encode)) or np.any(encode < 0):
@@ -349,47 +373,41 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
         raise ProfileError(
             f"{path}: field 'leakage' must be ({k}, {n_levels}) within [0, 1] (or all NaN)"
         )
-    # The padding: 0 beside measured figures, NaN where nothing was measured.
     leakage = np.where(valid, leakage, 0.0 if measured.any() else np.nan)
     if not measured[valid].all() and not meta.get("leakage_reason"):
         raise ProfileError(f"{path}: field 'leakage' is NaN but 'meta_json.leakage_reason' "
                            "does not say why")  # fmt: skip
-    splits = {}
-    for split in SPLITS:
-        arrays = {name: need(f"{split}_{name}") for name in _SPLIT_FIELDS}
-        n = len(arrays["labels"])
-        expected = {
-            "exit_conf": (k, n),
-            "exit_correct": (k, n),
-            "sent_bytes": (k, n_levels, n),
-            "final_correct": (k, n_levels, n),
-        }
-        for name, shape in expected.items():
-            if arrays[name].shape != shape:
-                raise ProfileError(
-                    f"{path}: field '{split}_{name}' has shape {arrays[name].shape}, "
-                    f"expected {shape}"
-                )
-        if n == 0 or np.any(arrays["sent_bytes"][valid] <= 0):
-            raise ProfileError(f"{path}: field '{split}_sent_bytes' must be positive")
-        conf = arrays["exit_conf"]
-        if not np.all((conf >= 0) & (conf <= 1.0001)):
-            raise ProfileError(f"{path}: field '{split}_exit_conf' must lie in [0, 1]")
-        splits[split] = SplitData(
-            labels=arrays["labels"].astype(np.int64),
-            exit_conf=conf.astype(np.float32),
-            exit_correct=arrays["exit_correct"].astype(bool),
-            sent_bytes=arrays["sent_bytes"].astype(np.int64),
-            final_correct=arrays["final_correct"].astype(bool),
-        )
-    return Profile(
-        path=path,
-        meta=meta,
-        leakage=leakage.astype(np.float64),
-        encode_host_s=encode.astype(np.float64),
-        dispatch_host_s=float(need("dispatch_host_s")),
-        splits=splits,
-        **{name: arr.astype(np.float64) for name, arr in blocks.items()},
+    return leakage, encode
+
+
+def _split_data(path: Path, need, split: str, valid: np.ndarray) -> SplitData:
+    """One split's per-sample arrays, checked against the profile's cuts and levels."""
+    k, n_levels = valid.shape
+    arrays = {name: need(f"{split}_{name}") for name in _SPLIT_FIELDS}
+    n = len(arrays["labels"])
+    expected = {
+        "exit_conf": (k, n),
+        "exit_correct": (k, n),
+        "sent_bytes": (k, n_levels, n),
+        "final_correct": (k, n_levels, n),
+    }
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise ProfileError(
+                f"{path}: field '{split}_{name}' has shape {arrays[name].shape}, "
+                f"expected {shape}"
+            )
+    if n == 0 or np.any(arrays["sent_bytes"][valid] <= 0):
+        raise ProfileError(f"{path}: field '{split}_sent_bytes' must be positive")
+    conf = arrays["exit_conf"]
+    if not np.all((conf >= 0) & (conf <= 1.0001)):
+        raise ProfileError(f"{path}: field '{split}_exit_conf' must lie in [0, 1]")
+    return SplitData(
+        labels=arrays["labels"].astype(np.int64),
+        exit_conf=conf.astype(np.float32),
+        exit_correct=arrays["exit_correct"].astype(bool),
+        sent_bytes=arrays["sent_bytes"].astype(np.int64),
+        final_correct=arrays["final_correct"].astype(bool),
     )
 
 
