@@ -95,10 +95,7 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_contex
         "oracle_label_blind": LabelBlindOracle,
         "planner_label_blind": ForesightPlanner,
         "planner_device": lambda: DevicePlanner(seed=seed),
-        **{
-            name: (lambda name=name: make_heuristic(name, s, radio, pred))
-            for name in HEURISTICS
-        },
+        **{name: (lambda name=name: make_heuristic(name, s, radio, pred)) for name in HEURISTICS},
         "best_fixed": lambda: best_fixed_cache(),
         "best_fixed_by_context": lambda: by_context_cache(),
         "random": lambda: RandomPolicy(
@@ -617,9 +614,11 @@ def report(p: EvalPlan, summary: dict, results: dict) -> None:
     if "planner_label_blind" in overall:
         plan_r = overall["planner_label_blind"]["reward_mean"]
         summary["gap_closed"] = metrics.gap_closed(ppo_r, best_r, plan_r)
-        line += f"; label-blind planner {plan_r:.4f}: " + gap_sentence(
-            summary["gap_closed"], "the label-blind planner"
-        ) + " (the headline)"
+        line += (
+            f"; label-blind planner {plan_r:.4f}: "
+            + gap_sentence(summary["gap_closed"], "the label-blind planner")
+            + " (the headline)"
+        )
     if "oracle" in overall:
         oracle_r = overall["oracle"]["reward_mean"]
         summary["gap_closed_oracle"] = metrics.gap_closed(ppo_r, best_r, oracle_r)

@@ -394,8 +394,7 @@ def _split_data(path: Path, need, split: str, valid: np.ndarray) -> SplitData:
     for name, shape in expected.items():
         if arrays[name].shape != shape:
             raise ProfileError(
-                f"{path}: field '{split}_{name}' has shape {arrays[name].shape}, "
-                f"expected {shape}"
+                f"{path}: field '{split}_{name}' has shape {arrays[name].shape}, expected {shape}"
             )
     if n == 0 or np.any(arrays["sent_bytes"][valid] <= 0):
         raise ProfileError(f"{path}: field '{split}_sent_bytes' must be positive")

@@ -18,10 +18,10 @@ MAX_OBSERVATIONS = 1_000_000
 _OBSERVATIONS_WHY = "each is a step of the run's environment and both policies' decision"
 
 
-def check_against_run(folder: str | Path, run: str | Path, observations: int = 1000) -> float:
-    """The bundle's hashes, its model against the run's, and the share of ``observations``
-    observations of the run's scenario on which the bundle's policy decides as the run's
-    model does (1.0 for a bundle exported from this run)."""
+def check_against_run(folder: str | Path, run: str | Path, observations: int = 1000):
+    """The bundle's hashes, its model against the run's, and how the bundle's policy
+    decides against the run's model on ``observations`` observations of the run's
+    scenario (an ``export.Agreement``, faithful for a bundle exported from this run)."""
     from runtime_hooks.export import agreement, env_observations, export_run
 
     manifest = check_bundle(folder)
@@ -65,17 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         # A missing, changed or fleet run is an InputError naming it: run_cli says it.
         agree = check_against_run(args.bundle, args.run, args.observations)
         source = json.loads((args.bundle / "manifest.json").read_text()).get("source_run")
-        if agree < 1.0 and source and Path(source).resolve() != args.run.resolve():
+        if not agree.faithful and source and Path(source).resolve() != args.run.resolve():
             print(
                 f"error: {args.bundle} was exported from {source}, not {args.run}: check it "
                 f"against --run {source}",
                 file=sys.stderr,
             )
         print(
-            f"{args.bundle}: files match; decides as {args.run} on {agree:.2%} of "
-            f"{args.observations} observations"
+            f"{args.bundle}: files match; decides as {args.run} on {agree.sentence()} observations"
         )
-        return 0 if agree == 1.0 else 1
+        return 0 if agree.faithful else 1
 
     return run_cli(run)
 

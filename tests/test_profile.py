@@ -83,8 +83,20 @@ def test_profiler_is_deterministic_apart_from_timings(tmp_path):
     for i in range(2):
         path = tmp_path / f"p{i}.npz"
         subprocess.run(
-            [sys.executable, "-m", "profiles.profile", "--quick", "--out", str(path),
-             "--repeats", "3", "--leak-train", "200", "--leak-epochs", "1"],
+            [
+                sys.executable,
+                "-m",
+                "profiles.profile",
+                "--quick",
+                "--out",
+                str(path),
+                "--repeats",
+                "3",
+                "--leak-train",
+                "200",
+                "--leak-epochs",
+                "1",
+            ],
             cwd=ROOT,
             check=True,
             capture_output=True,

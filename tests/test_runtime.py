@@ -61,7 +61,44 @@ def test_export_matches_sb3_on_10000_env_observations(tmp_path):
     loaded = NumpyPolicy.load(policy.save(tmp_path / "p.npz"))
     obs = env_observations(env, 10_000, seed=3)
     assert len(np.unique(obs, axis=0)) > 5_000  # varied, not one state repeated
-    assert agreement(loaded, ppo, obs) == 1.0
+    assert agreement(loaded, ppo, obs).share == 1.0
+
+
+def test_agreement_forgives_only_ties_within_float32_rounding():
+    """A differing pick is a tie when the exported logits of both picks lie within
+    TIE_TOLERANCE (numpy and torch multiply in another order); a clear preference for
+    another action is a disagreement."""
+    from runtime_hooks.export import TIE_TOLERANCE, agreement
+    from runtime_hooks.policy_file import PolicyMeta
+
+    meta = PolicyMeta(
+        nvec=(2, 1, 1),
+        thresholds=(0.5,),
+        deadline_s=0.1,
+        keep_alive_s=1.0,
+        radios={},
+        obs_dim=3,
+        activation="tanh",
+        profile_model_hash="x",
+        source="test",
+    )
+    table = np.asarray([[0, 0, 0], [1, 0, 0]])
+
+    def exported(bias: tuple[float, float]) -> NumpyPolicy:
+        head = (np.zeros((2, 3)), np.asarray(bias))
+        return NumpyPolicy([], head, np.zeros(3), np.ones(3), 10.0, 0.0, table, meta)
+
+    class PicksSecond:
+        def act(self, observation):
+            return np.asarray([1, 0, 0])
+
+    obs = np.zeros((5, 3), np.float32)
+    near = agreement(exported((TIE_TOLERANCE / 10, 0.0)), PicksSecond(), obs)
+    assert (near.same, near.ties, near.faithful) == (0, 5, True)
+    far = agreement(exported((1.0, 0.0)), PicksSecond(), obs)
+    assert (far.same, far.ties, far.faithful) == (0, 0, False)
+    same = agreement(exported((0.0, 1.0)), PicksSecond(), obs)
+    assert (same.share, same.faithful) == (1.0, True) and "ties" not in same.sentence()
 
 
 def test_export_cli_writes_a_loadable_file(tmp_path):
