@@ -182,7 +182,10 @@ class OffloadEnv(gym.Env):
         self._families = sorted(self._by_family)
         self._uplinks: dict[str, Trace] = {}
         s = self.system
-        self.action_space = spaces.MultiDiscrete([s.n_cuts, s.n_thresholds, s.n_levels])
+        self.nvec = (s.n_cuts, s.n_thresholds, s.n_levels) + (
+            (s.n_variants,) if s.n_variants > 1 else ()
+        )
+        self.action_space = spaces.MultiDiscrete(self.nvec)
         self.observation_space = spaces.Box(OBS_LOW, OBS_HIGH, (OBS_DIM,), np.float32)
         self._w = scenario.workload
         self._contexts = {name: s.observation_context(r) for name, r in s.catalog.radios.items()}
@@ -197,7 +200,7 @@ class OffloadEnv(gym.Env):
         # the observation (``sim.kernel``).
         self._reported = self.devices.out[0, : K.N_REPORTED]
         self._observation = self.devices.obs[0, :OBS_DIM]
-        self._action = np.zeros((1, 3), dtype=np.int64)
+        self._action = np.zeros((1, 4), dtype=np.int64)
         self._trace: Trace | None = None  # the current episode's uplink, and its radio
         self._radio: Radio | None = None
         self._ended = True  # no episode to step: not reset yet, or it ended
@@ -352,8 +355,9 @@ class OffloadEnv(gym.Env):
                 raise RuntimeError("call reset() before step()")
             raise RuntimeError("the episode has ended (truncated or terminated): call reset()")
         dev = self.devices
-        cut, thr, level = self.check_action(action)
-        K.step_one(*dev.private_args, cut, thr, level)  # ``dev.step``, its arguments bound once
+        cut, thr, level, variant = self.check_action(action)
+        # ``dev.step``, its arguments bound once
+        K.step_one(*dev.private_args, cut, thr, level, variant)
         # The outcome's first columns are what a step reports, in this order (``sim.kernel``).
         (latency, wait, device_s, network, cloud, energy, money, carbon, sent, exit_block,
          offloaded, correct, expected, leakage, miss, cold, battery, uplink, arrival_uplink,
@@ -380,53 +384,57 @@ class OffloadEnv(gym.Env):
             "uplink_bps": uplink,
             "arrival_uplink_bps": arrival_uplink,
             "family": self._trace.family,
+            "variant": variant,
         }
         return self._observation.copy(), reward, terminated > 0.0, truncated > 0.0, info
 
     # -- simulation ------------------------------------------------------------------
-    def check_action(self, action) -> tuple[int, int, int]:
-        """Validate an action; raises ``ValueError`` naming the bad component. Each of
-        the three must be an integer (Python or numpy): ``1.7``, ``inf`` or a string is
-        refused, never rounded. Where a cut offers fewer levels than the space's most (a
-        learned bottleneck adds levels at its cut only), a level beyond them means the
-        cut's last, most compressed one: every point of the space is a valid action, as
-        Gymnasium expects; ``envs.wrappers.env_actions`` lists each distinct one once."""
+    def check_action(self, action) -> tuple[int, int, int, int]:
+        """Validate an action; returns ``(cut, threshold, level, variant)`` or raises
+        ``ValueError`` naming the bad component. Each component must be an integer
+        (Python or numpy): ``1.7``, ``inf`` or a string is refused, never rounded.
+        Where a cut offers fewer levels than the space's most (a learned bottleneck adds
+        levels at its cut only), a level beyond them means the cut's last, most
+        compressed one: every point of the space is a valid action, as Gymnasium
+        expects; ``envs.wrappers.env_actions`` lists each distinct one once. Where the
+        scenario offers model variants the action has a fourth component; three
+        components run the scenario's first variant."""
         s = self.system
         if type(action) is np.ndarray and action.shape == (3,) and action.dtype.kind in "iu":
             cut, thr, level = action.tolist()  # the common case, from a sampler or a policy
             if 0 <= cut < s.n_cuts and 0 <= thr < s.n_thresholds and 0 <= level < s.n_levels:
                 if cut < s.k and level >= s.levels_by_cut[cut]:
                     level = s.levels_by_cut[cut] - 1  # see ``check_action``
-                return cut, thr, level
+                return cut, thr, level, 0
         values = action.tolist() if isinstance(action, np.ndarray) else action
         if isinstance(values, list) and len(values) == 1 and isinstance(values[0], list):
             values = values[0]  # a batch of one, as SB3's predict returns
+        names = ("cut", "threshold", "level", "variant")[: len(self.nvec)]
         if (
             isinstance(values, str | bytes)
             or not isinstance(values, list | tuple)
-            or len(values) != 3
+            or len(values) not in (3, len(self.nvec))
         ):
-            raise ValueError(f"action must be 3 integers (cut, threshold, level), got {action!r}")
+            raise ValueError(
+                f"action must be {len(self.nvec)} integers ({', '.join(names)}), got {action!r}"
+            )
         checked = []
-        for name, value, n in zip(
-            ("cut", "threshold", "level"), values, (s.n_cuts, s.n_thresholds, s.n_levels),
-            strict=True,
-        ):  # fmt: skip
+        for name, value, n in zip(names, values, self.nvec[: len(values)], strict=False):
             if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
                 raise ValueError(f"action {name}={value!r} is not an integer")
             if not 0 <= value < n:
                 raise ValueError(f"action {name}={value} out of range 0..{n - 1}")
             checked.append(int(value))
-        cut, thr, level = checked
+        cut, thr, level = checked[:3]
         if cut < s.k and level >= s.levels_by_cut[cut]:
             level = s.levels_by_cut[cut] - 1
-        return cut, thr, level
+        return cut, thr, level, checked[3] if len(checked) == 4 else 0
 
-    def simulate(self, cut: int, thr: int, level: int) -> Outcome:
+    def simulate(self, cut: int, thr: int, level: int, variant: int = 0) -> Outcome:
         """What the current request would do under an action (``sim.kernel``). Pure:
         changes nothing, so the oracle can ask it about every action."""
         act = self._action
-        act[0, 0], act[0, 1], act[0, 2] = cut, thr, level
+        act[0, 0], act[0, 1], act[0, 2], act[0, 3] = cut, thr, level, variant
         o = self.devices.outcomes(act)[0].tolist()
         return Outcome(
             latency_s=o[K.O_LATENCY], wait_s=o[K.O_WAIT], device_s=o[K.O_DEVICE],

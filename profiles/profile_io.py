@@ -17,7 +17,11 @@ It holds, for a real trained multi-exit network:
 * per cut and level: the codec's name, its host encode time, and a leakage figure in
   [0, 1] (see ``LEAKAGE_METRIC``), or NaN everywhere with the reason in
   ``meta.leakage_reason`` where the attack does not apply (inputs that are not images);
-* a description of the profiling host.
+* a description of the profiling host;
+* optionally, model variants (``python -m profiles.variant_profile``): compressed
+  versions of the device's blocks, each with its blocks' host time and weight bytes
+  and its own per-sample arrays (``variant_<name>_<field>``), listed in
+  ``meta.variants``.
 
 Format 1 (the built-in profile, made before the model contract) is read too: its
 model is the built-in CNN on Fashion-MNIST images, with an exit after every block.
@@ -30,7 +34,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +70,25 @@ class SplitData:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A compressed version of the device's blocks (``profiles.variants``), measured:
+    the cloud's tail is the base model's, so only what the device runs changes."""
+
+    name: str
+    block_host_s: np.ndarray  # (K,) host time of each block, on the base's clock
+    block_bytes: np.ndarray  # (K,) bytes of each block's weights
+    splits: dict[str, SplitData]
+
+
+BASE_VARIANT = "float32"  # the profile's own model
+
+
+def variant_key(name: str, field_name: str) -> str:
+    """The array of variant ``name``'s ``field_name`` in a profile file."""
+    return f"variant_{name}_{field_name}"
+
+
+@dataclass(frozen=True)
 class Profile:
     path: Path
     meta: dict
@@ -79,6 +102,26 @@ class Profile:
     dispatch_host_s: float  # host framework cost of dispatching one operator
     leakage: np.ndarray  # (K, L) for cuts 0..K-1; NaN where not measured (see meta)
     splits: dict[str, SplitData]
+    variants: dict[str, Variant] = field(default_factory=dict)
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        """The model variants measured: the base model first."""
+        return (BASE_VARIANT, *self.variants)
+
+    def variant(self, name: str) -> Profile:
+        """This profile as the device sees it running variant ``name``: its blocks'
+        host times and per-sample arrays; everything else (the cloud's tail, codecs,
+        leakage, encoding times) the base's."""
+        if name == BASE_VARIANT:
+            return self
+        if name not in self.variants:
+            raise ProfileError(
+                f"{self.path}: has no model variant {name!r}; it has "
+                f"{', '.join(self.variant_names)} (python -m profiles.variant_profile)"
+            )
+        v = self.variants[name]
+        return replace(self, block_host_s=v.block_host_s, splits=v.splits, variants={})
 
     def compute_host_s(self) -> tuple[np.ndarray, np.ndarray]:
         """Block and exit latencies less the framework's dispatch cost: the part of
@@ -322,7 +365,11 @@ def load_profile(path: str | Path = DEFAULT_PROFILE) -> Profile:
         )
     leakage, encode = _level_arrays(path, need, meta, valid)
     splits = {split: _split_data(path, need, split, valid) for split in SPLITS}
+    variants = {
+        name: _variant(path, need, name, valid, splits) for name in meta.get("variants", {})
+    }
     return Profile(
+        variants=variants,
         path=path,
         meta=meta,
         leakage=leakage.astype(np.float64),
@@ -380,8 +427,9 @@ def _level_arrays(path: Path, need, meta: dict, valid: np.ndarray):
     return leakage, encode
 
 
-def _split_data(path: Path, need, split: str, valid: np.ndarray) -> SplitData:
-    """One split's per-sample arrays, checked against the profile's cuts and levels."""
+def _split_data(path: Path, need, split: str, valid: np.ndarray, prefix: str = "") -> SplitData:
+    """One split's per-sample arrays, checked against the profile's cuts and levels
+    (``prefix``: the start of the file's field names, for the errors)."""
     k, n_levels = valid.shape
     arrays = {name: need(f"{split}_{name}") for name in _SPLIT_FIELDS}
     n = len(arrays["labels"])
@@ -394,13 +442,14 @@ def _split_data(path: Path, need, split: str, valid: np.ndarray) -> SplitData:
     for name, shape in expected.items():
         if arrays[name].shape != shape:
             raise ProfileError(
-                f"{path}: field '{split}_{name}' has shape {arrays[name].shape}, expected {shape}"
+                f"{path}: field '{prefix}{split}_{name}' has shape {arrays[name].shape}, "
+                f"expected {shape}"
             )
     if n == 0 or np.any(arrays["sent_bytes"][valid] <= 0):
-        raise ProfileError(f"{path}: field '{split}_sent_bytes' must be positive")
+        raise ProfileError(f"{path}: field '{prefix}{split}_sent_bytes' must be positive")
     conf = arrays["exit_conf"]
     if not np.all((conf >= 0) & (conf <= 1.0001)):
-        raise ProfileError(f"{path}: field '{split}_exit_conf' must lie in [0, 1]")
+        raise ProfileError(f"{path}: field '{prefix}{split}_exit_conf' must lie in [0, 1]")
     return SplitData(
         labels=arrays["labels"].astype(np.int64),
         exit_conf=conf.astype(np.float32),
@@ -408,6 +457,33 @@ def _split_data(path: Path, need, split: str, valid: np.ndarray) -> SplitData:
         sent_bytes=arrays["sent_bytes"].astype(np.int64),
         final_correct=arrays["final_correct"].astype(bool),
     )
+
+
+def _variant(path: Path, need, name: str, valid: np.ndarray, base: dict) -> Variant:
+    """Variant ``name``'s arrays, checked like the base's and against its samples."""
+    k = valid.shape[0]
+
+    def need_variant(field_name: str) -> np.ndarray:
+        return need(variant_key(name, field_name))
+
+    arrays = {}
+    for field_name in ("block_host_s", "block_bytes"):
+        arr = need_variant(field_name)
+        if arr.shape != (k,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            raise ProfileError(
+                f"{path}: field '{variant_key(name, field_name)}' must hold {k} values > 0"
+            )
+        arrays[field_name] = arr.astype(np.float64)
+    splits = {}
+    for split in SPLITS:
+        data = _split_data(path, need_variant, split, valid, prefix=variant_key(name, ""))
+        if data.n != base[split].n or not np.array_equal(data.labels, base[split].labels):
+            raise ProfileError(
+                f"{path}: field '{variant_key(name, split + '_labels')}' is not the base "
+                "model's samples"
+            )
+        splits[split] = data
+    return Variant(name=name, splits=splits, **arrays)
 
 
 def _upgrade_v1(meta: dict, block_shape: np.ndarray) -> dict:

@@ -59,11 +59,11 @@ class SystemArrays:
     """A ``System``'s tables packed as ``sim.kernel`` reads them (its ``K_*``, ``S_*``,
     ``P_*``, ``X_*`` and ``Y_*`` indices)."""
 
-    small: np.ndarray  # per block / cut / threshold, and the constants (``S_CONSTS``)
+    small: np.ndarray  # per cut / threshold, the constants, per variant its device rows
     per_level: np.ndarray  # [P_*, cut, level]
-    first_exit: np.ndarray  # [sample, threshold]: the first early exit that fires, 0: none
-    exits: np.ndarray  # [block - 1, sample, X_*]
-    finals: np.ndarray  # [cut, level, sample, Y_*]
+    first_exit: np.ndarray  # [variant, sample, threshold]: the first early exit that fires
+    exits: np.ndarray  # [variant, block - 1, sample, X_*]
+    finals: np.ndarray  # [variant, cut, level, sample, Y_*]
     last_level: np.ndarray  # per cut, its last level (a level beyond a cut's own means it)
 
 
@@ -84,15 +84,17 @@ def system_arrays(s: System) -> SystemArrays:
     consts[kernel.K_DEVICE_G_PER_J] = s.device_g_per_j
     consts[kernel.K_REWARD :] = s.reward.weights
     rows = {
-        kernel.S_BLOCK_CUM: s.block_cum,
-        kernel.S_EXIT_CUM: s.exit_cum,
-        kernel.S_EXIT_DEV: s.exit_dev_s,
         kernel.S_CLOUD_TAIL: s.cloud_tail_s,
         kernel.S_CLOUD_USD: s.cloud_usd,
         kernel.S_CLOUD_CARBON: s.cloud_carbon_g,
         kernel.S_THRESHOLDS: s.thresholds,
         kernel.S_CONSTS: consts,
     }
+    for v, vs in enumerate(s.variant_systems):
+        first = kernel.S_DEVICE + kernel.N_DEVICE_ROWS * v
+        rows[first + kernel.V_BLOCK_CUM] = vs.block_cum
+        rows[first + kernel.V_EXIT_CUM] = vs.exit_cum
+        rows[first + kernel.V_EXIT_DEV] = vs.exit_dev_s
     small = np.zeros((len(rows), max(len(v) for v in rows.values())))
     for r, values in rows.items():
         small[r, : len(values)] = values
@@ -101,12 +103,20 @@ def system_arrays(s: System) -> SystemArrays:
         arrays = [np.asarray(t, dtype=np.float64) for t in tables]
         return np.ascontiguousarray(np.stack(arrays, axis=axis))
 
+    variants = s.variant_systems
     return SystemArrays(
         small=small,
         per_level=stack(s.encode_dev_s, s.leak),
-        first_exit=np.ascontiguousarray(np.asarray(s.first_exit, dtype=np.int64).T),
-        exits=stack(s.exit_ok, s.exit_credit, s.exit_expected, axis=-1),
-        finals=stack(s.sent, s.final_ok, s.final_credit, s.final_expected, axis=-1),
+        first_exit=np.ascontiguousarray(
+            np.stack([np.asarray(v.first_exit, dtype=np.int64).T for v in variants])
+        ),
+        exits=stack(*[stack(v.exit_ok, v.exit_credit, v.exit_expected, axis=-1) for v in variants]),
+        finals=stack(
+            *[
+                stack(v.sent, v.final_ok, v.final_credit, v.final_expected, axis=-1)
+                for v in variants
+            ]
+        ),
         last_level=np.asarray([n - 1 for n in s.levels_by_cut] + [s.n_levels - 1]),
     )
 
@@ -154,8 +164,9 @@ class Devices:
             self.requests[kernel.Q_ARRIVAL],
             self.requests[kernel.Q_SAMPLE],
         )
-        # The action each device's current request is served under (``I_ACT_*``).
-        self.actions = self.ints[:, kernel.I_ACT_CUT : kernel.I_ACT_LVL + 1]
+        # The action each device's current request is served under (``I_ACT_*``): cut,
+        # threshold, level and model variant.
+        self.actions = self.ints[:, kernel.I_ACT_CUT : kernel.I_ACT_VARIANT + 1]
         self.out = np.zeros((n, N_OUT))
         self.obs = np.zeros((n, OBS_COLUMNS), dtype=np.float32)
         self.traces = traces
@@ -256,14 +267,15 @@ class Devices:
 
     # -- the step -------------------------------------------------------------------------
     def checked(self, actions: np.ndarray, nvec) -> np.ndarray:
-        """``actions`` (n x 3 integers) as the step serves them: each component within
-        ``nvec`` (else a ``ValueError`` naming the device and the component), a level
-        beyond its cut's own mapped to the cut's last (as ``OffloadEnv.check_action``)."""
+        """``actions`` (n x 3 integers, or 4 with the model variant) as the step serves
+        them: each component within ``nvec`` (else a ``ValueError`` naming the device
+        and the component), a level beyond its cut's own mapped to the cut's last (as
+        ``OffloadEnv.check_action``)."""
         a = np.asarray(actions)
         bad = (a < 0) | (a >= nvec)
         if bad.any():
             d, j = map(int, np.argwhere(bad)[0])
-            name = ("cut", "threshold", "level")[j]
+            name = ("cut", "threshold", "level", "variant")[j]
             raise ValueError(
                 f"device {d}: action {name}={int(a[d, j])} is outside 0..{int(nvec[j]) - 1}"
             )
@@ -276,11 +288,20 @@ class Devices:
         kernel.observe_all(self.tables.small, self.fs, self.ints, self.requests, self.obs)
         return self.obs
 
+    def set_actions(self, actions: np.ndarray) -> None:
+        """The actions the devices' current requests are served under: n x 4, or n x 3
+        (the scenario's first model variant)."""
+        actions = np.asarray(actions)
+        width = actions.shape[1]
+        self.actions[:, :width] = actions
+        if width == 3:
+            self.actions[:, 3] = 0
+
     def outcomes(self, actions: np.ndarray) -> np.ndarray:
-        """What each device's current request does under ``actions`` (n x 3, checked):
-        rows of ``sim.kernel``'s ``O_*`` columns. Changes no device (a shared cloud
-        does take the requests)."""
-        self.actions[:] = actions
+        """What each device's current request does under ``actions`` (n x 3 or n x 4,
+        checked): rows of ``sim.kernel``'s ``O_*`` columns. Changes no device (a shared
+        cloud does take the requests)."""
+        self.set_actions(actions)
         t, tr, out = self.tables, self.traces, self.out
         if self.cloud is None:
             kernel.outcomes_private(*self.private_args[:-1])
@@ -312,7 +333,7 @@ class Devices:
         """Serve each device's current request under ``actions`` and move on: returns
         ``(outcomes, observations of the next requests)`` (both reused by the next call)."""
         if self.cloud is None:
-            self.actions[:] = actions
+            self.set_actions(actions)
             kernel.step_private(*self.private_args)
             return self.out, self.obs
         self.outcomes(actions)

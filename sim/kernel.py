@@ -92,22 +92,24 @@ QUEUE_EWMA = 0.3  # weight of the newest answer in a device's smoothed server qu
     K_REWARD,
 ) = range(13)
 N_CONSTS = K_REWARD + formulas.N_REWARD_CONSTANTS
-# ``small``: rows of per-block, per-cut and per-threshold values, and the constants
-# (``small[S_CONSTS]``, the ``K_*`` above), padded.
+# ``small``: rows of per-cut and per-threshold values, the constants (``small[S_CONSTS]``,
+# the ``K_*`` above), then per model variant ``v`` its device rows
+# (``small[S_DEVICE + N_DEVICE_ROWS * v + V_*]``: cumulative block and exit times, each
+# exit's time), padded.
 (
-    S_BLOCK_CUM,
-    S_EXIT_CUM,
-    S_EXIT_DEV,
     S_CLOUD_TAIL,
     S_CLOUD_USD,
     S_CLOUD_CARBON,
     S_THRESHOLDS,
     S_CONSTS,
-) = range(8)
-# ``per_level[P_*, cut, level]``; per sample, what a request reads of it side by side
-# (one cache line, where a plane per field would cost a miss each):
-# ``exits[block - 1, sample, X_*]``, ``finals[cut, level, sample, Y_*]``,
-# ``first_exit[sample, threshold]``.
+    S_DEVICE,
+) = range(6)
+V_BLOCK_CUM, V_EXIT_CUM, V_EXIT_DEV = range(3)
+N_DEVICE_ROWS = 3
+# ``per_level[P_*, cut, level]``; per variant and sample, what a request reads of it side
+# by side (one cache line, where a plane per field would cost a miss each):
+# ``exits[variant, block - 1, sample, X_*]``, ``finals[variant, cut, level, sample, Y_*]``,
+# ``first_exit[variant, sample, threshold]``.
 P_ENCODE_DEV, P_LEAK = range(2)
 X_OK, X_CREDIT, X_EXPECTED = range(3)
 Y_SENT, Y_OK, Y_CREDIT, Y_EXPECTED = range(4)
@@ -141,9 +143,21 @@ D_INVERSES = D_LOGS + N_TPUT_SAMPLES
 D_CONTEXT = D_INVERSES + N_TPUT_SAMPLES
 N_DEVICE_FLOATS = D_CONTEXT + N_CONTEXT
 # ...the request being decided, the trace row, the last action, how many throughput
-# samples it has, and the action its current request is to be served under.
-I_INDEX, I_ROW, I_CUT, I_THR, I_LVL, I_SAMPLES, I_ACT_CUT, I_ACT_THR, I_ACT_LVL = range(9)
-N_DEVICE_INTS = 9
+# samples it has, and the action its current request is to be served under (with the
+# model variant it runs, 0 where the scenario offers one).
+(
+    I_INDEX,
+    I_ROW,
+    I_CUT,
+    I_THR,
+    I_LVL,
+    I_SAMPLES,
+    I_ACT_CUT,
+    I_ACT_THR,
+    I_ACT_LVL,
+    I_ACT_VARIANT,
+) = range(10)
+N_DEVICE_INTS = 10
 # Each device's episode: ``requests[Q_ARRIVAL | Q_SAMPLE, device, j]`` (its requests'
 # arrival times and the profile samples they draw).
 Q_ARRIVAL, Q_SAMPLE = range(2)
@@ -182,9 +196,10 @@ Q_ARRIVAL, Q_SAMPLE = range(2)
     O_TAIL_END,
     O_CUT,
     O_NEXT,
-) = range(31)
+    O_VARIANT,
+) = range(32)
 N_REPORTED = O_TRUNCATED + 1
-N_OUT = 31  # O_NEXT: when the device decides its next request (after its last: when done)
+N_OUT = 32  # O_NEXT: when the device decides its next request (after its last: when done)
 OBS_COLUMNS = 18  # the single device's 17 features, then the smoothed server queueing
 
 
@@ -198,10 +213,25 @@ def step_private(small, per_level, first_exit, exits, finals, tr, fs, ints, requ
 
 @njit(cache=True, error_model="numpy")
 def step_one(
-    small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out, obs, cut, thr, level
+    small,
+    per_level,
+    first_exit,
+    exits,
+    finals,
+    tr,
+    fs,
+    ints,
+    requests,
+    out,
+    obs,
+    cut,
+    thr,
+    level,
+    variant,
 ):
-    """``step_private`` for one device, its action given as three integers."""
+    """``step_private`` for one device, its action given as four integers."""
     ints[0, I_ACT_CUT], ints[0, I_ACT_THR], ints[0, I_ACT_LVL] = cut, thr, level
+    ints[0, I_ACT_VARIANT] = variant
     step_private(small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out, obs)
 
 
@@ -219,10 +249,13 @@ def start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, re
     its upload. Writes ``out``; changes no state."""
     c = small[S_CONSTS]
     k = int(c[K_K])
-    block_cum, exit_cum, exit_dev = small[S_BLOCK_CUM], small[S_EXIT_CUM], small[S_EXIT_DEV]
     encode_dev = per_level[P_ENCODE_DEV]
     for d in range(len(fs)):
         cut, thr, level = ints[d, I_ACT_CUT], ints[d, I_ACT_THR], ints[d, I_ACT_LVL]
+        v = ints[d, I_ACT_VARIANT]
+        rows = S_DEVICE + N_DEVICE_ROWS * v
+        block_cum, exit_cum = small[rows + V_BLOCK_CUM], small[rows + V_EXIT_CUM]
+        exit_dev = small[rows + V_EXIT_DEV]
         index = ints[d, I_INDEX]
         if index >= requests.shape[2]:  # its episode is over: nothing to serve
             out[d, :] = 0.0
@@ -231,7 +264,7 @@ def start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, re
         arrival = requests[Q_ARRIVAL, d, index]
         start = arrival if arrival > fs[d, D_FREE] else fs[d, D_FREE]
         early = small[S_THRESHOLDS, thr] <= 1.0
-        exit_block = answering_exit(first_exit[i, thr], cut)
+        exit_block = answering_exit(first_exit[v, i, thr], cut)
         row = ints[d, I_ROW]
         starts, cum, rates = tr[R_STARTS, row], tr[R_CUM, row], tr[R_RATES, row]
         seg, dur = int(tr[R_META, row, M_SEGMENTS]), tr[R_META, row, M_DURATION]
@@ -239,6 +272,7 @@ def start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, re
         o = out[d]
         o[:] = 0.0
         o[O_CUT] = cut
+        o[O_VARIANT] = v
         o[O_WAIT] = start - arrival
         o[O_BATTERY_LEVEL] = battery_level(fs[d, D_BATTERY], c[K_BATTERY_J])
         o[O_ARRIVAL_UPLINK_BPS] = rate_at(starts, rates, seg, dur, off + arrival)
@@ -254,15 +288,15 @@ def start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, re
             answered = exit_block if exit_block > 0 else k
             o[O_DEVICE] = device_s
             o[O_EXIT_BLOCK] = answered
-            o[O_CORRECT] = exits[answered - 1, i, X_OK]
-            o[O_CREDIT] = exits[answered - 1, i, X_CREDIT]
-            o[O_EXPECTED] = exits[answered - 1, i, X_EXPECTED]
+            o[O_CORRECT] = exits[v, answered - 1, i, X_OK]
+            o[O_CREDIT] = exits[v, answered - 1, i, X_CREDIT]
+            o[O_EXPECTED] = exits[v, answered - 1, i, X_EXPECTED]
             o[O_DONE] = o[O_TX_START] = o[O_TX_END] = start + device_s
             continue
         device_s = device_seconds(
             block_cum, exit_cum, exit_dev, encode_dev, k, cut, early, 0, level
         )
-        nbytes = finals[cut, level, i, Y_SENT]
+        nbytes = finals[v, cut, level, i, Y_SENT]
         tx_start = start + device_s
         tx_end = finish_time(starts, cum, rates, seg, dur, off + tx_start, nbytes) - off
         o[O_DEVICE] = device_s
@@ -295,7 +329,7 @@ def finish_requests(small, per_level, finals, fs, ints, requests, out):
     for d in range(len(fs)):
         o = out[d]
         if o[O_OFFLOADED] > 0.0:
-            cut, level = ints[d, I_ACT_CUT], ints[d, I_ACT_LVL]
+            cut, level, v = ints[d, I_ACT_CUT], ints[d, I_ACT_LVL], ints[d, I_ACT_VARIANT]
             i = int(requests[Q_SAMPLE, d, ints[d, I_INDEX]])
             rtt = fs[d, D_RTT]
             cloud_s = o[O_CLOUD] + o[O_QUEUE]
@@ -317,9 +351,9 @@ def finish_requests(small, per_level, finals, fs, ints, requests, out):
             o[O_MONEY] = request_money_usd(nbytes, c[K_USD_PER_BYTE], small[S_CLOUD_USD, cut])
             cloud_g = small[S_CLOUD_CARBON, cut]
             o[O_CARBON] = request_carbon_g(o[O_ENERGY], c[K_DEVICE_G_PER_J], cloud_g)
-            o[O_CORRECT] = finals[cut, level, i, Y_OK]
-            o[O_CREDIT] = finals[cut, level, i, Y_CREDIT]
-            o[O_EXPECTED] = finals[cut, level, i, Y_EXPECTED]
+            o[O_CORRECT] = finals[v, cut, level, i, Y_OK]
+            o[O_CREDIT] = finals[v, cut, level, i, Y_CREDIT]
+            o[O_EXPECTED] = finals[v, cut, level, i, Y_EXPECTED]
             o[O_LEAKAGE] = per_level[P_LEAK, cut, level]
             o[O_TAIL_END] = o[O_TX_END] + fs[d, D_TAIL_S]
         else:

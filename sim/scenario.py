@@ -137,6 +137,20 @@ def _reference(value: Any, where: str) -> str:
     return value
 
 
+def _variant_names(value: Any, where: str) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or not all(isinstance(v, str) and v.strip() for v in value)
+    ):
+        raise ValueError(
+            f'expected a list of model variant names such as ["float32", "int8"], got {value!r}'
+        )
+    if len(set(value)) != len(value):
+        raise ValueError(f"names a variant twice: {list(value)}")
+    return tuple(value)
+
+
 def _threshold_grid(value: Any, where: str) -> tuple[float, ...]:
     if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
         raise ValueError(f"expected a list of numbers, got {value!r}")
@@ -182,6 +196,13 @@ class Scenario:
     cloud: str = custom(_name, "faas", doc="a [clouds.*] entry of the catalog")
     grid: str = custom(
         _name, "world", doc="the device's electricity: a [grids.*] entry of the catalog"
+    )
+    variants: tuple[str, ...] = custom(
+        _variant_names,
+        ("float32",),
+        doc="the model variants of the device's blocks the controller chooses from (the "
+        "profile's, python -m profiles.variant_profile); more than one adds a fourth "
+        "action component",
     )
     radio_by_family: dict[str, str] = custom(
         _radio_table,
@@ -299,7 +320,7 @@ def _from_tables(raw: dict, path: Path) -> Scenario:
     head = raw.get("scenario")
     if not isinstance(head, dict):
         raise ScenarioError("[scenario] table is missing")
-    known = ("name", "profile", "catalog", "model", "data", "device", "cloud", "grid")
+    known = ("name", "profile", "catalog", "model", "data", "device", "cloud", "grid", "variants")
     check_keys(head, known, "[scenario]", ScenarioError)
     for key in ("device", "cloud"):
         if key not in head:
@@ -334,6 +355,7 @@ def _from_tables(raw: dict, path: Path) -> Scenario:
         device=head["device"],
         cloud=head["cloud"],
         grid=head.get("grid", "world"),
+        variants=head.get("variants", ("float32",)),
         radio_by_family=radio,
         default_radio=default_radio,
         thresholds=grid,

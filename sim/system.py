@@ -9,7 +9,10 @@ Built once per environment from the scenario, the measured profile and the catal
   measured times;
 * cloud time of the tail from each cut = host time / cloud ``speedup`` + overhead;
 * radio power, tail and uplink scaling per trace family;
-* energy and money references that make the reward weights comparable.
+* energy and money references that make the reward weights comparable;
+* per model variant the scenario allows (``[scenario].variants``), a ``System`` of
+  that variant (``variant_systems``): the device's blocks and exits as the variant
+  runs them, on the base model's clock and the same cloud.
 """
 
 from __future__ import annotations
@@ -68,10 +71,20 @@ class System:
         profile: Profile | None = None,
         catalog: Catalog | None = None,
         accuracy_credit: str = "realized",
+        variant: str | None = None,
+        base: System | None = None,
     ) -> None:
         self.scenario = scenario
-        self.profile = profile or load_profile(scenario.profile)
-        self.catalog = catalog or load_catalog(scenario.catalog)
+        # The profile as measured, and as the device sees it running ``variant`` (its
+        # blocks' times and per-sample arrays; the cloud runs the base model's tail).
+        self.base_profile = (
+            base.base_profile if base else (profile or load_profile(scenario.profile))
+        )
+        # The scenario's first variant is the System's own (what a three-component
+        # action runs); the others are ``variant_systems``.
+        self.variant = variant or scenario.variants[0]
+        self.profile = self.base_profile.variant(self.variant)
+        self.catalog = base.catalog if base else (catalog or load_catalog(scenario.catalog))
         self.device: Device = self.catalog.device(scenario.device)
         self.cloud: Cloud = self.catalog.cloud(scenario.cloud)
         for family in scenario.radio_by_family:
@@ -86,10 +99,11 @@ class System:
         self.thresholds = tuple(float(t) for t in scenario.thresholds)
         self.n_thresholds = len(self.thresholds)
 
-        self._device_times(p)
-        c = self.cloud
+        self._device_times(p, base)
+        c, tail_p = self.cloud, self.base_profile
         self.cloud_tail_s = [
-            float(p.block_host_s[cut:].sum() + p.exit_host_s[-1]) / c.speedup + c.overhead_s
+            float(tail_p.block_host_s[cut:].sum() + tail_p.exit_host_s[-1]) / c.speedup
+            + c.overhead_s
             for cut in range(self.k)
         ]
         self.cloud_usd = [self.cloud_money(busy) for busy in self.cloud_tail_s]  # per cut
@@ -114,18 +128,36 @@ class System:
         # Leakage the reward charges: 0 where the profile could not measure it (inputs
         # that are not images; ``profile.meta["leakage_reason"]`` says why).
         self.leak = p.leakage_or_zero().tolist()
+        # One System per variant the controller may choose, the base model's first
+        # where the scenario lists it (a variant's own System lists only itself).
+        if base is None:
+            self.variant_systems: list[System] = [
+                self if name == self.variant else self._variant_system(name, accuracy_credit)
+                for name in scenario.variants
+            ]
+        else:
+            self.variant_systems = [self]
+        self.n_variants = len(self.variant_systems)
 
-    def _device_times(self, p: Profile) -> None:
+    def _variant_system(self, name: str, accuracy_credit: str) -> System:
+        return System(self.scenario, accuracy_credit=accuracy_credit, variant=name, base=self)
+
+    def _device_times(self, p: Profile, base: System | None) -> None:
         """Each block's, exit's and codec's time on the device (measured on it for this
-        model, or the profile's host times at its speed), and their running sums."""
+        model, or the profile's host times at its speed), and their running sums. A
+        variant's blocks run at the base model's ``slowdown`` (the device's speed
+        against the host's, measured on the base model) and, on a device measured
+        itself, at the base's measured times scaled as the host saw the variant."""
         block_host, exit_host = p.compute_host_s()
-        host_gflops = float(p.block_flops.sum() / block_host.sum()) / 1e9
+        base_host, _ = self.base_profile.compute_host_s()
+        host_gflops = float(p.block_flops.sum() / base_host.sum()) / 1e9
         self.host_gflops = host_gflops
-        self.slowdown = host_gflops / self.device.gflops
+        self.slowdown = base.slowdown if base else host_gflops / self.device.gflops
         s = self.slowdown
         if self.device.measured:  # times measured on the device itself, for this model
             self._check_measured(self.device, p)
-            self.block_dev_s = list(self.device.block_s)
+            ratio = p.block_host_s / self.base_profile.block_host_s
+            self.block_dev_s = [float(v) for v in np.asarray(self.device.block_s) * ratio]
             self.exit_dev_s = list(self.device.exit_s)
             self.encode_dev_s = [list(row) for row in self.device.encode_s]
         else:  # the profile's host times at the device's speed
@@ -231,6 +263,7 @@ class System:
             "device_full_model_ms": round((self.block_cum[-1] + self.exit_dev_s[-1]) * 1e3, 2),
             "cloud": self.cloud.name,
             "energy_ref_j": self.energy_ref_j,
+            "variants": [v.variant for v in self.variant_systems],
         }
 
 

@@ -380,7 +380,7 @@ def test_a_bottleneck_is_a_level_of_its_cut_only(own_bottleneck):
     actions = env_actions(env)
     assert (1, 0, 5) in actions and not any(a[2] == 5 and a[0] != 1 for a in actions)
     env.reset(seed=0)
-    assert env.check_action(np.array([0, 6, 5])) == (0, 6, 4)  # cut 0's last level
+    assert env.check_action(np.array([0, 6, 5])) == (0, 6, 4, 0)  # cut 0's last level
     *_, info = env.step(np.array([1, 6, 5]))
     assert info["offloaded"] and info["sent_bytes"] == s.sent[1][5][env.state.samples[0]]
 

@@ -1,0 +1,223 @@
+"""Measure model variants (``profiles.variants``) into a profile.
+
+    python -m profiles.variant_profile [--profile FILE] [--out FILE] [--variants int8,pruned50]
+
+For each variant, measured as the base model is (``profiles.profile``), on every sample
+of the ``val`` and ``test`` splits: each early exit's confidence and correctness on the
+variant's activations, and at every cut and compression level (codecs and learned
+bottlenecks alike) the bytes sent and whether the cloud's float tail still answers
+right from the variant's activation. Each block's host time is timed beside the float
+block's in the same process (interleaved, batch 1, one thread), and the profile keeps
+the base's measured time scaled by that ratio, so that a variant is priced on the same
+clock as the model it replaces. The weights' bytes per block are written too. The
+leakage and encoding times are the base's: the activations have the same shapes and
+the same codecs encode them. Cut 0 runs no block on the device: the base's figures.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from profiles import DEFAULT_PROFILE, codecs
+from profiles.host import median_time
+from profiles.multiexit import data_for_profile, model_for_profile, tail, to_model_input
+from profiles.profile_io import BASE_VARIANT, load_profile, save_profile, variant_key
+from profiles.variants import VARIANTS, VariantModel, block_bytes, build_variant
+from settings.cli import check_options, option, output_file, parse, run_cli, summary_of
+from settings.tables import InputError
+
+BATCH = 500
+TRAIN_FOR_VARIANTS = 4096  # training images that calibrate / refit a variant
+
+
+def time_ratio(float_blocks, variant_blocks, x: torch.Tensor, repeats: int) -> np.ndarray:
+    """Per block, the variant's host time over the float block's, at batch 1 on one
+    thread, each pair timed in turn (five rounds, the median ratio) so that both see
+    the same machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ratios = []
+    try:
+        with torch.inference_mode():
+            h = x[:1]
+            for fb, vb in zip(float_blocks, variant_blocks, strict=True):
+                ratios.append(_pair_ratio(fb, vb, h, repeats))
+                h = fb(h)
+    finally:
+        torch.set_num_threads(threads)
+    return np.array(ratios)
+
+
+def _pair_ratio(float_block, variant_block, h: torch.Tensor, repeats: int) -> float:
+    rounds = []
+    for _ in range(5):
+        variant_s = median_time(lambda: variant_block(h), repeats, 5)
+        rounds.append(variant_s / median_time(lambda: float_block(h), repeats, 5))
+    return float(np.median(rounds))
+
+
+def _exits(model, blocks, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(confidence, predicted class)`` of every exit on the variant's activations."""
+    k = len(blocks)
+    conf, pred = [[] for _ in range(k)], [[] for _ in range(k)]
+    with torch.inference_mode():
+        for i in range(0, len(x), BATCH):
+            h = torch.from_numpy(x[i : i + BATCH])
+            for b, (block, exit_head) in enumerate(zip(blocks, model.exits, strict=True)):
+                h = block(h)
+                if exit_head is not None:
+                    p = torch.softmax(exit_head(h), 1)
+                    conf[b].append(p.max(1).values.numpy())
+                    pred[b].append(p.argmax(1).numpy())
+    n = len(x)
+    c = np.array([np.concatenate(v) if v else np.zeros(n, np.float32) for v in conf])
+    p = np.array([np.concatenate(v) if v else np.full(n, -1) for v in pred])
+    return c, p
+
+
+def _activations(blocks, cut: int, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        out = []
+        for i in range(0, len(x), BATCH):
+            h = torch.from_numpy(x[i : i + BATCH])
+            for block in blocks[:cut]:
+                h = block(h)
+            out.append(h.numpy())
+    return np.concatenate(out)
+
+
+def _codec_level(model, cut: int, codec, sent: np.ndarray, labels: np.ndarray):
+    """Bytes per sample and the float tail's correctness after ``codec``."""
+    nbytes = np.zeros(len(sent), np.int32)
+    decoded = np.empty_like(sent)
+    for i in range(len(sent)):
+        blob = codec.encode(sent[i])
+        nbytes[i] = len(blob)
+        decoded[i] = codec.decode(blob)
+    with torch.inference_mode():
+        logits = np.concatenate(
+            [
+                tail(model, cut, torch.from_numpy(decoded[i : i + BATCH])).numpy()
+                for i in range(0, len(decoded), BATCH)
+            ]
+        )
+    return nbytes, logits.argmax(1) == labels
+
+
+def measure_split(profile, model, spec, blocks, split, base, bottlenecks) -> dict:
+    """The variant's per-sample arrays for one split (``base``: the profile's)."""
+    from profiles.bottleneck_profile import measure_split as bottleneck_split
+
+    x = to_model_input(split.inputs)
+    conf, pred = _exits(model, blocks, x)
+    sent_bytes, final_correct = base.sent_bytes.copy(), base.final_correct.copy()
+    for cut in range(1, spec.n_blocks):
+        sent = _activations(blocks, cut, x)
+        mixed = VariantModel(model, blocks, cut)
+        for level in range(profile.levels_at(cut)):
+            entry = profile.bottleneck_at(cut, level)
+            if entry is None:
+                codec = codecs.get(profile.codec_name(cut, level))
+                result = _codec_level(model, cut, codec, sent, split.labels)
+            else:
+                result = bottleneck_split(bottlenecks[(cut, level)], mixed, split)[:2]
+            sent_bytes[cut, level], final_correct[cut, level] = result
+    has_exit = np.asarray(profile.has_exit)[:, None]
+    return {
+        "labels": split.labels,
+        "exit_conf": np.where(has_exit, conf, 0.0).astype(np.float32),
+        "exit_correct": has_exit & (pred == split.labels),
+        "sent_bytes": sent_bytes,
+        "final_correct": final_correct,
+    }
+
+
+def add_variants(profile_path: Path, out: Path, names: list[str], repeats: int = 200) -> dict:
+    """The profile at ``profile_path`` with the variants ``names`` measured in; written
+    to ``out``. Returns a summary per variant (test accuracy per cut, bytes, ratios)."""
+    from rich.console import Console
+
+    from profiles.bottleneck import load as load_bottleneck
+
+    console = Console()
+    profile = load_profile(profile_path)
+    model, spec = model_for_profile(profile)
+    splits = data_for_profile(profile, spec)
+    train_x = torch.from_numpy(to_model_input(splits["train"].inputs[:TRAIN_FOR_VARIANTS]))
+    bottlenecks = {
+        (e["cut"], e["level"]): load_bottleneck(profile.path.parent / e["file"], model, spec)
+        for e in profile.bottlenecks.values()
+    }
+    with np.load(profile_path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if not k.startswith("variant_")}
+    meta = {k: v for k, v in profile.meta.items() if k not in ("variants", "format_version")}
+    meta["variants"] = {}
+    float_bytes = [block_bytes(b) for b in model.blocks]
+    for name in names:
+        console.print(f"variant {name}: building")
+        torch.manual_seed(0)
+        blocks = build_variant(name, model, train_x)
+        ratio = time_ratio(model.blocks, blocks, train_x, repeats)
+        summary = {
+            "time_ratio": [round(float(r), 4) for r in ratio],
+            "block_bytes": [block_bytes(b) for b in blocks],
+            "float_block_bytes": float_bytes,
+        }
+        arrays[variant_key(name, "block_host_s")] = profile.block_host_s * ratio
+        arrays[variant_key(name, "block_bytes")] = np.array(summary["block_bytes"], np.int64)
+        for split in ("val", "test"):
+            console.print(f"variant {name}: measuring the {split} split")
+            measured = measure_split(profile, model, spec, blocks, splits[split],
+                                     profile.splits[split], bottlenecks)  # fmt: skip
+            for key, value in measured.items():
+                arrays[variant_key(name, f"{split}_{key}")] = value
+        test = arrays[variant_key(name, "test_final_correct")][:, 0].mean(axis=1)
+        summary["test_accuracy_by_cut"] = [round(float(a), 4) for a in test]
+        meta["variants"][name] = summary
+        console.print(f"variant {name}: {summary}")
+    save_profile(out, meta, arrays)
+    return meta["variants"]
+
+
+@dataclass
+class Args:
+    """The command line."""
+
+    profile: Path = option(DEFAULT_PROFILE, "the profile to add the variants to", type=Path)
+    out: Path = option(
+        DEFAULT_PROFILE.with_name("profile_fmnist_variants.npz"),
+        "the profile to write",
+        type=Path,
+        check=output_file,
+    )
+    variants: str = option(",".join(VARIANTS), f"comma-separated, of: {', '.join(VARIANTS)}")
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        names = [v.strip() for v in self.variants.split(",")]
+        unknown = [v for v in names if v not in VARIANTS]
+        if unknown or not names or len(set(names)) != len(names):
+            raise InputError(
+                f"--variants {self.variants!r}: name each of {', '.join(VARIANTS)} at most "
+                f"once ({BASE_VARIANT} is the profile's own model)"
+            )
+        self.names = names
+
+
+def main(argv: list[str] | None = None) -> int:
+    def run() -> int:
+        args = parse(Args, argv, summary_of(__doc__))
+        added = add_variants(args.profile, args.out, args.names)
+        print(f"wrote {args.out}: variants {', '.join(added)}")
+        return 0
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
