@@ -207,13 +207,11 @@ def _build(cls: type, name: str, raw: Any, where: str):
         if kind == "hybrid":
             return _build_hybrid(name, raw, where, description)
         if kind not in _REQUIRED_BY_KIND:
-            raise CatalogError(
-                f"{where}.kind: must be 'iaas', 'faas' or 'hybrid', got {kind!r}"
-            )
+            raise CatalogError(f"{where}.kind: must be 'iaas', 'faas' or 'hybrid', got {kind!r}")
         values["kind"] = kind
         for key in ("vm", "functions", "rate_hz"):
             if key in raw:
-                raise CatalogError(f"{where}.{key}: only a kind = \"hybrid\" cloud has it")
+                raise CatalogError(f'{where}.{key}: only a kind = "hybrid" cloud has it')
         for field_name in _REQUIRED_BY_KIND[kind]:
             if field_name not in raw:
                 raise CatalogError(f"{where}.{field_name}: missing (required for {kind})")
@@ -270,11 +268,11 @@ def _link_hybrids(clouds: dict[str, Cloud], path: Path) -> dict[str, Cloud]:
         for key, kind in (("vm", "iaas"), ("functions", "faas")):
             part = getattr(cloud, key)
             if part not in clouds or clouds[part].kind != kind:
-                got = f"a {clouds[part].kind} entry" if part in clouds else "not an entry"
+                got = f"of kind '{clouds[part].kind}'" if part in clouds else "not an entry"
                 known = sorted(n for n, c in clouds.items() if c.kind == kind)
                 raise CatalogError(
                     f"{path}: [clouds.{name}].{key}: '{part}' is {got}; it must name a "
-                    f"kind = \"{kind}\" cloud (known: {', '.join(known) or 'none'})"
+                    f'kind = "{kind}" cloud (known: {", ".join(known) or "none"})'
                 )
         fn = clouds[cloud.functions]
         linked[name] = replace(cloud, cold_start_s=fn.cold_start_s, keep_alive_s=fn.keep_alive_s)

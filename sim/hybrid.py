@@ -86,7 +86,10 @@ def hybrid_tables(s: System, vm: Cloud, functions: Cloud, rate_hz: float) -> Hyb
     profile, blocks, exits and thresholds)."""
     k = s.k
     split = np.array(
-        [[hybrid_split(s, vm, functions, cut, t, rate_hz) for t in s.thresholds] for cut in range(k)],
+        [
+            [hybrid_split(s, vm, functions, cut, t, rate_hz) for t in s.thresholds]
+            for cut in range(k)
+        ],
         dtype=np.int64,
     )
     vm_cum = np.concatenate([[0.0], np.cumsum(block_seconds(s, vm))])
