@@ -21,11 +21,17 @@ THRESHOLD = 0.9  # the cloud exits' confidence threshold (the scenario's grid ha
 
 
 def cost_rows(system, cut: int = 0, rates=RATES_HZ) -> dict:
-    """USD per 1,000 requests offloaded at ``cut`` for the catalog's ``iaas`` and
-    ``faas`` clouds and their hybrid, at each rate; and the indifference rate."""
+    """USD per 1,000 requests offloaded at ``cut`` for a VM, functions and their hybrid,
+    at each rate; and the indifference rate. The VM and functions are the scenario's
+    hybrid's parts where its cloud is one (and ``hybrid_rate_hz`` the rate its split is
+    chosen for), else the catalog's ``iaas`` and ``faas`` entries."""
     from sim.cloud_cost import indifference_rate_hz, tail_cost
 
-    iaas, faas = system.catalog.cloud("iaas"), system.catalog.cloud("faas")
+    h = system.hybrid
+    if h is not None:
+        iaas, faas = h.vm, h.functions
+    else:
+        iaas, faas = system.catalog.cloud("iaas"), system.catalog.cloud("faas")
     grid = system.thresholds
     threshold = THRESHOLD if THRESHOLD in grid else grid[len(grid) // 2]
     rows = [asdict(tail_cost(system, iaas, faas, cut, threshold, r)) for r in rates]
@@ -37,6 +43,7 @@ def cost_rows(system, cut: int = 0, rates=RATES_HZ) -> dict:
         "iaas_cloud": iaas.name,
         "faas_cloud": faas.name,
         "indifference_rate_hz": indifference_rate_hz(system, iaas, faas, cut),
+        "hybrid_rate_hz": system.cloud.rate_hz if h is not None else None,
         "rows": rows,
     }
 
@@ -70,6 +77,14 @@ def plot_costs(report: dict, path: Path) -> None:
         xytext=(4, -4),
         textcoords="offset points",
     )
+    if report.get("hybrid_rate_hz"):  # the scenario's hybrid: the rate its split is for
+        ax.axvline(
+            report["hybrid_rate_hz"],
+            color="tab:green",
+            lw=1,
+            ls="-.",
+            label=f"scenario's hybrid split for {report['hybrid_rate_hz']:g} req/s",
+        )
     wins = [
         r["rate_hz"]
         for r in rows

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim import physics
-from sim.system import System, early_exit_conf, first_exits
+from sim.exits import early_exit_conf, first_exits
+from sim.system import System
 
 
 @dataclass(frozen=True)

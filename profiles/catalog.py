@@ -7,7 +7,7 @@ file, the table and the field. The result is plain frozen dataclasses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +68,18 @@ class Radio:
 
 @dataclass(frozen=True)
 class Cloud:
+    """A cloud offer: a reserved VM (``kind = "iaas"``), serverless functions
+    (``"faas"``), or a ``"hybrid"`` of two other entries: the VM ``vm`` runs the shallow
+    cloud blocks and their exits, the functions ``functions`` the deep ones, split
+    where it costs least at ``rate_hz`` offloaded requests per second (``sim.hybrid``).
+    A hybrid holds no speed or price of its own (its parts do); its ``cold_start_s``
+    and ``keep_alive_s`` are its functions', what can go cold."""
+
     name: str
     description: str
-    kind: str  # "iaas" or "faas"
-    speedup: float
-    overhead_s: float
+    kind: str  # "iaas", "faas" or "hybrid"
+    speedup: float = 1.0  # required for iaas and faas
+    overhead_s: float = 0.0  # required for iaas and faas
     price_per_s: float = 0.0
     utilisation: float = 1.0
     price_per_gb_s: float = 0.0
@@ -88,6 +95,11 @@ class Cloud:
     grid: str = "world"
     watts: float = 3.5
     pue: float = 1.135
+    # A hybrid's parts (names of [clouds.*] entries) and the offloaded requests per
+    # second, all its devices together, that its split is chosen for.
+    vm: str = ""
+    functions: str = ""
+    rate_hz: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -192,9 +204,14 @@ def _build(cls: type, name: str, raw: Any, where: str):
     values["description"] = description
     if cls is Cloud:
         kind = raw.get("kind")
+        if kind == "hybrid":
+            return _build_hybrid(name, raw, where, description)
         if kind not in _REQUIRED_BY_KIND:
-            raise CatalogError(f"{where}.kind: must be 'iaas' or 'faas', got {kind!r}")
+            raise CatalogError(f"{where}.kind: must be 'iaas', 'faas' or 'hybrid', got {kind!r}")
         values["kind"] = kind
+        for key in ("vm", "functions", "rate_hz"):
+            if key in raw:
+                raise CatalogError(f'{where}.{key}: only a kind = "hybrid" cloud has it')
         for field_name in _REQUIRED_BY_KIND[kind]:
             if field_name not in raw:
                 raise CatalogError(f"{where}.{field_name}: missing (required for {kind})")
@@ -214,6 +231,52 @@ def _build(cls: type, name: str, raw: Any, where: str):
         at = f"{where}.{field_name}"
         values[field_name] = _number(raw[field_name], at, low, inclusive, high)
     return cls(**values)
+
+
+_HYBRID_KEYS = ("description", "kind", "vm", "functions", "rate_hz")
+
+
+def _build_hybrid(name: str, raw: dict, where: str, description: str) -> Cloud:
+    """A hybrid entry: its parts' names and its rate; the parts are checked once every
+    cloud is read (``_link_hybrids``). Speeds and prices belong to the parts, so a key
+    of theirs here is refused rather than ignored."""
+    extra = sorted(set(raw) - set(_HYBRID_KEYS))
+    if extra:
+        raise CatalogError(
+            f"{where}.{extra[0]}: not a field of a hybrid cloud (it takes "
+            f"{', '.join(_HYBRID_KEYS)}; speeds and prices go on its vm and functions entries)"
+        )
+    parts = {}
+    for key in ("vm", "functions"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not value:
+            raise CatalogError(f"{where}.{key}: missing or not a string (a [clouds.*] name)")
+        parts[key] = value
+    if "rate_hz" not in raw:
+        raise CatalogError(f"{where}.rate_hz: missing (required for hybrid)")
+    rate = _number(raw["rate_hz"], f"{where}.rate_hz", 0.0, False, 1e7)
+    return Cloud(name=name, description=description, kind="hybrid", rate_hz=rate, **parts)
+
+
+def _link_hybrids(clouds: dict[str, Cloud], path: Path) -> dict[str, Cloud]:
+    """Each hybrid's ``vm`` must name an iaas entry and ``functions`` a faas one; the
+    hybrid takes its functions' cold start and keep-alive (what can go cold)."""
+    linked = dict(clouds)
+    for name, cloud in clouds.items():
+        if cloud.kind != "hybrid":
+            continue
+        for key, kind in (("vm", "iaas"), ("functions", "faas")):
+            part = getattr(cloud, key)
+            if part not in clouds or clouds[part].kind != kind:
+                got = f"of kind '{clouds[part].kind}'" if part in clouds else "not an entry"
+                known = sorted(n for n, c in clouds.items() if c.kind == kind)
+                raise CatalogError(
+                    f"{path}: [clouds.{name}].{key}: '{part}' is {got}; it must name a "
+                    f'kind = "{kind}" cloud (known: {", ".join(known) or "none"})'
+                )
+        fn = clouds[cloud.functions]
+        linked[name] = replace(cloud, cold_start_s=fn.cold_start_s, keep_alive_s=fn.keep_alive_s)
+    return linked
 
 
 def _number(value: Any, where: str, low: float, inclusive: bool, high: float) -> float:
@@ -282,6 +345,7 @@ def load_catalog(path: str | Path = DEFAULT_CATALOG) -> Catalog:
             name: _build(cls, name, body, f"{path}: [{key}.{name}]")
             for name, body in section.items()
         }
+    tables["clouds"] = _link_hybrids(tables["clouds"], path)
     for name, cloud in tables["clouds"].items():
         if cloud.grid not in tables["grids"]:
             raise CatalogError(

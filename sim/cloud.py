@@ -130,6 +130,14 @@ class SharedCloud:
         (``b = 0..max_batch``), already divided by the speedup and with the overhead
         added; needed for IaaS with workers. Without it, batch 1 is the system's
         ``cloud_tail_s`` and a batch of b takes b times as long."""
+        if getattr(system, "hybrid", None) is not None:
+            from sim.scenario import ScenarioError
+
+            sc = system.scenario
+            raise ScenarioError(
+                f"{sc.source}: [scenario].cloud = '{sc.cloud}' is a hybrid cloud, which a "
+                "fleet sharing one cloud cannot use yet (sim.cloud); choose an iaas or faas cloud"
+            )
         self.capacity = capacity
         self.faas = system.is_faas
         self.cold_start_s = system.cloud.cold_start_s

@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from profiles.catalog import Cloud
+from sim.exits import early_exit_conf, first_exits
 from sim.formulas import faas_call_usd
-from sim.system import System, early_exit_conf, first_exits
+
+if TYPE_CHECKING:  # ``sim.system`` builds its cloud tables from this module
+    from profiles.profile_io import Profile
+    from sim.system import System
 
 KINDS = ("iaas", "faas", "hybrid")
 
@@ -50,6 +55,13 @@ class TailCost:
     @property
     def cheapest(self) -> str:
         return min(KINDS, key=lambda kind: getattr(self, kind))
+
+
+def tail_seconds(p: Profile, cloud: Cloud, cut: int) -> float:
+    """Busy seconds of one call on ``cloud`` that runs blocks ``cut+1..K`` and the final
+    exit (no early exit checked), its ``overhead_s`` included: the whole tail of an iaas
+    or faas cloud (``System.cloud_tail_s``), or a hybrid's functions from its split."""
+    return float(p.block_host_s[cut:].sum() + p.exit_host_s[-1]) / cloud.speedup + cloud.overhead_s
 
 
 def block_seconds(s: System, cloud: Cloud) -> np.ndarray:
@@ -104,6 +116,18 @@ def tail_cost(
             best, split = shallow + deep, cut + 1 + i
     hybrid = best if split > cut else min(whole_vm, whole_fn)
     return TailCost(rate_hz, 1e3 * whole_vm, 1e3 * whole_fn, 1e3 * hybrid, split)
+
+
+def hybrid_split(
+    s: System, vm: Cloud, functions: Cloud, cut: int, threshold: float, rate_hz: float
+) -> int:
+    """The hybrid's last block on the VM for requests offloaded at ``cut``: ``tail_cost``'s
+    cheapest split at ``rate_hz``; where no split pays, the whole tail on the cheaper
+    of the two (``K``: all on the VM, ``cut``: all on the functions)."""
+    cost = tail_cost(s, vm, functions, cut, threshold, rate_hz)
+    if cost.split > cut:
+        return cost.split
+    return s.k if cost.iaas < cost.faas else cut
 
 
 def indifference_rate_hz(s: System, iaas: Cloud, faas: Cloud, cut: int) -> float:

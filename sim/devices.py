@@ -89,6 +89,7 @@ def system_arrays(s: System) -> SystemArrays:
         kernel.S_CLOUD_CARBON: s.cloud_carbon_g,
         kernel.S_THRESHOLDS: s.thresholds,
         kernel.S_CONSTS: consts,
+        **hybrid_rows(s),
     }
     for v, vs in enumerate(s.variant_systems):
         first = kernel.S_DEVICE + kernel.N_DEVICE_ROWS * v
@@ -119,6 +120,38 @@ def system_arrays(s: System) -> SystemArrays:
         ),
         last_level=np.asarray([n - 1 for n in s.levels_by_cut] + [s.n_levels - 1]),
     )
+
+
+def hybrid_rows(s: System) -> dict[int, list[float]]:
+    """A hybrid cloud's rows of ``small`` (``kernel.S_HYBRID`` and the tables after it);
+    empty rows (all zeros once padded) without one."""
+    h = s.hybrid
+    if h is None:
+        return {r: [] for r in (kernel.S_HYBRID, kernel.S_VM_CUM, kernel.S_FN_TAIL, kernel.S_SPLIT)}
+    v, f = h.vm, h.functions
+    consts = {
+        kernel.H_ON: 1.0,
+        kernel.H_N_THRESHOLDS: s.n_thresholds,
+        kernel.H_VM_OVERHEAD_S: v.overhead_s,
+        kernel.H_VM_PRICE_PER_S: v.price_per_s,
+        kernel.H_VM_UTILISATION: v.utilisation,
+        kernel.H_VM_WATTS: v.watts,
+        kernel.H_VM_PUE: v.pue,
+        kernel.H_VM_G_PER_J: h.vm_g_per_j,
+        kernel.H_FN_GRANULARITY_S: f.billing_granularity_s,
+        kernel.H_FN_PRICE_PER_REQUEST: f.price_per_request,
+        kernel.H_FN_PRICE_PER_GB_S: f.price_per_gb_s,
+        kernel.H_FN_MEMORY_GB: f.memory_gb,
+        kernel.H_FN_WATTS: f.watts,
+        kernel.H_FN_PUE: f.pue,
+        kernel.H_FN_G_PER_J: h.fn_g_per_j,
+    }
+    return {
+        kernel.S_HYBRID: [consts[i] for i in range(len(consts))],
+        kernel.S_VM_CUM: h.vm_cum.tolist(),
+        kernel.S_FN_TAIL: h.fn_tail_s.tolist(),
+        kernel.S_SPLIT: h.split.ravel().tolist(),
+    }
 
 
 class TraceArrays:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+J_PER_KWH = 3.6e6  # a grid's grams per kWh over this: grams per joule
 LATENCY_RATIO_CAP = 4.0  # a late answer costs at most four deadlines of latency
 
 # The reward's constants, in ``RewardWeights`` order, then the references' inverses.
@@ -74,6 +75,22 @@ def cloud_seconds(tail_s: float, cold: bool, cold_start_s: float) -> float:
     return tail_s + (cold_start_s if cold else 0.0)
 
 
+def hybrid_exit(first_exit: int, cut: int, split: int) -> int:
+    """The cloud early exit (1-based block) that answers a request offloaded at ``cut``
+    on a hybrid cloud whose VM runs blocks ``cut+1..split`` with their exits: the
+    sample's first exit reaching the threshold (``first_exit``, 0: none) when the VM
+    runs it; 0 when the request goes on to the functions (or, ``split == K``, to the
+    VM's final exit)."""
+    return first_exit if cut < first_exit <= split else 0
+
+
+def span_seconds(cum, overhead_s: float, start: int, end: int) -> float:
+    """Busy seconds of one call that runs blocks ``start+1..end`` (``cum[b]``: the
+    seconds of blocks ``1..b`` with their exits on that cloud), its ``overhead_s``
+    included; 0 when it runs none (no call)."""
+    return overhead_s + cum[end] - cum[start] if end > start else 0.0
+
+
 # -- energy and money --------------------------------------------------------------------
 def transmit_j(base_w: float, per_mbps_w: float, tx_s: float, nbytes: float) -> float:
     """Energy of sending ``nbytes`` over ``tx_s`` seconds (Huang et al., MobiSys 2012):
@@ -116,6 +133,18 @@ def faas_call_usd(
     steps = math.ceil(busy_s / granularity_s - 1e-9) if granularity_s > 0 else 0
     billed = steps * granularity_s if granularity_s > 0 else busy_s
     return price_per_request + price_per_gb_s * memory_gb * billed
+
+
+def iaas_busy_usd(busy_s: float, price_per_s: float, utilisation: float) -> float:
+    """What a reserved VM's busy seconds cost a request: its price per second over the
+    utilisation the operator reaches (an idle second is paid by the busy ones)."""
+    return price_per_s * busy_s / utilisation
+
+
+def cloud_carbon_g(busy_s: float, watts: float, pue: float, g_per_j: float) -> float:
+    """Grams of CO2e of a cloud's busy seconds: the power it keeps busy, times its data
+    centre's PUE, at its grid's intensity (``g_per_j``)."""
+    return busy_s * watts * pue * g_per_j
 
 
 def request_money_usd(nbytes: float, usd_per_byte: float, cloud_usd: float) -> float:

@@ -15,7 +15,8 @@ a shared cloud can sit between them:
 1. ``start_requests``: each device's current request under its action: the exits,
    the device time, and for what is offloaded the upload over its trace;
 2. the cloud: ``private_cloud`` (each device has the cloud to itself, as one device
-   does: a FaaS instance is cold when the device's own keep-alive ran out) or
+   does: a FaaS instance is cold when the device's own keep-alive ran out; a hybrid
+   cloud's VM answers at its exits or hands over to a function, ``hybrid_cloud``) or
    ``sim.cloud.SharedCloud`` (a fleet's shared serving tier, in Python);
 3. ``finish_requests``: latency, energy, money, leakage and reward; then ``advance``
    applies them to the devices' state (battery, telemetry, the clock, background
@@ -41,6 +42,11 @@ from traces import queries
     device_seconds,
     is_cold,
     cloud_seconds,
+    hybrid_exit,
+    span_seconds,
+    iaas_busy_usd,
+    faas_call_usd,
+    cloud_carbon_g,
     transmit_j,
     radio_tail_left_j,
     radio_tail_j,
@@ -56,6 +62,11 @@ from traces import queries
         "device_seconds",
         "is_cold",
         "cloud_seconds",
+        "hybrid_exit",
+        "span_seconds",
+        "iaas_busy_usd",
+        "faas_call_usd",
+        "cloud_carbon_g",
         "transmit_j",
         "radio_tail_left_j",
         "radio_tail_j",
@@ -102,10 +113,35 @@ N_CONSTS = K_REWARD + formulas.N_REWARD_CONSTANTS
     S_CLOUD_CARBON,
     S_THRESHOLDS,
     S_CONSTS,
+    S_HYBRID,
+    S_VM_CUM,
+    S_FN_TAIL,
+    S_SPLIT,
     S_DEVICE,
-) = range(6)
+) = range(10)
 V_BLOCK_CUM, V_EXIT_CUM, V_EXIT_DEV = range(3)
 N_DEVICE_ROWS = 3
+# A hybrid cloud's rows (``sim.hybrid``; all zero without one): ``small[S_HYBRID, H_*]``
+# its constants; ``S_VM_CUM[b]`` the VM's seconds of blocks 1..b with their exits;
+# ``S_FN_TAIL[split]`` a function call's seconds from ``split``; ``S_SPLIT[cut * n +
+# threshold]`` the last block on the VM (``n`` = ``H_N_THRESHOLDS``).
+(
+    H_ON,
+    H_N_THRESHOLDS,
+    H_VM_OVERHEAD_S,
+    H_VM_PRICE_PER_S,
+    H_VM_UTILISATION,
+    H_VM_WATTS,
+    H_VM_PUE,
+    H_VM_G_PER_J,
+    H_FN_GRANULARITY_S,
+    H_FN_PRICE_PER_REQUEST,
+    H_FN_PRICE_PER_GB_S,
+    H_FN_MEMORY_GB,
+    H_FN_WATTS,
+    H_FN_PUE,
+    H_FN_G_PER_J,
+) = range(15)
 # ``per_level[P_*, cut, level]``; per variant and sample, what a request reads of it side
 # by side (one cache line, where a plane per field would cost a miss each):
 # ``exits[variant, block - 1, sample, X_*]``, ``finals[variant, cut, level, sample, Y_*]``,
@@ -196,10 +232,18 @@ Q_ARRIVAL, Q_SAMPLE = range(2)
     O_TAIL_END,
     O_CUT,
     O_NEXT,
+    O_VM,
+    O_FN,
+    O_FN_CALL,
+    O_CLOUD_EXIT,
     O_VARIANT,
-) = range(32)
+) = range(36)
 N_REPORTED = O_TRUNCATED + 1
-N_OUT = 32  # O_NEXT: when the device decides its next request (after its last: when done)
+# O_NEXT: when the device decides its next request (after its last: when done). A
+# hybrid cloud's request: its VM and function seconds, whether it called a function,
+# and the cloud exit that answered it (0: none, the final exit answered). Then the model
+# variant the device ran.
+N_OUT = 36
 OBS_COLUMNS = 18  # the single device's 17 features, then the smoothed server queueing
 
 
@@ -239,7 +283,7 @@ def step_one(
 def outcomes_private(small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out):
     """What each device's request does under its action with a cloud of its own."""
     start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, requests, out)
-    private_cloud(small, fs, out)
+    private_cloud(small, first_exit, exits, fs, ints, requests, out)
     finish_requests(small, per_level, finals, fs, ints, requests, out)
 
 
@@ -307,17 +351,68 @@ def start_requests(small, per_level, first_exit, exits, finals, tr, fs, ints, re
 
 
 @njit(cache=True, error_model="numpy")
-def private_cloud(small, fs, out):
+def private_cloud(small, first_exit, exits, fs, ints, requests, out):
     """Phase 2 where each device has the cloud to itself: no queue; a FaaS instance is
     cold when the device's own keep-alive ran out."""
     c = small[S_CONSTS]
+    hybrid = small[S_HYBRID, H_ON] > 0.0
     for d in range(len(fs)):
         o = out[d]
         if o[O_OFFLOADED] == 0.0:
             continue
+        if hybrid:
+            hybrid_cloud(small, first_exit, exits, fs, ints, requests, d, o)
+            continue
         cold = is_cold(c[K_IS_FAAS] > 0, o[O_TX_END], fs[d, D_CLOUD_LAST], c[K_KEEP_ALIVE_S])
         o[O_COLD] = 1.0 if cold else 0.0
         o[O_CLOUD] = cloud_seconds(small[S_CLOUD_TAIL, int(o[O_CUT])], cold, c[K_COLD_START_S])
+
+
+@njit(cache=True, error_model="numpy")
+def hybrid_cloud(small, first_exit, exits, fs, ints, requests, d, o):
+    """A hybrid cloud's phase 2 for device ``d``'s offloaded request (row ``o``): the VM
+    runs blocks ``cut+1..split`` with their exits; an exit that reaches the threshold
+    answers (its correctness from the profile's per-sample arrays) and no function is
+    called; else a function runs the rest to the final exit, cold when the device's own
+    keep-alive of it ran out (``D_CLOUD_LAST``: its last call)."""
+    c, h = small[S_CONSTS], small[S_HYBRID]
+    k = int(c[K_K])
+    cut, thr, v = ints[d, I_ACT_CUT], ints[d, I_ACT_THR], ints[d, I_ACT_VARIANT]
+    i = int(requests[Q_SAMPLE, d, ints[d, I_INDEX]])
+    split = int(small[S_SPLIT, cut * int(h[H_N_THRESHOLDS]) + thr])
+    answered = hybrid_exit(first_exit[v, i, thr], cut, split)
+    end = answered if answered > 0 else split
+    vm_s = span_seconds(small[S_VM_CUM], h[H_VM_OVERHEAD_S], cut, end)
+    calls = answered == 0 and split < k
+    fn_s = small[S_FN_TAIL, split] if calls else 0.0
+    cold = is_cold(calls, o[O_TX_END] + vm_s, fs[d, D_CLOUD_LAST], c[K_KEEP_ALIVE_S])
+    o[O_VM], o[O_FN] = vm_s, fn_s
+    o[O_FN_CALL] = 1.0 if calls else 0.0
+    o[O_COLD] = 1.0 if cold else 0.0
+    o[O_CLOUD] = cloud_seconds(vm_s + fn_s, cold, c[K_COLD_START_S])
+    if answered > 0:
+        o[O_CLOUD_EXIT] = answered
+        o[O_CORRECT] = exits[v, answered - 1, i, X_OK]
+        o[O_CREDIT] = exits[v, answered - 1, i, X_CREDIT]
+        o[O_EXPECTED] = exits[v, answered - 1, i, X_EXPECTED]
+
+
+@njit(cache=True, error_model="numpy")
+def hybrid_money_carbon(h, o):
+    """A hybrid cloud's bill and grams for a request (row ``o``, after ``hybrid_cloud``):
+    the VM's busy seconds, and the function call where it made one."""
+    usd = iaas_busy_usd(o[O_VM], h[H_VM_PRICE_PER_S], h[H_VM_UTILISATION])
+    grams = cloud_carbon_g(o[O_VM], h[H_VM_WATTS], h[H_VM_PUE], h[H_VM_G_PER_J])
+    if o[O_FN_CALL] > 0.0:
+        usd += faas_call_usd(
+            o[O_FN],
+            h[H_FN_GRANULARITY_S],
+            h[H_FN_PRICE_PER_REQUEST],
+            h[H_FN_PRICE_PER_GB_S],
+            h[H_FN_MEMORY_GB],
+        )
+        grams += cloud_carbon_g(o[O_FN], h[H_FN_WATTS], h[H_FN_PUE], h[H_FN_G_PER_J])
+    return usd, grams
 
 
 @njit(cache=True, error_model="numpy")
@@ -348,12 +443,16 @@ def finish_requests(small, per_level, finals, fs, ints, requests, out):
             o[O_ENERGY] = request_energy_j(
                 c[K_ACTIVE_W], c[K_IDLE_W], o[O_DEVICE], tx_j, tail_j, rtt + cloud_s
             )
-            o[O_MONEY] = request_money_usd(nbytes, c[K_USD_PER_BYTE], small[S_CLOUD_USD, cut])
-            cloud_g = small[S_CLOUD_CARBON, cut]
+            if small[S_HYBRID, H_ON] > 0.0:
+                cloud_usd, cloud_g = hybrid_money_carbon(small[S_HYBRID], o)
+            else:
+                cloud_usd, cloud_g = small[S_CLOUD_USD, cut], small[S_CLOUD_CARBON, cut]
+            o[O_MONEY] = request_money_usd(nbytes, c[K_USD_PER_BYTE], cloud_usd)
             o[O_CARBON] = request_carbon_g(o[O_ENERGY], c[K_DEVICE_G_PER_J], cloud_g)
-            o[O_CORRECT] = finals[v, cut, level, i, Y_OK]
-            o[O_CREDIT] = finals[v, cut, level, i, Y_CREDIT]
-            o[O_EXPECTED] = finals[v, cut, level, i, Y_EXPECTED]
+            if o[O_CLOUD_EXIT] == 0.0:  # the final exit answered (else a hybrid's VM exit)
+                o[O_CORRECT] = finals[v, cut, level, i, Y_OK]
+                o[O_CREDIT] = finals[v, cut, level, i, Y_CREDIT]
+                o[O_EXPECTED] = finals[v, cut, level, i, Y_EXPECTED]
             o[O_LEAKAGE] = per_level[P_LEAK, cut, level]
             o[O_TAIL_END] = o[O_TX_END] + fs[d, D_TAIL_S]
         else:
@@ -397,7 +496,8 @@ def advance(small, tr, fs, ints, requests, out, obs):
         fs[d, D_FREE] = done
         if o[O_OFFLOADED] > 0.0:
             fs[d, D_TAIL_END] = o[O_TAIL_END]
-            fs[d, D_CLOUD_LAST] = done
+            if small[S_HYBRID, H_ON] == 0.0 or o[O_FN_CALL] > 0.0:  # what has a keep-alive
+                fs[d, D_CLOUD_LAST] = done
             tx_s, nbytes = o[O_TX_END] - o[O_TX_START], o[O_SENT]
             if tx_s > 0 and nbytes > 0:
                 record_sample(fs, ints, d, o[O_TX_END], nbytes * 8.0 / tx_s)

@@ -22,13 +22,16 @@ from typing import NamedTuple
 import numpy as np
 
 from profiles.catalog import Catalog, Cloud, Device, Radio, load_catalog
-from profiles.profile_io import Profile, load_profile
+from profiles.profile_io import BASE_VARIANT, Profile, load_profile
 from sim import formulas
+from sim.cloud_cost import tail_seconds
+from sim.exits import early_exit_conf, first_exits
+from sim.hybrid import HybridTables, hybrid_tables
 from sim.reward import Reward
 from sim.scenario import Scenario
 from telemetry.observation import ObservationContext
 
-J_PER_KWH = 3.6e6
+J_PER_KWH = formulas.J_PER_KWH
 
 
 class Outcome(NamedTuple):
@@ -100,15 +103,15 @@ class System:
         self.n_thresholds = len(self.thresholds)
 
         self._device_times(p, base)
-        c, tail_p = self.cloud, self.base_profile
-        self.cloud_tail_s = [
-            float(tail_p.block_host_s[cut:].sum() + tail_p.exit_host_s[-1]) / c.speedup
-            + c.overhead_s
-            for cut in range(self.k)
-        ]
-        self.cloud_usd = [self.cloud_money(busy) for busy in self.cloud_tail_s]  # per cut
-        self._carbon(scenario)
+        c = self.cloud
         self.is_faas = c.kind == "faas"
+        self.hybrid: HybridTables | None = None  # a hybrid cloud's tables (``sim.hybrid``)
+        if c.kind != "hybrid":
+            # The cloud runs the base model's tail, whichever variant the device runs.
+            tail_p = self.base_profile
+            self.cloud_tail_s = [tail_seconds(tail_p, c, cut) for cut in range(self.k)]
+            self.cloud_usd = [self.cloud_money(busy) for busy in self.cloud_tail_s]  # per cut
+        self._carbon(scenario)
         self.data_usd_per_byte = self.catalog.data_usd_per_gb / 1e9
         battery = scenario.battery.capacity_j or self.device.battery_j
         self.battery_capacity_j = battery
@@ -125,6 +128,8 @@ class System:
             self.carbon_ref_g,
         )
         self._sample_tables(p, accuracy_credit)
+        if c.kind == "hybrid":
+            self._hybrid(c)
         # Leakage the reward charges: 0 where the profile could not measure it (inputs
         # that are not images; ``profile.meta["leakage_reason"]`` says why).
         self.leak = p.leakage_or_zero().tolist()
@@ -201,6 +206,21 @@ class System:
                 f"accuracy_credit must be realized or expected, not {accuracy_credit!r}"
             )
 
+    def _hybrid(self, c: Cloud) -> None:
+        """A hybrid cloud's tables, split at each cut and threshold from the exits'
+        measured shares; per cut, the path no cloud exit answers (``HybridTables.per_cut``)."""
+        if self.scenario.variants != (BASE_VARIANT,):
+            from sim.scenario import ScenarioError
+
+            raise ScenarioError(
+                f"{self.scenario.source}: [scenario].cloud '{c.name}' is a hybrid, whose cloud "
+                f"exits are measured on the base model only; [scenario].variants must be "
+                f'["{BASE_VARIANT}"], not {list(self.scenario.variants)}'
+            )
+        vm, functions = self.catalog.cloud(c.vm), self.catalog.cloud(c.functions)
+        self.hybrid = hybrid_tables(self, vm, functions, c.rate_hz)
+        self.cloud_tail_s, self.cloud_usd, self.cloud_carbon_g = self.hybrid.per_cut()
+
     @staticmethod
     def _check_measured(device: Device, profile: Profile) -> None:
         from profiles.catalog import CatalogError
@@ -235,12 +255,20 @@ class System:
         data centre's PUE, at the cloud's grid (catalog ``[grids]``, with sources)."""
         grids, c = self.catalog.grids, self.cloud
         self.device_grid = grids[scenario.grid]
-        self.cloud_grid = grids[c.grid]
         self.device_g_per_j = self.device_grid.g_per_kwh / J_PER_KWH
+        if c.kind == "hybrid":  # its parts' grids (``_hybrid``)
+            self.cloud_grid = grids[self.catalog.cloud(c.functions).grid]
+            return
+        self.cloud_grid = grids[c.grid]
         cloud_g_per_j = self.cloud_grid.g_per_kwh / J_PER_KWH
-        self.cloud_carbon_g = [busy * c.watts * c.pue * cloud_g_per_j for busy in self.cloud_tail_s]
+        self.cloud_carbon_g = [
+            formulas.cloud_carbon_g(busy, c.watts, c.pue, cloud_g_per_j)
+            for busy in self.cloud_tail_s
+        ]
 
     def cloud_money(self, busy_s: float) -> float:
+        """The bill of ``busy_s`` seconds on the scenario's iaas or faas cloud (a hybrid
+        bills each part: ``HybridTables.usd``)."""
         c = self.cloud
         if c.kind == "faas":
             return formulas.faas_call_usd(
@@ -250,7 +278,7 @@ class System:
                 c.price_per_gb_s,
                 c.memory_gb,
             )
-        return c.price_per_s * busy_s / c.utilisation
+        return formulas.iaas_busy_usd(busy_s, c.price_per_s, c.utilisation)
 
     def describe(self) -> dict:
         return {
@@ -265,23 +293,6 @@ class System:
             "energy_ref_j": self.energy_ref_j,
             "variants": [v.variant for v in self.variant_systems],
         }
-
-
-def early_exit_conf(split, has_exit) -> np.ndarray:
-    """The early exits' confidences (blocks 1..K-1 x samples), -1 at blocks without an
-    exit so that no threshold makes one fire."""
-    conf = np.array(split.exit_conf[:-1], dtype=np.float32)
-    conf[~np.asarray(has_exit[:-1], bool)] = -1.0
-    return conf
-
-
-def first_exits(conf, threshold: float) -> np.ndarray:
-    """For each sample, the first early exit (1-based block: 1 + the index of the first
-    row of ``conf``, blocks x samples) whose confidence reaches ``threshold``; 0 where
-    none does. The exit rule, done once per threshold instead of per request."""
-    fires = np.asarray(conf) >= threshold
-    first = np.argmax(fires, axis=0) + 1
-    return np.where(fires.any(axis=0), first, 0)
 
 
 def _calibrated_credit(split, n_bins: int = 20) -> tuple[list, list]:

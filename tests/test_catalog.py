@@ -10,7 +10,7 @@ def test_default_catalog_has_the_required_classes():
     cat = load_catalog()
     assert {"mcu", "rpi4", "phone"} <= set(cat.devices)
     assert {"3g", "lte", "5g", "wifi", "ltem"} <= set(cat.radios)
-    assert {c.kind for c in cat.clouds.values()} == {"iaas", "faas"}
+    assert {c.kind for c in cat.clouds.values()} == {"iaas", "faas", "hybrid"}
     lte = cat.radio("lte")
     assert lte.transmit_power_w(1e6) == pytest.approx(lte.base_w + lte.per_mbps_w)
 

@@ -1,0 +1,217 @@
+"""The hybrid cloud as the simulator runs it: the VM answers at its exits below the
+split and calls no function; the rest pay a function call (and a cold start when its
+keep-alive ran out); latency, money and carbon follow ``sim.formulas``; a bad hybrid
+entry or a hybrid fleet is refused naming the field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from profiles import DEFAULT_CATALOG
+from profiles.catalog import CatalogError, load_catalog
+from sim import System, formulas, load_scenario
+from sim import kernel as K
+from sim.cloud_cost import hybrid_split, tail_cost, tail_seconds
+from sim.scenario import ScenarioError
+
+HYBRID = ROOT / "envs" / "scenarios" / "hybrid.toml"
+
+
+def _catalog(tmp_path, *edits: tuple[str, str]) -> str:
+    """The built-in catalog with ``(old, new)`` replacements, written to ``tmp_path``."""
+    text = DEFAULT_CATALOG.read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path = tmp_path / "catalog.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def _episode(scenario, steps: int = 300, seed: int = 5):
+    """Random actions on ``scenario`` (the same requests for the same seed): each step's
+    action, info and kernel row, with the sample it drew."""
+    from envs import OffloadEnv
+
+    env = OffloadEnv(scenario, trace_source="builtin", episode_requests=steps)
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(steps):
+        dev = env.devices
+        sample = int(dev.samples[0, dev.ints[0, K.I_INDEX]])
+        action = rng.integers(env.action_space.nvec)
+        _, _, term, trunc, info = env.step(action)
+        served = env.check_action(action)[:3]  # a level beyond its cut's own: the cut's last
+        rows.append((served, info, dev.out[0].copy(), sample))
+        if term or trunc:
+            break
+    return env.system, rows
+
+
+@pytest.fixture(scope="module")
+def episode(tmp_path_factory):
+    """The hybrid scenario with a 0.5 s keep-alive on the functions (cold and warm calls
+    both happen at 2 requests per second)."""
+    tmp = tmp_path_factory.mktemp("hybrid")
+    catalog = _catalog(tmp, ("keep_alive_s = 360.0", "keep_alive_s = 0.5"))
+    return _episode(load_scenario(HYBRID).with_updates(catalog=catalog))
+
+
+def _offloaded(episode):
+    s, rows = episode
+    return s, [(a, info, o, i) for a, info, o, i in rows if info["offloaded"]]
+
+
+def test_the_split_is_the_cost_models_choice():
+    s = System(load_scenario(HYBRID))
+    h = s.hybrid
+    assert h is not None and h.vm.name == "iaas" and h.functions.name == "faas"
+    for cut in range(s.k):
+        for j, t in enumerate(s.thresholds):
+            split = int(h.split[cut, j])
+            assert split == hybrid_split(s, h.vm, h.functions, cut, t, s.cloud.rate_hz)
+            assert cut <= split <= s.k
+            cost = tail_cost(s, h.vm, h.functions, cut, t, s.cloud.rate_hz)
+            if cost.split > cut:
+                assert split == cost.split
+    assert (h.split > np.arange(s.k)[:, None]).any(), "some requests should start on the VM"
+    assert ((h.split > np.arange(s.k)[:, None]) & (h.split < s.k)).any(), "and some split"
+
+
+def test_an_answer_at_a_vm_exit_pays_no_function_call_and_no_cold_start(episode):
+    s, rows = _offloaded(episode)
+    h, split_data = s.hybrid, s.profile.splits[s.scenario.workload.sample_split]
+    answered = 0
+    for (cut, thr, _), info, o, i in rows:
+        b = int(o[K.O_CLOUD_EXIT])
+        if b == 0:
+            continue
+        answered += 1
+        split = int(h.split[cut, thr])
+        assert cut < b <= split
+        assert b == s.first_exit[thr][i]  # the first exit that reaches the threshold
+        assert o[K.O_FN_CALL] == 0.0 and o[K.O_FN] == 0.0 and not info["cold_start"]
+        vm_s = h.vm.overhead_s + h.vm_cum[b] - h.vm_cum[cut]
+        assert info["cloud_s"] == pytest.approx(vm_s, rel=1e-12)
+        assert info["correct"] == bool(split_data.exit_correct[b - 1, i])
+        assert info["exit_block"] == 0  # the device did not answer
+    assert answered >= 5
+
+
+def test_past_the_split_a_function_runs_the_rest_cold_when_its_keep_alive_ran_out(episode):
+    s, rows = _offloaded(episode)
+    h, keep_alive = s.hybrid, s.cloud.keep_alive_s
+    split_data = s.profile.splits[s.scenario.workload.sample_split]
+    calls = colds = warm = 0
+    last_call_done = -np.inf  # the episode starts with no warm function
+    for (cut, thr, level), info, o, i in rows:
+        split = int(h.split[cut, thr])
+        if o[K.O_CLOUD_EXIT] > 0:
+            continue
+        vm_s = h.vm.overhead_s + h.vm_cum[split] - h.vm_cum[cut] if split > cut else 0.0
+        assert o[K.O_VM] == pytest.approx(vm_s, rel=1e-12)
+        assert info["correct"] == bool(split_data.final_correct[cut, level, i])
+        if split == s.k:  # the whole tail on the VM, to its final exit
+            assert o[K.O_FN_CALL] == 0.0 and not info["cold_start"]
+            assert info["cloud_s"] == pytest.approx(vm_s, rel=1e-12)
+            continue
+        calls += 1
+        fn_s = tail_seconds(s.profile, h.functions, split)
+        assert o[K.O_FN_CALL] == 1.0 and o[K.O_FN] == pytest.approx(fn_s, rel=1e-12)
+        reaches = o[K.O_TX_END] + vm_s
+        cold = reaches - last_call_done > keep_alive
+        assert info["cold_start"] == cold
+        colds, warm = colds + cold, warm + (not cold)
+        cold_s = s.cloud.cold_start_s if cold else 0.0
+        assert info["cloud_s"] == pytest.approx(vm_s + fn_s + cold_s, rel=1e-12)
+        assert s.cloud.cold_start_s == h.functions.cold_start_s
+        last_call_done = o[K.O_DONE]
+    assert calls >= 5 and colds >= 1 and warm >= 1
+
+
+def test_latency_money_and_carbon_follow_the_formulas(episode):
+    s, rows = _offloaded(episode)
+    h = s.hybrid
+    v, f = h.vm, h.functions
+    for _, info, o, _ in rows:
+        vm_s, fn_s = o[K.O_VM], o[K.O_FN]
+        # Device (after any wait), upload and RTT, then the VM, the function, a cold start.
+        arrival = o[K.O_TX_START] - info["device_s"] - info["wait_s"]
+        rtt = info["network_s"] - (o[K.O_TX_END] - o[K.O_TX_START])
+        cold_s = s.cloud.cold_start_s if info["cold_start"] else 0.0
+        cloud_s = vm_s + fn_s + cold_s
+        assert info["cloud_s"] == pytest.approx(cloud_s, rel=1e-12)
+        latency = o[K.O_TX_END] + rtt + cloud_s - arrival
+        assert info["latency_s"] == pytest.approx(latency, rel=1e-9)
+        usd = formulas.iaas_busy_usd(vm_s, v.price_per_s, v.utilisation)
+        grams = formulas.cloud_carbon_g(vm_s, v.watts, v.pue, h.vm_g_per_j)
+        if o[K.O_FN_CALL]:
+            usd += formulas.faas_call_usd(
+                fn_s, f.billing_granularity_s, f.price_per_request, f.price_per_gb_s, f.memory_gb
+            )
+            grams += formulas.cloud_carbon_g(fn_s, f.watts, f.pue, h.fn_g_per_j)
+        money = formulas.request_money_usd(info["sent_bytes"], s.data_usd_per_byte, usd)
+        assert info["money_usd"] == pytest.approx(money, rel=1e-12)
+        carbon = formulas.request_carbon_g(info["energy_j"], s.device_g_per_j, grams)
+        assert info["carbon_g"] == pytest.approx(carbon, rel=1e-12)
+    assert h.vm_g_per_j == pytest.approx(s.catalog.grids[v.grid].g_per_kwh / 3.6e6)
+
+
+def test_a_hybrid_that_never_splits_is_the_functions_request_for_request(tmp_path):
+    """At a rate where functions are cheapest at every cut, the hybrid sends every tail
+    to them: the same requests cost exactly what the FaaS cloud charges."""
+    catalog = _catalog(tmp_path, ("rate_hz = 200.0", "rate_hz = 0.01"))
+    hybrid = load_scenario(HYBRID).with_updates(catalog=catalog)
+    s, mixed = _episode(hybrid, steps=120, seed=9)
+    assert (s.hybrid.split == np.arange(s.k)[:, None]).all()
+    _, faas = _episode(hybrid.with_updates(cloud="faas"), steps=120, seed=9)
+    keys = ("latency_s", "cloud_s", "money_usd", "carbon_g", "energy_j", "correct", "cold_start")
+    for (a, x, _, _), (b, y, _, _) in zip(mixed, faas, strict=True):
+        assert a == b and all(x[k] == y[k] for k in keys), (a, x, y)
+
+
+@pytest.mark.parametrize(
+    "edits, message",
+    [
+        (
+            (('functions = "faas"', 'functions = "iaas"'),),
+            r"\[clouds.hybrid\].functions: 'iaas' is of kind 'iaas'",
+        ),
+        ((('vm = "iaas"', 'vm = "lambda"'),), r"\[clouds.hybrid\].vm: 'lambda' is not an entry"),
+        ((("rate_hz = 200.0", "rate_hz = 0"),), r"\[clouds.hybrid\].rate_hz: 0(\.0)? out of range"),
+        ((("rate_hz = 200.0", ""),), r"\[clouds.hybrid\].rate_hz: missing"),
+        (
+            (('vm = "iaas"', 'vm = "iaas"\nspeedup = 2.0'),),
+            r"\[clouds.hybrid\].speedup: not a field",
+        ),
+        ((('kind = "faas"', 'kind = "faas"\nvm = "iaas"'),), r"\[clouds.faas\].vm: only a kind"),
+    ],
+)
+def test_a_bad_hybrid_entry_is_refused_naming_the_field(tmp_path, edits, message):
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(_catalog(tmp_path, *edits))
+
+
+def test_a_fleet_cannot_share_a_hybrid_cloud(tmp_path):
+    text = HYBRID.read_text().replace('catalog = "builtin"', f'catalog = "{DEFAULT_CATALOG}"')
+    path = tmp_path / "fleet_hybrid.toml"
+    path.write_text(text + "\n[fleet]\ndevices = 4\n")
+    with pytest.raises(ScenarioError, match=r"fleet_hybrid.toml: \[scenario\].cloud = 'hybrid'"):
+        load_scenario(path)
+    from sim.capacity import Capacity
+    from sim.cloud import SharedCloud
+
+    with pytest.raises(ScenarioError, match=r"hybrid.toml: \[scenario\].cloud = 'hybrid'"):
+        SharedCloud(System(load_scenario(HYBRID)), Capacity())
+
+
+def test_the_cloud_report_prices_the_scenarios_own_parts():
+    from agents.cloud_report import cost_rows
+
+    s = System(load_scenario(HYBRID))
+    report = cost_rows(s, cut=1)
+    assert report["iaas_cloud"] == "iaas" and report["faas_cloud"] == "faas"
+    assert report["hybrid_rate_hz"] == s.cloud.rate_hz
