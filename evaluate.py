@@ -564,6 +564,18 @@ def print_noise_share(p: EvalPlan, results: dict) -> None:
     console.print(f"offloaded requests sent with activation noise: {listed}")
 
 
+def print_variant_share(p: EvalPlan, results: dict) -> None:
+    """Where the scenario offers model variants: each policy's share of device-side
+    requests under each variant."""
+    names = p.env.system.scenario.variants
+    if len(names) < 2:
+        return
+    for name, res in results.items():
+        shares = metrics.variant_share(res, names)
+        listed = ", ".join(f"{v} {share:.0%}" for v, share in shares.items())
+        console.print(f"{name}: blocks on the device run as {listed}")
+
+
 def which_run_is_which(args: EvalArgs) -> str:
     """One line naming the two PPO rows and what each was trained for."""
     from agents.ppo import read_run_config
@@ -594,13 +606,15 @@ def report(p: EvalPlan, summary: dict, results: dict) -> None:
     print_table("overall", summary["overall"])
     if "best_fixed" in p.args.names:
         act = p.fitted["best_fixed"]().act(np.zeros(1))
+        variant = f", variant {p.env.system.scenario.variants[act[3]]}" if len(act) == 4 else ""
         console.print(
             f"best fixed action on the training traces: cut {act[0]}, threshold index "
-            f"{act[1]}, level {act[2]}"
+            f"{act[1]}, level {act[2]}{variant}"
         )
     if p.args.compare_run is not None:
         console.print(which_run_is_which(p.args))
     print_noise_share(p, results)
+    print_variant_share(p, results)
     heuristics = heuristic_names(summary)
     if "ppo" not in summary["overall"] or not heuristics:
         return
@@ -666,6 +680,10 @@ def write_outputs(p: EvalPlan, summary: dict, results: dict, timings: dict) -> N
     for name, res in results.items():
         summary["overall"][name]["cut_share"] = metrics.cut_share(res, n_cuts)
         summary["overall"][name]["codec_share"] = metrics.codec_share(res, by_cut)
+        if len(p.env.system.scenario.variants) > 1:
+            summary["overall"][name]["variant_share"] = metrics.variant_share(
+                res, p.env.system.scenario.variants
+            )
         for fam in p.families:
             summary[fam][name]["cut_share"] = metrics.cut_share(
                 {"cut": res["cut"][res["family"] == fam]}, n_cuts

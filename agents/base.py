@@ -64,11 +64,22 @@ def action(cut: int, threshold: int, level: int) -> np.ndarray:
 
 
 class FixedPolicy:
-    """Always the same action."""
+    """Always the same action (``variant``: the model variant, where the scenario
+    offers several; ``None``: a three-component action, the scenario's first)."""
 
-    def __init__(self, cut: int, threshold: int, level: int, name: str | None = None) -> None:
+    def __init__(
+        self,
+        cut: int,
+        threshold: int,
+        level: int,
+        variant: int | None = None,
+        name: str | None = None,
+    ) -> None:
         self._action = action(cut, threshold, level)
-        self.name = name or f"fixed({cut},{threshold},{level})"
+        if variant is not None:
+            self._action = np.append(self._action, np.int64(variant))
+        parts = ",".join(str(int(v)) for v in self._action)
+        self.name = name or f"fixed({parts})"
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         return self._action.copy()

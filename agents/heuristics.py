@@ -3,7 +3,10 @@
 Every heuristic sees only the observation (its bandwidth estimate, RTT estimate,
 battery, lateness) plus the static knowledge such systems are built with: the
 measured profile through ``Predictor`` (expected device time, bytes, accuracy per
-action on the validation samples) and the device/radio/cloud specs.
+action on the validation samples) and the device/radio/cloud specs. Where the
+scenario offers model variants, the rules that search the predicted outcomes
+(Neurosurgeon, Edgent, SPINN) search every variant's too, by the same criterion; the
+fixed rules (edge only, cloud only) run the scenario's first variant.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ class Neurosurgeon:
         else:
             cost = self.predictor.energy_j(view.bandwidth_bps, view.rtt_s, self.radio, 0.0)
         cut, level = _argbest(cost[:, self.never, :])
-        return action(cut, self.never, level)
+        return self.predictor.action(cut, self.never, level)
 
 
 class Edgent:
@@ -103,8 +106,8 @@ class Edgent:
         if feasible.any():
             # Most accurate; among equals, the fastest.
             score = np.where(feasible, acc - 1e-6 * lat, -np.inf)
-            return action(*_argbest(score, maximise=True))
-        return action(*_argbest(lat))
+            return self.predictor.action(*_argbest(score, maximise=True))
+        return self.predictor.action(*_argbest(lat))
 
 
 class Spinn:
@@ -131,7 +134,7 @@ class Spinn:
         ok = acc >= self.floor
         if not ok.any():
             ok = acc >= acc.max()
-        return action(*_argbest(lat, ok))
+        return self.predictor.action(*_argbest(lat, ok))
 
 
 HEURISTICS = (

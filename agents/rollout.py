@@ -70,6 +70,7 @@ STEP_FIELDS = (
     "cut",
     "threshold",
     "level",
+    "variant",
 )
 INFO_FIELDS = tuple(k for k in STEP_FIELDS if k != "reward" and k not in ACTION_FIELDS)
 
@@ -131,7 +132,7 @@ _COLUMNS = {
     "leakage": (K.O_LEAKAGE, float), "deadline_miss": (K.O_MISS, bool),
     "cold_start": (K.O_COLD, bool), "battery_level": (K.O_BATTERY_LEVEL, float),
     "uplink_bps": (K.O_UPLINK_BPS, float), "arrival_uplink_bps": (K.O_ARRIVAL_UPLINK_BPS, float),
-    "reward": (K.O_REWARD, float),
+    "reward": (K.O_REWARD, float), "variant": (K.O_VARIANT, int),
 }  # fmt: skip
 
 

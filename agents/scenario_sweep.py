@@ -49,14 +49,15 @@ MAX_REQUESTS_PER_FAMILY = 100_000
 TOO_MANY = "every fixed action keeps each request's reward, in memory and in hours"
 
 
-def label(env: OffloadEnv, act: tuple[int, int, int]) -> str:
+def label(env: OffloadEnv, act: tuple[int, ...]) -> str:
     s = env.system
-    cut, thr, lvl = act
+    cut, thr, lvl = act[:3]
     t = s.thresholds[thr]
     exits = "no exits" if t > 1 else f"exit>={t:g}"
+    variant = f" {s.scenario.variants[act[3]]}" if len(act) == 4 and cut > 0 else ""
     if cut == s.k:
-        return f"local full, {exits}"
-    return f"cut {cut} {s.profile.codec_name(cut, lvl)}, {exits}"
+        return f"local full{variant}, {exits}"
+    return f"cut {cut}{variant} {s.profile.codec_name(cut, lvl)}, {exits}"
 
 
 def sweep(scenario_path, source: str, episodes: int, requests: int, seed: int) -> dict:

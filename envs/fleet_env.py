@@ -204,12 +204,15 @@ class OffloadFleetEnv(VectorEnv):
 
     # -- step -------------------------------------------------------------------------------
     def check_actions(self, actions) -> np.ndarray:
-        """``(N, 3)`` integer actions, each within the single action space (a level
-        beyond a cut's own means its last, as in ``OffloadEnv.check_action``)."""
+        """``(N, 3)`` integer actions (``(N, 4)`` where the scenario offers model
+        variants), each within the single action space (a level beyond a cut's own
+        means its last, as in ``OffloadEnv.check_action``)."""
         a = np.asarray(actions)
-        if a.shape != (self.num_envs, 3) or a.dtype.kind not in "iu":
+        width = len(self.single_action_space.nvec)
+        if a.shape != (self.num_envs, width) or a.dtype.kind not in "iu":
             raise ValueError(
-                f"actions must be integers of shape ({self.num_envs}, 3), got {a.dtype} {a.shape}"
+                f"actions must be integers of shape ({self.num_envs}, {width}), "
+                f"got {a.dtype} {a.shape}"
             )
         return self.devices.checked(a, self.single_action_space.nvec)
 
@@ -221,6 +224,7 @@ class OffloadFleetEnv(VectorEnv):
         info["sent_bytes"] = out[:, K.O_SENT].astype(np.int64)
         info["exit_block"] = out[:, K.O_EXIT_BLOCK].astype(np.int64)
         info["cut"] = out[:, K.O_CUT].astype(np.int64)
+        info["variant"] = out[:, K.O_VARIANT].astype(np.int64)
         return obs, reward, terminated, truncated, info
 
     def advance(self, actions, checked: bool = False):

@@ -6,8 +6,9 @@ once: going from "send the raw image" (cut 0, no exits) to "answer on the device
 block 1 is confident" (cut K, threshold 0.5) changes both cut and threshold, and each
 change alone is worse than either end (cut K without exits misses the deadline; a
 threshold at cut 0 does nothing). ``DistinctActions`` offers the agent one
-``Discrete`` choice over the distinct (cut, threshold, level) triples instead, so
-probability mass can move straight from one behaviour to another.
+``Discrete`` choice over the distinct (cut, threshold, level) triples instead (with
+the model variant where the scenario offers several), so probability mass can move
+straight from one behaviour to another.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from gymnasium import spaces
 
 
 def distinct_actions(
-    n_cuts: int, n_thresholds: int, n_levels: int, levels_by_cut=None
-) -> list[tuple[int, int, int]]:
+    n_cuts: int, n_thresholds: int, n_levels: int, n_variants: int = 1, levels_by_cut=None
+) -> list[tuple[int, ...]]:
     """Actions that can behave differently: no exit exists before cut 0 (one threshold
     suffices there), and the level is irrelevant when everything runs on the device.
     ``levels_by_cut`` (cuts 0..K-1): where cuts offer different numbers of levels (a
-    learned bottleneck adds levels at its cut), the levels each cut has; default all."""
+    learned bottleneck adds levels at its cut), the levels each cut has; default all.
+    With ``n_variants`` > 1 (model variants of the device's blocks) each action gains
+    a fourth component, the variant; cut 0 runs no block, so it keeps the first."""
     k = n_cuts - 1
     levels = list(levels_by_cut) if levels_by_cut is not None else [n_levels] * k
     out = [(0, n_thresholds - 1, lvl) for lvl in range(levels[0])]
@@ -31,10 +34,13 @@ def distinct_actions(
         (c, t, lvl) for c in range(1, k) for t in range(n_thresholds) for lvl in range(levels[c])
     ]
     out += [(k, t, 0) for t in range(n_thresholds)]
-    return [(int(c), int(t), int(lvl)) for c, t, lvl in out]
+    triples = [(int(c), int(t), int(lvl)) for c, t, lvl in out]
+    if n_variants == 1:
+        return triples
+    return [(*a, v) for a in triples for v in range(n_variants if a[0] > 0 else 1)]
 
 
-def env_actions(env) -> list[tuple[int, int, int]]:
+def env_actions(env) -> list[tuple[int, ...]]:
     """``distinct_actions`` of an ``OffloadEnv`` (through any wrappers)."""
     system = env.unwrapped.system
     return distinct_actions(*env.action_space.nvec, levels_by_cut=system.levels_by_cut)

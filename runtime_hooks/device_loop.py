@@ -71,6 +71,7 @@ def device_policy(policy, system, radio=None):
     from runtime_hooks.policy_file import NumpyPolicy
     from telemetry.observation import OBS_DIM
 
+    system.scenario.require_base_model("the device loop (its head is the float32 model)")
     if isinstance(policy, str) and policy in HEURISTICS:
         return make_heuristic(policy, system, radio or system.radio(None))
     if policy is None or isinstance(policy, str | Path):

@@ -39,6 +39,7 @@ def export_run(run_dir: str | Path, best: bool = True):
             "exporter writes single-device policies (runtime_hooks.device, runtime_hooks.fleet "
             "run one per device): export a run trained on a single-device scenario"
         )
+    scenario.require_base_model("the exported policy (the device bundle and loop)")
     env = OffloadEnv(scenario, trace_source="auto", trace_split="val")
     s = env.system
     ppo = load_ppo(

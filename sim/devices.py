@@ -305,7 +305,7 @@ class Devices:
         and the component), a level beyond its cut's own mapped to the cut's last (as
         ``OffloadEnv.check_action``)."""
         a = np.asarray(actions)
-        bad = (a < 0) | (a >= nvec)
+        bad = (a < 0) | (a >= np.asarray(nvec)[: a.shape[1]])
         if bad.any():
             d, j = map(int, np.argwhere(bad)[0])
             name = ("cut", "threshold", "level", "variant")[j]

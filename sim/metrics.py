@@ -190,6 +190,15 @@ def codec_share(records: dict, codecs_by_cut: list[list[str]]) -> dict[str, floa
     return {str(n): float(c / max(sent.sum(), 1)) for n, c in zip(found, counts, strict=True)}
 
 
+def variant_share(records: dict, names: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """Of the requests that ran blocks on the device (cut > 0), the share under each
+    model variant (``names``, in the scenario's order): which variant a policy runs."""
+    on_device = np.asarray(records["cut"], dtype=np.int64) > 0
+    variants = np.asarray(records["variant"], dtype=np.int64)[on_device]
+    counts = np.bincount(variants, minlength=len(names))
+    return {name: float(counts[v] / max(on_device.sum(), 1)) for v, name in enumerate(names)}
+
+
 def intermediate_share(records: dict, k: int) -> float:
     """The share of requests offloaded at a cut strictly inside a ``k``-block model."""
     cut = np.asarray(records["cut"])

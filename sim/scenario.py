@@ -234,6 +234,15 @@ class Scenario:
     def with_updates(self, **kwargs: Any) -> Scenario:
         return replace(self, **kwargs)
 
+    def require_base_model(self, what: str) -> None:
+        """Refuse, naming the scenario, a ``what`` (a part that runs only the profile's
+        own model) when the scenario lists other model variants."""
+        if self.variants != ("float32",):
+            raise ScenarioError(
+                f"{self.source}: [scenario].variants = {list(self.variants)}, but {what} runs "
+                'the profile\'s own model only: list variants = ["float32"] (or leave it out)'
+            )
+
     def check_references(self) -> None:
         """The model and data references import, and the profile was measured on that
         model (``profiles.references``); errors name this scenario's file."""

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from profiles.catalog import Catalog, Cloud, Device, Radio, load_catalog
-from profiles.profile_io import BASE_VARIANT, Profile, load_profile
+from profiles.profile_io import Profile, load_profile
 from sim import formulas
 from sim.cloud_cost import tail_seconds
 from sim.exits import early_exit_conf, first_exits
@@ -209,14 +209,10 @@ class System:
     def _hybrid(self, c: Cloud) -> None:
         """A hybrid cloud's tables, split at each cut and threshold from the exits'
         measured shares; per cut, the path no cloud exit answers (``HybridTables.per_cut``)."""
-        if self.scenario.variants != (BASE_VARIANT,):
-            from sim.scenario import ScenarioError
-
-            raise ScenarioError(
-                f"{self.scenario.source}: [scenario].cloud '{c.name}' is a hybrid, whose cloud "
-                f"exits are measured on the base model only; [scenario].variants must be "
-                f'["{BASE_VARIANT}"], not {list(self.scenario.variants)}'
-            )
+        self.scenario.require_base_model(
+            f"[scenario].cloud '{c.name}' is a hybrid, whose cloud exits are measured on the "
+            "base model and which"
+        )
         vm, functions = self.catalog.cloud(c.vm), self.catalog.cloud(c.functions)
         self.hybrid = hybrid_tables(self, vm, functions, c.rate_hz)
         self.cloud_tail_s, self.cloud_usd, self.cloud_carbon_g = self.hybrid.per_cut()
