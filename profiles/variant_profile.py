@@ -154,7 +154,7 @@ def add_variants(profile_path: Path, out: Path, names: list[str], repeats: int =
         for e in profile.bottlenecks.values()
     }
     with np.load(profile_path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files if not k.startswith("variant_")}
+        arrays = {k: npz[k] for k in npz.files if not k.startswith(("variant_", "meta_json"))}
     meta = {k: v for k, v in profile.meta.items() if k not in ("variants", "format_version")}
     meta["variants"] = {}
     float_bytes = [block_bytes(b) for b in model.blocks]

@@ -23,6 +23,7 @@ Both need blocks of the built-in CNN's form (``Conv2d`` without bias, ``BatchNor
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -79,10 +80,15 @@ def int8_blocks(model, calibration: torch.Tensor) -> list[nn.Module]:
         zip(model.blocks, block_inputs(model, calibration), strict=True), 1
     ):
         _parts(block, b)
-        prepared = prepare_fx(copy.deepcopy(block).eval(), mapping, example_inputs=(x[:1],))
-        with torch.inference_mode():
-            prepared(x)
-        out.append(convert_fx(prepared).eval())
+        with warnings.catch_warnings():
+            # torch.ao.quantization is deprecated in favour of torchao, which the pinned
+            # torch does not ship; its API still works and is what is measured here.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+            prepared = prepare_fx(copy.deepcopy(block).eval(), mapping, example_inputs=(x[:1],))
+            with torch.inference_mode():
+                prepared(x)
+            out.append(convert_fx(prepared).eval())
     return out
 
 
