@@ -88,8 +88,9 @@ def sweep(scenario_path, source: str, episodes: int, requests: int, seed: int) -
     for fam in sorted(families):
         groups[f"family {fam}"] = ref["family"] == fam
     k = env.system.k
-    edge = (k, env.system.n_thresholds - 1, 0)
-    cloud = (0, env.system.n_thresholds - 1, 0)
+    variant = (0,) if env.system.n_variants > 1 else ()  # the scenario's first variant
+    edge = (k, env.system.n_thresholds - 1, 0, *variant)
+    cloud = (0, env.system.n_thresholds - 1, 0, *variant)
     rows = []
     for name, mask in groups.items():
         if not mask.any():  # e.g. no battery below 0.3 when the episodes start above it

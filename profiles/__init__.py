@@ -10,4 +10,5 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_DIR = PACKAGE_DIR / "data"
 DEFAULT_WEIGHTS = DATA_DIR / "multiexit_fmnist.pt"
 DEFAULT_PROFILE = DATA_DIR / "profile_fmnist.npz"
+VARIANTS_PROFILE = DATA_DIR / "profile_fmnist_variants.npz"  # with int8 and pruned blocks
 DEFAULT_CATALOG = PACKAGE_DIR / "catalog.toml"

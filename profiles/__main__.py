@@ -1,5 +1,6 @@
 """``python -m profiles show [FILE] [--json]``: summarise a profile;
-``python -m profiles plot [FILE] [--out PNG]``: what each of its codecs buys."""
+``python -m profiles plot [FILE] [--out PNG]``: what each of its codecs buys.
+``python -m profiles variants [FILE] [--out PNG]``: what each model variant buys."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from profiles import DEFAULT_PROFILE
+from profiles import DEFAULT_PROFILE, VARIANTS_PROFILE
 from profiles.profile_io import ProfileError, load_profile
 from settings.cli import UsageError, output_file
 
@@ -38,17 +39,25 @@ def main(argv: list[str] | None = None) -> int:
     plot = sub.add_parser("plot", help="bytes against accuracy and leakage of every codec")
     plot.add_argument("file", nargs="?", default=str(DEFAULT_PROFILE))
     plot.add_argument("--out", default="out/codecs.png", help="PNG to write")
+    variants = sub.add_parser("variants", help="time, accuracy and weights of each model variant")
+    variants.add_argument("file", nargs="?", default=str(VARIANTS_PROFILE))
+    variants.add_argument("--out", default="out/model_variants.png", help="PNG to write")
     args = parser.parse_args(argv)
-    if args.command == "plot":
-        from profiles.plots import codec_tradeoff
+    if args.command in ("plot", "variants"):
+        from profiles.plots import codec_tradeoff, variant_tradeoff
 
         try:
             out = png_out(args.out)
             profile = load_profile(args.file)
+            if args.command == "variants" and not profile.variants:
+                raise ProfileError(
+                    f"{args.file}: has no model variants (python -m profiles.variant_profile)"
+                )
         except (ProfileError, UsageError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"wrote {codec_tradeoff(profile, out)}")
+        draw = codec_tradeoff if args.command == "plot" else variant_tradeoff
+        print(f"wrote {draw(profile, out)}")
         return 0
     try:
         summary = load_profile(args.file).summary()

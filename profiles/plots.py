@@ -110,3 +110,54 @@ def privacy_frontier(profile, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def variant_weights(profile, name: str) -> np.ndarray:
+    """Bytes of each device block's weights under variant ``name`` (the base model's
+    as ``profiles.variant_profile`` counted them beside its variants)."""
+    if name in profile.variants:
+        return profile.variants[name].block_bytes
+    first = next(iter(profile.meta["variants"].values()))
+    return np.asarray(first["float_block_bytes"], dtype=float)
+
+
+def variant_tradeoff(profile, path: Path) -> Path:
+    """What each model variant buys (``profiles.variants``), per cut on the test split:
+    the device blocks' host time against the answer's accuracy (the float tail's from
+    the cut's first codec; the last cut: the device's final exit), and the weights the
+    device holds at each cut."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_time, ax_bytes) = plt.subplots(1, 2, figsize=(12, 4.8))
+    k = profile.n_blocks
+    for name, marker in zip(profile.variant_names, "os^v", strict=False):
+        v = profile.variant(name)
+        test = v.splits["test"]
+        host_ms = np.concatenate([[0.0], np.cumsum(v.block_host_s)]) * 1e3
+        accuracy = [float(test.final_correct[c, 0].mean()) for c in range(k)]
+        accuracy.append(float(test.exit_correct[k - 1].mean()))
+        ax_time.plot(host_ms, accuracy, marker=marker, label=name)
+        for cut, (x, y) in enumerate(zip(host_ms, accuracy, strict=True)):
+            ax_time.annotate(
+                str(cut), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+        weights = variant_weights(profile, name)
+        kib = np.concatenate([[0], np.cumsum(weights)]) / 1024
+        ax_bytes.plot(range(k + 1), kib, marker=marker, label=name)
+    ax_time.set_xlabel("device blocks 1..cut, host time (ms, batch 1, one thread)")
+    ax_time.set_ylabel("test accuracy of the answer")
+    ax_time.set_title("time against accuracy, per cut (labels)")
+    ax_bytes.set_xlabel("cut (blocks on the device)")
+    ax_bytes.set_ylabel("weights on the device (KiB)")
+    ax_bytes.set_title("what the device stores")
+    for ax in (ax_time, ax_bytes):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from profiles import DEFAULT_PROFILE, codecs
+from profiles import DEFAULT_PROFILE, VARIANTS_PROFILE, codecs
 from profiles.host import median_time
 from profiles.multiexit import data_for_profile, model_for_profile, tail, to_model_input
 from profiles.profile_io import BASE_VARIANT, load_profile, save_profile, variant_key
@@ -190,7 +190,7 @@ class Args:
 
     profile: Path = option(DEFAULT_PROFILE, "the profile to add the variants to", type=Path)
     out: Path = option(
-        DEFAULT_PROFILE.with_name("profile_fmnist_variants.npz"),
+        VARIANTS_PROFILE,
         "the profile to write",
         type=Path,
         check=output_file,
