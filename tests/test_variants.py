@@ -181,8 +181,9 @@ def test_int8_and_pruned_blocks_keep_the_shapes_and_most_of_the_accuracy(model_a
 
     base = accuracy(model.blocks)
     floors = {"int8": base - 0.02, "pruned50": base - 0.08}
+    built = {}
     for name, floor in floors.items():
-        blocks = build_variant(name, model, train)
+        blocks = built[name] = build_variant(name, model, train)
         h, hv = x[:4], x[:4]
         with torch.inference_mode():
             for fb, vb in zip(model.blocks, blocks, strict=True):
@@ -190,7 +191,7 @@ def test_int8_and_pruned_blocks_keep_the_shapes_and_most_of_the_accuracy(model_a
                 assert hv.shape == h.shape  # what the cloud's float tail expects
         assert accuracy(blocks) >= floor
         assert sum(block_bytes(b) for b in blocks) < sum(block_bytes(b) for b in model.blocks)
-    pruned = build_variant("pruned50", model, train)
+    pruned = built["pruned50"]
     assert all(isinstance(b, PrunedBlock) for b in pruned[1:])
     assert [b.conv.in_channels for b in pruned[1:]] == [8, 16, 24, 32]
 
