@@ -27,8 +27,9 @@ import torch
 from profiles import DEFAULT_PROFILE, codecs
 from profiles.bottleneck import DEFAULT_DIR, Bottleneck, load
 from profiles.leakage import AttackOptions
+from profiles.profile import profile_out
 from profiles.profile_io import load_profile, save_profile
-from settings.cli import check_options, option, output_file, parse, run_cli, summary_of
+from settings.cli import check_options, option, parse, run_cli, summary_of
 from settings.tables import InputError
 
 BATCH = 500
@@ -191,7 +192,7 @@ class Args(AttackOptions):
 
     profile: Path = option(DEFAULT_PROFILE, "the profile to add the bottlenecks to", type=Path)
     bottlenecks: Path = option(DEFAULT_DIR, "folder of bottleneck files", type=Path)
-    out: Path = option(DEFAULT_PROFILE, "the profile to write", type=Path, check=output_file)
+    out: Path = option(DEFAULT_PROFILE, "the profile to write (.npz)", type=Path, check=profile_out)
 
     def __post_init__(self) -> None:
         check_options(self)

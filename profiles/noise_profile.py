@@ -27,6 +27,7 @@ import torch
 from profiles import DEFAULT_PROFILE, codecs
 from profiles.bottleneck_profile import BATCH, save_with_levels
 from profiles.leakage import AttackOptions
+from profiles.profile import profile_out
 from profiles.profile_io import load_profile
 from settings.cli import check_options, option, output_file, parse, run_cli, summary_of
 from settings.tables import InputError
@@ -198,7 +199,7 @@ class NoiseArgs(AttackOptions):
     """The command line."""
 
     profile: Path = option(DEFAULT_PROFILE, "the profile to add noise levels to", type=Path)
-    out: Path = option(NOISE_PROFILE, "the profile to write", type=Path, check=output_file)
+    out: Path = option(NOISE_PROFILE, "the profile to write (.npz)", type=Path, check=profile_out)
     plot: Path | None = option(
         None, "also draw accuracy against leakage per cut here (.png)", type=Path, check=output_file
     )

@@ -26,9 +26,10 @@ import torch
 from profiles import DEFAULT_PROFILE, VARIANTS_PROFILE, codecs
 from profiles.host import median_time
 from profiles.multiexit import data_for_profile, model_for_profile, tail, to_model_input
+from profiles.profile import profile_out
 from profiles.profile_io import BASE_VARIANT, load_profile, save_profile, variant_key
 from profiles.variants import VARIANTS, VariantModel, block_bytes, build_variant
-from settings.cli import check_options, option, output_file, parse, run_cli, summary_of
+from settings.cli import check_options, option, parse, run_cli, summary_of
 from settings.tables import InputError
 
 BATCH = 500
@@ -191,9 +192,9 @@ class Args:
     profile: Path = option(DEFAULT_PROFILE, "the profile to add the variants to", type=Path)
     out: Path = option(
         VARIANTS_PROFILE,
-        "the profile to write",
+        "the profile to write (.npz)",
         type=Path,
-        check=output_file,
+        check=profile_out,
     )
     variants: str = option(",".join(VARIANTS), f"comma-separated, of: {', '.join(VARIANTS)}")
 

@@ -244,3 +244,26 @@ def test_measuring_the_float_blocks_as_a_variant_reproduces_the_profile():
     assert np.allclose(got["exit_conf"], sub.exit_conf, atol=1e-5)
     assert np.array_equal(got["sent_bytes"], sub.sent_bytes)
     assert (got["final_correct"] == sub.final_correct).mean() > 0.999
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--variants", "int4"], "--variants 'int4': name each of int8, pruned50"),
+        (["--variants", "int8,int8"], "at most once"),
+        (["--out", "{tmp}/profile.txt"], "must name a .npz file"),
+        (["--out", "{tmp}/notes.npz"], "is not a profile (made by python -m profiles.profile)"),
+        (["--profile", "{tmp}/missing.npz", "--out", "{tmp}/v.npz"], "profile file not found"),
+    ],
+)
+def test_the_variant_profiler_refuses_bad_arguments_before_any_work(
+    argv, message, tmp_path, capsys
+):
+    from profiles import variant_profile
+
+    (tmp_path / "notes.npz").write_bytes(b"not a profile")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert variant_profile.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "v.npz").exists() and not (tmp_path / "profile.txt.npz").exists()
