@@ -90,6 +90,7 @@ def build_policies(names, env, run_dir, radio, seed, best_fixed_cache, by_contex
             obs_dim=OBS_DIM,
             model_hash=s.profile.model_hash,
             levels_by_cut=s.levels_by_cut,
+            variants=s.scenario.variants,
         ),
         "oracle": Oracle,
         "oracle_label_blind": LabelBlindOracle,
@@ -381,6 +382,7 @@ def compared_run(p: EvalPlan) -> dict:
         obs_dim=OBS_DIM,
         model_hash=s.profile.model_hash,
         levels_by_cut=s.levels_by_cut,
+        variants=s.scenario.variants,
     )
     policy.name = p.args.compare_name
     return {policy.name: policy}
@@ -422,6 +424,7 @@ def fleet_ppo_policies(p: EvalPlan) -> dict:
         policy = load_ppo(
             run, nvec=p.env.action_space.nvec.tolist(), obs_dim=obs_dim,
             model_hash=s.profile.model_hash, levels_by_cut=s.levels_by_cut,
+            variants=s.scenario.variants,
         )  # fmt: skip
         policy.name = name
         out[name] = (policy, obs_dim)

@@ -91,7 +91,7 @@ class RandomPolicy:
 
     name = "random"
 
-    def __init__(self, nvec: tuple[int, int, int], seed: int = 0, actions=None) -> None:
+    def __init__(self, nvec: tuple[int, ...], seed: int = 0, actions=None) -> None:
         self.nvec = np.asarray(nvec)
         self.rng = np.random.default_rng(seed)
         # Where cuts offer different levels, draw from the valid (cut, threshold, level).
@@ -100,4 +100,4 @@ class RandomPolicy:
     def act(self, observation: np.ndarray) -> np.ndarray:
         if self.actions is not None:
             return self.actions[int(self.rng.random() * len(self.actions))].copy()
-        return (self.rng.random(3) * self.nvec).astype(np.int64)
+        return (self.rng.random(len(self.nvec)) * self.nvec).astype(np.int64)

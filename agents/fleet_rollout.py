@@ -75,7 +75,8 @@ class PerDevice:
 
 
 def for_fleet(policy, n: int, obs_dim: int = 17):
-    """``policy`` as something that acts for ``n`` devices: ``act_all(obs) -> (n, 3)``."""
+    """``policy`` as something that acts for ``n`` devices: ``act_all(obs) -> (n, 3)`` (or
+    ``(n, 4)`` with the model variant)."""
     from agents.ppo import PPOPolicy
 
     if getattr(policy, "privileged", False):

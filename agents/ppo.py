@@ -68,6 +68,18 @@ class PPOPolicy:
             return self.table[int(action)].copy()
         return np.asarray(action, dtype=np.int64)
 
+    def logits(self, observation: np.ndarray) -> np.ndarray:
+        """The network's logits over ``table`` for one raw observation (a model trained
+        on ``DistinctActions``): what the exporter's agreement check compares."""
+        import torch
+
+        if self.table is None:
+            raise ValueError("logits: a model of the raw MultiDiscrete space has one per component")
+        obs = torch.as_tensor(self.normalizer(observation)[None])
+        with torch.no_grad():
+            distribution = self.model.policy.get_distribution(obs).distribution
+        return distribution.logits[0].numpy().astype(np.float64)
+
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,16 +149,25 @@ def load_ppo(
     best: bool = True,
     model_hash: str | None = None,
     levels_by_cut=None,
+    variants=None,
 ) -> PPOPolicy:
     """Load a run's best model (or final, ``best=False``) and its normalisation;
     refuses a model whose action or observation space differs from the scenario's, or
-    (given ``model_hash``) one trained on a profile of another model. ``levels_by_cut``:
-    the levels each cut of the scenario offers (default: what the run recorded)."""
+    (given ``model_hash``) one trained on a profile of another model, or (given
+    ``variants``) on other model variants. ``levels_by_cut``: the levels each cut of the
+    scenario offers (default: what the run recorded)."""
     from stable_baselines3 import PPO
 
     run, model_file, norm_file = check_run_dir(run_dir, best)
     verify(run, run / "config.json", model_file, norm_file)  # before anything is unpickled
-    trained_on = read_run_config(run).get("profile_model_hash")
+    config = read_run_config(run)
+    trained_variants = config.get("variants", ["float32"])  # runs before variants existed
+    if variants is not None and list(variants) != trained_variants:
+        raise RunError(
+            f"{run}: trained with model variants {trained_variants} (the action's variant "
+            f"index means them in this order), this scenario lists {list(variants)}"
+        )
+    trained_on = config.get("profile_model_hash")
     if model_hash is not None and trained_on is not None and trained_on != model_hash:
         raise RunError(
             f"{run}: trained on a profile of model {trained_on}, this scenario's profile is of "

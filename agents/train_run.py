@@ -312,6 +312,7 @@ def resolved_config(p: TrainPlan, nvec, levels_by_cut, obs_dim: int, model_hash:
         "trace_source": p.args.trace_source,
         "nvec": list(nvec),
         "levels_by_cut": list(levels_by_cut),
+        "variants": list(p.scenario.variants),  # what the action's variant index means
         "actions": "envs.wrappers.distinct_actions(*nvec): the agent's Discrete index -> action",
         "obs_dim": obs_dim,
         "profile_model_hash": model_hash,

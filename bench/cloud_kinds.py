@@ -31,6 +31,7 @@ ACTIONS = ("0,3,0", "1,3,2", "2,3,2", "0,6,0")  # raw image / int8 at cuts 1-2; 
 def run(scenario, cloud: str, action: tuple[int, int, int], episodes: int, requests: int) -> dict:
     """One fixed action on ``cloud`` for ``episodes`` seeded episodes of the test traces."""
     from envs import OffloadEnv
+    from sim import formulas
     from sim import kernel as K
 
     env = OffloadEnv(
@@ -46,7 +47,7 @@ def run(scenario, cloud: str, action: tuple[int, int, int], episodes: int, reque
         while True:
             _, _, term, trunc, info = env.step(act)
             o = env.devices.out[0]
-            data = info["sent_bytes"] * env.system.data_usd_per_byte
+            data = formulas.request_money_usd(info["sent_bytes"], env.system.data_usd_per_byte, 0.0)
             rows.append(
                 (
                     info["money_usd"],
@@ -95,7 +96,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=",".join(a.replace(",", ":") for a in ACTIONS),
         help="cut:threshold index:level, comma-separated",
     )
-    parser.add_argument("--rates", default="2", help="request rates (Hz), comma-separated")
+    parser.add_argument(
+        "--rates",
+        default="2",
+        help="each device's request rates (Hz), comma-separated; the hybrid's split stays "
+        "the one chosen for its catalog rate_hz",
+    )
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--requests", type=int, default=400, help="requests per episode")
     args = parser.parse_args(argv)

@@ -12,7 +12,8 @@ and wait for a worker (IaaS) or an instance (FaaS) when it is full. With ``cloud
 ``Offload-v0``, stepped as one batch: what training a single-device policy needs).
 
 ## Action space
-``MultiDiscrete([[K+1, T, L]] * N)``: one ``OffloadEnv`` action per device.
+``MultiDiscrete([[K+1, T, L]] * N)``: one ``OffloadEnv`` action per device (with a
+fourth component, the model variant, where the scenario offers several).
 
 ## Observation space
 ``Box(-10, 10, (N, 18), float32)``: each device's ``OffloadEnv`` observation (17
@@ -209,11 +210,15 @@ class OffloadFleetEnv(VectorEnv):
         means its last, as in ``OffloadEnv.check_action``)."""
         a = np.asarray(actions)
         width = len(self.single_action_space.nvec)
-        if a.shape != (self.num_envs, width) or a.dtype.kind not in "iu":
-            raise ValueError(
-                f"actions must be integers of shape ({self.num_envs}, {width}), "
-                f"got {a.dtype} {a.shape}"
-            )
+        widths = sorted({3, width})  # three components run the scenario's first variant
+        if (
+            a.ndim != 2
+            or a.shape[0] != self.num_envs
+            or a.shape[1] not in widths
+            or (a.dtype.kind not in "iu")
+        ):
+            shapes = " or ".join(f"({self.num_envs}, {w})" for w in widths)
+            raise ValueError(f"actions must be integers of shape {shapes}, got {a.dtype} {a.shape}")
         return self.devices.checked(a, self.single_action_space.nvec)
 
     def step(self, actions):

@@ -67,7 +67,9 @@ class OffloadEnv(gym.Env):
     window ran out), and the answer comes back. Requests queue while the device is busy.
 
     ## Action space
-    ``MultiDiscrete([K + 1, T, L])``:
+    ``MultiDiscrete([K + 1, T, L])``, or ``MultiDiscrete([K + 1, T, L, V])`` where the
+    scenario lists ``V`` > 1 model variants (``[scenario].variants``; a three-component
+    action then runs the first):
 
     * ``cut`` in ``0..K``: blocks run on the device (0: send the raw input; K: all local,
       the final exit answers);
@@ -433,6 +435,8 @@ class OffloadEnv(gym.Env):
     def simulate(self, cut: int, thr: int, level: int, variant: int = 0) -> Outcome:
         """What the current request would do under an action (``sim.kernel``). Pure:
         changes nothing, so the oracle can ask it about every action."""
+        if not 0 <= variant < self.system.n_variants:  # the kernel reads rows by it
+            raise ValueError(f"variant={variant} out of range 0..{self.system.n_variants - 1}")
         act = self._action
         act[0, 0], act[0, 1], act[0, 2], act[0, 3] = cut, thr, level, variant
         o = self.devices.outcomes(act)[0].tolist()

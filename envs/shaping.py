@@ -97,7 +97,7 @@ class RegimePotential(_Potential):
         self.tail_share = tail_share
         s = env.unwrapped.system
         w, deadline = s.scenario.reward, s.scenario.workload.deadline_s
-        cold_s = s.cloud.cold_start_s if s.is_faas else 0.0
+        cold_s = s.cloud.cold_start_s if s.may_go_cold else 0.0
         ratio = min(cold_s / deadline, 4.0)
         # A cold start's own cost in the reward: its latency term plus a deadline miss.
         self.cold_value = w.latency * ratio + (w.deadline_miss if cold_s > deadline else 0.0)
@@ -111,6 +111,6 @@ class RegimePotential(_Potential):
         phi = 0.0
         if physics.radio_tail_left_j(st.radio, now, st.radio_tail_end_s) > 0.0:
             phi += self.tail_share * self._energy_value(st.radio.tail_w * st.radio.tail_s)
-        if s.is_faas and now - st.cloud_last_use_s <= s.cloud.keep_alive_s:
+        if s.may_go_cold and now - st.cloud_last_use_s <= s.cloud.keep_alive_s:
             phi += self.cold_value
         return phi

@@ -108,17 +108,23 @@ class Agreement:
 
 def agreement(exported, reference, observations: np.ndarray) -> Agreement:
     """Compare the decisions of an exported policy (it has ``logits`` and ``table``)
-    with its reference's on ``observations``; a differing pick counts as a tie when
-    the exported logits of both picks lie within ``TIE_TOLERANCE``."""
+    with its reference's on ``observations``. A differing pick counts as a tie when
+    both networks' logits of the two actions lie within ``TIE_TOLERANCE`` (a reference
+    without ``logits`` forgives nothing): a broken export whose logits collapsed still
+    disagrees with the reference's clear preference."""
     rows = {tuple(int(v) for v in row): i for i, row in enumerate(exported.table)}
+    reference_logits = getattr(reference, "logits", None)
     same = ties = 0
     for o in observations:
         logits = exported.logits(o)
         mine, theirs = int(logits.argmax()), rows.get(tuple(int(v) for v in reference.act(o)))
         if theirs == mine:
             same += 1
-        elif theirs is not None and logits[mine] - logits[theirs] <= TIE_TOLERANCE:
-            ties += 1
+        elif theirs is not None and reference_logits is not None:
+            theirs_logits = reference_logits(o)
+            close = abs(logits[mine] - logits[theirs]) <= TIE_TOLERANCE
+            if close and abs(theirs_logits[mine] - theirs_logits[theirs]) <= TIE_TOLERANCE:
+                ties += 1
     return Agreement(observations=len(observations), same=same, ties=ties)
 
 

@@ -65,7 +65,9 @@ def compare_fleets(sizes, scenario_path, policy_path, per_device: int, seed: int
     scenario = load_scenario(path)
     traces = fleet_traces(None)
     policy = NumpyPolicy.load(policy_path or DEFAULT_POLICY)
-    device_policy(policy, System(scenario))  # a mismatch is refused before a server starts
+    system = System(scenario)
+    system.require_single_cloud("a fleet sharing one cloud")  # before a server starts
+    device_policy(policy, system)  # a mismatch is refused before a server starts
     cap = scenario.capacity
     loads = []
     for n in sizes:

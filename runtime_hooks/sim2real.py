@@ -278,7 +278,9 @@ def prepare(args: Sim2RealArgs):
         )
     policy = NumpyPolicy.load(args.policy or DEFAULT_POLICY)
     base = load_scenario(args.scenario)
-    device_policy(policy, System(base))
+    system = System(base)
+    system.require_single_cloud("sim-to-real (its loopback server is one process)")
+    device_policy(policy, system)
     return trace, policy, base
 
 

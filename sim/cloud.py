@@ -47,6 +47,7 @@ def batch_seconds(system, capacity: Capacity, max_batch: int | None = None) -> n
     from profiles.cloud_batches import DEFAULT_OUT, load_batch_times
     from settings.tables import InputError
 
+    system.require_single_cloud("a batch table (the server's --emulate-cloud, a fleet's queue)")
     path = DEFAULT_OUT if capacity.batch_times == "builtin" else capacity.batch_times
     try:
         times = load_batch_times(path, system.profile.model_hash, system.k)

@@ -67,7 +67,7 @@ def tail_seconds(p: Profile, cloud: Cloud, cut: int) -> float:
 def block_seconds(s: System, cloud: Cloud) -> np.ndarray:
     """Busy seconds of each block 1..K on ``cloud`` (index 0: block 1), with its exit's
     head where it has one (a cloud exit is evaluated, whether or not it answers)."""
-    p = s.profile
+    p = s.base_profile  # the cloud runs the base model, whichever variant the device does
     busy = np.array(p.block_host_s, dtype=float).copy()
     exits = np.array(p.exit_host_s, dtype=float)
     busy += np.where(np.array(s.has_exit, dtype=bool), exits, 0.0)
@@ -78,7 +78,7 @@ def leaves_by(s: System, cut: int, threshold: float) -> np.ndarray:
     """Of the requests offloaded at ``cut`` (no device exit answered them), the share
     that a cloud exit at or before each block ``cut+1..K-1`` answers (index ``b - cut -
     1``); measured on the validation samples' exit confidences."""
-    first = first_exits(early_exit_conf(s.profile.splits["val"], s.has_exit), threshold)
+    first = first_exits(early_exit_conf(s.base_profile.splits["val"], s.has_exit), threshold)
     sent = (first == 0) | (first > cut)
     blocks = np.arange(cut + 1, s.k)
     if not sent.any():
@@ -104,14 +104,15 @@ def tail_cost(
     s: System, iaas: Cloud, faas: Cloud, cut: int, threshold: float, rate_hz: float
 ) -> TailCost:
     """What 1,000 requests offloaded at ``cut`` cost at ``rate_hz`` each way."""
-    on_vm, on_fn = block_seconds(s, iaas)[cut:], block_seconds(s, faas)[cut:]
-    vm_s, fn_s = iaas.overhead_s, faas.overhead_s  # each call's parsing and dispatch
+    # The VM evaluates its exits on the way; a function runs the rest to the final exit
+    # (``tail_seconds``, as the simulator charges it).
+    on_vm, vm_s = block_seconds(s, iaas)[cut:], iaas.overhead_s  # each call's dispatch
     whole_vm = iaas_usd(iaas, vm_s + float(on_vm.sum()), rate_hz)
-    whole_fn = faas_usd(faas, fn_s + float(on_fn.sum()))
+    whole_fn = faas_usd(faas, tail_seconds(s.base_profile, faas, cut))
     best, split = min(whole_vm, whole_fn), cut
     for i, left in enumerate(1.0 - leaves_by(s, cut, threshold)):  # split after block cut+1+i
         shallow = iaas_usd(iaas, vm_s + float(on_vm[: i + 1].sum()), rate_hz)
-        deep = left * faas_usd(faas, fn_s + float(on_fn[i + 1 :].sum()))
+        deep = left * faas_usd(faas, tail_seconds(s.base_profile, faas, cut + 1 + i))
         if shallow + deep < best:
             best, split = shallow + deep, cut + 1 + i
     hybrid = best if split > cut else min(whole_vm, whole_fn)
@@ -133,5 +134,5 @@ def hybrid_split(
 def indifference_rate_hz(s: System, iaas: Cloud, faas: Cloud, cut: int) -> float:
     """The request rate at which one reserved VM costs what the functions do (the VM
     alone, below the rate that would need a second one)."""
-    fn = faas_usd(faas, faas.overhead_s + float(block_seconds(s, faas)[cut:].sum()))
+    fn = faas_usd(faas, tail_seconds(s.base_profile, faas, cut))
     return iaas.price_per_s / fn

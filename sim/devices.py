@@ -305,7 +305,13 @@ class Devices:
         and the component), a level beyond its cut's own mapped to the cut's last (as
         ``OffloadEnv.check_action``)."""
         a = np.asarray(actions)
-        bad = (a < 0) | (a >= np.asarray(nvec)[: a.shape[1]])
+        nvec = np.asarray(nvec)
+        if a.ndim != 2 or a.shape[1] not in (3, len(nvec)):
+            raise ValueError(
+                f"actions must be rows of 3 or {len(nvec)} integers (cut, threshold, level"
+                f"{', variant' if len(nvec) == 4 else ''}), got shape {a.shape}"
+            )
+        bad = (a < 0) | (a >= nvec[: a.shape[1]])
         if bad.any():
             d, j = map(int, np.argwhere(bad)[0])
             name = ("cut", "threshold", "level", "variant")[j]

@@ -147,6 +147,43 @@ def cloud_carbon_g(busy_s: float, watts: float, pue: float, g_per_j: float) -> f
     return busy_s * watts * pue * g_per_j
 
 
+def hybrid_usd(
+    vm_s: float,
+    fn_s: float,
+    calls: bool,
+    vm_price_per_s: float,
+    vm_utilisation: float,
+    fn_granularity_s: float,
+    fn_price_per_request: float,
+    fn_price_per_gb_s: float,
+    fn_memory_gb: float,
+) -> float:
+    """A hybrid cloud's bill for a request: the VM's busy seconds, and the function
+    call where it ``calls`` one (a VM exit answered the others)."""
+    usd = iaas_busy_usd(vm_s, vm_price_per_s, vm_utilisation)
+    if calls:
+        usd += faas_call_usd(
+            fn_s, fn_granularity_s, fn_price_per_request, fn_price_per_gb_s, fn_memory_gb
+        )
+    return usd
+
+
+def hybrid_carbon_g(
+    vm_s: float,
+    fn_s: float,
+    vm_watts: float,
+    vm_pue: float,
+    vm_g_per_j: float,
+    fn_watts: float,
+    fn_pue: float,
+    fn_g_per_j: float,
+) -> float:
+    """Grams of CO2e of a hybrid cloud's request: its busy seconds on the VM and on the
+    function (0 where it made no call), each at its own power, PUE and grid."""
+    vm_g = cloud_carbon_g(vm_s, vm_watts, vm_pue, vm_g_per_j)
+    return vm_g + cloud_carbon_g(fn_s, fn_watts, fn_pue, fn_g_per_j)
+
+
 def request_money_usd(nbytes: float, usd_per_byte: float, cloud_usd: float) -> float:
     """Money of an offloaded request: cellular data plus the cloud's bill for the tail."""
     return nbytes * usd_per_byte + cloud_usd

@@ -49,19 +49,24 @@ class HybridTables:
     def usd(self, vm_s: float, fn_s: float) -> float:
         """A request's bill: the VM's busy seconds, and the function call if it made one."""
         v, f = self.vm, self.functions
-        usd = formulas.iaas_busy_usd(vm_s, v.price_per_s, v.utilisation)
-        if fn_s > 0.0:
-            usd += formulas.faas_call_usd(
-                fn_s, f.billing_granularity_s, f.price_per_request, f.price_per_gb_s, f.memory_gb
-            )
-        return usd
+        return formulas.hybrid_usd(
+            vm_s,
+            fn_s,
+            fn_s > 0.0,
+            v.price_per_s,
+            v.utilisation,
+            f.billing_granularity_s,
+            f.price_per_request,
+            f.price_per_gb_s,
+            f.memory_gb,
+        )
 
     def carbon_g(self, vm_s: float, fn_s: float) -> float:
         """Grams of CO2e of a request's busy seconds on the VM and on the function."""
         v, f = self.vm, self.functions
-        return formulas.cloud_carbon_g(
-            vm_s, v.watts, v.pue, self.vm_g_per_j
-        ) + formulas.cloud_carbon_g(fn_s, f.watts, f.pue, self.fn_g_per_j)
+        return formulas.hybrid_carbon_g(
+            vm_s, fn_s, v.watts, v.pue, self.vm_g_per_j, f.watts, f.pue, self.fn_g_per_j
+        )
 
     def per_cut(self) -> tuple[list[float], list[float], list[float]]:
         """Per cut ``0..K-1``: the seconds, USD and grams of a request that no cloud exit
@@ -93,7 +98,7 @@ def hybrid_tables(s: System, vm: Cloud, functions: Cloud, rate_hz: float) -> Hyb
         dtype=np.int64,
     )
     vm_cum = np.concatenate([[0.0], np.cumsum(block_seconds(s, vm))])
-    fn_tail = [tail_seconds(s.profile, functions, b) for b in range(k)] + [0.0]
+    fn_tail = [tail_seconds(s.base_profile, functions, b) for b in range(k)] + [0.0]
     grids = s.catalog.grids
     return HybridTables(
         vm=vm,

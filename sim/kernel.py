@@ -47,6 +47,8 @@ from traces import queries
     iaas_busy_usd,
     faas_call_usd,
     cloud_carbon_g,
+    hybrid_usd,
+    hybrid_carbon_g,
     transmit_j,
     radio_tail_left_j,
     radio_tail_j,
@@ -67,6 +69,8 @@ from traces import queries
         "iaas_busy_usd",
         "faas_call_usd",
         "cloud_carbon_g",
+        "hybrid_usd",
+        "hybrid_carbon_g",
         "transmit_j",
         "radio_tail_left_j",
         "radio_tail_j",
@@ -401,17 +405,27 @@ def hybrid_cloud(small, first_exit, exits, fs, ints, requests, d, o):
 def hybrid_money_carbon(h, o):
     """A hybrid cloud's bill and grams for a request (row ``o``, after ``hybrid_cloud``):
     the VM's busy seconds, and the function call where it made one."""
-    usd = iaas_busy_usd(o[O_VM], h[H_VM_PRICE_PER_S], h[H_VM_UTILISATION])
-    grams = cloud_carbon_g(o[O_VM], h[H_VM_WATTS], h[H_VM_PUE], h[H_VM_G_PER_J])
-    if o[O_FN_CALL] > 0.0:
-        usd += faas_call_usd(
-            o[O_FN],
-            h[H_FN_GRANULARITY_S],
-            h[H_FN_PRICE_PER_REQUEST],
-            h[H_FN_PRICE_PER_GB_S],
-            h[H_FN_MEMORY_GB],
-        )
-        grams += cloud_carbon_g(o[O_FN], h[H_FN_WATTS], h[H_FN_PUE], h[H_FN_G_PER_J])
+    usd = hybrid_usd(
+        o[O_VM],
+        o[O_FN],
+        o[O_FN_CALL] > 0.0,
+        h[H_VM_PRICE_PER_S],
+        h[H_VM_UTILISATION],
+        h[H_FN_GRANULARITY_S],
+        h[H_FN_PRICE_PER_REQUEST],
+        h[H_FN_PRICE_PER_GB_S],
+        h[H_FN_MEMORY_GB],
+    )
+    grams = hybrid_carbon_g(
+        o[O_VM],
+        o[O_FN],
+        h[H_VM_WATTS],
+        h[H_VM_PUE],
+        h[H_VM_G_PER_J],
+        h[H_FN_WATTS],
+        h[H_FN_PUE],
+        h[H_FN_G_PER_J],
+    )
     return usd, grams
 
 

@@ -28,7 +28,7 @@ from sim.cloud_cost import tail_seconds
 from sim.exits import early_exit_conf, first_exits
 from sim.hybrid import HybridTables, hybrid_tables
 from sim.reward import Reward
-from sim.scenario import Scenario
+from sim.scenario import Scenario, ScenarioError
 from telemetry.observation import ObservationContext
 
 J_PER_KWH = formulas.J_PER_KWH
@@ -85,6 +85,8 @@ class System:
         )
         # The scenario's first variant is the System's own (what a three-component
         # action runs); the others are ``variant_systems``.
+        if base is None:
+            self._check_variants(scenario)
         self.variant = variant or scenario.variants[0]
         self.profile = self.base_profile.variant(self.variant)
         self.catalog = base.catalog if base else (catalog or load_catalog(scenario.catalog))
@@ -105,6 +107,8 @@ class System:
         self._device_times(p, base)
         c = self.cloud
         self.is_faas = c.kind == "faas"
+        # Whether an offload can meet a cold instance: functions, alone or behind a VM.
+        self.may_go_cold = c.kind in ("faas", "hybrid")
         self.hybrid: HybridTables | None = None  # a hybrid cloud's tables (``sim.hybrid``)
         if c.kind != "hybrid":
             # The cloud runs the base model's tail, whichever variant the device runs.
@@ -144,6 +148,17 @@ class System:
             self.variant_systems = [self]
         self.n_variants = len(self.variant_systems)
 
+    def _check_variants(self, scenario: Scenario) -> None:
+        """Every variant the scenario lists is one its profile measured."""
+        known = self.base_profile.variant_names
+        for name in scenario.variants:
+            if name not in known:
+                raise ScenarioError(
+                    f"{scenario.source}: [scenario].variants: {name!r} is not a variant of the "
+                    f"profile {self.base_profile.path} (it has {', '.join(known)}; python -m "
+                    "profiles.variant_profile measures int8 and pruned50)"
+                )
+
     def _variant_system(self, name: str, accuracy_credit: str) -> System:
         return System(self.scenario, accuracy_credit=accuracy_credit, variant=name, base=self)
 
@@ -152,16 +167,17 @@ class System:
         model, or the profile's host times at its speed), and their running sums. A
         variant's blocks run at the base model's ``slowdown`` (the device's speed
         against the host's, measured on the base model) and, on a device measured
-        itself, at the base's measured times scaled as the host saw the variant."""
-        block_host, exit_host = p.compute_host_s()
-        base_host, _ = self.base_profile.compute_host_s()
+        itself, at the base's measured times: either way scaled by the host time the
+        variant's blocks took against the base's (``variant_ratio``)."""
+        base_host, exit_host = self.base_profile.compute_host_s()
         host_gflops = float(p.block_flops.sum() / base_host.sum()) / 1e9
         self.host_gflops = host_gflops
         self.slowdown = base.slowdown if base else host_gflops / self.device.gflops
         s = self.slowdown
+        ratio = p.block_host_s / self.base_profile.block_host_s  # 1 for the base model
+        block_host = base_host * ratio
         if self.device.measured:  # times measured on the device itself, for this model
             self._check_measured(self.device, p)
-            ratio = p.block_host_s / self.base_profile.block_host_s
             self.block_dev_s = [float(v) for v in np.asarray(self.device.block_s) * ratio]
             self.exit_dev_s = list(self.device.exit_s)
             self.encode_dev_s = [list(row) for row in self.device.encode_s]
@@ -261,6 +277,16 @@ class System:
             formulas.cloud_carbon_g(busy, c.watts, c.pue, cloud_g_per_j)
             for busy in self.cloud_tail_s
         ]
+
+    def require_single_cloud(self, what: str) -> None:
+        """Refuse, naming the scenario, a ``what`` that runs one kind of cloud (a VM or
+        functions) when the scenario's cloud is a hybrid of both."""
+        if self.cloud.kind == "hybrid":
+            raise ScenarioError(
+                f"{self.scenario.source}: [scenario].cloud '{self.cloud.name}' is a hybrid (a VM "
+                f"and functions), but {what} runs one kind: name its vm '{self.cloud.vm}' or its "
+                f"functions '{self.cloud.functions}' instead"
+            )
 
     def cloud_money(self, busy_s: float) -> float:
         """The bill of ``busy_s`` seconds on the scenario's iaas or faas cloud (a hybrid

@@ -215,3 +215,22 @@ def test_the_cloud_report_prices_the_scenarios_own_parts():
     report = cost_rows(s, cut=1)
     assert report["iaas_cloud"] == "iaas" and report["faas_cloud"] == "faas"
     assert report["hybrid_rate_hz"] == s.cloud.rate_hz
+
+
+def test_the_runtime_paths_that_run_one_kind_of_cloud_refuse_a_hybrid(tmp_path, capsys):
+    """The server's cloud emulation (a batch table) and sim-to-real's loopback server
+    run one VM or one kind of function: a hybrid is refused, naming its parts, before
+    a server starts."""
+    from runtime_hooks import sim2real
+    from sim.capacity import Capacity
+    from sim.cloud import batch_seconds
+
+    s = System(load_scenario(HYBRID))
+    with pytest.raises(ScenarioError, match=r"hybrid.toml.*'hybrid' is a hybrid.*vm 'iaas'"):
+        batch_seconds(s, Capacity())
+    trace = tmp_path / "trace.txt"
+    trace.write_text("".join(f"{t} 2.0\n" for t in range(30)))
+    argv = ["--scenario", str(HYBRID), "--trace", str(trace), "--out", str(tmp_path / "o")]
+    assert sim2real.main(argv) == 2
+    assert "but sim-to-real" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

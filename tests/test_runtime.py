@@ -65,9 +65,10 @@ def test_export_matches_sb3_on_10000_env_observations(tmp_path):
 
 
 def test_agreement_forgives_only_ties_within_float32_rounding():
-    """A differing pick is a tie when the exported logits of both picks lie within
-    TIE_TOLERANCE (numpy and torch multiply in another order); a clear preference for
-    another action is a disagreement."""
+    """A differing pick is a tie when both networks' logits of the two picks lie within
+    TIE_TOLERANCE (numpy and torch multiply in another order); a clear preference of
+    either network for another action is a disagreement, so an export whose logits
+    collapsed (all equal) does not pass as a run of ties."""
     from runtime_hooks.export import TIE_TOLERANCE, agreement
     from runtime_hooks.policy_file import PolicyMeta
 
@@ -89,15 +90,24 @@ def test_agreement_forgives_only_ties_within_float32_rounding():
         return NumpyPolicy([], head, np.zeros(3), np.ones(3), 10.0, 0.0, table, meta)
 
     class PicksSecond:
+        def __init__(self, logits: tuple[float, float]) -> None:
+            self._logits = np.asarray(logits)
+
         def act(self, observation):
             return np.asarray([1, 0, 0])
 
+        def logits(self, observation):
+            return self._logits
+
     obs = np.zeros((5, 3), np.float32)
-    near = agreement(exported((TIE_TOLERANCE / 10, 0.0)), PicksSecond(), obs)
+    tiny = TIE_TOLERANCE / 10
+    near = agreement(exported((tiny, 0.0)), PicksSecond((0.0, tiny)), obs)
     assert (near.same, near.ties, near.faithful) == (0, 5, True)
-    far = agreement(exported((1.0, 0.0)), PicksSecond(), obs)
+    far = agreement(exported((1.0, 0.0)), PicksSecond((0.0, 1.0)), obs)
     assert (far.same, far.ties, far.faithful) == (0, 0, False)
-    same = agreement(exported((0.0, 1.0)), PicksSecond(), obs)
+    collapsed = agreement(exported((0.0, 0.0)), PicksSecond((0.0, 2.0)), obs)
+    assert (collapsed.ties, collapsed.faithful) == (0, False)
+    same = agreement(exported((0.0, 1.0)), PicksSecond((0.0, 1.0)), obs)
     assert (same.share, same.faithful) == (1.0, True) and "ties" not in same.sentence()
 
 

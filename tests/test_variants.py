@@ -61,7 +61,7 @@ def test_an_unknown_variant_is_refused_naming_the_profile_and_its_variants(profi
     with pytest.raises(ProfileError, match="has no model variant 'int4'.*float32, int8, pruned50"):
         profile.variant("int4")
     scenario = load_scenario(VARIANTS_SCENARIO).with_updates(variants=("float32", "int4"))
-    with pytest.raises(ProfileError, match="int4"):
+    with pytest.raises(ScenarioError, match=r"variants.toml: \[scenario\].variants: 'int4' is not"):
         System(scenario)
     with pytest.raises(ScenarioError, match="names a variant twice"):
         load_scenario(VARIANTS_SCENARIO).with_updates(variants=("int8", "int8"))
@@ -129,6 +129,8 @@ def test_a_variant_runs_on_the_base_models_clock_and_cloud():
     ratio = np.asarray(int8.profile.block_host_s) / np.asarray(base.profile.block_host_s)
     measured = s.base_profile.meta["variants"]["int8"]["time_ratio"]
     assert ratio == pytest.approx(measured, rel=1e-3)
+    # On the device: the base model's block times, scaled by the measured ratio.
+    assert int8.block_dev_s == pytest.approx(np.asarray(base.block_dev_s) * ratio, rel=1e-12)
 
 
 def test_the_heuristics_search_every_variant(env):
@@ -267,3 +269,44 @@ def test_the_variant_profiler_refuses_bad_arguments_before_any_work(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
     assert not (tmp_path / "v.npz").exists() and not (tmp_path / "profile.txt.npz").exists()
+
+
+def test_a_fleet_takes_three_or_four_components_and_random_draws_four():
+    from agents.base import RandomPolicy
+    from envs.fleet_env import OffloadFleetEnv
+
+    fleet = OffloadFleetEnv(2, VARIANTS_SCENARIO, trace_source="builtin", episode_requests=20)
+    fleet.reset(seed=0)
+    fleet.step(np.array([[5, 6, 0], [5, 6, 0]]))  # the first variant
+    _, _, _, _, info = fleet.step(np.array([[5, 6, 0, 1], [5, 6, 0, 2]]))
+    assert info["variant"].tolist() == [1, 2]
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) or \(2, 4\)"):
+        fleet.step(np.array([[5, 6], [5, 6]]))
+    draws = np.array([RandomPolicy((6, 7, 8, 3), seed=1).act(None) for _ in range(5)])
+    assert draws.shape == (5, 4) and (draws < [6, 7, 8, 3]).all()
+
+
+def test_a_run_is_loaded_only_with_the_variants_it_was_trained_on(tmp_path):
+    """The action's variant index means the run's own list: a scenario listing other
+    variants (or another order) is refused naming both; a run recorded before variants
+    existed ran the float32 model."""
+    import json
+    import shutil
+
+    from agents.ppo import RunError, load_ppo
+    from agents.run_files import seal
+
+    run = tmp_path / "run"
+    shutil.copytree(
+        ROOT / "runs" / "default", run, ignore=shutil.ignore_patterns("tb", "checkpoints")
+    )
+    assert load_ppo(run, variants=("float32",)) is not None
+    config = json.loads((run / "config.json").read_text())
+    config["variants"] = ["float32", "pruned50", "int8"]
+    (run / "config.json").write_text(json.dumps(config))
+    seal(run)
+    with pytest.raises(
+        RunError,
+        match=r"variants \['float32', 'pruned50', 'int8'\].*lists \['float32', 'int8', 'pr",
+    ):
+        load_ppo(run, variants=("float32", "int8", "pruned50"))
