@@ -78,13 +78,47 @@ class System:
         base: System | None = None,
     ) -> None:
         self.scenario = scenario
-        # The profile as measured, and as the device sees it running ``variant`` (its
-        # blocks' times and per-sample arrays; the cloud runs the base model's tail).
+        self._sources(profile, catalog, variant, base)
+        p = self.profile
+        self.k = p.n_blocks
+        self.n_cuts = self.k + 1
+        self.n_levels = p.n_levels
+        # Levels each cut 0..K-1 offers (a learned bottleneck adds some at its cut only).
+        self.levels_by_cut = [p.levels_at(c) for c in range(self.k)]
+        self.thresholds = tuple(float(t) for t in scenario.thresholds)
+        self.n_thresholds = len(self.thresholds)
+        self._device_times(p, base)
+        self._cloud_tables()
+        self._carbon(scenario)
+        self._references(scenario)
+        self._sample_tables(p, accuracy_credit)
+        if self.cloud.kind == "hybrid":
+            self._hybrid(self.cloud)
+        # Leakage the reward charges: 0 where the profile could not measure it (inputs
+        # that are not images; ``profile.meta["leakage_reason"]`` says why).
+        self.leak = p.leakage_or_zero().tolist()
+        # One System per variant the controller may choose, in the scenario's order (a
+        # variant's own System lists only itself).
+        if base is None:
+            self.variant_systems: list[System] = [
+                self if name == self.variant else self._variant_system(name, accuracy_credit)
+                for name in scenario.variants
+            ]
+        else:
+            self.variant_systems = [self]
+        self.n_variants = len(self.variant_systems)
+
+    def _sources(
+        self, profile: Profile | None, catalog: Catalog | None, variant: str | None, base
+    ) -> None:
+        """The profile as measured and as the device sees it running ``variant`` (its
+        blocks' times and per-sample arrays; the cloud runs the base model's tail; the
+        scenario's first variant by default: what a three-component action runs), the
+        catalog, and the device and cloud the scenario names in it."""
+        scenario = self.scenario
         self.base_profile = (
             base.base_profile if base else (profile or load_profile(scenario.profile))
         )
-        # The scenario's first variant is the System's own (what a three-component
-        # action runs); the others are ``variant_systems``.
         if base is None:
             self._check_variants(scenario)
         self.variant = variant or scenario.variants[0]
@@ -95,16 +129,10 @@ class System:
         for family in scenario.radio_by_family:
             self.catalog.radio(scenario.radio_for(family))  # fail early on a bad name
         self.catalog.radio(scenario.default_radio)
-        p = self.profile
-        self.k = p.n_blocks
-        self.n_cuts = self.k + 1
-        self.n_levels = p.n_levels
-        # Levels each cut 0..K-1 offers (a learned bottleneck adds some at its cut only).
-        self.levels_by_cut = [p.levels_at(c) for c in range(self.k)]
-        self.thresholds = tuple(float(t) for t in scenario.thresholds)
-        self.n_thresholds = len(self.thresholds)
 
-        self._device_times(p, base)
+    def _cloud_tables(self) -> None:
+        """Per cut, the cloud's seconds and bill for the tail (a hybrid's: ``_hybrid``,
+        once the samples' exits are known)."""
         c = self.cloud
         self.is_faas = c.kind == "faas"
         # Whether an offload can meet a cold instance: functions, alone or behind a VM.
@@ -115,7 +143,10 @@ class System:
             tail_p = self.base_profile
             self.cloud_tail_s = [tail_seconds(tail_p, c, cut) for cut in range(self.k)]
             self.cloud_usd = [self.cloud_money(busy) for busy in self.cloud_tail_s]  # per cut
-        self._carbon(scenario)
+
+    def _references(self, scenario: Scenario) -> None:
+        """The battery, the energy, money and carbon references that make the reward's
+        weights comparable, and the reward itself (``sim.reward``)."""
         self.data_usd_per_byte = self.catalog.data_usd_per_gb / 1e9
         battery = scenario.battery.capacity_j or self.device.battery_j
         self.battery_capacity_j = battery
@@ -123,7 +154,7 @@ class System:
         self.energy_ref_j = battery / w.requests_per_charge
         self.money_ref_usd = w.money_ref_usd
         self.carbon_ref_g = self.energy_ref_j * self.device_g_per_j
-        # The reward of a request (``sim.reward``), for one request or a batch.
+        # The reward of a request, for one request or a batch.
         self.reward = Reward(
             w,
             scenario.workload.deadline_s,
@@ -131,22 +162,6 @@ class System:
             w.money_ref_usd,
             self.carbon_ref_g,
         )
-        self._sample_tables(p, accuracy_credit)
-        if c.kind == "hybrid":
-            self._hybrid(c)
-        # Leakage the reward charges: 0 where the profile could not measure it (inputs
-        # that are not images; ``profile.meta["leakage_reason"]`` says why).
-        self.leak = p.leakage_or_zero().tolist()
-        # One System per variant the controller may choose, the base model's first
-        # where the scenario lists it (a variant's own System lists only itself).
-        if base is None:
-            self.variant_systems: list[System] = [
-                self if name == self.variant else self._variant_system(name, accuracy_credit)
-                for name in scenario.variants
-            ]
-        else:
-            self.variant_systems = [self]
-        self.n_variants = len(self.variant_systems)
 
     def _check_variants(self, scenario: Scenario) -> None:
         """Every variant the scenario lists is one its profile measured."""
