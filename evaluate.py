@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -416,16 +417,17 @@ def fleet_ppo_policies(p: EvalPlan) -> dict:
 
     s = p.env.system
     out = {}
-    runs = {"ppo_single": p.args.single_policy}
+    runs = {"ppo_single": ("--single-policy", p.args.single_policy)}
     if "ppo" in p.args.names:
-        runs = {"ppo": p.args.policy, **runs}
-    for name, run in runs.items():
+        runs = {"ppo": ("--policy", p.args.policy), **runs}
+    for name, (flag, run) in runs.items():
         obs_dim = int(read_run_config(run).get("obs_dim", OBS_DIM))
-        policy = load_ppo(
-            run, nvec=p.env.action_space.nvec.tolist(), obs_dim=obs_dim,
+        load = partial(
+            load_ppo, nvec=p.env.action_space.nvec.tolist(), obs_dim=obs_dim,
             model_hash=s.profile.model_hash, levels_by_cut=s.levels_by_cut,
             variants=s.scenario.variants,
         )  # fmt: skip
+        policy = flagged(flag, load, run)  # a run of other variants names its flag
         policy.name = name
         out[name] = (policy, obs_dim)
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from settings.cli import UsageError, option, output_dir, parse, run_cli
+from settings.cli import UsageError, check_options, option, output_dir, parse, run_cli
 
 RATES_HZ = (0.01, 0.1, 1.0, 10.0, 30.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 3000.0)
 THRESHOLD = 0.9  # the cloud exits' confidence threshold (the scenario's grid has it)
@@ -114,6 +114,9 @@ class CloudReportArgs:
     out: Path = option(
         Path("out/cloud"), "folder for cloud_costs.json and .png", type=Path, check=output_dir
     )
+
+    def __post_init__(self) -> None:
+        check_options(self)  # --out: a folder that can be written, outside any training run
 
 
 def main(argv: list[str] | None = None) -> int:

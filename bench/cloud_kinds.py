@@ -15,7 +15,8 @@ per 1,000 requests in total and for the cloud alone.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import write
-from settings.cli import summary_of
+from settings.cli import UsageError, run_cli, summary_of, within
+from settings.tables import InputError
 
 ACTIONS = ("0,3,0", "1,3,2", "2,3,2", "0,6,0")  # raw image / int8 at cuts 1-2; 0.9; no exits
 
@@ -84,9 +86,75 @@ def run(scenario, cloud: str, action: tuple[int, int, int], episodes: int, reque
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    from sim import load_scenario
+@dataclass(frozen=True, kw_only=True)
+class Case:
+    """One row of the comparison: a scenario at a request rate, a cloud, an action."""
 
+    scenario: object
+    cloud: str
+    action: tuple[int, int, int]
+
+
+def plan(args) -> list[Case]:
+    """Every (rate, action, cloud) to run, each input checked before any runs: an error
+    names the flag and the value."""
+    from sim import System, load_scenario
+
+    for flag, value, high in (
+        ("--episodes", args.episodes, 1_000),
+        ("--requests", args.requests, 100_000),
+    ):
+        try:
+            within(1, high, "every row simulates them all")(value)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from None
+    base = load_scenario(args.scenario)
+    scenarios = []
+    for text in args.rates.split(","):
+        try:
+            rate = float(text)
+            scenarios.append(base.with_updates(workload=replace(base.workload, rate_hz=rate)))
+        except (ValueError, InputError) as exc:
+            raise UsageError(f"--rates {text!r}: {exc}") from None
+    clouds = args.clouds.split(",")
+    for cloud in clouds:
+        try:
+            with_cloud = base.with_updates(cloud=cloud)
+            with_cloud.check_catalog()
+            System(with_cloud)  # a hybrid the scenario cannot run is refused here
+        except InputError as exc:
+            raise UsageError(f"--clouds {cloud!r}: {exc}") from None
+    system = System(base)
+    actions = [_action(text, system) for text in args.actions.split(",")]
+    return [
+        Case(scenario=scenario, cloud=cloud, action=action)
+        for scenario in scenarios
+        for action in actions
+        for cloud in clouds
+    ]
+
+
+def _action(text: str, system) -> tuple[int, int, int]:
+    """``cut:threshold index:level``, each within the scenario's grid."""
+    parts = text.split(":")
+    limits = (system.n_cuts, system.n_thresholds, system.n_levels)
+    try:
+        values = tuple(int(v) for v in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or any(not 0 <= v < n for v, n in zip(values, limits, strict=True)):
+        raise UsageError(
+            f"--actions {text!r}: expected cut:threshold index:level within "
+            f"0..{limits[0] - 1}, 0..{limits[1] - 1} and 0..{limits[2] - 1}"
+        )
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: compare(argv))
+
+
+def compare(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=summary_of(__doc__))
     root = Path(__file__).resolve().parent.parent
     parser.add_argument("--scenario", type=Path, default=root / "envs/scenarios/hybrid.toml")
@@ -105,19 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--requests", type=int, default=400, help="requests per episode")
     args = parser.parse_args(argv)
-    base = load_scenario(args.scenario)
-    actions = [tuple(int(v) for v in a.split(":")) for a in args.actions.split(",")]
     results = [
-        run(
-            base.with_updates(workload=replace(base.workload, rate_hz=float(rate))),
-            cloud,
-            action,
-            args.episodes,
-            args.requests,
-        )
-        for rate in args.rates.split(",")
-        for action in actions
-        for cloud in args.clouds.split(",")
+        run(case.scenario, case.cloud, case.action, args.episodes, args.requests)
+        for case in plan(args)
     ]
     table = Table(title=f"clouds on the same requests ({args.scenario.name})")
     cols = (
@@ -152,8 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     Console(width=160).print(table)
     payload = {"scenario": str(args.scenario), "episodes": args.episodes, "results": results}
     print("wrote", write("cloud_kinds", payload))
-    return payload
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

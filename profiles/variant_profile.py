@@ -28,7 +28,7 @@ from profiles.host import median_time
 from profiles.multiexit import data_for_profile, model_for_profile, tail, to_model_input
 from profiles.profile import profile_out
 from profiles.profile_io import BASE_VARIANT, load_profile, save_profile, variant_key
-from profiles.variants import VARIANTS, VariantModel, block_bytes, build_variant
+from profiles.variants import VARIANTS, VariantError, VariantModel, block_bytes, build_variant
 from settings.cli import check_options, option, parse, run_cli, summary_of
 from settings.tables import InputError
 
@@ -162,7 +162,10 @@ def add_variants(profile_path: Path, out: Path, names: list[str], repeats: int =
     for name in names:
         console.print(f"variant {name}: building")
         torch.manual_seed(0)
-        blocks = build_variant(name, model, train_x)
+        try:
+            blocks = build_variant(name, model, train_x)
+        except VariantError as exc:
+            raise VariantError(f"{profile_path} (model {profile.model_ref}): {exc}") from None
         ratio = time_ratio(model.blocks, blocks, train_x, repeats)
         summary = {
             "time_ratio": [round(float(r), 4) for r in ratio],
@@ -203,9 +206,10 @@ class Args:
         names = [v.strip() for v in self.variants.split(",")]
         unknown = [v for v in names if v not in VARIANTS]
         if unknown or not names or len(set(names)) != len(names):
+            what = f"unknown {', '.join(map(repr, unknown))}" if unknown else "a name twice"
             raise InputError(
-                f"--variants {self.variants!r}: name each of {', '.join(VARIANTS)} at most "
-                f"once ({BASE_VARIANT} is the profile's own model)"
+                f"--variants {self.variants!r}: {what}; name each of {', '.join(VARIANTS)} at "
+                f"most once ({BASE_VARIANT} is the profile's own model)"
             )
         self.names = names
 

@@ -72,6 +72,7 @@ def device_policy(policy, system, radio=None):
     from telemetry.observation import OBS_DIM
 
     system.scenario.require_base_model("the device loop (its head is the float32 model)")
+    system.require_single_cloud("the device loop (its server answers at the final exit)")
     if isinstance(policy, str) and policy in HEURISTICS:
         return make_heuristic(policy, system, radio or system.radio(None))
     if policy is None or isinstance(policy, str | Path):

@@ -58,7 +58,9 @@ def check_number(
     error: type[Exception] = SettingsError,
 ) -> float:
     """A real number in range. Infinity passes only where ``high`` is infinite."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or getattr(value, "dtype", None) in (bool, "bool"):  # not 1.0
+        raise error(f"{where}: expected a number, got {value!r}")
+    if not isinstance(value, int | float):
         try:  # numpy scalars and other real numbers, but never strings
             if isinstance(value, str | bytes):
                 raise TypeError

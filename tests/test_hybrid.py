@@ -234,3 +234,42 @@ def test_the_runtime_paths_that_run_one_kind_of_cloud_refuse_a_hybrid(tmp_path, 
     assert sim2real.main(argv) == 2
     assert "but sim-to-real" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["--rates", "abc"], ("--rates 'abc'",)),
+        (["--rates", "0"], ("--rates '0'", "[workload].rate_hz")),
+        (["--episodes", "0"], ("--episodes",)),
+        (["--requests", "0"], ("--requests",)),
+        (["--clouds", "nope"], ("--clouds 'nope'", "not in the catalog")),
+        (["--actions", "1:3"], ("--actions '1:3'", "0..5")),
+        (["--actions", "9:3:2"], ("--actions '9:3:2'",)),
+    ],
+)
+def test_the_cloud_comparison_refuses_bad_arguments_before_any_run(
+    argv, names, capsys, monkeypatch
+):
+    from conftest import refused, tripwire
+
+    from bench import cloud_kinds
+
+    monkeypatch.setattr(cloud_kinds, "run", tripwire)
+    refused(cloud_kinds.main, argv, capsys, *names)
+
+
+def test_the_cloud_report_and_the_device_loop_check_their_inputs(tmp_path, capsys):
+    """The report's --out is checked (never inside a training run); the device loop,
+    which talks to one real server, refuses a hybrid scenario."""
+    from conftest import refused
+
+    from agents import cloud_report
+    from runtime_hooks.device_loop import device_policy
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "files.sha256.json").write_text("{}")
+    refused(cloud_report.main, ["--out", str(run / "costs")], capsys, "training run")
+    with pytest.raises(ScenarioError, match="but the device loop"):
+        device_policy("edgent", System(load_scenario(HYBRID)))

@@ -26,6 +26,7 @@ def _write(tmp_path, old, new):
         ("deadline_s = 0.2", "deadline_s = -0.2", r"\[workload\].deadline_s: -0.2 out of range"),
         ("deadline_s = 0.2", 'deadline_s = "soon"', r"\[workload\].deadline_s: expected a number"),
         ("rate_hz = 2.0", "rate_hz = 0", r"\[workload\].rate_hz: 0.0 out of range"),
+        ("rate_hz = 2.0", "rate_hz = true", r"\[workload\].rate_hz: expected a number, got True"),
         ('arrival = "poisson"', 'arrival = "bursty"', r"\[workload\].arrival: must be one of"),
         ("initial_min = 0.05", "initial_min = 1.5", r"\[battery\].initial_min: 1.5 out of range"),
         ("accuracy = 1.0", "accuracy = -1", r"\[reward\].accuracy"),

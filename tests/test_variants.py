@@ -251,7 +251,7 @@ def test_measuring_the_float_blocks_as_a_variant_reproduces_the_profile():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--variants", "int4"], "--variants 'int4': name each of int8, pruned50"),
+        (["--variants", "int4"], "--variants 'int4': unknown 'int4'; name each of int8, pruned50"),
         (["--variants", "int8,int8"], "at most once"),
         (["--out", "{tmp}/profile.txt"], "must name a .npz file"),
         (["--out", "{tmp}/notes.npz"], "is not a profile (made by python -m profiles.profile)"),
