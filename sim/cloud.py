@@ -24,6 +24,10 @@ time. A request takes an idle instance that is still warm (used within the cloud
 ``keep_alive_s``), else starts one (a cold start, ``cold_start_s``); when C instances
 are busy it is throttled and retried every ``throttle_retry_s`` until one is idle
 (AWS Lambda answers 429 beyond its concurrency limit; clients retry with backoff).
+
+**A hybrid** (``workers`` VM workers, ``concurrency`` functions): ``serve_hybrid``
+queues each request on the VM for its own busy seconds (no batching), then, where it
+calls a function, on FaaS instances as above, arriving when its VM part ends.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ a shared cloud can sit between them:
 2. the cloud: ``private_cloud`` (each device has the cloud to itself, as one device
    does: a FaaS instance is cold when the device's own keep-alive ran out; a hybrid
    cloud's VM answers at its exits or hands over to a function, ``hybrid_cloud``) or
-   ``sim.cloud.SharedCloud`` (a fleet's shared serving tier, in Python);
+   ``sim.cloud.SharedCloud`` (a fleet's shared serving tier, in Python; for a hybrid,
+   ``hybrid_paths`` first gives each request its VM and function seconds);
 3. ``finish_requests``: latency, energy, money, leakage and reward; then ``advance``
    applies them to the devices' state (battery, telemetry, the clock, background
    probes) and writes the observations of the next requests.
