@@ -129,8 +129,10 @@ class OffloadFleetEnv(VectorEnv):
         self.cloud = None
         if cloud == "shared":
             # Workers batch by the measured times; with no worker limit, batch 1 is the
-            # single-device env's tail time (``SharedCloud``'s default).
-            table = batch_seconds(s, self.capacity) if self.capacity.workers else None
+            # single-device env's tail time (``SharedCloud``'s default). A hybrid's VM
+            # serves each request alone (``SharedCloud.serve_hybrid``): no batch table.
+            batches = self.capacity.workers and s.hybrid is None
+            table = batch_seconds(s, self.capacity) if batches else None
             self.cloud = SharedCloud(s, self.capacity, table)
         self.num_envs = n = num_envs
         self.single_action_space = self.single.action_space

@@ -24,6 +24,10 @@ time. A request takes an idle instance that is still warm (used within the cloud
 ``keep_alive_s``), else starts one (a cold start, ``cold_start_s``); when C instances
 are busy it is throttled and retried every ``throttle_retry_s`` until one is idle
 (AWS Lambda answers 429 beyond its concurrency limit; clients retry with backoff).
+
+**A hybrid** (``workers`` VM workers, ``concurrency`` functions): ``serve_hybrid``
+queues each request on the VM for its own busy seconds (no batching), then, where it
+calls a function, on FaaS instances as above, arriving when its VM part ends.
 """
 
 from __future__ import annotations
@@ -131,16 +135,10 @@ class SharedCloud:
         (``b = 0..max_batch``), already divided by the speedup and with the overhead
         added; needed for IaaS with workers. Without it, batch 1 is the system's
         ``cloud_tail_s`` and a batch of b takes b times as long."""
-        if getattr(system, "hybrid", None) is not None:
-            from sim.scenario import ScenarioError
-
-            sc = system.scenario
-            raise ScenarioError(
-                f"{sc.source}: [scenario].cloud = '{sc.cloud}' is a hybrid cloud, which a "
-                "fleet sharing one cloud cannot use yet (sim.cloud); choose an iaas or faas cloud"
-            )
         self.capacity = capacity
         self.faas = system.is_faas
+        self.hybrid = getattr(system, "hybrid", None) is not None
+        # A hybrid's are its functions' (``profiles.catalog``: what can go cold).
         self.cold_start_s = system.cloud.cold_start_s
         self.keep_alive_s = system.cloud.keep_alive_s
         if batch_seconds is None:
@@ -149,13 +147,15 @@ class SharedCloud:
         self.batch_seconds = np.asarray(batch_seconds, dtype=float)
         self._table = self.batch_seconds.tolist()
         self._single = self.batch_seconds[:, 1].tolist()
-        # FaaS instances come and go with the load: compiled (``sim.faas_pool``).
+        # FaaS instances come and go with the load: compiled (``sim.faas_pool``). A
+        # hybrid's functions run from its split: their seconds per split.
         self._faas = None
-        if self.faas:
+        if self.faas or self.hybrid:
             from sim.faas_pool import FaasPool
 
+            tail = system.hybrid.fn_tail_s if self.hybrid else self.batch_seconds[:, 1]
             self._faas = FaasPool(
-                self.batch_seconds[:, 1],
+                tail,
                 capacity.concurrency,
                 capacity.throttle_retry_s,
                 self.keep_alive_s,
@@ -180,14 +180,16 @@ class SharedCloud:
         for FaaS, instances whose keep-alive ran out by then)."""
         if self._faas is not None:
             self._faas.prune(horizon)
-            return
+            if not self.hybrid:
+                return
         for server in self.servers:
             server.prune(horizon)
 
     # -- one request -------------------------------------------------------------------
     def serve(self, arrive_s: float, cut: int) -> tuple[float, float, bool]:
         """``(queue_s, service_s, cold)`` of a request reaching the cloud at
-        ``arrive_s``."""
+        ``arrive_s`` (an iaas or faas cloud; a hybrid's: ``serve_hybrid``)."""
+        self._one_kind()
         self.served += 1
         if self.faas:
             return self._serve_faas(arrive_s, cut)
@@ -247,7 +249,9 @@ class SharedCloud:
     # -- many requests -----------------------------------------------------------------
     def serve_many(self, arrive_s: np.ndarray, cut: np.ndarray):
         """``serve`` for requests in any order: taken in order of arrival (ties in the
-        given order). Returns arrays ``(queue_s, service_s, cold)`` in the given order."""
+        given order). Returns arrays ``(queue_s, service_s, cold)`` in the given order
+        (an iaas or faas cloud; a hybrid's: ``serve_hybrid``)."""
+        self._one_kind()
         if self._faas is not None:
             self.served += len(arrive_s)
             return self._faas.serve_many(arrive_s, cut)
@@ -261,5 +265,55 @@ class SharedCloud:
         serve, times, cuts = self._serve_iaas, arrive_s.tolist(), np.asarray(cut).tolist()
         for i in np.argsort(arrive_s, kind="stable").tolist():
             queue[i], service[i], _ = serve(times[i], cuts[i])
+        self.served += n
+        return queue, service, cold
+
+    def _one_kind(self) -> None:
+        if self.hybrid:
+            raise ValueError("a hybrid cloud serves a request's path: serve_hybrid")
+
+    # -- a hybrid: the VM, then the functions ------------------------------------------
+    def serve_hybrid(self, arrive_s, vm_s, calls, split):
+        """A hybrid cloud's requests (``sim.kernel.hybrid_paths``), reaching the cloud at
+        ``arrive_s`` in any order: each takes ``vm_s`` busy seconds on the VM (0: none),
+        then, where ``calls``, a function from block ``split`` on, arriving when its VM
+        part ends. Returns arrays ``(queue_s, service_s, cold)`` in the given order:
+        the VM's queue plus the function's (throttling), the VM's seconds plus the
+        function's (with its cold start), and whether the function was cold.
+
+        The VM has ``capacity.workers`` workers (0: no queue, every request served at
+        once) and serves each request alone for its own ``vm_s``: no batching (the
+        requests at a worker run different blocks, to their own exits; the measured
+        batch table is the whole tail's). Each worker is a ``_Timeline``: a request
+        takes the first free stretch of ``vm_s`` at or after its arrival on the worker
+        where it starts earliest, in order of arrival (ties in the given order). The
+        functions are a ``FaasPool`` on their seconds per split (``capacity.concurrency``,
+        ``throttle_retry_s``, the functions' keep-alive and cold start)."""
+        arrive = np.asarray(arrive_s, dtype=float)
+        vm = np.asarray(vm_s, dtype=float)
+        n = len(arrive)
+        queue = np.zeros(n)
+        cold = np.zeros(n, dtype=bool)
+        if self.capacity.workers and n:
+            times, busy = arrive.tolist(), vm.tolist()
+            servers = self.servers
+            for i in np.argsort(arrive, kind="stable").tolist():
+                t, duration = times[i], busy[i]
+                if duration <= 0.0:  # the whole tail on the functions: no VM part
+                    continue
+                fits = [server.first_fit(t, duration) for server in servers]
+                w = min(range(len(fits)), key=fits.__getitem__)
+                servers[w].insert(fits[w], fits[w] + duration, {0: 1})
+                queue[i] = fits[w] - t
+        service = vm.copy()
+        called = np.flatnonzero(np.asarray(calls, dtype=bool))
+        if called.size:
+            fn_queue, fn_service, fn_cold = self._faas.serve_many(
+                arrive[called] + queue[called] + vm[called],
+                np.asarray(split, dtype=np.int64)[called],
+            )
+            queue[called] += fn_queue
+            service[called] += fn_service
+            cold[called] = fn_cold
         self.served += n
         return queue, service, cold

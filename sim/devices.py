@@ -44,9 +44,11 @@ from sim.kernel import (
     O_CLOUD,
     O_COLD,
     O_CUT,
+    O_FN_CALL,
     O_OFFLOADED,
     O_QUEUE,
     O_TX_END,
+    O_VM,
     OBS_COLUMNS,
 )
 from sim.system import System
@@ -358,7 +360,20 @@ class Devices:
             out,
         )
         sent = np.flatnonzero(out[:, O_OFFLOADED])
-        if sent.size:
+        if self.system.hybrid is not None:
+            # Each request's path on the VM and the function, then the shared tiers.
+            kernel.hybrid_paths(t.small, t.first_exit, t.exits, self.ints, self.requests, out)
+            if sent.size:
+                act = self.ints[sent]
+                split = t.small[
+                    kernel.S_SPLIT,
+                    act[:, kernel.I_ACT_CUT] * self.system.n_thresholds + act[:, kernel.I_ACT_THR],
+                ].astype(np.int64)
+                queue, service, cold = self.cloud.serve_hybrid(
+                    out[sent, O_TX_END], out[sent, O_VM], out[sent, O_FN_CALL] > 0.0, split
+                )
+                out[sent, O_QUEUE], out[sent, O_CLOUD], out[sent, O_COLD] = queue, service, cold
+        elif sent.size:
             queue, service, cold = self.cloud.serve_many(
                 out[sent, O_TX_END], out[sent, O_CUT].astype(np.int64)
             )

@@ -17,7 +17,8 @@ a shared cloud can sit between them:
 2. the cloud: ``private_cloud`` (each device has the cloud to itself, as one device
    does: a FaaS instance is cold when the device's own keep-alive ran out; a hybrid
    cloud's VM answers at its exits or hands over to a function, ``hybrid_cloud``) or
-   ``sim.cloud.SharedCloud`` (a fleet's shared serving tier, in Python);
+   ``sim.cloud.SharedCloud`` (a fleet's shared serving tier, in Python; for a hybrid,
+   ``hybrid_paths`` first gives each request its VM and function seconds);
 3. ``finish_requests``: latency, energy, money, leakage and reward; then ``advance``
    applies them to the devices' state (battery, telemetry, the clock, background
    probes) and writes the observations of the next requests.
@@ -374,11 +375,24 @@ def private_cloud(small, first_exit, exits, fs, ints, requests, out):
 
 @njit(cache=True, error_model="numpy")
 def hybrid_cloud(small, first_exit, exits, fs, ints, requests, d, o):
-    """A hybrid cloud's phase 2 for device ``d``'s offloaded request (row ``o``): the VM
-    runs blocks ``cut+1..split`` with their exits; an exit that reaches the threshold
-    answers (its correctness from the profile's per-sample arrays) and no function is
-    called; else a function runs the rest to the final exit, cold when the device's own
+    """A hybrid cloud's phase 2 for device ``d``'s offloaded request (row ``o``): its
+    path (``hybrid_path``), and the function call cold when the device's own
     keep-alive of it ran out (``D_CLOUD_LAST``: its last call)."""
+    c = small[S_CONSTS]
+    hybrid_path(small, first_exit, exits, ints, requests, d, o)
+    vm_s, fn_s, calls = o[O_VM], o[O_FN], o[O_FN_CALL] > 0.0
+    cold = is_cold(calls, o[O_TX_END] + vm_s, fs[d, D_CLOUD_LAST], c[K_KEEP_ALIVE_S])
+    o[O_COLD] = 1.0 if cold else 0.0
+    o[O_CLOUD] = cloud_seconds(vm_s + fn_s, cold, c[K_COLD_START_S])
+
+
+@njit(cache=True, error_model="numpy")
+def hybrid_path(small, first_exit, exits, ints, requests, d, o):
+    """The path of device ``d``'s offloaded request (row ``o``) on a hybrid cloud, but
+    for any cold start: the VM runs blocks ``cut+1..split`` with their exits; an exit
+    that reaches the threshold answers (its correctness from the profile's per-sample
+    arrays) and no function is called; else a function runs the rest to the final exit.
+    Fills ``O_VM``, ``O_FN``, ``O_FN_CALL`` and ``O_CLOUD_EXIT``."""
     c, h = small[S_CONSTS], small[S_HYBRID]
     k = int(c[K_K])
     cut, thr, v = ints[d, I_ACT_CUT], ints[d, I_ACT_THR], ints[d, I_ACT_VARIANT]
@@ -388,17 +402,28 @@ def hybrid_cloud(small, first_exit, exits, fs, ints, requests, d, o):
     end = answered if answered > 0 else split
     vm_s = span_seconds(small[S_VM_CUM], h[H_VM_OVERHEAD_S], cut, end)
     calls = answered == 0 and split < k
-    fn_s = small[S_FN_TAIL, split] if calls else 0.0
-    cold = is_cold(calls, o[O_TX_END] + vm_s, fs[d, D_CLOUD_LAST], c[K_KEEP_ALIVE_S])
-    o[O_VM], o[O_FN] = vm_s, fn_s
+    o[O_VM] = vm_s
+    o[O_FN] = small[S_FN_TAIL, split] if calls else 0.0
     o[O_FN_CALL] = 1.0 if calls else 0.0
-    o[O_COLD] = 1.0 if cold else 0.0
-    o[O_CLOUD] = cloud_seconds(vm_s + fn_s, cold, c[K_COLD_START_S])
     if answered > 0:
         o[O_CLOUD_EXIT] = answered
         o[O_CORRECT] = exits[v, answered - 1, i, X_OK]
         o[O_CREDIT] = exits[v, answered - 1, i, X_CREDIT]
         o[O_EXPECTED] = exits[v, answered - 1, i, X_EXPECTED]
+
+
+@njit(cache=True, error_model="numpy")
+def hybrid_paths(small, first_exit, exits, ints, requests, out):
+    """Phase 2a where a fleet shares a hybrid cloud: each offloaded request's path
+    (``hybrid_path``) with ``O_CLOUD`` its busy seconds on the VM and the function,
+    before any queue or cold start (``sim.cloud.SharedCloud.serve_hybrid``). Writes
+    ``out``; changes no state."""
+    for d in range(out.shape[0]):
+        o = out[d]
+        if o[O_OFFLOADED] == 0.0:
+            continue
+        hybrid_path(small, first_exit, exits, ints, requests, d, o)
+        o[O_CLOUD] = o[O_VM] + o[O_FN]
 
 
 @njit(cache=True, error_model="numpy")

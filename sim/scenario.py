@@ -277,20 +277,9 @@ class Scenario:
         self._check_capacity_kind(catalog.clouds[self.cloud].kind)
 
     def _check_capacity_kind(self, kind: str) -> None:
-        """A ``[capacity]`` key of the other kind of cloud would be silently ignored; a
-        fleet cannot share a hybrid cloud yet (``sim.cloud.SharedCloud`` runs one kind)."""
+        """A ``[capacity]`` key of the other kind of cloud would be silently ignored (a
+        hybrid has both: ``workers`` for its VM, ``concurrency`` for its functions)."""
         c = self.capacity
-        if kind == "hybrid" and (self.fleet.devices > 1 or self.fleet.sizes):
-            raise ScenarioError(
-                f"[scenario].cloud = '{self.cloud}': a hybrid cloud, which a fleet sharing "
-                f"one cloud ([fleet].devices = {self.fleet.devices}, [fleet].sizes = "
-                f"{list(self.fleet.sizes)}) cannot use yet; choose an iaas or faas cloud"
-            )
-        if kind == "hybrid" and (c.workers or c.concurrency):
-            raise ScenarioError(
-                f"[capacity]: workers / concurrency size a fleet's shared cloud, but "
-                f"[scenario].cloud '{self.cloud}' is a hybrid, which only a single device runs"
-            )
         if kind == "faas" and c.workers:
             raise ScenarioError(
                 f"[capacity].workers = {c.workers}: IaaS workers, but [scenario].cloud "

@@ -1,7 +1,7 @@
 """The hybrid cloud as the simulator runs it: the VM answers at its exits below the
 split and calls no function; the rest pay a function call (and a cold start when its
 keep-alive ran out); latency, money and carbon follow ``sim.formulas``; a bad hybrid
-entry or a hybrid fleet is refused naming the field."""
+entry is refused naming the field; a fleet shares a hybrid's VM and functions."""
 
 from __future__ import annotations
 
@@ -195,17 +195,156 @@ def test_a_bad_hybrid_entry_is_refused_naming_the_field(tmp_path, edits, message
         load_catalog(_catalog(tmp_path, *edits))
 
 
-def test_a_fleet_cannot_share_a_hybrid_cloud(tmp_path):
-    text = HYBRID.read_text().replace('catalog = "builtin"', f'catalog = "{DEFAULT_CATALOG}"')
-    path = tmp_path / "fleet_hybrid.toml"
-    path.write_text(text + "\n[fleet]\ndevices = 4\n")
-    with pytest.raises(ScenarioError, match=r"fleet_hybrid.toml: \[scenario\].cloud = 'hybrid'"):
-        load_scenario(path)
+def _fleet_rows(scenario, cloud: str, n: int = 3, steps: int = 40, seed: int = 3, capacity=None):
+    """Random actions that offload (the same for the same seed) on a fleet of ``n`` devices sharing
+    the cloud (``shared``) or each with its own (``private``): each step's outcome rows,
+    until a device's episode ends."""
+    from envs.fleet_env import OffloadFleetEnv
+
+    fleet = OffloadFleetEnv(
+        n,
+        scenario,
+        trace_source="builtin",
+        episode_requests=steps + 1,
+        cloud=cloud,
+        capacity=capacity,
+    )
+    fleet.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    nvec = fleet.single_action_space.nvec
+    rows = []
+    for _ in range(steps):
+        actions = rng.integers(nvec, size=(n, len(nvec)))
+        actions[:, 0] = rng.integers(0, 2, n)  # offloaded at cut 0 or 1
+        _, _, term, trunc, _ = fleet.step(actions)
+        rows.append(fleet.devices.out.copy())
+        if (term | trunc).any():
+            break
+    return fleet, np.stack(rows)
+
+
+PATH = [K.O_OFFLOADED, K.O_VM, K.O_FN, K.O_FN_CALL, K.O_CLOUD_EXIT, K.O_CORRECT, K.O_MONEY]
+
+
+def test_a_fleet_on_an_unlimited_hybrid_is_as_many_single_devices(tmp_path):
+    """With no limit on the VM or the functions, each device of a fleet sharing a hybrid
+    takes the path one device alone takes: the same VM exits, function calls, seconds
+    and bill (the shared functions' cold starts differ: another device's instance may
+    be warm); with no cold start, every outcome is the same."""
+    from sim.capacity import Capacity
+
+    scenario = load_scenario(HYBRID)
+    shared = _fleet_rows(scenario, "shared", capacity=Capacity())[1]
+    alone = _fleet_rows(scenario, "private")[1]
+    assert shared.shape == alone.shape and shared[:, :, K.O_FN_CALL].sum() >= 5
+    assert shared[:, :, K.O_CLOUD_EXIT].any() and (shared[:, :, K.O_QUEUE] == 0.0).all()
+    np.testing.assert_array_equal(shared[:, :, PATH], alone[:, :, PATH])
+    catalog = _catalog(tmp_path, ("cold_start_s = 0.8", "cold_start_s = 0.0"))
+    warm = scenario.with_updates(catalog=catalog)
+    shared = _fleet_rows(warm, "shared", capacity=Capacity())[1]
+    alone = _fleet_rows(warm, "private")[1]
+    columns = [c for c in range(K.N_OUT) if c != K.O_COLD]
+    np.testing.assert_allclose(shared[:, :, columns], alone[:, :, columns], rtol=0, atol=1e-12)
+
+
+def _hybrid_cloud(**capacity):
     from sim.capacity import Capacity
     from sim.cloud import SharedCloud
 
-    with pytest.raises(ScenarioError, match=r"hybrid.toml: \[scenario\].cloud = 'hybrid'"):
-        SharedCloud(System(load_scenario(HYBRID)), Capacity())
+    s = System(load_scenario(HYBRID))
+    return s, SharedCloud(s, Capacity(**capacity))
+
+
+def test_a_hybrid_vm_with_one_worker_queues_requests_that_overlap():
+    s, cloud = _hybrid_cloud(workers=1)
+    k, no = s.k, [False, False]
+    q, service, cold = cloud.serve_hybrid([0.001, 0.0], [0.010, 0.020], no, [k, k])
+    assert q.tolist() == [pytest.approx(0.019), 0.0] and service.tolist() == [0.010, 0.020]
+    assert not cold.any()
+    # A request with no VM part (the whole tail on the functions) waits for no worker.
+    q, _, _ = cloud.serve_hybrid([0.005], [0.0], [True], [1])
+    assert q[0] == 0.0
+    for free in (_hybrid_cloud(workers=2)[1], _hybrid_cloud()[1]):  # two workers; no limit
+        q, _, _ = free.serve_hybrid([0.001, 0.0], [0.010, 0.020], no, [k, k])
+        assert (q == 0.0).all()
+
+
+def test_a_hybrid_function_concurrency_of_one_queues_function_calls():
+    s, cloud = _hybrid_cloud(workers=1, concurrency=1, throttle_retry_s=0.1)
+    fn, cold_start = float(s.hybrid.fn_tail_s[2]), s.cloud.cold_start_s
+    assert cold_start > 0.0 and s.cloud.keep_alive_s > 1.0
+    # The second waits 5 ms for the one VM worker, leaves it at 0.02, then waits for
+    # the one function instance (busy with the first, cold, call): queue = both waits.
+    q, service, cold = cloud.serve_hybrid([0.0, 0.005], [0.01, 0.01], [True, True], [2, 2])
+    assert cold.tolist() == [True, False]
+    assert q[0] == 0.0 and service[0] == pytest.approx(0.01 + fn + cold_start)
+    busy_until = 0.01 + fn + cold_start  # the one instance; the second call retries
+    fn_wait = q[1] - 0.005
+    assert busy_until - 0.02 <= fn_wait + 1e-9 <= busy_until - 0.02 + 0.1 + 1e-9
+    assert service[1] == pytest.approx(0.01 + fn) and cloud.throttled == 1
+    # No concurrency limit: a second instance, cold, and no wait.
+    _, free = _hybrid_cloud(workers=1)
+    q, _, cold = free.serve_hybrid([0.0, 0.01], [0.01, 0.01], [True, True], [2, 2])
+    assert q.tolist() == [0.0, pytest.approx(0.0)] and cold.tolist() == [True, True]
+
+
+def test_a_shared_hybrid_bills_by_the_formulas_and_its_queue_counts_in_the_latency():
+    from sim.capacity import Capacity
+
+    scenario = load_scenario(HYBRID)
+    fleet, rows = _fleet_rows(scenario, "shared", n=16, capacity=Capacity(workers=1, concurrency=2))
+    s = fleet.system
+    h, cold_start = s.hybrid, s.cloud.cold_start_s
+    sent = rows[rows[:, :, K.O_OFFLOADED] > 0]
+    assert len(sent) >= 50 and (sent[:, K.O_QUEUE] > 0).any() and sent[:, K.O_COLD].any()
+    for o in sent:
+        vm_s, fn_s = o[K.O_VM], o[K.O_FN]
+        assert bool(o[K.O_FN_CALL]) == (fn_s > 0.0)
+        service = vm_s + fn_s + (cold_start if o[K.O_COLD] else 0.0)
+        assert o[K.O_CLOUD] == pytest.approx(service + o[K.O_QUEUE], rel=1e-12)
+        f = h.functions
+        usd = formulas.hybrid_usd(
+            vm_s,
+            fn_s,
+            bool(o[K.O_FN_CALL]),
+            h.vm.price_per_s,
+            h.vm.utilisation,
+            f.billing_granularity_s,
+            f.price_per_request,
+            f.price_per_gb_s,
+            f.memory_gb,
+        )
+        money = formulas.request_money_usd(o[K.O_SENT], s.data_usd_per_byte, usd)
+        assert o[K.O_MONEY] == pytest.approx(money, rel=1e-12)
+        grams = formulas.hybrid_carbon_g(
+            vm_s, fn_s, h.vm.watts, h.vm.pue, h.vm_g_per_j, f.watts, f.pue, h.fn_g_per_j
+        )
+        carbon = formulas.request_carbon_g(o[K.O_ENERGY], s.device_g_per_j, grams)
+        assert o[K.O_CARBON] == pytest.approx(carbon, rel=1e-12)
+
+
+def test_a_hybrid_fleet_scenario_loads_and_runs_the_one_kind_paths_refuse_it(tmp_path):
+    from sim.capacity import Capacity
+
+    fleet_hybrid = ROOT / "envs" / "scenarios" / "fleet_hybrid.toml"
+    sc = load_scenario(fleet_hybrid)
+    assert sc.cloud == "hybrid" and sc.fleet.devices > 1
+    assert sc.capacity.workers > 0 and sc.capacity.concurrency > 0
+    assert System(sc).hybrid is not None
+    # Workers and concurrency stay one kind's on the others.
+    text = HYBRID.read_text().replace('catalog = "builtin"', f'catalog = "{DEFAULT_CATALOG}"')
+    for cloud, key in (("iaas", "concurrency"), ("faas", "workers")):
+        path = tmp_path / f"{cloud}.toml"
+        path.write_text(
+            text.replace('cloud = "hybrid"', f'cloud = "{cloud}"') + f"\n[capacity]\n{key} = 2\n"
+        )
+        with pytest.raises(ScenarioError, match=rf"\[capacity\].{key} = 2"):
+            load_scenario(path)
+    from sim.cloud import SharedCloud
+
+    cloud = SharedCloud(System(load_scenario(HYBRID)), Capacity(workers=1))
+    with pytest.raises(ValueError, match="serve_hybrid"):
+        cloud.serve(0.0, 1)
 
 
 def test_the_cloud_report_prices_the_scenarios_own_parts():
