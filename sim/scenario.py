@@ -291,6 +291,14 @@ class Scenario:
                 f"[scenario].cloud '{self.cloud}' is a reserved VM (IaaS); size it with "
                 "[capacity].workers"
             )
+        defaults = Capacity.__dataclass_fields__
+        for key in ("max_batch", "batch_times"):
+            if kind == "hybrid" and getattr(c, key) != defaults[key].default:
+                raise ScenarioError(
+                    f"[capacity].{key} = {getattr(c, key)!r}: IaaS batching, but [scenario].cloud "
+                    f"'{self.cloud}' is a hybrid, whose VM serves one request at a time; "
+                    "leave it out"
+                )
 
 
 def _resolve_path(value: Any, base: Path, where: str, default: str) -> str:

@@ -412,3 +412,15 @@ def test_the_cloud_report_and_the_device_loop_check_their_inputs(tmp_path, capsy
     refused(cloud_report.main, ["--out", str(run / "costs")], capsys, "training run")
     with pytest.raises(ScenarioError, match="but the device loop"):
         device_policy("edgent", System(load_scenario(HYBRID)))
+
+
+@pytest.mark.parametrize("line", ["max_batch = 4", 'batch_times = "x.json"'])
+def test_a_hybrid_refuses_the_vm_batching_it_does_not_do(line, tmp_path):
+    text = (ROOT / "envs" / "scenarios" / "fleet_hybrid.toml").read_text()
+    text = text.replace("\n[capacity]\n", f"\n[capacity]\n{line}\n")
+    (tmp_path / "x.json").write_text("{}")
+    path = tmp_path / "s.toml"
+    path.write_text(text.replace('"../../', f'"{ROOT}/'))
+    key = line.split(" ")[0]
+    with pytest.raises(ScenarioError, match=rf"\[capacity\].{key} = .*hybrid, whose VM serves"):
+        load_scenario(path)
