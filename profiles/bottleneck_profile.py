@@ -53,12 +53,7 @@ def measure_split(
 
     wire = codecs.get(f"latent{bottleneck.rate.bits}")
     latents = _latents(bottleneck, model, to_model_input(split.inputs))
-    sizes = np.zeros(len(latents), np.int32)
-    decoded = np.empty_like(latents)
-    for i, z in enumerate(latents):
-        blob = wire.encode(z)
-        sizes[i] = len(blob)
-        decoded[i] = wire.decode(blob)
+    sizes, decoded = codecs.round_trip(wire, latents)
     with torch.inference_mode():
         preds = np.concatenate([
             bottleneck.decode(torch.from_numpy(decoded[i : i + BATCH])).argmax(1).numpy()

@@ -56,6 +56,18 @@ class Codec(Protocol):
     def decode(self, data: bytes) -> np.ndarray: ...
 
 
+def round_trip(codec: Codec, tensors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample of ``tensors`` encoded and decoded by ``codec``, one at a time as a
+    device sends them: the bytes of each (int32) and what the receiver decodes."""
+    nbytes = np.zeros(len(tensors), np.int32)
+    decoded = np.empty_like(tensors)
+    for i, tensor in enumerate(tensors):
+        blob = codec.encode(tensor)
+        nbytes[i] = len(blob)
+        decoded[i] = codec.decode(blob)
+    return nbytes, decoded
+
+
 def codec_name(cut: int, level: int) -> str:
     """The codec that compression ``level`` means at ``cut`` for an image model (the
     built-in one); a profile says it for any model (``Profile.codec_name``)."""

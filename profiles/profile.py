@@ -148,11 +148,31 @@ def measure_latency(model, spec: ModelSpec, repeats: int) -> dict:
 
 
 # -- per-sample measurements ------------------------------------------------------------
-def _batched(fn, x: np.ndarray) -> np.ndarray:
+def batched(fn, x: np.ndarray) -> np.ndarray:
+    """``fn`` (torch in, torch out) over ``x`` in batches of ``BATCH``, as numpy."""
     with torch.inference_mode():
         return np.concatenate(
             [fn(torch.from_numpy(x[i : i + BATCH])).numpy() for i in range(0, len(x), BATCH)]
         )
+
+
+def exit_answers(model, has_exit, x: np.ndarray, labels: np.ndarray):
+    """Each exit's max-softmax confidence and correctness on every sample of ``x``
+    (``(K, N)`` each; 0 and wrong where a block has no exit)."""
+    k, n = len(has_exit), len(labels)
+    outs = [[] for _ in range(k)]
+    with torch.inference_mode():
+        for i in range(0, n, BATCH):
+            for b, logits in enumerate(forward_all(model, torch.from_numpy(x[i : i + BATCH]))):
+                outs[b].append(None if logits is None else torch.softmax(logits, 1))
+    exit_conf = np.zeros((k, n), np.float32)
+    exit_correct = np.zeros((k, n), bool)
+    for b in range(k):
+        if has_exit[b]:
+            probs = torch.cat(outs[b])
+            exit_conf[b] = probs.max(1).values.numpy()
+            exit_correct[b] = probs.argmax(1).numpy() == labels
+    return exit_conf, exit_correct
 
 
 @dataclass(frozen=True)
@@ -172,7 +192,7 @@ class Plan:
         image codecs apply, else the model's input or a block's output (float32)."""
         if cut == 0:
             return inputs if self.kind == "image" else x
-        return _batched(lambda t: head(model, cut, t), x)
+        return batched(lambda t: head(model, cut, t), x)
 
     def received(self, cut: int, decoded: np.ndarray) -> np.ndarray:
         """What the cloud's tail takes from the decoded tensors."""
@@ -183,18 +203,7 @@ def measure_split(model, plan: Plan, inputs: np.ndarray, labels: np.ndarray, pro
     """Exit confidences, encoded sizes and post-codec correctness for every sample."""
     k, n_levels, n = plan.spec.n_blocks, plan.n_levels, len(labels)
     x = to_model_input(inputs)
-    outs = [[] for _ in range(k)]
-    with torch.inference_mode():
-        for i in range(0, n, BATCH):
-            for b, logits in enumerate(forward_all(model, torch.from_numpy(x[i : i + BATCH]))):
-                outs[b].append(None if logits is None else torch.softmax(logits, 1))
-    exit_conf = np.zeros((k, n), np.float32)
-    exit_correct = np.zeros((k, n), bool)
-    for b in range(k):
-        if plan.spec.has_exit[b]:
-            probs = torch.cat(outs[b])
-            exit_conf[b] = probs.max(1).values.numpy()
-            exit_correct[b] = probs.argmax(1).numpy() == labels
+    exit_conf, exit_correct = exit_answers(model, plan.spec.has_exit, x, labels)
     sent_bytes = np.zeros((k, n_levels, n), np.int32)
     final_correct = np.zeros((k, n_levels, n), bool)
     task = progress.add_task("  encode/decode/tail", total=k * n_levels)
@@ -203,13 +212,9 @@ def measure_split(model, plan: Plan, inputs: np.ndarray, labels: np.ndarray, pro
         sent = plan.sent_at(model, cut, inputs, x)
         for level in range(n_levels):
             codec = codecs.get(plan.codecs_by_cut[cut][level])
-            decoded = np.empty(sent.shape, sent.dtype)
-            for i in range(n):
-                blob = codec.encode(sent[i])
-                sent_bytes[cut, level, i] = len(blob)
-                decoded[i] = codec.decode(blob)
+            sent_bytes[cut, level], decoded = codecs.round_trip(codec, sent)
             received = plan.received(cut, decoded)
-            logits = _batched(lambda t, c=cut: tail(model, c, t), received)
+            logits = batched(lambda t, c=cut: tail(model, c, t), received)
             final_correct[cut, level] = logits.argmax(1) == labels
             decoded_for_leak[(cut, level)] = received[:LEAK_EVAL]
             progress.advance(task)
@@ -267,7 +272,7 @@ def measure_leakage(model, plan: Plan, splits, decoded_test, n_train: int, epoch
     for cut in range(k):
         decoder = None
         if cut > 0:
-            acts = torch.from_numpy(_batched(lambda t, c=cut: head(model, c, t), train_x))
+            acts = torch.from_numpy(batched(lambda t, c=cut: head(model, c, t), train_x))
             decoder = train_inversion(acts, train_t, epochs=epochs, seed=cut)
         for level in range(plan.n_levels):
             leakage[cut, level] = reconstruction_ssim(decoder, decoded_test[(cut, level)], target)

@@ -25,14 +25,13 @@ import torch
 
 from profiles import DEFAULT_PROFILE, VARIANTS_PROFILE, codecs
 from profiles.host import median_time
-from profiles.multiexit import data_for_profile, model_for_profile, tail, to_model_input
-from profiles.profile import profile_out
+from profiles.multiexit import data_for_profile, head, model_for_profile, tail, to_model_input
+from profiles.profile import batched, exit_answers, profile_out
 from profiles.profile_io import BASE_VARIANT, load_profile, save_profile, variant_key
 from profiles.variants import VARIANTS, VariantError, VariantModel, block_bytes, build_variant
 from settings.cli import check_options, option, parse, run_cli, summary_of
 from settings.tables import InputError
 
-BATCH = 500
 TRAIN_FOR_VARIANTS = 4096  # training images that calibrate / refit a variant
 
 
@@ -62,77 +61,31 @@ def _pair_ratio(float_block, variant_block, h: torch.Tensor, repeats: int) -> fl
     return float(np.median(rounds))
 
 
-def _exits(model, blocks, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(confidence, predicted class)`` of every exit on the variant's activations."""
-    k = len(blocks)
-    conf, pred = [[] for _ in range(k)], [[] for _ in range(k)]
-    with torch.inference_mode():
-        for i in range(0, len(x), BATCH):
-            h = torch.from_numpy(x[i : i + BATCH])
-            for b, (block, exit_head) in enumerate(zip(blocks, model.exits, strict=True)):
-                h = block(h)
-                if exit_head is not None:
-                    p = torch.softmax(exit_head(h), 1)
-                    conf[b].append(p.max(1).values.numpy())
-                    pred[b].append(p.argmax(1).numpy())
-    n = len(x)
-    c = np.array([np.concatenate(v) if v else np.zeros(n, np.float32) for v in conf])
-    p = np.array([np.concatenate(v) if v else np.full(n, -1) for v in pred])
-    return c, p
-
-
-def _activations(blocks, cut: int, x: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        out = []
-        for i in range(0, len(x), BATCH):
-            h = torch.from_numpy(x[i : i + BATCH])
-            for block in blocks[:cut]:
-                h = block(h)
-            out.append(h.numpy())
-    return np.concatenate(out)
-
-
-def _codec_level(model, cut: int, codec, sent: np.ndarray, labels: np.ndarray):
-    """Bytes per sample and the float tail's correctness after ``codec``."""
-    nbytes = np.zeros(len(sent), np.int32)
-    decoded = np.empty_like(sent)
-    for i in range(len(sent)):
-        blob = codec.encode(sent[i])
-        nbytes[i] = len(blob)
-        decoded[i] = codec.decode(blob)
-    with torch.inference_mode():
-        logits = np.concatenate(
-            [
-                tail(model, cut, torch.from_numpy(decoded[i : i + BATCH])).numpy()
-                for i in range(0, len(decoded), BATCH)
-            ]
-        )
-    return nbytes, logits.argmax(1) == labels
-
-
 def measure_split(profile, model, spec, blocks, split, base, bottlenecks) -> dict:
     """The variant's per-sample arrays for one split (``base``: the profile's)."""
     from profiles.bottleneck_profile import measure_split as bottleneck_split
 
     x = to_model_input(split.inputs)
-    conf, pred = _exits(model, blocks, x)
+    on_device = VariantModel(model, blocks, spec.n_blocks)  # every block the variant's
+    exit_conf, exit_correct = exit_answers(on_device, profile.has_exit, x, split.labels)
     sent_bytes, final_correct = base.sent_bytes.copy(), base.final_correct.copy()
     for cut in range(1, spec.n_blocks):
-        sent = _activations(blocks, cut, x)
         mixed = VariantModel(model, blocks, cut)
+        sent = batched(lambda t, m=mixed, c=cut: head(m, c, t), x)
         for level in range(profile.levels_at(cut)):
             entry = profile.bottleneck_at(cut, level)
             if entry is None:
                 codec = codecs.get(profile.codec_name(cut, level))
-                result = _codec_level(model, cut, codec, sent, split.labels)
+                nbytes, decoded = codecs.round_trip(codec, sent)
+                logits = batched(lambda t, c=cut: tail(model, c, t), decoded)
+                result = nbytes, logits.argmax(1) == split.labels
             else:
                 result = bottleneck_split(bottlenecks[(cut, level)], mixed, split)[:2]
             sent_bytes[cut, level], final_correct[cut, level] = result
-    has_exit = np.asarray(profile.has_exit)[:, None]
     return {
         "labels": split.labels,
-        "exit_conf": np.where(has_exit, conf, 0.0).astype(np.float32),
-        "exit_correct": has_exit & (pred == split.labels),
+        "exit_conf": exit_conf,
+        "exit_correct": exit_correct,
         "sent_bytes": sent_bytes,
         "final_correct": final_correct,
     }
