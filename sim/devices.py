@@ -365,9 +365,8 @@ class Devices:
             kernel.hybrid_paths(t.small, t.first_exit, t.exits, self.ints, self.requests, out)
             if sent.size:
                 act = self.ints[sent]
-                split = t.small[
-                    kernel.S_SPLIT,
-                    act[:, kernel.I_ACT_CUT] * self.system.n_thresholds + act[:, kernel.I_ACT_THR],
+                split = self.system.hybrid.split[
+                    act[:, kernel.I_ACT_CUT], act[:, kernel.I_ACT_THR]
                 ].astype(np.int64)
                 queue, service, cold = self.cloud.serve_hybrid(
                     out[sent, O_TX_END], out[sent, O_VM], out[sent, O_FN_CALL] > 0.0, split
